@@ -1,0 +1,239 @@
+"""The `circuitpath` command line.
+
+Every mistake a user can make ends in one line on stderr and exit status 2; Ctrl-C during training
+saves a checkpoint and exits with status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from circuitpath.config import ModelConfig, Phase, RunConfig, TaskConfig, TrainConfig, parse_phases
+from circuitpath.errors import CircuitPathError, ConfigError
+from circuitpath.experiments import PAPER_PHASES, experiment_config, summary_table, verdicts
+from circuitpath.train import Interrupted
+
+EPILOG_TRAIN = """examples:
+  circuitpath train --out runs/x --p 4 --steps 1000 --lr 1e-2 --seed 0
+  circuitpath train --out runs/cur --phases 2:3000:1e-3,4:7000:1e-2
+  circuitpath train --config my_run.toml --out runs/y --seed 3
+  circuitpath train --resume runs/x
+A config file (JSON or TOML) holds the sections task, model and train, as in a run's run.json;
+flags given on the command line override it."""
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    task = parser.add_argument_group("task (sparse modular addition)")
+    task.add_argument("--n-ctx", "-T", type=int, help="sequence length T (default 12)")
+    task.add_argument("--k", type=int, help="number of leading tokens summed (default 5)")
+    task.add_argument("--n-train", type=int, help="training sequences per phase (default 2048)")
+    task.add_argument("--n-test", type=int, help="test sequences when p**T is too large to enumerate (default 2048)")
+    task.add_argument("--data-seed", type=int, help="seed of the train/test draw (default: --seed)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--d-model", type=int, help="width d (default 32)")
+    model.add_argument("--d-mlp", type=int, help="MLP width h (default 4 x d-model, also when --d-model is given)")
+    model.add_argument("--n-tokens", type=int, help="embedding rows, >= every phase's p (default 4)")
+    model.add_argument("--untied", action="store_true", default=None, help="learn W_U apart from W_E")
+    model.add_argument("--eps", type=float, help="RMS norm epsilon (default 1e-5)")
+    model.add_argument("--model-seed", type=int, help="seed of the initial weights (default: --seed)")
+    train = parser.add_argument_group("training")
+    train.add_argument("--log-every", type=int, help="steps between metric lines (default 50)")
+    train.add_argument("--checkpoint-every", type=int, help="steps between regular checkpoints (default 250)")
+    train.add_argument("--dense-checkpoints", type=int, help="log-spaced checkpoints before the regular ones (default 24)")
+    train.add_argument("--sample-seed", type=int, help="seed of mini-batch sampling (default: --seed)")
+    parser.add_argument("--seed", type=int, help="seed of data, weights and sampling alike (default 0)")
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--force", action="store_true", help="replace existing runs at the output paths")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="circuitpath",
+        description="Train a one-layer cross-attention transformer on sparse modular addition, save "
+        "checkpoints along training, and analyse them (Odonnat, Bouaziz, Cabannes, ICASSP 2025).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train one run (scratch, curriculum or fine-tuning)",
+                           description="Train one run into a run directory.", epilog=EPILOG_TRAIN,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("--out", type=Path, help="run directory to create")
+    train.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    train.add_argument("--config", type=Path, help="JSON or TOML file with task, model and train sections")
+    phases = train.add_argument_group("phases (either --phases, or --p/--steps/--lr for a single phase)")
+    phases.add_argument("--phases", help="comma-separated p:steps:lr[:batch_size], e.g. 2:3000:1e-3,4:7000:1e-2")
+    phases.add_argument("--p", type=int, help="modulus of a single phase (default 4)")
+    phases.add_argument("--steps", type=int, help="steps of a single phase (default 10000)")
+    phases.add_argument("--lr", type=float, help="Adam learning rate of a single phase (default 1e-2)")
+    phases.add_argument("--batch-size", type=int, help="sequences per step (default: full batch)")
+    _add_config_flags(train)
+    _add_run_flags(train)
+    train.set_defaults(handler=cmd_train)
+
+    reproduce = sub.add_parser(
+        "reproduce", help="train the paper's scratch and curriculum runs and compare them",
+        description="Train the paper's two runs from the same initial weights into OUT/scratch and "
+        "OUT/curriculum, then print their final accuracies and whether the paper's claims held: "
+        "scratch memorises (train acc >= 0.99, test acc < 0.5), curriculum generalises (test acc >= 0.99).",
+    )
+    reproduce.add_argument("--out", type=Path, default=Path("runs"), help="parent directory of the runs (default ./runs)")
+    reproduce.add_argument("--seed", type=int, default=0, help="seed of data and initial weights (default 0)")
+    reproduce.add_argument("--scratch", default=PAPER_PHASES["scratch"], metavar="PHASES",
+                           help=f"phases of the scratch run (default {PAPER_PHASES['scratch']})")
+    reproduce.add_argument("--curriculum", default=PAPER_PHASES["curriculum"], metavar="PHASES",
+                           help=f"phases of the curriculum run (default {PAPER_PHASES['curriculum']})")
+    reproduce.add_argument("--n-ctx", "-T", type=int, help="sequence length T (default 12)")
+    reproduce.add_argument("--n-train", type=int, help="training sequences (default 2048)")
+    _add_run_flags(reproduce)
+    reproduce.set_defaults(handler=cmd_reproduce)
+
+    show = sub.add_parser("show", help="print a run's config, status, checkpoints and final metrics",
+                          description="Print what a run directory holds.")
+    show.add_argument("run", type=Path, metavar="RUN")
+    show.set_defaults(handler=cmd_show)
+    return parser
+
+
+# ---- train ---------------------------------------------------------------------------------------
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {error}") from None
+    if isinstance(data, dict) and "config" in data and "format" in data:  # a run.json
+        data = data["config"]
+    return data
+
+
+def _set(section: dict[str, Any], key: str, value: Any) -> None:
+    if value is not None:
+        section[key] = value
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    """The run config from an optional file, overridden by the flags given."""
+    base = RunConfig.from_dict(read_config_file(args.config)) if args.config else RunConfig()
+    data = base.to_dict()
+    task, model, train = data["task"], data["model"], data["train"]
+    for section, key in (("task", "seed"), ("model", "seed"), ("train", "seed")):
+        _set(data[section], key, args.seed)
+    _set(task, "n_ctx", args.n_ctx)
+    _set(model, "n_ctx", args.n_ctx)
+    for key in ("k", "n_train", "n_test"):
+        _set(task, key, getattr(args, key))
+    _set(task, "seed", args.data_seed)
+    for key in ("d_model", "d_mlp", "n_tokens", "eps"):
+        _set(model, key, getattr(args, key))
+    if args.d_model is not None and args.d_mlp is None:
+        model["d_mlp"] = None  # 4 * d_model, as documented under --d-mlp
+    if args.untied:
+        model["tied"] = False
+    _set(model, "seed", args.model_seed)
+    for key in ("log_every", "checkpoint_every", "dense_checkpoints"):
+        _set(train, key, getattr(args, key))
+    _set(train, "seed", args.sample_seed)
+    train["phases"] = [vars(ph) for ph in _phases(args, base.train.phases, given_file=args.config is not None)]
+    return RunConfig.from_dict(data)
+
+
+def _phases(args: argparse.Namespace, base: tuple[Phase, ...], given_file: bool) -> tuple[Phase, ...]:
+    single = {"p": args.p, "steps": args.steps, "lr": args.lr}
+    if args.phases is not None:
+        given = [f"--{k}" for k, v in single.items() if v is not None]
+        if given:
+            raise ConfigError(f"--phases cannot be combined with {', '.join(given)}")
+        phases = parse_phases(args.phases)
+    elif any(v is not None for v in single.values()) or not given_file:
+        if given_file and len(base) > 1:
+            raise ConfigError("--p/--steps/--lr set a single phase, but the config file has several; use --phases")
+        first = base[0] if given_file else Phase(p=4, steps=10_000, lr=1e-2)
+        phases = (Phase(p=args.p or first.p, steps=args.steps or first.steps, lr=args.lr or first.lr,
+                        batch_size=first.batch_size),)
+    else:
+        phases = base
+    if args.batch_size is not None:
+        phases = tuple(replace(ph, batch_size=args.batch_size) for ph in phases)
+    return phases
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from circuitpath.train import resume, train
+
+    if args.resume is not None:
+        if args.out is not None or args.config is not None:
+            raise ConfigError("--resume continues a run as it was configured; drop --out and --config")
+        (run,) = resume([args.resume], device=args.device)
+    else:
+        if args.out is None:
+            raise ConfigError("--out is required (the run directory to create), or --resume RUN")
+        run = train(build_config(args), args.out, device=args.device, force=args.force)
+    print(summary_table({run.path.name: run}))
+    print(f"run saved in {run.path}")
+    return 0
+
+
+# ---- reproduce ------------------------------------------------------------------------------------
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from circuitpath.runs import RunWriter
+    from circuitpath.train import train
+
+    task = TaskConfig(**{k: v for k, v in (("n_ctx", args.n_ctx), ("n_train", args.n_train)) if v is not None})
+    configs = {name: experiment_config(getattr(args, name), seed=args.seed, task=task,
+                                       model=ModelConfig(n_ctx=task.n_ctx))
+               for name in ("scratch", "curriculum")}
+    for name in configs:  # refuse before training anything
+        RunWriter.check_target(args.out / name, args.force)
+    runs = {}
+    for name, config in configs.items():
+        print(f"{name}: phases {getattr(args, name)}", file=sys.stderr)
+        runs[name] = train(config, args.out / name, device=args.device, force=args.force)
+    print(summary_table(runs))
+    print("\n".join(verdicts(runs)))
+    return 0
+
+
+# ---- show -----------------------------------------------------------------------------------------
+def cmd_show(args: argparse.Namespace) -> int:
+    from circuitpath.runs import load_run
+
+    run = load_run(args.run)
+    steps = run.steps
+    print(f"run {run.path}  status: {run.status}  circuitpath {run.info.get('circuitpath', '?')}")
+    print(json.dumps(run.config.to_dict(), indent=2))
+    print(f"{len(steps)} checkpoints" + (f", steps {steps[0]}..{steps[-1]}" if steps else ""))
+    if run.metrics:
+        print(summary_table({run.path.name: run}))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except Interrupted as stop:
+        print(f"circuitpath: {stop}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("circuitpath: interrupted", file=sys.stderr)
+        return 130
+    except CircuitPathError as error:
+        print(f"circuitpath: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

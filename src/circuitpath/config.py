@@ -1,0 +1,251 @@
+"""Typed configuration: the task, the model, the training phases, and a run made of all three.
+
+Every dataclass checks itself in `__post_init__` and raises `ConfigError` (a `ValueError`) naming the
+bad value. `from_dict` refuses unknown keys instead of dropping them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from circuitpath.errors import ConfigError
+
+T = TypeVar("T")
+
+#: Largest p**T for which the test set is every sequence not in the training set.
+ENUMERATE_LIMIT = 1 << 16
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    _check(_is_int(value), f"{name} must be an integer, got {value!r}")
+    _check(value >= low, f"{name} must be >= {low}, got {value}")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Sparse modular addition: y = (x_1 + ... + x_k) mod p over sequences of length n_ctx.
+
+    The modulus p belongs to each training phase (`Phase.p`), so one task serves a curriculum.
+    """
+
+    n_ctx: int = 12
+    """T, the sequence length."""
+    k: int = 5
+    """Number of leading tokens that are summed; the other T - k positions are spurious."""
+    n_train: int = 2048
+    """Training sequences per phase."""
+    n_test: int = 2048
+    """Test sequences per phase when p**T is too large to enumerate (otherwise: all the rest)."""
+    seed: int = 0
+    """Seed of the train/test draw; the split of a phase depends on (seed, p) only."""
+
+    def __post_init__(self) -> None:
+        _check_int("n_ctx", self.n_ctx, 1)
+        _check_int("k", self.k, 1)
+        _check(self.k <= self.n_ctx, f"k must be <= n_ctx ({self.n_ctx}), got {self.k}")
+        _check_int("n_train", self.n_train, 1)
+        _check_int("n_test", self.n_test, 1)
+        _check_int("seed", self.seed, 0)
+
+    def check_modulus(self, p: int) -> None:
+        """Raise ConfigError unless p admits n_train training sequences and a non-empty test set."""
+        _check_int("p", p, 2)
+        total = p**self.n_ctx
+        _check(
+            self.n_train < total,
+            f"n_train must be < p**n_ctx = {p}**{self.n_ctx} = {total} (a test set must remain), "
+            f"got {self.n_train}",
+        )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The one-layer cross-attention transformer of the paper (d = 32, h = 4d)."""
+
+    d_model: int = 32
+    """Width d of the residual stream."""
+    d_mlp: int | None = None
+    """Hidden width h of the MLP; None means 4 * d_model."""
+    n_tokens: int = 4
+    """Rows of the embedding table; may exceed the task's p so a curriculum keeps one model."""
+    n_ctx: int = 12
+    """Number of learnable positions (the task's T)."""
+    tied: bool = True
+    """Unembedding tied to the embedding (W_U = W_E.T), as in the paper's code."""
+    eps: float = 1e-5
+    """RMS(x) = x / (sqrt(mean(x**2)) + eps)."""
+    seed: int = 0
+    """Seed of the initial weights."""
+
+    def __post_init__(self) -> None:
+        _check_int("d_model", self.d_model, 1)
+        if self.d_mlp is None:
+            object.__setattr__(self, "d_mlp", 4 * self.d_model)
+        _check_int("d_mlp", self.d_mlp, 1)
+        _check_int("n_tokens", self.n_tokens, 2)
+        _check_int("n_ctx", self.n_ctx, 1)
+        _check(isinstance(self.tied, bool), f"tied must be true or false, got {self.tied!r}")
+        _check(
+            isinstance(self.eps, (int, float)) and not isinstance(self.eps, bool) and self.eps > 0,
+            f"eps must be a positive number, got {self.eps!r}",
+        )
+        _check_int("seed", self.seed, 0)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One stretch of training on one modulus. A curriculum is several phases in a row."""
+
+    p: int
+    """Modulus of the task during this phase."""
+    steps: int
+    """Optimiser steps in this phase."""
+    lr: float
+    """Adam learning rate (the optimiser state restarts at each phase)."""
+    batch_size: int | None = None
+    """Sequences per step, drawn without replacement each step; None means full batch."""
+
+    def __post_init__(self) -> None:
+        _check_int("p", self.p, 2)
+        _check_int("steps", self.steps, 1)
+        _check(
+            isinstance(self.lr, (int, float))
+            and not isinstance(self.lr, bool)
+            and math.isfinite(self.lr)
+            and self.lr > 0,
+            f"lr must be a positive number, got {self.lr!r}",
+        )
+        if self.batch_size is not None:
+            _check_int("batch_size", self.batch_size, 1)
+
+    @classmethod
+    def parse(cls, text: str) -> Phase:
+        """Parse `p:steps:lr` or `p:steps:lr:batch_size`, e.g. `4:7000:1e-2`."""
+        parts = text.strip().split(":")
+        _check(len(parts) in (3, 4), f"a phase is p:steps:lr[:batch_size], got {text!r}")
+        try:
+            p, steps, lr = int(parts[0]), int(parts[1]), float(parts[2])
+            batch = int(parts[3]) if len(parts) == 4 else None
+        except ValueError:
+            raise ConfigError(f"a phase is p:steps:lr[:batch_size] with numbers, got {text!r}") from None
+        return cls(p=p, steps=steps, lr=lr, batch_size=batch)
+
+
+def parse_phases(text: str) -> tuple[Phase, ...]:
+    """Parse a comma-separated list of phases, e.g. `2:3000:1e-3,4:7000:1e-2`."""
+    items = [item for item in text.split(",") if item.strip()]
+    _check(bool(items), f"no phase given in {text!r}")
+    return tuple(Phase.parse(item) for item in items)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The phases of one run and how often it is measured and saved."""
+
+    phases: tuple[Phase, ...] = (Phase(p=4, steps=10_000, lr=1e-2),)
+    """Training phases, in order; the model and step counter carry over between them."""
+    log_every: int = 50
+    """Steps between two metric lines (checkpoint steps are always logged too)."""
+    checkpoint_every: int = 250
+    """Steps between two regular checkpoints, after the dense early ones."""
+    dense_checkpoints: int = 24
+    """Log-spaced checkpoints within the first `checkpoint_every` steps, for early dynamics."""
+    seed: int = 0
+    """Seed of mini-batch sampling (unused with full batches)."""
+
+    def __post_init__(self) -> None:
+        phases = tuple(
+            Phase(**p) if isinstance(p, dict) else p for p in self.phases  # type: ignore[arg-type]
+        )
+        object.__setattr__(self, "phases", phases)
+        _check(len(phases) > 0, "phases must hold at least one phase")
+        for phase in phases:
+            _check(isinstance(phase, Phase), f"phases must be Phase objects, got {phase!r}")
+        _check_int("log_every", self.log_every, 1)
+        _check_int("checkpoint_every", self.checkpoint_every, 1)
+        _check_int("dense_checkpoints", self.dense_checkpoints, 0)
+        _check_int("seed", self.seed, 0)
+
+    @property
+    def total_steps(self) -> int:
+        return sum(phase.steps for phase in self.phases)
+
+    def phase_starts(self) -> list[int]:
+        """Global step at which each phase begins."""
+        starts, step = [], 0
+        for phase in self.phases:
+            starts.append(step)
+            step += phase.steps
+        return starts
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run: task, model and training."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _check(
+            self.model.n_ctx == self.task.n_ctx,
+            f"model.n_ctx ({self.model.n_ctx}) must equal task.n_ctx ({self.task.n_ctx})",
+        )
+        for phase in self.train.phases:
+            _check(
+                phase.p <= self.model.n_tokens,
+                f"phase p = {phase.p} exceeds the model's n_tokens = {self.model.n_tokens}",
+            )
+            self.task.check_modulus(phase.p)
+            if phase.batch_size is not None:
+                _check(
+                    phase.batch_size <= self.task.n_train,
+                    f"batch_size must be <= n_train ({self.task.n_train}), got {phase.batch_size}",
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        _check(isinstance(data, dict), f"a run config must be a mapping, got {type(data).__name__}")
+        _check_keys(data, {"task", "model", "train"}, "run config")
+        train = dict(data.get("train", {}))
+        if "phases" in train:
+            _check(isinstance(train["phases"], list), f"train.phases must be a list, got {train['phases']!r}")
+            train["phases"] = tuple(from_dict(Phase, p, "train.phases[]") for p in train["phases"])
+        return cls(
+            task=from_dict(TaskConfig, data.get("task", {}), "task"),
+            model=from_dict(ModelConfig, data.get("model", {}), "model"),
+            train=from_dict(TrainConfig, train, "train"),
+        )
+
+
+def _check_keys(data: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in {where} (valid: {', '.join(sorted(allowed))})")
+
+
+def from_dict(cls: type[T], data: Any, where: str) -> T:
+    """Build dataclass `cls` from a mapping, refusing unknown keys."""
+    _check(isinstance(data, dict), f"{where} must be a mapping, got {data!r}")
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    _check_keys(data, names, where)
+    try:
+        return cls(**data)
+    except TypeError as error:  # e.g. a required field is missing
+        raise ConfigError(f"{where}: {error}") from None

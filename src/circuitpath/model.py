@@ -1,0 +1,280 @@
+"""The paper's one-layer transformer with a single-query cross-attention, as a HookedRootModule.
+
+Reads top to bottom as the paper's five equations (section I), d = d_model, h = d_mlp:
+
+1. z_t  = RMS(W_E[x_t] + p_t)                                  Embed, PosEmbed, ln1
+2. z_A  = sum_t softmax_t(z_t . W_Q / sqrt(d)) (z_t W_V)       CrossAttention
+3. z̄_A  = RMS(z_A)                                            ln2
+4. z_O  = z̄_A + GELU(z̄_A W_in + b_in) W_out + b_out            MLP with residual
+5. logits = z_O W_U                                           W_U = W_E.T when tied
+
+This is the one module that imports TransformerLens hook classes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import einops
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from transformer_lens import HookedRootModule
+from transformer_lens.hook_points import HookPoint
+
+from circuitpath.config import ModelConfig
+from circuitpath.errors import CheckpointError, HookError, InputError
+
+#: Contract weight name -> key in `state_dict()`. Checkpoints store the contract names.
+WEIGHT_KEYS: dict[str, str] = {
+    "W_E": "embed.W_E",
+    "W_pos": "pos_embed.W_pos",
+    "W_Q": "blocks.0.attn.W_Q",
+    "W_V": "blocks.0.attn.W_V",
+    "W_in": "blocks.0.mlp.W_in",
+    "b_in": "blocks.0.mlp.b_in",
+    "W_out": "blocks.0.mlp.W_out",
+    "b_out": "blocks.0.mlp.b_out",
+    "W_U": "unembed.W_U",
+}
+
+
+def weight_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Shape of every trained weight, in contract order (W_U only when untied)."""
+    d, h, v = cfg.d_model, cfg.d_mlp, cfg.n_tokens
+    shapes = {
+        "W_E": (v, d),
+        "W_pos": (cfg.n_ctx, d),
+        "W_Q": (d,),
+        "W_V": (d, d),
+        "W_in": (d, h),
+        "b_in": (h,),
+        "W_out": (h, d),
+        "b_out": (d,),
+    }
+    if not cfg.tied:
+        shapes["W_U"] = (d, v)
+    return shapes  # type: ignore[return-value]
+
+
+def init_weights(cfg: ModelConfig) -> dict[str, Tensor]:
+    """Initial weights from `cfg.seed` alone: N(0, 1) embeddings, U(±1/sqrt(fan_in)) elsewhere."""
+    generator = torch.Generator().manual_seed(cfg.seed)
+    weights = {}
+    for name, shape in weight_shapes(cfg).items():
+        if name in ("W_E", "W_pos"):
+            weights[name] = torch.randn(shape, generator=generator)
+        else:
+            fan_in = cfg.d_mlp if name in ("W_out", "b_out") else cfg.d_model
+            bound = 1.0 / math.sqrt(fan_in)
+            weights[name] = (torch.rand(shape, generator=generator) * 2 - 1) * bound
+    return weights
+
+
+class RMSNorm(nn.Module):
+    """RMS(x) = x / (sqrt(mean(x**2)) + eps), no learned gain."""
+
+    def __init__(self, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.hook_normalized = HookPoint()  # [batch, pos, d_model] (ln1) or [batch, d_model] (ln2)
+
+    def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        return self.hook_normalized(x / (x.pow(2).mean(-1, keepdim=True).sqrt() + self.eps))
+
+
+class CrossAttention(nn.Module):
+    """One learned query attends over the T key positions; there is no key matrix."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.W_Q = nn.Parameter(torch.empty(cfg.d_model))
+        self.W_V = nn.Parameter(torch.empty(cfg.d_model, cfg.d_model))
+        self.scale = math.sqrt(cfg.d_model)
+        self.hook_attn_scores = HookPoint()  # [batch, key_pos]
+        self.hook_pattern = HookPoint()  # [batch, key_pos]
+        self.hook_v = HookPoint()  # [batch, key_pos, d_model]
+
+    def forward(self, z: Float[Tensor, "batch key_pos d_model"]) -> Float[Tensor, "batch d_model"]:
+        scores = self.hook_attn_scores(
+            einops.einsum(z, self.W_Q, "batch key_pos d_model, d_model -> batch key_pos") / self.scale
+        )
+        pattern = self.hook_pattern(scores.softmax(dim=-1))
+        v = self.hook_v(z @ self.W_V)
+        return einops.einsum(pattern, v, "batch key_pos, batch key_pos d_model -> batch d_model")
+
+
+class MLP(nn.Module):
+    """GELU(x W_in + b_in) W_out + b_out."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp))
+        self.b_in = nn.Parameter(torch.empty(cfg.d_mlp))
+        self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model))
+        self.b_out = nn.Parameter(torch.empty(cfg.d_model))
+        self.hook_pre = HookPoint()  # [batch, d_mlp]
+        self.hook_post = HookPoint()  # [batch, d_mlp]
+
+    def forward(self, x: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch d_model"]:
+        pre = self.hook_pre(x @ self.W_in + self.b_in)
+        post = self.hook_post(F.gelu(pre))
+        return post @ self.W_out + self.b_out
+
+
+class TransformerBlock(nn.Module):
+    """Equations 1 (the norm) to 4: z_t -> z_A -> z̄_A -> z_O."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
+        self.ln1 = RMSNorm(cfg.eps)
+        self.attn = CrossAttention(cfg)
+        self.hook_attn_out = HookPoint()  # [batch, d_model]
+        self.ln2 = RMSNorm(cfg.eps)
+        self.mlp = MLP(cfg)
+        self.hook_mlp_out = HookPoint()  # [batch, d_model]
+        self.hook_resid_post = HookPoint()  # [batch, d_model]
+
+    def forward(self, resid: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch d_model"]:
+        z = self.ln1(self.hook_resid_pre(resid))
+        z_attn = self.hook_attn_out(self.attn(z))
+        z_bar = self.ln2(z_attn)
+        return self.hook_resid_post(z_bar + self.hook_mlp_out(self.mlp(z_bar)))
+
+
+class Embed(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.W_E = nn.Parameter(torch.empty(cfg.n_tokens, cfg.d_model))
+
+    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+        return self.W_E[tokens]
+
+
+class PosEmbed(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model))
+
+    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+        return self.W_pos.expand(tokens.shape[0], -1, -1)
+
+
+class Unembed(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.n_tokens))
+
+
+class CrossAttentionTransformer(HookedRootModule):
+    """The paper's model. `model(tokens)` -> logits [batch, n_tokens]; every hook is cacheable."""
+
+    def __init__(self, cfg: ModelConfig, weights: dict[str, Tensor] | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = Embed(cfg)
+        self.hook_embed = HookPoint()  # [batch, pos, d_model]
+        self.pos_embed = PosEmbed(cfg)
+        self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
+        self.blocks = nn.ModuleList([TransformerBlock(cfg)])
+        if not cfg.tied:
+            self.unembed = Unembed(cfg)
+        self.setup()
+        self.load_weights(init_weights(cfg) if weights is None else weights)
+
+    def forward(
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        return_type: str = "logits",
+        targets: Int[Tensor, " batch"] | None = None,
+    ) -> Tensor:
+        """Logits [batch, n_tokens], or with return_type="loss" the mean cross-entropy on `targets`."""
+        self.check_tokens(tokens)
+        resid = self.hook_embed(self.embed(tokens)) + self.hook_pos_embed(self.pos_embed(tokens))
+        logits = self.blocks[0](resid) @ self.W_U
+        if return_type == "logits":
+            return logits
+        if return_type == "loss":
+            if targets is None:
+                raise InputError("return_type='loss' needs targets")
+            return F.cross_entropy(logits, targets.to(logits.device))
+        raise InputError(f"return_type must be 'logits' or 'loss', got {return_type!r}")
+
+    def check_tokens(self, tokens: Tensor) -> None:
+        """Raise InputError unless tokens is an integer tensor [batch, n_ctx] with values < n_tokens."""
+        if not isinstance(tokens, Tensor) or tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+            raise InputError(f"tokens must be an integer tensor, got {getattr(tokens, 'dtype', type(tokens))}")
+        if tokens.ndim != 2 or tokens.shape[1] != self.cfg.n_ctx:
+            raise InputError(
+                f"tokens must have shape [batch, {self.cfg.n_ctx}], got {list(tokens.shape)}"
+            )
+        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.cfg.n_tokens):
+            bad = tokens[(tokens < 0) | (tokens >= self.cfg.n_tokens)][0].item()
+            raise InputError(f"token {bad} is out of range [0, {self.cfg.n_tokens})")
+
+    # ---- weights by their contract names -------------------------------------------------------
+    @property
+    def W_E(self) -> Float[Tensor, "n_tokens d_model"]:
+        return self.embed.W_E
+
+    @property
+    def W_pos(self) -> Float[Tensor, "n_ctx d_model"]:
+        return self.pos_embed.W_pos
+
+    @property
+    def W_Q(self) -> Float[Tensor, " d_model"]:
+        return self.blocks[0].attn.W_Q
+
+    @property
+    def W_V(self) -> Float[Tensor, "d_model d_model"]:
+        return self.blocks[0].attn.W_V
+
+    @property
+    def W_in(self) -> Float[Tensor, "d_model d_mlp"]:
+        return self.blocks[0].mlp.W_in
+
+    @property
+    def b_in(self) -> Float[Tensor, " d_mlp"]:
+        return self.blocks[0].mlp.b_in
+
+    @property
+    def W_out(self) -> Float[Tensor, "d_mlp d_model"]:
+        return self.blocks[0].mlp.W_out
+
+    @property
+    def b_out(self) -> Float[Tensor, " d_model"]:
+        return self.blocks[0].mlp.b_out
+
+    @property
+    def W_U(self) -> Float[Tensor, "d_model n_tokens"]:
+        return self.embed.W_E.T if self.cfg.tied else self.unembed.W_U
+
+    def weights(self) -> dict[str, Tensor]:
+        """The trained weights by contract name (detached; W_U only when untied)."""
+        return {name: getattr(self, name).detach() for name in weight_shapes(self.cfg)}
+
+    def load_weights(self, weights: dict[str, Tensor]) -> None:
+        """Copy weights given by contract name; the names and shapes must match the config exactly."""
+        shapes = weight_shapes(self.cfg)
+        missing, extra = sorted(set(shapes) - set(weights)), sorted(set(weights) - set(shapes))
+        if missing or extra:
+            raise CheckpointError(f"weights do not match the model: missing {missing}, unexpected {extra}")
+        params = dict(self.named_parameters())
+        with torch.no_grad():
+            for name, shape in shapes.items():
+                if tuple(weights[name].shape) != shape:
+                    raise CheckpointError(
+                        f"weight {name} has shape {list(weights[name].shape)}, the config needs {list(shape)}"
+                    )
+                params[WEIGHT_KEYS[name]].copy_(weights[name])
+
+    def hook_names(self) -> list[str]:
+        return list(self.hook_dict)
+
+    def check_hook(self, name: str) -> HookPoint:
+        """The hook point called `name`, or HookError listing the valid names."""
+        if name not in self.hook_dict:
+            raise HookError(f"unknown hook {name!r}; valid hooks: {', '.join(self.hook_dict)}")
+        return self.hook_dict[name]

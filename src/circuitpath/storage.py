@@ -1,0 +1,127 @@
+"""Files that survive a crash: atomic writes, checked safetensors reads, and a one-writer lock."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+
+from circuitpath.errors import CheckpointError, RunError
+
+#: Metadata key that stores a checksum of the tensor bytes, so corruption is detected on load.
+CHECKSUM_KEY = "sha256"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the new one, never half."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, value: Any) -> None:
+    write_atomic(path, (json.dumps(value, indent=2) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise RunError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunError(f"{path} is not valid JSON ({error})") from None
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode() + str(list(tensor.shape)).encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Save tensors atomically as safetensors, with a checksum of their bytes in the metadata."""
+    tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+    meta = {key: str(value) for key, value in metadata.items()} | {CHECKSUM_KEY: _digest(tensors)}
+    write_atomic(Path(path), save_safetensors_bytes(tensors, metadata=meta))
+
+
+def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Load a safetensors file written by `save_tensors`; refuse a missing, truncated or altered one."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing") from None
+    try:
+        tensors = load_safetensors_bytes(raw)
+        metadata = _read_metadata(raw)
+    except (SafetensorError, ValueError, RuntimeError, OverflowError) as error:
+        raise CheckpointError(f"{path} is truncated or corrupted ({error})") from None
+    expected = metadata.get(CHECKSUM_KEY)
+    if expected is None or expected != _digest(tensors):
+        raise CheckpointError(f"{path} is corrupted (its checksum does not match its contents)")
+    return tensors, metadata
+
+
+def _read_metadata(raw: bytes) -> dict[str, str]:
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + header_len])
+    metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict):
+        raise ValueError("metadata is not a mapping")
+    return metadata
+
+
+class RunLock:
+    """An exclusive lock on a run directory, released by the kernel if the process dies."""
+
+    FILE = ".lock"
+
+    def __init__(self, directory: Path):
+        self.path = Path(directory) / self.FILE
+        self._handle = None
+
+    def acquire(self) -> RunLock:
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise RunError(f"{self.path.parent} is being written by {owner}; wait for it or stop it") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None

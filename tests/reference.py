@@ -1,0 +1,48 @@
+"""An independent plain-PyTorch implementation of the paper's five equations, from weights alone.
+
+It shares no code with circuitpath: the tests hold the hooked model and the engine to it.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def rms(x, eps=1e-5):
+    return x / (torch.sqrt(torch.mean(x * x, dim=-1, keepdim=True)) + eps)
+
+
+def reference_forward(w, tokens, eps=1e-5):
+    """Every intermediate of the five equations, for weights `w` keyed by contract name."""
+    d = w["W_E"].shape[1]
+    out = {}
+    out["embed"] = w["W_E"][tokens]  # [batch, pos, d]
+    out["pos_embed"] = w["W_pos"].unsqueeze(0).expand_as(out["embed"])
+    out["resid_pre"] = out["embed"] + out["pos_embed"]
+    z = rms(out["resid_pre"], eps)  # (1)
+    out["z"] = z
+    out["scores"] = torch.matmul(z, w["W_Q"]) / math.sqrt(d)  # [batch, pos]
+    out["pattern"] = torch.softmax(out["scores"], dim=1)
+    out["v"] = torch.matmul(z, w["W_V"])
+    out["z_attn"] = (out["pattern"].unsqueeze(-1) * out["v"]).sum(dim=1)  # (2)
+    out["z_bar"] = rms(out["z_attn"], eps)  # (3)
+    out["mlp_pre"] = out["z_bar"] @ w["W_in"] + w["b_in"]
+    out["mlp_post"] = F.gelu(out["mlp_pre"])
+    out["mlp_out"] = out["mlp_post"] @ w["W_out"] + w["b_out"]
+    out["z_out"] = out["z_bar"] + out["mlp_out"]  # (4)
+    w_u = w["W_U"] if "W_U" in w else w["W_E"].T
+    out["logits"] = out["z_out"] @ w_u  # (5)
+    return out
+
+
+def reference_train(w, x, y, phases_lr_steps):
+    """Plain training loop: torch.optim.Adam on the reference function, one fresh optimiser a phase."""
+    w = {k: v.clone().requires_grad_(True) for k, v in w.items()}
+    for lr, steps, xs, ys in phases_lr_steps:
+        opt = torch.optim.Adam(list(w.values()), lr=lr)
+        for _ in range(steps):
+            opt.zero_grad()
+            F.cross_entropy(reference_forward(w, xs)["logits"], ys).backward()
+            opt.step()
+    return {k: v.detach() for k, v in w.items()}

@@ -1,0 +1,148 @@
+import re
+
+import pytest
+import torch
+from transformer_lens import ActivationCache
+
+from circuitpath import CrossAttentionTransformer, HookError, InputError, ModelConfig
+from circuitpath.model import weight_shapes
+from reference import reference_forward
+
+#: The contract: every hook point, in the order the forward pass reaches it.
+HOOKS = [
+    "hook_embed",
+    "hook_pos_embed",
+    "blocks.0.hook_resid_pre",
+    "blocks.0.ln1.hook_normalized",
+    "blocks.0.attn.hook_attn_scores",
+    "blocks.0.attn.hook_pattern",
+    "blocks.0.attn.hook_v",
+    "blocks.0.hook_attn_out",
+    "blocks.0.ln2.hook_normalized",
+    "blocks.0.mlp.hook_pre",
+    "blocks.0.mlp.hook_post",
+    "blocks.0.hook_mlp_out",
+    "blocks.0.hook_resid_post",
+]
+
+#: hook -> (reference intermediate, shape as a function of batch B, T, d, h)
+HOOK_VALUES = {
+    "hook_embed": ("embed", lambda B, T, d, h: (B, T, d)),
+    "hook_pos_embed": ("pos_embed", lambda B, T, d, h: (B, T, d)),
+    "blocks.0.hook_resid_pre": ("resid_pre", lambda B, T, d, h: (B, T, d)),
+    "blocks.0.ln1.hook_normalized": ("z", lambda B, T, d, h: (B, T, d)),
+    "blocks.0.attn.hook_attn_scores": ("scores", lambda B, T, d, h: (B, T)),
+    "blocks.0.attn.hook_pattern": ("pattern", lambda B, T, d, h: (B, T)),
+    "blocks.0.attn.hook_v": ("v", lambda B, T, d, h: (B, T, d)),
+    "blocks.0.hook_attn_out": ("z_attn", lambda B, T, d, h: (B, d)),
+    "blocks.0.ln2.hook_normalized": ("z_bar", lambda B, T, d, h: (B, d)),
+    "blocks.0.mlp.hook_pre": ("mlp_pre", lambda B, T, d, h: (B, h)),
+    "blocks.0.mlp.hook_post": ("mlp_post", lambda B, T, d, h: (B, h)),
+    "blocks.0.hook_mlp_out": ("mlp_out", lambda B, T, d, h: (B, d)),
+    "blocks.0.hook_resid_post": ("z_out", lambda B, T, d, h: (B, d)),
+}
+
+
+def random_model(tied=True, seed=3):
+    cfg = ModelConfig(d_model=32, n_tokens=4, n_ctx=12, tied=tied, seed=seed)
+    return CrossAttentionTransformer(cfg)
+
+
+def test_hook_list_is_the_contract_in_forward_order():
+    model = random_model()
+    assert model.hook_names() == HOOKS
+    fired = []
+    for name in HOOKS:
+        model.add_hook(name, lambda t, hook: fired.append(hook.name))
+    model(torch.randint(0, 4, (2, 12)))
+    model.reset_hooks()
+    assert fired == HOOKS
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_logits_match_the_independent_implementation(tied):
+    model = random_model(tied=tied)
+    tokens = torch.randint(0, 4, (64, 12))
+    weights = {name: getattr(model, name).detach() for name in
+               ["W_E", "W_pos", "W_Q", "W_V", "W_in", "b_in", "W_out", "b_out", "W_U"]}
+    if tied:
+        assert torch.equal(weights["W_U"], weights["W_E"].T)
+    expected = reference_forward(weights, tokens)["logits"]
+    torch.testing.assert_close(model(tokens), expected, atol=1e-6, rtol=1e-6)
+
+
+def test_every_hook_holds_the_value_and_shape_of_the_contract():
+    model = random_model()
+    tokens = torch.randint(0, 4, (5, 12))
+    _, cache = model.run_with_cache(tokens)
+    ref = reference_forward(model.weights(), tokens)
+    assert list(cache) == HOOKS
+    for hook, (key, shape) in HOOK_VALUES.items():
+        assert tuple(cache[hook].shape) == shape(5, 12, 32, 128), hook
+        torch.testing.assert_close(cache[hook], ref[key], atol=1e-6, rtol=1e-6, msg=hook)
+
+
+def test_activation_cache_shorthand():
+    model = random_model()
+    tokens = torch.randint(0, 4, (3, 12))
+    _, raw = model.run_with_cache(tokens)
+    cache = ActivationCache(raw, model)
+    assert torch.equal(cache["pattern", 0], raw["blocks.0.attn.hook_pattern"])
+    assert torch.equal(cache["attn_out", 0], raw["blocks.0.hook_attn_out"])
+    torch.testing.assert_close(cache["pattern", 0].sum(-1), torch.ones(3))
+
+
+def test_editing_a_hook_changes_everything_downstream():
+    model = random_model()
+    tokens = torch.randint(0, 4, (4, 12))
+    clean_logits, clean = model.run_with_cache(tokens)
+
+    def uniform(pattern, hook):
+        return torch.full_like(pattern, 1 / pattern.shape[-1])
+
+    with model.hooks(fwd_hooks=[("blocks.0.attn.hook_pattern", uniform)]):
+        logits, patched = model.run_with_cache(tokens)
+    assert torch.equal(patched["blocks.0.attn.hook_attn_scores"], clean["blocks.0.attn.hook_attn_scores"])
+    for hook in HOOKS[HOOKS.index("blocks.0.hook_attn_out"):]:
+        assert not torch.allclose(patched[hook], clean[hook]), hook
+    assert not torch.allclose(logits, clean_logits)
+
+
+def test_loss_return_type_and_gradients_flow_to_every_weight():
+    model = random_model(tied=False)
+    tokens, targets = torch.randint(0, 4, (8, 12)), torch.randint(0, 4, (8,))
+    model(tokens, return_type="loss", targets=targets).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_same_seed_same_weights_and_shapes():
+    a, b, c = random_model(seed=1), random_model(seed=1), random_model(seed=2)
+    for name, shape in weight_shapes(a.cfg).items():
+        assert tuple(getattr(a, name).shape) == shape
+        assert torch.equal(getattr(a, name), getattr(b, name))
+    assert not torch.equal(a.W_E, c.W_E)
+
+
+def test_bigger_embedding_table_than_the_task_needs():
+    model = CrossAttentionTransformer(ModelConfig(n_tokens=4))
+    assert model(torch.randint(0, 2, (3, 12))).shape == (3, 4)
+
+
+@pytest.mark.parametrize(
+    "tokens, message",
+    [
+        (torch.full((2, 12), 4), "token 4 is out of range [0, 4)"),
+        (torch.full((2, 12), -1), "token -1 is out of range"),
+        (torch.zeros(2, 11, dtype=torch.long), "shape [batch, 12], got [2, 11]"),
+        (torch.zeros(12, dtype=torch.long), "shape [batch, 12], got [12]"),
+        (torch.zeros(2, 12), "integer tensor"),
+    ],
+)
+def test_bad_tokens_raise_a_clear_error(tokens, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        random_model()(tokens)
+
+
+def test_unknown_hook_lists_the_valid_ones():
+    with pytest.raises(HookError, match="unknown hook 'blocks.0.hook_q'.*blocks.0.attn.hook_pattern"):
+        random_model().check_hook("blocks.0.hook_q")
