@@ -225,7 +225,7 @@ class RunConfig:
         _check_keys(data, {"task", "model", "train"}, "run config")
         train = dict(data.get("train", {}))
         if "phases" in train:
-            _check(isinstance(train["phases"], list), f"train.phases must be a list, got {train['phases']!r}")
+            _check(isinstance(train["phases"], (list, tuple)), f"train.phases must be a list, got {train['phases']!r}")
             train["phases"] = tuple(from_dict(Phase, p, "train.phases[]") for p in train["phases"])
         return cls(
             task=from_dict(TaskConfig, data.get("task", {}), "task"),

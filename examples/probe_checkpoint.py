@@ -1,0 +1,35 @@
+# %% [markdown]
+# Probe a checkpoint: train a small run, load it back, and read the attention pattern through hooks.
+# Run: python examples/probe_checkpoint.py [RUN_DIR]
+
+# %%
+import sys
+import tempfile
+from pathlib import Path
+
+from transformer_lens import ActivationCache
+
+import circuitpath as cp
+
+
+def main(run_dir: str | None = None) -> None:
+    if run_dir is None:
+        run_dir = str(Path(tempfile.mkdtemp()) / "probe")
+        config = cp.RunConfig(train=cp.TrainConfig(phases=cp.parse_phases("2:300:1e-2")))
+        cp.train(config, run_dir)
+    run = cp.load_run(run_dir)
+    step = run.steps[-1]
+    model = run.model_at(step)
+    split = run.data()
+    logits, raw = model.run_with_cache(split.x_test[:512])
+    cache = ActivationCache(raw, model)
+    pattern = cache["pattern", 0].mean(0)  # [key_pos]
+    k = run.config.task.k
+    print(f"step {step}: test accuracy {(logits.argmax(-1) == split.y_test[:512]).float().mean():.3f}")
+    print("mean attention per position:", " ".join(f"{a:.2f}" for a in pattern.tolist()))
+    print(f"attention mass on the first k = {k} positions: {pattern[:k].sum():.3f}")
+
+
+# %%
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else None)

@@ -1,0 +1,91 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from circuitpath import load_run
+from circuitpath.cli import main
+
+TINY = ["--n-ctx", "6", "--k", "3", "--n-train", "40", "--n-test", "50", "--d-model", "8",
+        "--log-every", "5", "--checkpoint-every", "10", "--dense-checkpoints", "3"]
+
+
+def test_train_with_every_field_as_a_flag(tmp_path, capsys):
+    out = tmp_path / "x"
+    assert main(["train", "--out", str(out), "--p", "4", "--steps", "20", "--lr", "1e-2", "--seed", "3", *TINY]) == 0
+    run = load_run(out)
+    assert run.config.task.seed == run.config.model.seed == 3 and run.config.model.d_mlp == 32
+    assert run.steps[-1] == 20 and "test acc" in capsys.readouterr().out
+
+
+def test_curriculum_phases_and_config_file(tmp_path):
+    config = {"task": {"n_ctx": 6, "k": 3, "n_train": 40}, "model": {"n_ctx": 6, "d_model": 8},
+              "train": {"phases": [{"p": 2, "steps": 10, "lr": 1e-3}, {"p": 4, "steps": 10, "lr": 1e-2}]}}
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    (tmp_path / "c.toml").write_text('[task]\nn_ctx = 6\nk = 3\nn_train = 40\n[model]\nn_ctx = 6\nd_model = 8\n')
+    assert main(["train", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "a"), "--seed", "2"]) == 0
+    assert [ph.p for ph in load_run(tmp_path / "a").config.train.phases] == [2, 4]
+    assert main(["train", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "b"),
+                 "--phases", "2:5:1e-3,4:5:1e-2"]) == 0
+    assert load_run(tmp_path / "b").config.train.total_steps == 10
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--p", "7", "--steps", "5"], "phase p = 7 exceeds the model's n_tokens = 4"),
+    (["--phases", "2:5:1e-3", "--lr", "1e-2"], "--phases cannot be combined with --lr"),
+    (["--phases", "2:five:1e-3"], "'2:five:1e-3'"),
+    (["--k", "9"], "k must be <= n_ctx (6), got 9"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+])
+def test_bad_flags_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "bad"
+    assert main(["train", "--out", str(out), *TINY, "--steps", "5", *args] if "--phases" not in args and "--steps" not in args
+                else ["train", "--out", str(out), *TINY, *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("circuitpath: error:") and "\n" not in err
+    assert not out.exists()
+
+
+def test_bad_config_files(tmp_path, capsys):
+    (tmp_path / "bad.json").write_text('{"model": {"widht": 3}}')
+    assert main(["train", "--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "o")]) == 2
+    assert "unknown key 'widht' in model" in capsys.readouterr().err
+    assert main(["train", "--config", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "o")]) == 2
+    assert "cannot read config file" in capsys.readouterr().err
+
+
+def test_existing_run_needs_force(tmp_path, capsys):
+    args = ["train", "--out", str(tmp_path / "r"), "--steps", "5", *TINY]
+    assert main(args) == 0
+    before = (tmp_path / "r" / "run.json").read_text()
+    assert main(args) == 2
+    assert "already holds a run; pass --force" in capsys.readouterr().err
+    assert (tmp_path / "r" / "run.json").read_text() == before
+    assert main([*args, "--force"]) == 0
+
+
+def test_reproduce_prints_the_table_and_verdicts(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "circuitpath.cli", "reproduce", "--out", str(tmp_path), "--n-ctx", "6",
+         "--n-train", "60", "--scratch", "4:30:1e-2", "--curriculum", "2:10:1e-3,4:20:1e-2"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "scratch" in result.stdout and "curriculum" in result.stdout
+    assert "scratch memorises" in result.stdout and "curriculum generalises" in result.stdout
+    scratch, curriculum = load_run(tmp_path / "scratch"), load_run(tmp_path / "curriculum")
+    assert scratch.weights_at(0)["W_E"].equal(curriculum.weights_at(0)["W_E"])
+    again = subprocess.run([sys.executable, "-m", "circuitpath.cli", "reproduce", "--out", str(tmp_path)],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "pass --force" in again.stderr
+
+
+def test_show_and_help(trained_run, capsys):
+    assert main(["show", str(trained_run.path)]) == 0
+    assert "status: completed" in capsys.readouterr().out
+    for command in ["train", "reproduce", "show"]:
+        with pytest.raises(SystemExit) as done:
+            main([command, "--help"])
+        assert done.value.code == 0
+    assert main(["show", str(trained_run.path.parent)]) == 2

@@ -1,0 +1,55 @@
+import pytest
+
+from circuitpath import ConfigError, ModelConfig, Phase, RunConfig, TaskConfig, TrainConfig, parse_phases
+
+
+def test_defaults_are_the_paper_setting():
+    cfg = RunConfig()
+    assert (cfg.task.n_ctx, cfg.task.k, cfg.task.n_train) == (12, 5, 2048)
+    assert (cfg.model.d_model, cfg.model.d_mlp, cfg.model.n_tokens, cfg.model.tied) == (32, 128, 4, True)
+    assert cfg.train.phases == (Phase(p=4, steps=10_000, lr=1e-2),)
+
+
+def test_phases_parse():
+    assert parse_phases("2:3000:1e-3,4:7000:1e-2") == (Phase(2, 3000, 1e-3), Phase(4, 7000, 1e-2))
+    assert parse_phases("4:10:0.1:32")[0].batch_size == 32
+
+
+@pytest.mark.parametrize("text, message", [
+    ("2:3000", "p:steps:lr"),
+    ("2:x:1e-3", "with numbers, got '2:x:1e-3'"),
+    ("2:0:1e-3", "steps must be >= 1, got 0"),
+    ("2:10:-1", "lr must be a positive number, got -1.0"),
+    ("", "no phase given"),
+])
+def test_bad_phases(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_phases(text)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: ModelConfig(d_model=0), "d_model must be >= 1, got 0"),
+    (lambda: ModelConfig(n_tokens=1.5), "n_tokens must be an integer, got 1.5"),
+    (lambda: ModelConfig(tied="yes"), "tied must be true or false"),
+    (lambda: TrainConfig(log_every=0), "log_every must be >= 1, got 0"),
+    (lambda: TrainConfig(phases=()), "at least one phase"),
+    (lambda: RunConfig(model=ModelConfig(n_ctx=8)), r"model.n_ctx \(8\) must equal task.n_ctx \(12\)"),
+    (lambda: RunConfig(train=TrainConfig(phases=(Phase(5, 10, 1e-2),))), "p = 5 exceeds the model's n_tokens = 4"),
+    (lambda: RunConfig(train=TrainConfig(phases=(Phase(4, 10, 1e-2, batch_size=5000),))), "batch_size must be <= n_train"),
+])
+def test_bad_values_raise_naming_the_value(build, message):
+    with pytest.raises(ConfigError, match=message):
+        build()
+
+
+def test_dict_round_trip_and_unknown_keys():
+    cfg = RunConfig(task=TaskConfig(seed=3), train=TrainConfig(phases=parse_phases("2:5:1e-3,4:5:1e-2")))
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    data = cfg.to_dict()
+    data["model"]["d_modle"] = 16
+    with pytest.raises(ConfigError, match="unknown key 'd_modle' in model"):
+        RunConfig.from_dict(data)
+    with pytest.raises(ConfigError, match="unknown key 'optimiser' in run config"):
+        RunConfig.from_dict({"optimiser": {}})
+    with pytest.raises(ConfigError, match=r"train.phases\[\]"):
+        RunConfig.from_dict({"train": {"phases": [{"p": 2, "steps": 3}]}})

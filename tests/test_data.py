@@ -1,0 +1,56 @@
+import pytest
+import torch
+
+from circuitpath import ConfigError, TaskConfig, make_split
+from circuitpath.data import targets
+
+
+def rows(x):
+    return {tuple(r) for r in x.tolist()}
+
+
+def test_targets_are_the_sum_of_the_first_k_mod_p():
+    x = torch.tensor([[1, 2, 3, 0, 3], [3, 3, 3, 3, 3]])
+    assert targets(x, p=4, k=3).tolist() == [(1 + 2 + 3) % 4, 9 % 4]
+
+
+def test_small_task_enumerates_the_rest_as_test_set():
+    task = TaskConfig(n_ctx=8, k=3, n_train=100)
+    split = make_split(task, p=2)
+    train, test = rows(split.x_train), rows(split.x_test)
+    assert len(train) == 100 and not train & test
+    assert len(train | test) == 2**8
+    assert torch.equal(split.y_test, targets(split.x_test, 2, 3))
+
+
+def test_large_task_draws_distinct_disjoint_sets():
+    split = make_split(TaskConfig(n_ctx=12, k=5, n_train=2048, n_test=1000), p=4)
+    train, test = rows(split.x_train), rows(split.x_test)
+    assert (len(train), len(test)) == (2048, 1000) and not train & test
+    assert split.x_train.max() == 3 and split.x_train.min() == 0
+    assert torch.equal(split.y_train, split.x_train[:, :5].sum(1) % 4)
+
+
+def test_deterministic_from_seed_and_p():
+    task = TaskConfig(n_ctx=10, n_train=64, n_test=64)
+    a, b = make_split(task, 4), make_split(task, 4)
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.x_test, b.x_test)
+    c = make_split(TaskConfig(n_ctx=10, n_train=64, n_test=64, seed=1), 4)
+    assert not torch.equal(a.x_train, c.x_train)
+
+
+@pytest.mark.parametrize(
+    "kwargs, p, message",
+    [
+        ({}, 1, "p must be >= 2, got 1"),
+        ({"k": 13}, 2, "k must be <= n_ctx (12), got 13"),
+        ({"k": 0}, 2, "k must be >= 1, got 0"),
+        ({"n_ctx": 4, "k": 2, "n_train": 17}, 2, "n_train must be < p**n_ctx = 2**4 = 16"),
+        ({"n_ctx": 4, "k": 2, "n_train": 16}, 2, "a test set must remain"),
+        ({"n_train": 0}, 2, "n_train must be >= 1, got 0"),
+    ],
+)
+def test_bad_values_name_themselves(kwargs, p, message):
+    with pytest.raises(ConfigError) as error:
+        make_split(TaskConfig(**kwargs), p)
+    assert message in str(error.value)

@@ -1,0 +1,72 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from circuitpath import CrossAttentionTransformer, ModelConfig
+from circuitpath.engine import Adam, Encoded, Layout, forward, loss_and_grad
+from circuitpath.model import WEIGHT_KEYS
+from reference import reference_forward, reference_train
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_logits_and_gradients_match_the_hooked_model(tied):
+    cfg = ModelConfig(d_model=32, n_tokens=4, n_ctx=12, tied=tied, seed=5)
+    model = CrossAttentionTransformer(cfg)
+    x, y = torch.randint(0, 4, (256, 12)), torch.randint(0, 4, (256,))
+    layout = Layout.of(cfg)
+    theta = layout.pack([model.weights()])
+    data = Encoded.of(x[None], y[None], cfg.n_tokens)
+
+    logits = forward(layout.views(theta), data, cfg)[0]
+    torch.testing.assert_close(logits, model(x), atol=1e-5, rtol=1e-5)
+
+    losses, grad = loss_and_grad(theta, layout, data)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    params = dict(model.named_parameters())
+    expected = layout.pack([{name: params[WEIGHT_KEYS[name]].grad for name in layout.shapes}])
+    torch.testing.assert_close(losses[0], loss.detach(), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(grad, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_runs_in_a_batch_equal_runs_alone():
+    cfg = ModelConfig(d_model=16, n_tokens=4, n_ctx=8)
+    layout = Layout.of(cfg)
+    weights = [CrossAttentionTransformer(ModelConfig(d_model=16, n_ctx=8, seed=s)).weights() for s in range(3)]
+    x, y = torch.randint(0, 4, (3, 100, 8)), torch.randint(0, 4, (3, 100))
+    together = layout.pack(weights)
+    adam = Adam(together, torch.tensor([1e-2, 3e-3, 1e-3]))
+    for _ in range(10):
+        adam.step(together, loss_and_grad(together, layout, Encoded.of(x, y, 4))[1])
+    for s, lr in enumerate([1e-2, 3e-3, 1e-3]):
+        alone = layout.pack([weights[s]])
+        adam_alone = Adam(alone, torch.tensor([lr]))
+        for _ in range(10):
+            adam_alone.step(alone, loss_and_grad(alone, layout, Encoded.of(x[s:s + 1], y[s:s + 1], 4))[1])
+        torch.testing.assert_close(together[s], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_engine_adam_follows_torch_adam_on_the_reference_function():
+    cfg = ModelConfig(d_model=16, n_tokens=4, n_ctx=8, seed=2)
+    layout = Layout.of(cfg)
+    start = CrossAttentionTransformer(cfg).weights()
+    x = torch.randint(0, 4, (128, 8))
+    y = x[:, :3].sum(1) % 4
+    theta = layout.pack([start])
+    adam = Adam(theta, torch.tensor([1e-2]))
+    data = Encoded.of(x[None], y[None], 4)
+    for _ in range(25):
+        adam.step(theta, loss_and_grad(theta, layout, data)[1])
+    expected = reference_train(start, x, y, [(1e-2, 25, x, y)])
+    for name, value in layout.unpack(theta[0]).items():
+        torch.testing.assert_close(value, expected[name], atol=1e-5, rtol=1e-4, msg=name)
+    assert not torch.allclose(expected["W_Q"], start["W_Q"])
+
+
+def test_layout_round_trip():
+    cfg = ModelConfig(d_model=8, n_ctx=4, tied=False)
+    layout = Layout.of(cfg)
+    weights = CrossAttentionTransformer(cfg).weights()
+    assert layout.size == sum(v.numel() for v in weights.values())
+    back = layout.unpack(layout.pack([weights])[0])
+    assert all(torch.equal(back[k], weights[k]) for k in weights)

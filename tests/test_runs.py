@@ -1,0 +1,88 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from circuitpath import CheckpointError, RunError, load_run, train
+from circuitpath.runs import RunWriter
+from circuitpath.storage import RunLock
+from conftest import tiny_config
+
+
+def test_checkpoint_alone_rebuilds_the_model(trained_run):
+    path = trained_run.path / "checkpoints" / "step_0000040.safetensors"
+    tensors = load_file(path)
+    assert set(tensors) == {"W_E", "W_pos", "W_Q", "W_V", "W_in", "b_in", "W_out", "b_out"}
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+    assert meta["step"] == "40" and meta["phase"] == "1"
+    from circuitpath import CrossAttentionTransformer, ModelConfig
+
+    model = CrossAttentionTransformer(ModelConfig(**json.loads(meta["model"])), tensors)
+    x = trained_run.data(1).x_test
+    torch.testing.assert_close(model(x), trained_run.model_at(40)(x))
+
+
+def test_no_pickle_anywhere(trained_run):
+    for file in trained_run.path.rglob("*"):
+        if file.is_file():
+            assert file.suffix in {".json", ".jsonl", ".safetensors", ""}, file
+            assert b"\x80\x04\x95" not in file.read_bytes()[:3]
+
+
+def test_missing_step_lists_the_nearest_saved(trained_run):
+    with pytest.raises(CheckpointError, match="step 13 was not saved .*nearest saved: 5, 10, 20"):
+        trained_run.model_at(13)
+
+
+def test_not_a_run(tmp_path):
+    with pytest.raises(RunError, match="is not a run directory"):
+        load_run(tmp_path)
+    with pytest.raises(RunError, match="does not exist"):
+        load_run(tmp_path / "nope")
+
+
+def test_a_run_is_never_silently_overwritten(tmp_path, trained_run):
+    before = (trained_run.path / "run.json").read_text()
+    with pytest.raises(RunError, match="already holds a run; pass --force"):
+        train(tiny_config(seed=9), trained_run.path, progress=False)
+    assert (trained_run.path / "run.json").read_text() == before
+    replaced = train(tiny_config(seed=9), trained_run.path, force=True, progress=False)
+    assert replaced.config.model.seed == 9
+
+
+def test_force_never_deletes_a_directory_that_is_not_a_run(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(RunError, match="is not a run; refusing"):
+        train(tiny_config(), tmp_path, force=True, progress=False)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_one_writer_per_run(trained_run):
+    lock = RunLock(trained_run.path).acquire()
+    try:
+        with pytest.raises(RunError, match="is being written by process"):
+            RunWriter.reopen(load_run(trained_run.path))
+        with pytest.raises(RunError, match="is being written by"):
+            train(tiny_config(), trained_run.path, force=True, progress=False)
+    finally:
+        lock.release()
+    assert load_run(trained_run.path).steps
+
+
+def test_checkpoint_that_does_not_match_its_run(trained_run, tmp_path):
+    other = train(tiny_config(n_ctx=7), tmp_path / "other", progress=False)
+    target = trained_run.path / "checkpoints" / "step_0000040.safetensors"
+    target.write_bytes((other.path / "checkpoints" / "step_0000030.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="step_0000040.safetensors does not match run.json: weight W_pos"):
+        trained_run.model_at(40)
+
+
+def test_truncated_checkpoint_is_refused_with_its_name(trained_run):
+    target = trained_run.path / "checkpoints" / "step_0000020.safetensors"
+    target.write_bytes(target.read_bytes()[:-7])
+    with pytest.raises(CheckpointError, match="step_0000020.safetensors is (truncated|corrupted)"):
+        trained_run.model_at(20)
