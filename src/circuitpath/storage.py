@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -49,10 +50,11 @@ def read_json(path: Path) -> Any:
         raise RunError(f"{path} is not valid JSON ({error})") from None
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
-    import hashlib
-
+def _digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """SHA-256 over metadata, names, dtypes, shapes and bytes: any change to what loads changes it."""
     digest = hashlib.sha256()
+    for key in sorted(k for k in metadata if k != CHECKSUM_KEY):
+        digest.update(f"{key}={metadata[key]};".encode())
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
         digest.update(name.encode())
@@ -64,7 +66,8 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """Save tensors atomically as safetensors, with a checksum of their bytes in the metadata."""
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
-    meta = {key: str(value) for key, value in metadata.items()} | {CHECKSUM_KEY: _digest(tensors)}
+    meta = {key: str(value) for key, value in metadata.items()}
+    meta[CHECKSUM_KEY] = _digest(tensors, meta)
     write_atomic(Path(path), save_safetensors_bytes(tensors, metadata=meta))
 
 
@@ -81,7 +84,7 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     except (SafetensorError, ValueError, RuntimeError, OverflowError) as error:
         raise CheckpointError(f"{path} is truncated or corrupted ({error})") from None
     expected = metadata.get(CHECKSUM_KEY)
-    if expected is None or expected != _digest(tensors):
+    if expected is None or expected != _digest(tensors, metadata):
         raise CheckpointError(f"{path} is corrupted (its checksum does not match its contents)")
     return tensors, metadata
 

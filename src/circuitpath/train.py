@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from circuitpath.config import ModelConfig, RunConfig, TrainConfig
 from circuitpath.data import make_split
 from circuitpath.engine import Adam, Encoded, Layout, evaluate, loss_and_grad
-from circuitpath.errors import CheckpointError, ConfigError
+from circuitpath.errors import ConfigError
 from circuitpath.model import init_weights
 from circuitpath.runs import CHECKPOINT_DIR, STATE_DIR, Run, RunWriter, load_run, saved_steps, step_file
 from circuitpath.storage import load_tensors
@@ -58,6 +58,10 @@ class Position:
     phase: int = 0
     local: int = 0
     skip_record: bool = False  # the record (log + checkpoint) of this step is already on disk
+
+    def step(self, train: TrainConfig) -> int:
+        starts = train.phase_starts()
+        return starts[self.phase] + self.local if self.phase < len(starts) else train.total_steps
 
 
 def _shape_key(config: RunConfig) -> tuple:
@@ -119,54 +123,67 @@ def train_many(
 
 
 def resume(paths: list[str | Path], *, device: str = "cpu", progress: bool = True) -> list[Run]:
-    """Continue runs from their last common saved state; the result equals an uninterrupted run."""
+    """Continue runs from their last common saved state; the result equals an uninterrupted run.
+
+    Runs that were killed before their first checkpoint start again from their initial weights.
+    """
     runs = [load_run(p) for p in paths]
-    _check_group([r.config for r in runs], [r.path for r in runs])
+    configs = [run.config for run in runs]
+    _check_group(configs, [run.path for run in runs])
     device = resolve_device(device)
     writers = [RunWriter.reopen(run) for run in runs]
     try:
-        step = _common_state_step(runs)
-        states = [load_tensors(run.path / STATE_DIR / step_file(step)) for run in runs]
-        layout = Layout.of(runs[0].config.model)
-        theta = layout.pack([run.weights_at(step) for run in runs])
-        generators = []
-        for writer, (tensors, meta) in zip(writers, states):
-            writer.metrics = writer.metrics[: int(meta["n_metrics"])]
-            _drop_after(writer.path, step)
-            generator = torch.Generator()
-            generator.set_state(tensors["rng"])
-            generators.append(generator)
-            writer.set_status("running", resumed_from=step)
+        theta, generators, start, adam_state = _restart_point(runs, writers)
+        for writer in writers:
+            writer.set_status("running", resumed_from=start.step(configs[0].train))
     except BaseException:
         for writer in writers:
             writer.close()
         raise
-    meta = states[0][1]
-    phase, local = int(meta["phase"]), int(json.loads(meta["local"]))
-    trainer = _Trainer([r.config for r in runs], writers, [[r.data(i) for i in range(len(r.config.train.phases))] for r in runs], theta.to(device), generators)
-    adam_state = (
-        torch.stack([t["m"] for t, _ in states]).to(device),
-        torch.stack([t["v"] for t, _ in states]).to(device),
-        int(json.loads(meta["adam_step"])),
-    )
-    phases = runs[0].config.train.phases
-    if local == phases[phase].steps:
-        start = Position(phase + 1, 0, False)
-        adam_state = None
-    else:
-        start = Position(phase, local, True)
+    splits = [[run.data(i) for i in range(len(run.config.train.phases))] for run in runs]
+    trainer = _Trainer(configs, writers, splits, theta.to(device), generators)
+    if adam_state is not None:
+        adam_state = (adam_state[0].to(device), adam_state[1].to(device), adam_state[2])
     return trainer.run(start, adam_state)
 
 
-def _common_state_step(runs: list[Run]) -> int:
+def _restart_point(runs: list[Run], writers: list[RunWriter]):
+    """Weights, samplers, position and Adam state at the last step every run saved a state for.
+
+    Everything is read and checked before anything on disk is changed.
+    """
     common = set.intersection(*(set(saved_steps(run.path / STATE_DIR)) for run in runs))
-    if not common:
-        raise CheckpointError(f"{runs[0].path} has no saved training state to resume from")
-    return max(common)
+    if not common:  # killed before the first checkpoint: start over
+        for writer in writers:
+            _drop_after(writer.path, -1)
+            writer.metrics = []
+        theta = Layout.of(runs[0].config.model).pack([init_weights(run.config.model) for run in runs])
+        generators = [torch.Generator().manual_seed(run.config.train.seed) for run in runs]
+        return theta, generators, Position(), None
+    step = max(common)
+    states = [load_tensors(run.path / STATE_DIR / step_file(step)) for run in runs]
+    theta = Layout.of(runs[0].config.model).pack([run.weights_at(step) for run in runs])
+    generators = []
+    for tensors, _ in states:
+        generators.append(torch.Generator())
+        generators[-1].set_state(tensors["rng"])
+    for writer, (_, meta) in zip(writers, states):
+        writer.metrics = writer.metrics[: int(meta["n_metrics"])]
+        _drop_after(writer.path, step)
+    meta = states[0][1]
+    phase, local = int(meta["phase"]), int(json.loads(meta["local"]))
+    if local == runs[0].config.train.phases[phase].steps:  # saved at a phase's end: next phase, fresh Adam
+        return theta, generators, Position(phase + 1, 0, False), None
+    adam_state = (
+        torch.stack([tensors["m"] for tensors, _ in states]),
+        torch.stack([tensors["v"] for tensors, _ in states]),
+        int(json.loads(meta["adam_step"])),
+    )
+    return theta, generators, Position(phase, local, True), adam_state
 
 
 def _drop_after(path: Path, step: int) -> None:
-    """Remove checkpoints and states past `step`: the resumed run writes them again."""
+    """Remove checkpoints and states past `step` (all of them for -1): the resumed run writes them again."""
     for sub in (CHECKPOINT_DIR, STATE_DIR):
         for later in saved_steps(path / sub):
             if later > step:
@@ -224,7 +241,7 @@ class _Trainer:
     def _loop(self, start: Position, adam_state) -> None:
         starts = self.train_cfg.phase_starts()
         total = self.train_cfg.total_steps
-        first_step = starts[start.phase] + start.local if start.phase < len(starts) else total
+        first_step = start.step(self.train_cfg)
         desc = "train" if len(self.writers) == 1 else f"train {len(self.writers)} runs"
         with tqdm(total=total, initial=first_step, desc=desc, unit="step", dynamic_ncols=True,
                   disable=None, mininterval=0.5) as bar:

@@ -1,0 +1,147 @@
+"""Crashes lose nothing: kill -9 at random moments and resume to the same bits; Ctrl-C saves and exits 130."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from circuitpath import load_run, resume, train
+from circuitpath.runs import saved_steps
+from conftest import tiny_config
+
+CLI = [sys.executable, "-m", "circuitpath.cli"]
+# long enough to be killed mid-way: ~1-2 s of training, checkpoints every 100 steps
+FLAGS = ["--phases", "2:1500:1e-2,4:1500:1e-2:16", "--n-ctx", "6", "--k", "3", "--n-train", "40",
+         "--n-test", "50", "--d-model", "8", "--log-every", "50", "--checkpoint-every", "100",
+         "--dense-checkpoints", "4", "--seed", "4"]
+
+
+def assert_same_run(a, b):
+    assert a.steps == b.steps
+    assert a.metrics == b.metrics
+    for step in a.steps:
+        wa, wb = a.weights_at(step), b.weights_at(step)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), step
+
+
+def wait_for(predicate, timeout=60.0):
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise TimeoutError
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("full") / "run"
+    subprocess.run([*CLI, "train", "--out", str(out), *FLAGS], check=True, capture_output=True, timeout=300)
+    return load_run(out)
+
+
+def test_kill_9_at_random_moments_then_resume_gives_identical_bits(tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    rng = random.Random(7)
+    process = subprocess.Popen([*CLI, "train", "--out", str(out), *FLAGS], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    kills = 0
+    for _ in range(3):
+        wait_for(lambda: (out / "run.json").exists() or process.poll() is not None)
+        time.sleep(rng.uniform(0.0, 1.5))
+        if process.poll() is not None:
+            break
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
+        assert load_run(out).status == "running"  # the last complete state is readable
+        process = subprocess.Popen([*CLI, "train", "--resume", str(out)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+    assert process.wait(timeout=300) == 0
+    assert kills >= 1
+    run = load_run(out)
+    assert run.status == "completed"
+    assert_same_run(run, uninterrupted)
+
+
+def test_ctrl_c_saves_a_checkpoint_marks_the_run_and_exits_130(tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    process = subprocess.Popen([*CLI, "train", "--out", str(out), *FLAGS], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(saved_steps(out / "checkpoints")) > 6)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "resume with: circuitpath train --resume" in err
+    run = load_run(out)
+    assert run.status == "interrupted"
+    last = saved_steps(out / "state")[-1]
+    assert last in run.steps
+    (resumed,) = resume([out], progress=False)
+    assert resumed.status == "completed" and json.loads((out / "run.json").read_text())["resumed_from"] == last
+    assert resumed.metrics == uninterrupted.metrics
+    final = uninterrupted.steps[-1]
+    assert all(torch.equal(resumed.weights_at(final)[k], v) for k, v in uninterrupted.weights_at(final).items())
+
+
+def test_resume_mid_phase_in_process_equals_uninterrupted(tmp_path):
+    config = tiny_config("2:40:1e-2,4:40:1e-2:8")
+    full = train(config, tmp_path / "full", progress=False)
+    cut = train(config, tmp_path / "cut", progress=False)
+    # a crash while writing the last state leaves the one before it (mid-phase, mid-Adam)
+    assert saved_steps(cut.path / "state") == [70, 80]
+    (cut.path / "state" / "step_0000080.safetensors").unlink()
+    (resumed,) = resume([cut.path], progress=False)
+    assert_same_run(resumed, full)
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint(tmp_path):
+    config = tiny_config()
+    full = train(config, tmp_path / "full", progress=False)
+    cut = train(config, tmp_path / "cut", progress=False)
+    for sub in ("checkpoints", "state"):
+        for f in (cut.path / sub).iterdir():
+            f.unlink()
+    (resumed,) = resume([cut.path], progress=False)
+    assert_same_run(resumed, full)
+
+
+def snapshot(path):
+    return {f.relative_to(path): f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file() and f.name != ".lock"}
+
+
+@pytest.mark.parametrize("victim", ["checkpoints/step_0000030.safetensors", "state/step_0000030.safetensors"])
+def test_resume_refuses_a_corrupted_file_by_name_and_changes_nothing(tmp_path, victim, capsys):
+    from circuitpath.cli import main
+
+    run = train(tiny_config(), tmp_path / "run", progress=False)
+    target = run.path / victim
+    raw = bytearray(target.read_bytes())
+    raw[-3] ^= 0xFF
+    target.write_bytes(bytes(raw))
+    before = snapshot(run.path)
+    assert main(["train", "--resume", str(run.path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "step_0000030.safetensors is corrupted" in err and "\n" not in err
+    assert snapshot(run.path) == before
+
+
+def test_a_second_writer_fails_at_once(tmp_path):
+    out = tmp_path / "run"
+    process = subprocess.Popen([*CLI, "train", "--out", str(out), *FLAGS], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: len(saved_steps(out / "checkpoints")) > 2)
+        started = time.monotonic()
+        second = subprocess.run([*CLI, "train", "--resume", str(out)], capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2
+        assert "is being written by process" in second.stderr
+        assert time.monotonic() - started < 30
+    finally:
+        process.kill()
+        process.wait()
