@@ -70,3 +70,37 @@ def test_layout_round_trip():
     assert layout.size == sum(v.numel() for v in weights.values())
     back = layout.unpack(layout.pack([weights])[0])
     assert all(torch.equal(back[k], weights[k]) for k in weights)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_fast_path_equals_autograd_path(tied):
+    from circuitpath.engine import autograd_loss_and_grad, fast_path_safe
+
+    cfg = ModelConfig(d_model=16, n_tokens=4, n_ctx=8, tied=tied)
+    layout = Layout.of(cfg)
+    theta = layout.pack([CrossAttentionTransformer(ModelConfig(d_model=16, n_ctx=8, tied=tied, seed=s)).weights()
+                         for s in range(2)])
+    x = torch.randint(0, 4, (2, 64, 8))
+    data = Encoded.of(x, x[:, :, :3].sum(-1) % 4, 4)
+    assert fast_path_safe(layout.views(theta))
+    fast_losses, fast_grad = loss_and_grad(theta, layout, data)
+    slow_losses, slow_grad = autograd_loss_and_grad(theta, layout, data)
+    torch.testing.assert_close(fast_losses, slow_losses, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(fast_grad, slow_grad, atol=1e-5, rtol=1e-4)
+
+
+def test_sharp_attention_falls_back_to_the_softmax_path():
+    from circuitpath.engine import fast_path_safe
+
+    cfg = ModelConfig(d_model=16, n_tokens=4, n_ctx=8)
+    model = CrossAttentionTransformer(cfg)
+    with torch.no_grad():
+        model.blocks[0].attn.W_Q.mul_(300 / model.W_Q.norm())  # scores spread over 600
+    layout = Layout.of(cfg)
+    theta = layout.pack([model.weights()])
+    assert not fast_path_safe(layout.views(theta))
+    x = torch.randint(0, 4, (64, 8))
+    losses, grad = loss_and_grad(theta, layout, Encoded.of(x[None], (x[:, 0] % 4)[None], 4))
+    loss = F.cross_entropy(model(x), x[:, 0] % 4)
+    assert torch.isfinite(grad).all()
+    torch.testing.assert_close(losses[0], loss.detach(), atol=1e-5, rtol=1e-5)

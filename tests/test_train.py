@@ -54,8 +54,10 @@ def test_same_seed_same_result_other_seed_other_result(tmp_path):
 
 
 def test_batched_runs_equal_runs_trained_alone(tmp_path):
-    configs = [tiny_config(seed=s, phases=f"2:10:{lr},4:10:{lr}") for s, lr in [(0, 1e-2), (1, 3e-3), (2, 1e-2)]]
-    together = train_many(configs, [tmp_path / f"t{i}" for i in range(3)], progress=False)
+    # five runs: two chunks of the executor, trained in parallel
+    pairs = [(0, 1e-2), (1, 3e-3), (2, 1e-2), (3, 1e-3), (4, 3e-2)]
+    configs = [tiny_config(seed=s, phases=f"2:10:{lr},4:10:{lr}") for s, lr in pairs]
+    together = train_many(configs, [tmp_path / f"t{i}" for i in range(len(configs))], progress=False)
     for i, config in enumerate(configs):
         alone = train(config, tmp_path / f"a{i}", progress=False)
         assert together[i].steps == alone.steps

@@ -13,6 +13,8 @@ whole-buffer operations. Tests hold this engine to the hooked model (logits and 
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +73,9 @@ class Encoded:
     index: Int[Tensor, "runs batch_pos"]
     targets: Int[Tensor, "runs batch"]
 
+    def rows(self, runs: slice) -> Encoded:
+        return Encoded(self.onehot[runs], self.index[runs], self.targets[runs])
+
     @classmethod
     def of(cls, x: Int[Tensor, "runs batch pos"], y: Int[Tensor, "runs batch"], n_tokens: int) -> Encoded:
         runs, batch, n_ctx = x.shape
@@ -85,7 +90,10 @@ def rms(x: Tensor, eps: float) -> Tensor:
 
 
 def forward(w: dict[str, Tensor], data: Encoded, cfg: ModelConfig) -> Float[Tensor, "runs batch n_tokens"]:
-    """Logits of every run on its own sequences; the hooked model's function, batched over runs."""
+    """Logits of every run on its own sequences, with a true softmax (differentiable by autograd).
+
+    The reference path of the engine: used where `fast_forward` is not safe, and by the tests.
+    """
     runs, batch, table = data.onehot.shape
     n_ctx, d = cfg.n_ctx, cfg.d_model
     z = rms(w["W_E"][:, :, None, :] + w["W_pos"][:, None, :, :], cfg.eps)  # [runs, V, T, d]
@@ -109,10 +117,98 @@ def run_losses(logits: Tensor, targets: Int[Tensor, "runs batch"]) -> Float[Tens
     return losses.view(runs, batch).mean(1)
 
 
+# ---- the fast path: softmax through an exponential table, and a hand-derived backward -----------
+#
+# Every score is z_t . W_Q / sqrt(d) with |z_t| <= sqrt(d), so it lies in [-|W_Q|, |W_Q|]. With
+# E = exp(score_table - max), the softmax of a sequence is E[x_t, t] / sum_t E[x_t, t], and
+#   z_A = (onehot @ (E * Z W_V)) / (onehot @ E)      one [batch, V*T] x [V*T, d + 1] product.
+# No weight of a sequence underflows while 2 |W_Q| < SAFE_SPREAD; beyond, the softmax path is used.
+SAFE_SPREAD = 80.0
+
+
+def fast_path_safe(w: dict[str, Tensor]) -> bool:
+    return bool(2 * w["W_Q"].norm(dim=-1).max() < SAFE_SPREAD)
+
+
+def _rms_backward(grad: Tensor, x: Tensor, norm: Tensor, root: Tensor) -> Tensor:
+    """Gradient of x / norm, norm = root + eps, root = sqrt(mean(x**2)), given the output's gradient."""
+    d = x.shape[-1]
+    dot = (grad * x).sum(-1, keepdim=True)
+    return grad / norm - x * (dot / (norm * norm * root.clamp_min(1e-30) * d))
+
+
+def fast_loss_and_grad(w: dict[str, Tensor], data: Encoded, cfg: ModelConfig) -> tuple[Tensor, list[Tensor]]:
+    """Each run's loss and the gradients of every weight (in layout order), without autograd."""
+    runs, batch, table = data.onehot.shape
+    d, v, n_ctx = cfg.d_model, cfg.n_tokens, cfg.n_ctx
+    # forward: the (token, position) table
+    resid = (w["W_E"][:, :, None, :] + w["W_pos"][:, None, :, :]).reshape(runs, table, d)
+    root1 = resid.pow(2).mean(-1, keepdim=True).sqrt()
+    norm1 = root1 + cfg.eps
+    z = resid / norm1  # [runs, table, d]
+    scores = (z @ w["W_Q"][:, :, None]) / math.sqrt(d)  # [runs, table, 1]
+    expo = torch.exp(scores - scores.amax(1, keepdim=True))
+    zv = z @ w["W_V"]  # [runs, table, d]
+    weighted = torch.cat([expo * zv, expo], dim=2)  # [runs, table, d + 1]
+    # forward: per sequence
+    mixed = data.onehot @ weighted  # [runs, batch, d + 1]
+    den = mixed[:, :, d:]
+    z_attn = mixed[:, :, :d] / den
+    root2 = z_attn.pow(2).mean(-1, keepdim=True).sqrt()
+    norm2 = root2 + cfg.eps
+    z_bar = z_attn / norm2
+    pre = torch.baddbmm(w["b_in"][:, None, :], z_bar, w["W_in"])
+    post = F.gelu(pre)
+    z_out = torch.baddbmm(w["b_out"][:, None, :], post, w["W_out"]).add_(z_bar)
+    w_u = w["W_E"].transpose(1, 2) if cfg.tied else w["W_U"]
+    logits = z_out @ w_u  # [runs, batch, V]
+    log_probs = logits.log_softmax(-1)
+    losses = -log_probs.gather(2, data.targets[:, :, None]).squeeze(2).mean(1)
+    # backward: per sequence
+    g_logits = log_probs.exp_()
+    g_logits.scatter_add_(2, data.targets[:, :, None], torch.full_like(g_logits[:, :, :1], -1.0))
+    g_logits.div_(batch)
+    g_w_u = z_out.transpose(1, 2) @ g_logits  # [runs, d, V]
+    g_z_out = g_logits @ w_u.transpose(1, 2)
+    g_b_out = g_z_out.sum(1)
+    g_w_out = post.transpose(1, 2) @ g_z_out
+    g_pre = torch.ops.aten.gelu_backward(g_z_out @ w["W_out"].transpose(1, 2), pre)
+    g_b_in = g_pre.sum(1)
+    g_w_in = z_bar.transpose(1, 2) @ g_pre
+    g_z_bar = torch.baddbmm(g_z_out, g_pre, w["W_in"].transpose(1, 2))
+    g_z_attn = _rms_backward(g_z_bar, z_attn, norm2, root2)
+    g_den = -(g_z_attn * z_attn).sum(-1, keepdim=True) / den
+    g_mixed = torch.cat([g_z_attn / den, g_den], dim=2)
+    # backward: the table
+    g_weighted = data.onehot.transpose(1, 2) @ g_mixed  # [runs, table, d + 1]
+    g_expo = (g_weighted[:, :, :d] * zv).sum(-1, keepdim=True) + g_weighted[:, :, d:]
+    g_zv = expo * g_weighted[:, :, :d]
+    g_scores = (g_expo * expo) / math.sqrt(d)  # the shift by the max has zero total gradient
+    g_w_v = z.transpose(1, 2) @ g_zv
+    g_w_q = (z.transpose(1, 2) @ g_scores).squeeze(2)
+    g_z = torch.baddbmm(g_scores * w["W_Q"][:, None, :], g_zv, w["W_V"].transpose(1, 2))
+    g_resid = _rms_backward(g_z, resid, norm1, root1).view(runs, v, n_ctx, d)
+    g_w_e = g_resid.sum(2)
+    if cfg.tied:
+        g_w_e = g_w_e + g_w_u.transpose(1, 2)
+    grads = {"W_E": g_w_e, "W_pos": g_resid.sum(1), "W_Q": g_w_q, "W_V": g_w_v, "W_in": g_w_in,
+             "b_in": g_b_in, "W_out": g_w_out, "b_out": g_b_out, "W_U": g_w_u}
+    return losses, [grads[name] for name in weight_shapes(cfg)]
+
+
 def loss_and_grad(
     theta: Float[Tensor, "runs P"], layout: Layout, data: Encoded
 ) -> tuple[Float[Tensor, " runs"], Float[Tensor, "runs P"]]:
-    """Each run's loss and its gradient (runs are independent: the sum's gradient splits by row)."""
+    """Each run's loss and its gradient; the fast path when it is safe, autograd otherwise."""
+    weights = layout.views(theta)
+    if fast_path_safe(weights):
+        losses, grads = fast_loss_and_grad(weights, data, layout.cfg)
+        return losses, torch.cat([g.reshape(theta.shape[0], -1) for g in grads], dim=1)
+    return autograd_loss_and_grad(theta, layout, data)
+
+
+def autograd_loss_and_grad(theta: Tensor, layout: Layout, data: Encoded) -> tuple[Tensor, Tensor]:
+    """The same, by autograd through the softmax path (runs are independent: the sum's gradient splits)."""
     theta = theta.detach().requires_grad_(True)
     losses = run_losses(forward(layout.views(theta), data, layout.cfg), data.targets)
     (grad,) = torch.autograd.grad(losses.sum(), theta)
@@ -127,6 +223,47 @@ def evaluate(
     logits = forward(layout.views(theta), data, layout.cfg)
     accuracy = (logits.argmax(-1) == data.targets).float().mean(1)
     return run_losses(logits, data.targets), accuracy
+
+
+class Executor:
+    """Runs the engine over S runs in cache-sized chunks, one chunk per CPU core at a time.
+
+    Measured on 2 cores at the paper's size: one [32, 2048, 128] activation no longer fits in cache
+    and a step costs ~3.3 ms a run; chunks of 4 runs on two workers with single-threaded kernels
+    cost ~1.6 ms a run (benchmarks/bench_train.py). On a GPU all runs go in one chunk.
+    """
+
+    CHUNK = 4
+
+    def __init__(self, runs: int, device: torch.device):
+        size = runs if device.type != "cpu" else self.CHUNK
+        self.chunks = [slice(i, min(i + size, runs)) for i in range(0, runs, size)]
+        workers = min(len(self.chunks), os.cpu_count() or 1)
+        self.pool = ThreadPoolExecutor(workers) if workers > 1 else None
+        self._threads = torch.get_num_threads()
+
+    def __enter__(self) -> Executor:
+        if self.pool is not None:
+            torch.set_num_threads(1)  # parallel over chunks rather than inside each small kernel
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch.set_num_threads(self._threads)
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def _map(self, fn):
+        if self.pool is None:
+            return [fn(rows) for rows in self.chunks]
+        return list(self.pool.map(fn, self.chunks))
+
+    def loss_and_grad(self, theta: Tensor, layout: Layout, data: Encoded) -> tuple[Tensor, Tensor]:
+        parts = self._map(lambda rows: loss_and_grad(theta[rows], layout, data.rows(rows)))
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def evaluate(self, theta: Tensor, layout: Layout, data: Encoded) -> tuple[Tensor, Tensor]:
+        parts = self._map(lambda rows: evaluate(theta[rows], layout, data.rows(rows)))
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 class Adam:

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from circuitpath.config import ModelConfig, RunConfig, TrainConfig
 from circuitpath.data import make_split
-from circuitpath.engine import Adam, Encoded, Layout, evaluate, loss_and_grad
+from circuitpath.engine import Adam, Encoded, Executor, Layout
 from circuitpath.errors import ConfigError
 from circuitpath.model import init_weights
 from circuitpath.runs import CHECKPOINT_DIR, STATE_DIR, Run, RunWriter, load_run, saved_steps, step_file
@@ -244,8 +244,8 @@ class _Trainer:
         first_step = start.step(self.train_cfg)
         desc = "train" if len(self.writers) == 1 else f"train {len(self.writers)} runs"
         with tqdm(total=total, initial=first_step, desc=desc, unit="step", dynamic_ncols=True,
-                  disable=None, mininterval=0.5) as bar:
-            self.bar = bar
+                  disable=None, mininterval=0.5) as bar, Executor(len(self.writers), self.theta.device) as executor:
+            self.bar, self.executor = bar, executor
             for index in range(start.phase, len(self.train_cfg.phases)):
                 resumed = index == start.phase
                 self._phase(index, starts[index], start.local if resumed else 0,
@@ -274,7 +274,7 @@ class _Trainer:
                 self._save(step, index, local, adam)
                 raise Interrupted([w.path for w in self.writers], step)
             batch = full if phase.batch_size is None else self._minibatch(x_train, y_train, phase.batch_size)
-            _, grad = loss_and_grad(self.theta, self.layout, batch)
+            _, grad = self.executor.loss_and_grad(self.theta, self.layout, batch)
             adam.step(self.theta, grad)
             self.bar.update(1)
         self._record(phase_start + phase.steps, index, phase.steps, adam, full, test, skip_checkpoint=False)
@@ -292,8 +292,8 @@ class _Trainer:
             self._save(step, index, local, adam)
 
     def _log(self, step: int, index: int, full: Encoded, test: Encoded) -> None:
-        train_loss, train_acc = evaluate(self.theta, self.layout, full)
-        test_loss, test_acc = evaluate(self.theta, self.layout, test)
+        train_loss, train_acc = self.executor.evaluate(self.theta, self.layout, full)
+        test_loss, test_acc = self.executor.evaluate(self.theta, self.layout, test)
         values = torch.stack([train_loss, train_acc, test_loss, test_acc]).cpu().tolist()
         for s, writer in enumerate(self.writers):
             phase = writer.config.train.phases[index]
