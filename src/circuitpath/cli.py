@@ -96,6 +96,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(reproduce)
     reproduce.set_defaults(handler=cmd_reproduce)
 
+    sweep = sub.add_parser(
+        "sweep", help="train many seeds of the paper's experiments batched; print success rates",
+        description="Train every (experiment, seed) run, one batched computation per experiment, "
+        "into OUT/<experiment>/seed_<N>; print how many reach test acc >= 0.99 and how many memorise, "
+        "and write OUT/sweep.html with the spread of final test accuracy.",
+        epilog="examples:\n  circuitpath sweep --seeds 0-31 --experiments scratch,curriculum\n"
+        "  circuitpath sweep --seeds 0-7 --experiments 'fast=4:2000:3e-2' --out runs/fast\n"
+        "  circuitpath sweep --resume runs/sweep",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sweep.add_argument("--out", type=Path, default=Path("runs/sweep"), help="sweep directory (default runs/sweep)")
+    sweep.add_argument("--seeds", default="0-31", help="N, N-M or a list of them (default 0-31)")
+    sweep.add_argument("--experiments", default="scratch,curriculum",
+                       help="paper experiments by name, or name=p:steps:lr,... separated by ';' "
+                       "(default scratch,curriculum)")
+    sweep.add_argument("--resume", type=Path, metavar="SWEEP", help="finish the unfinished runs of a sweep")
+    sweep.add_argument("--n-ctx", "-T", type=int, help="sequence length T (default 12)")
+    sweep.add_argument("--n-train", type=int, help="training sequences (default 2048)")
+    _add_run_flags(sweep)
+    sweep.set_defaults(handler=cmd_sweep)
+
     show = sub.add_parser("show", help="print a run's config, status, checkpoints and final metrics",
                           description="Print what a run directory holds.")
     show.add_argument("run", type=Path, metavar="RUN")
@@ -187,21 +208,36 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ---- reproduce ------------------------------------------------------------------------------------
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from circuitpath.runs import RunWriter
-    from circuitpath.train import train
+    from circuitpath.train import train_groups
 
     task = TaskConfig(**{k: v for k, v in (("n_ctx", args.n_ctx), ("n_train", args.n_train)) if v is not None})
-    configs = {name: experiment_config(getattr(args, name), seed=args.seed, task=task,
-                                       model=ModelConfig(n_ctx=task.n_ctx))
-               for name in ("scratch", "curriculum")}
-    for name in configs:  # refuse before training anything
-        RunWriter.check_target(args.out / name, args.force)
-    runs = {}
-    for name, config in configs.items():
-        print(f"{name}: phases {getattr(args, name)}", file=sys.stderr)
-        runs[name] = train(config, args.out / name, device=args.device, force=args.force)
+    names = ("scratch", "curriculum")
+    configs = [experiment_config(getattr(args, name), seed=args.seed, task=task, model=ModelConfig(n_ctx=task.n_ctx))
+               for name in names]
+    print(f"training scratch ({args.scratch}) and curriculum ({args.curriculum}) side by side", file=sys.stderr)
+    groups = train_groups([([c], [args.out / n]) for c, n in zip(configs, names)], device=args.device, force=args.force)
+    runs = {name: group[0] for name, group in zip(names, groups)}
     print(summary_table(runs))
     print("\n".join(verdicts(runs)))
+    return 0
+
+
+# ---- sweep ---------------------------------------------------------------------------------------
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from circuitpath.plots import sweep_figure, write_html
+    from circuitpath.sweep import parse_experiments, parse_seeds, resume_sweep, summary_lines, sweep
+
+    if args.resume is not None:
+        out = args.resume
+        summaries = resume_sweep(out, device=args.device)
+    else:
+        out = args.out
+        task = TaskConfig(**{k: v for k, v in (("n_ctx", args.n_ctx), ("n_train", args.n_train)) if v is not None})
+        summaries = sweep(out, parse_seeds(args.seeds), parse_experiments(args.experiments), task=task,
+                          model=ModelConfig(n_ctx=task.n_ctx), device=args.device, force=args.force)
+    print("\n".join(summary_lines(summaries)))
+    page = write_html([sweep_figure(summaries)], out / "sweep.html", "circuitpath sweep")
+    print(f"figure written to {page}")
     return 0
 
 

@@ -13,7 +13,6 @@ whole-buffer operations. Tests hold this engine to the hooked model (logits and 
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -226,7 +225,7 @@ def evaluate(
 
 
 class Executor:
-    """Runs the engine over S runs in cache-sized chunks, one chunk per CPU core at a time.
+    """Runs the engine over S runs in cache-sized chunks, `workers` chunks at a time.
 
     Measured on 2 cores at the paper's size: one [32, 2048, 128] activation no longer fits in cache
     and a step costs ~3.3 ms a run; chunks of 4 runs on two workers with single-threaded kernels
@@ -235,20 +234,19 @@ class Executor:
 
     CHUNK = 4
 
-    def __init__(self, runs: int, device: torch.device):
-        size = runs if device.type != "cpu" else self.CHUNK
-        self.chunks = [slice(i, min(i + size, runs)) for i in range(0, runs, size)]
-        workers = min(len(self.chunks), os.cpu_count() or 1)
+    def __init__(self, runs: int, device: torch.device, workers: int = 1):
+        self.chunks = [slice(i, min(i + self.chunk_size(device, runs), runs)) for i in range(0, runs, self.chunk_size(device, runs))]
+        workers = min(workers, len(self.chunks))
         self.pool = ThreadPoolExecutor(workers) if workers > 1 else None
-        self._threads = torch.get_num_threads()
+
+    @classmethod
+    def chunk_size(cls, device: torch.device, runs: int) -> int:
+        return cls.CHUNK if device.type == "cpu" else max(runs, 1)
 
     def __enter__(self) -> Executor:
-        if self.pool is not None:
-            torch.set_num_threads(1)  # parallel over chunks rather than inside each small kernel
         return self
 
     def __exit__(self, *exc) -> None:
-        torch.set_num_threads(self._threads)
         if self.pool is not None:
             self.pool.shutdown()
 

@@ -1,0 +1,185 @@
+"""The training loop of one group of runs (S runs that share shapes and phases).
+
+At each step g, with weights θ_g: log metrics if g is a log step, save a checkpoint (and the resume
+state) if g is a checkpoint step, then take the Adam step to θ_{g+1}. A saved state at step g thus
+means "everything of step g is on disk; the update to g + 1 is next". A stop request (Ctrl-C) is
+honoured between two steps, after the record of the current step, so the saved state is consistent.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from circuitpath.config import ModelConfig, TrainConfig
+from circuitpath.engine import Adam, Encoded, Executor, Layout
+from circuitpath.runs import Run, RunWriter, load_run
+
+
+class Interrupted(Exception):
+    """Training stopped on Ctrl-C after saving a checkpoint; the runs can be resumed."""
+
+    def __init__(self, runs: list[Path], step: int):
+        commands = " and ".join(f"circuitpath train --resume {run}" for run in runs[:2])
+        more = f" (and {len(runs) - 2} more runs)" if len(runs) > 2 else ""
+        super().__init__(f"interrupted at step {step}; resume with: {commands}{more}")
+        self.runs, self.step = runs, step
+
+
+def checkpoint_schedule(train: TrainConfig) -> list[int]:
+    """Steps to checkpoint: log-spaced early, every `checkpoint_every` later, and every phase boundary."""
+    total = train.total_steps
+    dense = np.geomspace(1, train.checkpoint_every, num=train.dense_checkpoints) if train.dense_checkpoints else []
+    steps = {0, total, *train.phase_starts(), *range(0, total + 1, train.checkpoint_every)}
+    steps |= {int(round(s)) for s in dense}
+    return sorted(s for s in steps if 0 <= s <= total)
+
+
+def log_schedule(train: TrainConfig) -> list[int]:
+    steps = set(range(0, train.total_steps + 1, train.log_every)) | set(checkpoint_schedule(train))
+    return sorted(steps)
+
+
+@dataclass
+class Position:
+    """Where training (re)starts: phase index and step within the phase."""
+
+    phase: int = 0
+    local: int = 0
+    skip_record: bool = False  # the record (log + checkpoint) of this step is already on disk
+
+    def step(self, train: TrainConfig) -> int:
+        starts = train.phase_starts()
+        return starts[self.phase] + self.local if self.phase < len(starts) else train.total_steps
+
+
+class GroupTrainer:
+    """The loop of one group, shared by fresh and resumed training.
+
+    The orchestrator in `train.py` sets `stop` (Ctrl-C), `workers` (executor threads), `progress`
+    and `bar_position` (one progress bar per group) before calling `run`.
+    """
+
+    def __init__(self, configs, writers, splits, theta, generators, start: Position, adam_state=None):
+        self.configs, self.writers, self.splits, self.theta = configs, writers, splits, theta
+        self.generators, self.start, self.adam_state = generators, start, adam_state
+        self.train_cfg: TrainConfig = configs[0].train
+        self.model_cfg: ModelConfig = configs[0].model
+        self.layout = Layout.of(self.model_cfg)
+        self.log_steps = set(log_schedule(self.train_cfg))
+        self.checkpoint_steps = set(checkpoint_schedule(self.train_cfg))
+        self.stop = threading.Event()
+        self.workers = 1
+        self.progress = True
+        self.bar_position = 0
+
+    def run(self) -> list[Run]:
+        """Train to the end (or to a stop request) and return the runs; the locks are released."""
+        try:
+            self._loop(self.start, self.adam_state)
+        except Interrupted:
+            for writer in self.writers:
+                writer.set_status("interrupted")
+            raise
+        except BaseException as error:
+            for writer in self.writers:
+                _try_status(writer, "failed", error=f"{type(error).__name__}: {error}")
+            raise
+        finally:
+            for writer in self.writers:
+                writer.close()
+        for writer in self.writers:
+            writer.set_status("completed")
+        return [load_run(w.path) for w in self.writers]
+
+    def _loop(self, start: Position, adam_state) -> None:
+        starts = self.train_cfg.phase_starts()
+        total = self.train_cfg.total_steps
+        first_step = start.step(self.train_cfg)
+        name = self.writers[0].path.name
+        desc = name if len(self.writers) == 1 else f"{self.writers[0].path.parent.name} ({len(self.writers)} runs)"
+        executor = Executor(len(self.writers), self.theta.device, self.workers)
+        with tqdm(total=total, initial=first_step, desc=desc, unit="step", dynamic_ncols=True,
+                  disable=None if self.progress else True, mininterval=0.5,
+                  position=self.bar_position, leave=True) as bar, executor:
+            self.bar, self.executor = bar, executor
+            for index in range(start.phase, len(self.train_cfg.phases)):
+                resumed = index == start.phase
+                self._phase(index, starts[index], start.local if resumed else 0,
+                            start.skip_record and resumed, adam_state if resumed else None)
+
+    def _phase(self, index: int, phase_start: int, first: int, skip_first: bool, adam_state) -> None:
+        phase = self.train_cfg.phases[index]
+        device = self.theta.device
+        x_train = torch.stack([s[index].x_train for s in self.splits]).to(device)
+        y_train = torch.stack([s[index].y_train for s in self.splits]).to(device)
+        full = Encoded.of(x_train, y_train, self.model_cfg.n_tokens)
+        test = Encoded.of(
+            torch.stack([s[index].x_test for s in self.splits]).to(device),
+            torch.stack([s[index].y_test for s in self.splits]).to(device),
+            self.model_cfg.n_tokens,
+        )
+        lrs = torch.tensor([c.train.phases[index].lr for c in self.configs])
+        adam = Adam(self.theta, lrs)
+        if adam_state is not None:
+            adam.load(*adam_state)
+        for local in range(first, phase.steps):
+            step = phase_start + local
+            if not (skip_first and local == first):
+                self._record(step, index, local, adam, full, test, skip_checkpoint=index > 0 and local == 0)
+            if self.stop.is_set():
+                self._save(step, index, local, adam)
+                raise Interrupted([w.path for w in self.writers], step)
+            batch = full if phase.batch_size is None else self._minibatch(x_train, y_train, phase.batch_size)
+            _, grad = self.executor.loss_and_grad(self.theta, self.layout, batch)
+            adam.step(self.theta, grad)
+            self.bar.update(1)
+        self._record(phase_start + phase.steps, index, phase.steps, adam, full, test, skip_checkpoint=False)
+
+    def _minibatch(self, x_train, y_train, batch_size: int) -> Encoded:
+        rows = torch.stack([torch.randperm(x_train.shape[1], generator=g)[:batch_size] for g in self.generators])
+        rows = rows.to(x_train.device)
+        x = torch.gather(x_train, 1, rows[:, :, None].expand(-1, -1, x_train.shape[2]))
+        return Encoded.of(x, torch.gather(y_train, 1, rows), self.model_cfg.n_tokens)
+
+    def _record(self, step, index, local, adam, full, test, skip_checkpoint) -> None:
+        if step in self.log_steps:
+            self._log(step, index, full, test)
+        if step in self.checkpoint_steps and not skip_checkpoint:
+            self._save(step, index, local, adam)
+
+    def _log(self, step: int, index: int, full: Encoded, test: Encoded) -> None:
+        train_loss, train_acc = self.executor.evaluate(self.theta, self.layout, full)
+        test_loss, test_acc = self.executor.evaluate(self.theta, self.layout, test)
+        values = torch.stack([train_loss, train_acc, test_loss, test_acc]).cpu().tolist()
+        for s, writer in enumerate(self.writers):
+            phase = writer.config.train.phases[index]
+            writer.log({
+                "step": step, "phase": index, "p": phase.p, "lr": phase.lr,
+                "train_loss": values[0][s], "train_acc": values[1][s],
+                "test_loss": values[2][s], "test_acc": values[3][s],
+            })
+        mean = [sum(v) / len(v) for v in values]
+        self.bar.set_postfix(p=self.train_cfg.phases[index].p, loss=f"{mean[0]:.3g}",
+                             acc=f"{mean[1]:.3f}", test_acc=f"{mean[3]:.3f}", refresh=False)
+
+    def _save(self, step: int, index: int, local: int, adam: Adam) -> None:
+        theta = self.theta.detach().cpu()
+        m, v = adam.m.cpu(), adam.v.cpu()
+        for s, (writer, generator) in enumerate(zip(self.writers, self.generators)):
+            state = {"m": m[s], "v": v[s], "rng": generator.get_state()}
+            meta = {"local": local, "adam_step": adam.step_count}
+            writer.save_checkpoint(step, index, self.layout.unpack(theta[s]), state, meta)
+
+
+def _try_status(writer: RunWriter, status: str, **extra) -> None:
+    try:
+        writer.set_status(status, **extra)
+    except Exception:  # the disk may be what failed; the last complete files stay readable
+        pass
+
