@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 
-import einops
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
@@ -97,12 +96,16 @@ class CrossAttention(nn.Module):
         self.hook_v = HookPoint()  # [batch, key_pos, d_model]
 
     def forward(self, z: Float[Tensor, "batch key_pos d_model"]) -> Float[Tensor, "batch d_model"]:
-        scores = self.hook_attn_scores(
-            einops.einsum(z, self.W_Q, "batch key_pos d_model, d_model -> batch key_pos") / self.scale
-        )
-        pattern = self.hook_pattern(scores.softmax(dim=-1))
-        v = self.hook_v(z @ self.W_V)
-        return einops.einsum(pattern, v, "batch key_pos, batch key_pos d_model -> batch d_model")
+        scores = self.hook_attn_scores((z @ self.W_Q) / self.scale)  # z_t . W_Q / sqrt(d): [batch, key_pos]
+        pattern = self.pattern(scores)
+        return self.mix(pattern, self.hook_v(z @ self.W_V))
+
+    def pattern(self, scores: Float[Tensor, "batch key_pos"]) -> Float[Tensor, "batch key_pos"]:
+        return self.hook_pattern(scores.softmax(dim=-1))
+
+    def mix(self, pattern: Float[Tensor, "batch key_pos"], v: Float[Tensor, "batch key_pos d_model"]) -> Float[Tensor, "batch d_model"]:
+        """sum_t pattern_t v_t, i.e. einsum "batch key_pos, batch key_pos d_model -> batch d_model"."""
+        return torch.bmm(pattern.unsqueeze(1), v).squeeze(1)
 
 
 class MLP(nn.Module):
@@ -118,9 +121,13 @@ class MLP(nn.Module):
         self.hook_post = HookPoint()  # [batch, d_mlp]
 
     def forward(self, x: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch d_model"]:
-        pre = self.hook_pre(x @ self.W_in + self.b_in)
-        post = self.hook_post(F.gelu(pre))
-        return post @ self.W_out + self.b_out
+        return self.from_pre(self.hook_pre(torch.addmm(self.b_in, x, self.W_in)))
+
+    def from_pre(self, pre: Float[Tensor, "batch d_mlp"]) -> Float[Tensor, "batch d_model"]:
+        return self.from_post(self.hook_post(F.gelu(pre)))
+
+    def from_post(self, post: Float[Tensor, "batch d_mlp"]) -> Float[Tensor, "batch d_model"]:
+        return torch.addmm(self.b_out, post, self.W_out)
 
 
 class TransformerBlock(nn.Module):
@@ -139,9 +146,16 @@ class TransformerBlock(nn.Module):
 
     def forward(self, resid: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch d_model"]:
         z = self.ln1(self.hook_resid_pre(resid))
-        z_attn = self.hook_attn_out(self.attn(z))
-        z_bar = self.ln2(z_attn)
-        return self.hook_resid_post(z_bar + self.hook_mlp_out(self.mlp(z_bar)))
+        return self.from_attn_out(self.attn(z))
+
+    def from_attn_out(self, z_attn: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch d_model"]:
+        return self.from_normalized(self.ln2(self.hook_attn_out(z_attn)))
+
+    def from_normalized(self, z_bar: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch d_model"]:
+        return self.from_mlp_out(z_bar, self.mlp(z_bar))
+
+    def from_mlp_out(self, z_bar: Float[Tensor, "batch d_model"], mlp_out: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch d_model"]:
+        return self.hook_resid_post(z_bar + self.hook_mlp_out(mlp_out))
 
 
 class Embed(nn.Module):
@@ -213,6 +227,35 @@ class CrossAttentionTransformer(HookedRootModule):
         if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.cfg.n_tokens):
             bad = tokens[(tokens < 0) | (tokens >= self.cfg.n_tokens)][0].item()
             raise InputError(f"token {bad} is out of range [0, {self.cfg.n_tokens})")
+
+    def run_from(self, hook: str, value: Tensor, cache: dict[str, Tensor]) -> Float[Tensor, "batch n_tokens"]:
+        """Logits when the forward pass resumes at `hook` with `value`, earlier activations from `cache`.
+
+        `cache` is a `run_with_cache` result of the inputs; `value` may hold several copies of that
+        batch (its batch size a multiple of the cache's). Hooks after `hook` fire as usual. Only hooks
+        from the attention scores on can be resumed from; earlier ones need a full forward pass.
+        """
+        block = self.blocks[0]
+        copies = value.shape[0] // next(iter(cache.values())).shape[0]
+
+        def cached(name: str) -> Tensor:
+            return cache[name].repeat(copies, *([1] * (cache[name].ndim - 1)))
+
+        resume = {
+            "blocks.0.attn.hook_attn_scores": lambda s: block.from_attn_out(block.attn.mix(block.attn.pattern(s), cached("blocks.0.attn.hook_v"))),
+            "blocks.0.attn.hook_pattern": lambda a: block.from_attn_out(block.attn.mix(a, cached("blocks.0.attn.hook_v"))),
+            "blocks.0.attn.hook_v": lambda v: block.from_attn_out(block.attn.mix(cached("blocks.0.attn.hook_pattern"), v)),
+            "blocks.0.hook_attn_out": block.from_attn_out,
+            "blocks.0.ln2.hook_normalized": block.from_normalized,
+            "blocks.0.mlp.hook_pre": lambda pre: block.from_mlp_out(cached("blocks.0.ln2.hook_normalized"), block.mlp.from_pre(pre)),
+            "blocks.0.mlp.hook_post": lambda post: block.from_mlp_out(cached("blocks.0.ln2.hook_normalized"), block.mlp.from_post(post)),
+            "blocks.0.hook_mlp_out": lambda out: block.from_mlp_out(cached("blocks.0.ln2.hook_normalized"), out),
+            "blocks.0.hook_resid_post": lambda resid: resid,
+        }
+        self.check_hook(hook)
+        if hook not in resume:
+            raise HookError(f"cannot resume the forward pass at {hook!r}; resumable: {', '.join(resume)}")
+        return resume[hook](value) @ self.W_U
 
     # ---- weights by their contract names -------------------------------------------------------
     @property
