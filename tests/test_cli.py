@@ -89,3 +89,37 @@ def test_show_and_help(trained_run, capsys):
             main([command, "--help"])
         assert done.value.code == 0
     assert main(["show", str(trained_run.path.parent)]) == 2
+
+
+def snapshot(path):
+    return {f.relative_to(path): f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file() and f.name != ".lock"}
+
+
+def test_patch_prints_one_effect_per_position(trained_run, capsys):
+    assert main(["patch", str(trained_run.path), "--n", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "logit_diff: clean" in out and out.count("\n  key_pos ") == 6
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--hook", "blocks.0.hook_q"], "unknown hook 'blocks.0.hook_q'; valid hooks: hook_embed, hook_pos_embed"),
+    (["--step", "13"], "step 13 was not saved in"),
+    (["--over", "pos"], "has axes ('key_pos', 'd_model'), not 'pos'"),
+    (["--metric", "kl"], "unknown metric 'kl'"),
+    (["--corrupt", "0-9"], "--corrupt position 9 is past the sequence length 6"),
+])
+def test_patch_bad_requests_exit_2_with_one_line_and_touch_nothing(trained_run, capsys, args, message):
+    before = snapshot(trained_run.path)
+    assert main(["patch", str(trained_run.path), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert snapshot(trained_run.path) == before
+
+
+def test_patch_refuses_a_corrupted_checkpoint_by_name(trained_run, capsys):
+    target = trained_run.path / "checkpoints" / "step_0000040.safetensors"
+    raw = bytearray(target.read_bytes())
+    raw[len(raw) // 2] ^= 0x5A
+    target.write_bytes(bytes(raw))
+    assert main(["patch", str(trained_run.path)]) == 2
+    assert "step_0000040.safetensors is corrupted" in capsys.readouterr().err

@@ -117,6 +117,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(sweep)
     sweep.set_defaults(handler=cmd_sweep)
 
+    patch = sub.add_parser(
+        "patch", help="activation patching on a saved checkpoint: effect of each index of a hook",
+        description="Patch the activation at HOOK from clean inputs into corrupted ones, once per index of "
+        "the --over axes, and print the metric for each index. Clean inputs are the test set of the run's "
+        "last phase; corrupted inputs redraw the tokens at --corrupt positions.",
+        epilog="examples:\n  circuitpath patch runs/curriculum\n"
+        "  circuitpath patch runs/curriculum --step 3000 --hook blocks.0.mlp.hook_post --over d_mlp --metric accuracy",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    patch.add_argument("run", type=Path, metavar="RUN")
+    patch.add_argument("--step", type=int, help="checkpoint step (default: the last)")
+    patch.add_argument("--hook", default="blocks.0.attn.hook_v", help="hook to patch (default blocks.0.attn.hook_v)")
+    patch.add_argument("--over", default="key_pos", help="comma-separated axes to patch index by index; '' for the whole activation (default key_pos)")
+    patch.add_argument("--metric", default="logit_diff", help="logit_diff (default), loss or accuracy")
+    patch.add_argument("--corrupt", default=None, help="positions to redraw, e.g. 0-4 (default: the first k)")
+    patch.add_argument("--n", type=int, default=1024, help="number of inputs (default 1024)")
+    patch.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    patch.set_defaults(handler=cmd_patch)
+
     show = sub.add_parser("show", help="print a run's config, status, checkpoints and final metrics",
                           description="Print what a run directory holds.")
     show.add_argument("run", type=Path, metavar="RUN")
@@ -238,6 +257,43 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print("\n".join(summary_lines(summaries)))
     page = write_html([sweep_figure(summaries)], out / "sweep.html", "circuitpath sweep")
     print(f"figure written to {page}")
+    return 0
+
+
+# ---- patch ---------------------------------------------------------------------------------------
+def cmd_patch(args: argparse.Namespace) -> int:
+    import torch
+
+    from circuitpath.analysis.patching import corrupt_positions, patch
+    from circuitpath.data import targets
+    from circuitpath.runs import load_run
+    from circuitpath.sweep import parse_seeds
+    from circuitpath.train import resolve_device
+
+    run = load_run(args.run)
+    device = resolve_device(args.device)
+    model = run.model_at(args.step, device=device)
+    task, p = run.config.task, run.config.train.phases[-1].p
+    positions = list(range(task.k)) if args.corrupt is None else parse_seeds(args.corrupt)
+    if max(positions) >= task.n_ctx:
+        raise ConfigError(f"--corrupt position {max(positions)} is past the sequence length {task.n_ctx}")
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    clean = run.data().x_test[: args.n]
+    corrupted = corrupt_positions(clean, positions, p, torch.Generator().manual_seed(0))
+    over = tuple(a for a in args.over.split(",") if a)
+    result = patch(model, args.hook, clean, corrupted, targets(clean, p, task.k), targets(corrupted, p, task.k),
+                   over=over, metric=args.metric)
+    step = args.step if args.step is not None else run.steps[-1]
+    print(f"{run.path} step {step}: patching {args.hook} over {', '.join(over) or 'the whole activation'}, {len(clean)} inputs, "
+          f"positions {positions} corrupted")
+    print(f"{result.metric}: clean {result.clean:.4f}, corrupted {result.corrupted:.4f}")
+    effects = result.effects.reshape(-1).tolist()
+    if over:
+        for index, value in enumerate(effects):
+            print(f"  {over[0] if len(over) == 1 else 'index'} {index:>3}: {value:.4f}")
+    else:
+        print(f"  patched: {effects[0]:.4f}")
     return 0
 
 
