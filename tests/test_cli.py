@@ -123,3 +123,11 @@ def test_patch_refuses_a_corrupted_checkpoint_by_name(trained_run, capsys):
     target.write_bytes(bytes(raw))
     assert main(["patch", str(trained_run.path)]) == 2
     assert "step_0000040.safetensors is corrupted" in capsys.readouterr().err
+
+
+def test_ablate_reports_train_and_test_before_and_after(trained_run, capsys):
+    assert main(["ablate", str(trained_run.path), "--method", "zero"]) == 0
+    out = capsys.readouterr().out
+    assert "intact" in out and "first k (0-2)" in out and "spurious (3-5)" in out and out.count("key_pos ") == 6
+    assert main(["ablate", str(trained_run.path), "--method", "noise"]) == 2
+    assert "unknown ablation method 'noise'" in capsys.readouterr().err

@@ -136,6 +136,25 @@ def build_parser() -> argparse.ArgumentParser:
     patch.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     patch.set_defaults(handler=cmd_patch)
 
+    ablate = sub.add_parser(
+        "ablate", help="ablate key positions, MLP neurons or the attention output; accuracy and loss",
+        description="Replace parts of an activation by zeros, their mean, or values from other inputs, "
+        "and print accuracy and loss on the train and test data of the run's last phase, before and "
+        "after. For key positions, the sets 'first k' and 'spurious' are ablated too.",
+        epilog="examples:\n  circuitpath ablate runs/curriculum\n"
+        "  circuitpath ablate runs/scratch --method resample --step 5000\n"
+        "  circuitpath ablate runs/curriculum --hook blocks.0.hook_attn_out --over ''",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ablate.add_argument("run", type=Path, metavar="RUN")
+    ablate.add_argument("--step", type=int, help="checkpoint step (default: the last)")
+    ablate.add_argument("--hook", default="blocks.0.attn.hook_v", help="hook to ablate (default blocks.0.attn.hook_v)")
+    ablate.add_argument("--over", default="key_pos", help="axes ablated index by index; '' for the whole activation (default key_pos)")
+    ablate.add_argument("--method", default="mean", help="zero, mean (default) or resample")
+    ablate.add_argument("--n", type=int, default=2048, help="inputs of each split (default 2048)")
+    ablate.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    ablate.set_defaults(handler=cmd_ablate)
+
     show = sub.add_parser("show", help="print a run's config, status, checkpoints and final metrics",
                           description="Print what a run directory holds.")
     show.add_argument("run", type=Path, metavar="RUN")
@@ -294,6 +313,35 @@ def cmd_patch(args: argparse.Namespace) -> int:
             print(f"  {over[0] if len(over) == 1 else 'index'} {index:>3}: {value:.4f}")
     else:
         print(f"  patched: {effects[0]:.4f}")
+    return 0
+
+
+# ---- ablate --------------------------------------------------------------------------------------
+def cmd_ablate(args: argparse.Namespace) -> int:
+    import torch
+
+    from circuitpath.analysis.ablation import ablate, position_sets
+    from circuitpath.runs import load_run
+    from circuitpath.train import resolve_device
+
+    run = load_run(args.run)
+    model = run.model_at(args.step, device=resolve_device(args.device))
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    over = tuple(a for a in args.over.split(",") if a)
+    task, split = run.config.task, run.data()
+    sets = position_sets(task.k, task.n_ctx) if over in (("key_pos",), ("pos",)) else None
+    results = {name: ablate(model, x[: args.n], y[: args.n], hook=args.hook, over=over, sets=sets,
+                            method=args.method, generator=torch.Generator().manual_seed(0))
+               for name, x, y in (("train", split.x_train, split.y_train), ("test", split.x_test, split.y_test))}
+    step = args.step if args.step is not None else run.steps[-1]
+    print(f"{run.path} step {step}: {args.method}-ablating {args.hook} over {', '.join(over) or 'the whole activation'}")
+    train, test = results["train"], results["test"]
+    width = max(len(n) for n in train.names + ["intact"])
+    print(f"{'ablated':<{width}}  train acc  train loss  test acc  test loss")
+    print(f"{'intact':<{width}}  {train.base_accuracy:9.4f}  {train.base_loss:10.4f}  {test.base_accuracy:8.4f}  {test.base_loss:9.4f}")
+    for (name, tr_acc, tr_loss), (_, te_acc, te_loss) in zip(train.rows(), test.rows()):
+        print(f"{name:<{width}}  {tr_acc:9.4f}  {tr_loss:10.4f}  {te_acc:8.4f}  {te_loss:9.4f}")
     return 0
 
 

@@ -38,6 +38,9 @@ HOOK_AXES: dict[str, tuple[str, ...]] = {
     "blocks.0.hook_resid_post": ("d_model",),
 }
 
+#: Hooks from which the forward pass can resume (`CrossAttentionTransformer.run_from`).
+RESUMABLE = tuple(HOOK_AXES)[4:]
+
 Metric = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
@@ -84,8 +87,9 @@ def _metric(metric: str | Metric) -> tuple[str, Metric]:
     return metric, METRICS[metric]
 
 
-def _masks(shape: torch.Size, axes: tuple[str, ...], over: tuple[str, ...], hook: str) -> Tensor:
-    """One boolean mask [index, *shape] per index of the `over` axes, True on that index's slice."""
+def axis_masks(shape: torch.Size, hook: str, over: tuple[str, ...]) -> Tensor:
+    """One boolean mask [index, *shape] per index of the `over` axes of `hook`, True on that index's slice."""
+    axes = HOOK_AXES[hook]
     unknown = [a for a in over if a not in axes]
     if unknown:
         raise InputError(f"hook {hook!r} has axes {axes}, not {unknown[0]!r}")
@@ -100,8 +104,39 @@ def _masks(shape: torch.Size, axes: tuple[str, ...], over: tuple[str, ...], hook
     return masks
 
 
-#: Hooks from which the forward pass can resume (`CrossAttentionTransformer.run_from`).
-RESUMABLE = tuple(HOOK_AXES)[4:]
+@torch.no_grad()
+def run_replaced(
+    model: CrossAttentionTransformer,
+    hook: str,
+    tokens: Int[Tensor, "batch pos"],
+    cache: dict[str, Tensor],
+    replacement: Tensor,
+    masks: Tensor,
+    max_batch: int = 1 << 15,
+) -> Float[Tensor, "n batch n_tokens"]:
+    """Logits on `tokens` with, for each mask, the masked part of `hook` taken from `replacement`.
+
+    `cache` holds the activations of `tokens`; `replacement` has the activation's shape and `masks`
+    is [n, *activation shape without batch]. Copies of the batch, one per mask, go through the model
+    together, at most `max_batch` sequences a pass; from the attention scores on only the part of the
+    model after the hook is computed again.
+    """
+    target = cache[hook]
+    batch = target.shape[0]
+    per_pass = max(1, max_batch // max(batch, 1))
+    logits = []
+    for start in range(0, masks.shape[0], per_pass):
+        chunk = masks[start : start + per_pass]
+        copies = chunk.shape[0]
+        # [copies, 1, ...] mask against [1, batch, ...] activations: only the result is materialised
+        patched = torch.where(chunk[:, None], replacement[None], target[None])
+        patched = einops.rearrange(patched, "copies batch ... -> (copies batch) ...")
+        if hook in RESUMABLE:
+            out = model.run_from(hook, patched, cache)
+        else:
+            out = model.run_with_hooks(tokens.repeat(copies, 1), fwd_hooks=[(hook, lambda act, hook: patched)])
+        logits.append(out.view(copies, batch, -1))
+    return torch.cat(logits)
 
 
 @torch.no_grad()
@@ -119,9 +154,8 @@ def patch(
 ) -> PatchResult:
     """Patch the clean activation at `hook` into the corrupted run, once per index of the `over` axes.
 
-    `over=()` patches the whole activation at once. Copies of the batch, one per index, go through
-    the model together (at most `max_batch` sequences a pass), and only the part of the model after
-    the hook is computed again when the hook allows it (from the attention scores on).
+    `over=()` patches the whole activation at once. All indices go through batched passes
+    (`run_replaced`).
     """
     model.check_hook(hook)
     if clean.shape != corrupted.shape:
@@ -132,28 +166,15 @@ def patch(
     clean_labels, corrupted_labels = clean_labels.to(device), corrupted_labels.to(device)
     clean_logits, clean_cache = model.run_with_cache(clean, names_filter=hook)
     corrupted_logits, corrupted_cache = model.run_with_cache(corrupted)
-    source, target = clean_cache[hook], corrupted_cache[hook]
-    batch = source.shape[0]
-    masks = _masks(source.shape[1:], HOOK_AXES[hook], tuple(over), hook).to(device)
-    per_pass = max(1, max_batch // max(batch, 1))
-    effects = []
-    for start in range(0, masks.shape[0], per_pass):
-        chunk = masks[start : start + per_pass]
-        copies = chunk.shape[0]
-        # [copies, 1, ...] mask against [1, batch, ...] activations: no copy is materialised but the result
-        patched = torch.where(chunk[:, None], source[None], target[None])
-        patched = einops.rearrange(patched, "copies batch ... -> (copies batch) ...")
-        if hook in RESUMABLE:
-            logits = model.run_from(hook, patched, corrupted_cache)
-        else:
-            logits = model.run_with_hooks(corrupted.repeat(copies, 1), fwd_hooks=[(hook, lambda act, hook: patched)])
-        logits = logits.view(copies, batch, -1)
-        effects.append(fn(logits, clean_labels.expand(copies, -1), corrupted_labels.expand(copies, -1)))
-    sizes = [source.shape[1 + HOOK_AXES[hook].index(a)] for a in over]
+    masks = axis_masks(clean_cache[hook].shape[1:], hook, tuple(over)).to(device)
+    logits = run_replaced(model, hook, corrupted, corrupted_cache, clean_cache[hook], masks, max_batch)
+    copies = logits.shape[0]
+    effects = fn(logits, clean_labels.expand(copies, -1), corrupted_labels.expand(copies, -1))
+    sizes = [clean_cache[hook].shape[1 + HOOK_AXES[hook].index(a)] for a in over]
     return PatchResult(
         hook=hook,
         axes=tuple(over),
-        effects=torch.cat(effects).view(sizes).cpu(),
+        effects=effects.view(sizes).cpu(),
         clean=float(fn(clean_logits, clean_labels, corrupted_labels)),
         corrupted=float(fn(corrupted_logits, clean_labels, corrupted_labels)),
         metric=name,
@@ -192,7 +213,7 @@ def patch_loop_reference(model, hook, clean, corrupted, clean_labels, corrupted_
     _, fn = _metric(metric)
     _, cache = model.run_with_cache(clean, names_filter=hook)
     source = cache[hook]
-    masks = _masks(source.shape[1:], HOOK_AXES[hook], tuple(over), hook)
+    masks = axis_masks(source.shape[1:], hook, tuple(over))
     effects = []
     for mask in masks:
         def take_clean(activation, hook, mask=mask):

@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from circuitpath import CrossAttentionTransformer, InputError, ModelConfig
+from circuitpath.analysis.ablation import ablate, ablate_loop_reference, position_sets
+
+
+@pytest.fixture
+def setup():
+    model = CrossAttentionTransformer(ModelConfig(d_model=16, n_ctx=8, seed=6))
+    tokens = torch.randint(0, 4, (64, 8))
+    return model, tokens, tokens[:, :3].sum(1) % 4
+
+
+@pytest.mark.parametrize("method", ["zero", "mean", "resample"])
+def test_position_ablation_equals_hand_written_hooks(setup, method):
+    model, tokens, labels = setup
+    sets = position_sets(3, 8)
+    result = ablate(model, tokens, labels, sets=sets, method=method, generator=torch.Generator().manual_seed(2))
+    assert result.names[:8] == [f"key_pos {i}" for i in range(8)] and result.names[8:] == list(sets)
+    _, cache = model.run_with_cache(tokens)
+    v = cache["blocks.0.attn.hook_v"]
+    replacement = {"zero": torch.zeros_like(v), "mean": v.mean(0, keepdim=True).expand_as(v),
+                   "resample": v[torch.randperm(64, generator=torch.Generator().manual_seed(2))]}[method]
+    masks = [torch.zeros(8, 16, dtype=torch.bool) for _ in range(10)]
+    for i in range(8):
+        masks[i][i] = True
+    masks[8][:3], masks[9][3:] = True, True
+    expected = ablate_loop_reference(model, tokens, labels, "blocks.0.attn.hook_v", masks, replacement)
+    assert result.accuracy.tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_mlp_neurons_and_whole_attention_output(setup):
+    model, tokens, labels = setup
+    neurons = ablate(model, tokens, labels, hook="blocks.0.mlp.hook_post", over=("d_mlp",), method="zero")
+    assert len(neurons.names) == 64 and neurons.loss.shape == (64,)
+    whole = ablate(model, tokens, labels, hook="blocks.0.hook_attn_out", over=(), method="mean")
+    assert whole.names == ["all"]
+    # with z_A replaced by its mean every input gets the same prediction
+    logits = model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.hook_attn_out", lambda a, hook: a.mean(0, keepdim=True).expand_as(a))])
+    assert whole.accuracy.item() == pytest.approx((logits.argmax(-1) == labels).float().mean().item())
+    assert len(set(logits.argmax(-1).tolist())) == 1
+
+
+def test_bad_requests(setup):
+    model, tokens, labels = setup
+    with pytest.raises(InputError, match="unknown ablation method 'noise'"):
+        ablate(model, tokens, labels, method="noise")
+    with pytest.raises(InputError, match="index 8 is out of range for axis 'key_pos' of size 8"):
+        ablate(model, tokens, labels, sets={"bad": [8]})
