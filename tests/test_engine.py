@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from circuitpath import CrossAttentionTransformer, ModelConfig
 from circuitpath.engine import Adam, Encoded, Layout, forward, loss_and_grad
 from circuitpath.model import WEIGHT_KEYS
-from reference import reference_forward, reference_train
+from reference import reference_train
 
 
 @pytest.mark.parametrize("tied", [True, False])

@@ -1,7 +1,6 @@
 """Crashes lose nothing: kill -9 at random moments and resume to the same bits; Ctrl-C saves and exits 130."""
 
 import json
-import os
 import random
 import signal
 import subprocess

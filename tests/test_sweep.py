@@ -4,7 +4,7 @@ import pytest
 
 from circuitpath import ConfigError, load_run
 from circuitpath.cli import main
-from circuitpath.sweep import parse_experiments, parse_seeds, resume_sweep, summarize, sweep
+from circuitpath.sweep import parse_experiments, parse_seeds, summarize, sweep
 
 SMALL = {"n_ctx": 6, "n_train": 60}
 

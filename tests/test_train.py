@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from circuitpath import ConfigError, TrainConfig, load_run, parse_phases, train, train_many
-from circuitpath.engine import Layout
 from circuitpath.train import checkpoint_schedule, log_schedule
 from conftest import tiny_config
 from reference import reference_train

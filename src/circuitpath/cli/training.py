@@ -1,8 +1,4 @@
-"""The `circuitpath` command line.
-
-Every mistake a user can make ends in one line on stderr and exit status 2; Ctrl-C during training
-saves a checkpoint and exits with status 130.
-"""
+"""Commands that train: `train`, `reproduce`, `sweep`."""
 
 from __future__ import annotations
 
@@ -12,12 +8,12 @@ import sys
 import tomllib
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from circuitpath.config import ModelConfig, Phase, RunConfig, TaskConfig, TrainConfig, parse_phases
-from circuitpath.errors import CircuitPathError, ConfigError
+from circuitpath.cli import add_run_flags, add_task_flags, task_from_flags
+from circuitpath.config import ModelConfig, Phase, RunConfig, parse_phases
+from circuitpath.errors import ConfigError
 from circuitpath.experiments import PAPER_PHASES, experiment_config, summary_table, verdicts
-from circuitpath.train import Interrupted
 
 EPILOG_TRAIN = """examples:
   circuitpath train --out runs/x --p 4 --steps 1000 --lr 1e-2 --seed 0
@@ -50,19 +46,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed of data, weights and sampling alike (default 0)")
 
 
-def _add_run_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("--force", action="store_true", help="replace existing runs at the output paths")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="circuitpath",
-        description="Train a one-layer cross-attention transformer on sparse modular addition, save "
-        "checkpoints along training, and analyse them (Odonnat, Bouaziz, Cabannes, ICASSP 2025).",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_parsers(sub) -> None:
     train = sub.add_parser("train", help="train one run (scratch, curriculum or fine-tuning)",
                            description="Train one run into a run directory.", epilog=EPILOG_TRAIN,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     phases.add_argument("--lr", type=float, help="Adam learning rate of a single phase (default 1e-2)")
     phases.add_argument("--batch-size", type=int, help="sequences per step (default: full batch)")
     _add_config_flags(train)
-    _add_run_flags(train)
+    add_run_flags(train)
     train.set_defaults(handler=cmd_train)
 
     reproduce = sub.add_parser(
@@ -91,9 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"phases of the scratch run (default {PAPER_PHASES['scratch']})")
     reproduce.add_argument("--curriculum", default=PAPER_PHASES["curriculum"], metavar="PHASES",
                            help=f"phases of the curriculum run (default {PAPER_PHASES['curriculum']})")
-    reproduce.add_argument("--n-ctx", "-T", type=int, help="sequence length T (default 12)")
-    reproduce.add_argument("--n-train", type=int, help="training sequences (default 2048)")
-    _add_run_flags(reproduce)
+    add_task_flags(reproduce)
+    add_run_flags(reproduce)
     reproduce.set_defaults(handler=cmd_reproduce)
 
     sweep = sub.add_parser(
@@ -112,54 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="paper experiments by name, or name=p:steps:lr,... separated by ';' "
                        "(default scratch,curriculum)")
     sweep.add_argument("--resume", type=Path, metavar="SWEEP", help="finish the unfinished runs of a sweep")
-    sweep.add_argument("--n-ctx", "-T", type=int, help="sequence length T (default 12)")
-    sweep.add_argument("--n-train", type=int, help="training sequences (default 2048)")
-    _add_run_flags(sweep)
+    add_task_flags(sweep)
+    add_run_flags(sweep)
     sweep.set_defaults(handler=cmd_sweep)
 
-    patch = sub.add_parser(
-        "patch", help="activation patching on a saved checkpoint: effect of each index of a hook",
-        description="Patch the activation at HOOK from clean inputs into corrupted ones, once per index of "
-        "the --over axes, and print the metric for each index. Clean inputs are the test set of the run's "
-        "last phase; corrupted inputs redraw the tokens at --corrupt positions.",
-        epilog="examples:\n  circuitpath patch runs/curriculum\n"
-        "  circuitpath patch runs/curriculum --step 3000 --hook blocks.0.mlp.hook_post --over d_mlp --metric accuracy",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    patch.add_argument("run", type=Path, metavar="RUN")
-    patch.add_argument("--step", type=int, help="checkpoint step (default: the last)")
-    patch.add_argument("--hook", default="blocks.0.attn.hook_v", help="hook to patch (default blocks.0.attn.hook_v)")
-    patch.add_argument("--over", default="key_pos", help="comma-separated axes to patch index by index; '' for the whole activation (default key_pos)")
-    patch.add_argument("--metric", default="logit_diff", help="logit_diff (default), loss or accuracy")
-    patch.add_argument("--corrupt", default=None, help="positions to redraw, e.g. 0-4 (default: the first k)")
-    patch.add_argument("--n", type=int, default=1024, help="number of inputs (default 1024)")
-    patch.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    patch.set_defaults(handler=cmd_patch)
-
-    ablate = sub.add_parser(
-        "ablate", help="ablate key positions, MLP neurons or the attention output; accuracy and loss",
-        description="Replace parts of an activation by zeros, their mean, or values from other inputs, "
-        "and print accuracy and loss on the train and test data of the run's last phase, before and "
-        "after. For key positions, the sets 'first k' and 'spurious' are ablated too.",
-        epilog="examples:\n  circuitpath ablate runs/curriculum\n"
-        "  circuitpath ablate runs/scratch --method resample --step 5000\n"
-        "  circuitpath ablate runs/curriculum --hook blocks.0.hook_attn_out --over ''",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ablate.add_argument("run", type=Path, metavar="RUN")
-    ablate.add_argument("--step", type=int, help="checkpoint step (default: the last)")
-    ablate.add_argument("--hook", default="blocks.0.attn.hook_v", help="hook to ablate (default blocks.0.attn.hook_v)")
-    ablate.add_argument("--over", default="key_pos", help="axes ablated index by index; '' for the whole activation (default key_pos)")
-    ablate.add_argument("--method", default="mean", help="zero, mean (default) or resample")
-    ablate.add_argument("--n", type=int, default=2048, help="inputs of each split (default 2048)")
-    ablate.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    ablate.set_defaults(handler=cmd_ablate)
-
-    show = sub.add_parser("show", help="print a run's config, status, checkpoints and final metrics",
-                          description="Print what a run directory holds.")
-    show.add_argument("run", type=Path, metavar="RUN")
-    show.set_defaults(handler=cmd_show)
-    return parser
 
 
 # ---- train ---------------------------------------------------------------------------------------
@@ -248,7 +187,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from circuitpath.train import train_groups
 
-    task = TaskConfig(**{k: v for k, v in (("n_ctx", args.n_ctx), ("n_train", args.n_train)) if v is not None})
+    task = task_from_flags(args)
     names = ("scratch", "curriculum")
     configs = [experiment_config(getattr(args, name), seed=args.seed, task=task, model=ModelConfig(n_ctx=task.n_ctx))
                for name in names]
@@ -270,7 +209,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         summaries = resume_sweep(out, device=args.device)
     else:
         out = args.out
-        task = TaskConfig(**{k: v for k, v in (("n_ctx", args.n_ctx), ("n_train", args.n_train)) if v is not None})
+        task = task_from_flags(args)
         summaries = sweep(out, parse_seeds(args.seeds), parse_experiments(args.experiments), task=task,
                           model=ModelConfig(n_ctx=task.n_ctx), device=args.device, force=args.force)
     print("\n".join(summary_lines(summaries)))
@@ -279,101 +218,3 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---- patch ---------------------------------------------------------------------------------------
-def cmd_patch(args: argparse.Namespace) -> int:
-    import torch
-
-    from circuitpath.analysis.patching import corrupt_positions, patch
-    from circuitpath.data import targets
-    from circuitpath.runs import load_run
-    from circuitpath.sweep import parse_seeds
-    from circuitpath.train import resolve_device
-
-    run = load_run(args.run)
-    device = resolve_device(args.device)
-    model = run.model_at(args.step, device=device)
-    task, p = run.config.task, run.config.train.phases[-1].p
-    positions = list(range(task.k)) if args.corrupt is None else parse_seeds(args.corrupt)
-    if max(positions) >= task.n_ctx:
-        raise ConfigError(f"--corrupt position {max(positions)} is past the sequence length {task.n_ctx}")
-    if args.n < 1:
-        raise ConfigError(f"--n must be >= 1, got {args.n}")
-    clean = run.data().x_test[: args.n]
-    corrupted = corrupt_positions(clean, positions, p, torch.Generator().manual_seed(0))
-    over = tuple(a for a in args.over.split(",") if a)
-    result = patch(model, args.hook, clean, corrupted, targets(clean, p, task.k), targets(corrupted, p, task.k),
-                   over=over, metric=args.metric)
-    step = args.step if args.step is not None else run.steps[-1]
-    print(f"{run.path} step {step}: patching {args.hook} over {', '.join(over) or 'the whole activation'}, {len(clean)} inputs, "
-          f"positions {positions} corrupted")
-    print(f"{result.metric}: clean {result.clean:.4f}, corrupted {result.corrupted:.4f}")
-    effects = result.effects.reshape(-1).tolist()
-    if over:
-        for index, value in enumerate(effects):
-            print(f"  {over[0] if len(over) == 1 else 'index'} {index:>3}: {value:.4f}")
-    else:
-        print(f"  patched: {effects[0]:.4f}")
-    return 0
-
-
-# ---- ablate --------------------------------------------------------------------------------------
-def cmd_ablate(args: argparse.Namespace) -> int:
-    import torch
-
-    from circuitpath.analysis.ablation import ablate, position_sets
-    from circuitpath.runs import load_run
-    from circuitpath.train import resolve_device
-
-    run = load_run(args.run)
-    model = run.model_at(args.step, device=resolve_device(args.device))
-    if args.n < 1:
-        raise ConfigError(f"--n must be >= 1, got {args.n}")
-    over = tuple(a for a in args.over.split(",") if a)
-    task, split = run.config.task, run.data()
-    sets = position_sets(task.k, task.n_ctx) if over in (("key_pos",), ("pos",)) else None
-    results = {name: ablate(model, x[: args.n], y[: args.n], hook=args.hook, over=over, sets=sets,
-                            method=args.method, generator=torch.Generator().manual_seed(0))
-               for name, x, y in (("train", split.x_train, split.y_train), ("test", split.x_test, split.y_test))}
-    step = args.step if args.step is not None else run.steps[-1]
-    print(f"{run.path} step {step}: {args.method}-ablating {args.hook} over {', '.join(over) or 'the whole activation'}")
-    train, test = results["train"], results["test"]
-    width = max(len(n) for n in train.names + ["intact"])
-    print(f"{'ablated':<{width}}  train acc  train loss  test acc  test loss")
-    print(f"{'intact':<{width}}  {train.base_accuracy:9.4f}  {train.base_loss:10.4f}  {test.base_accuracy:8.4f}  {test.base_loss:9.4f}")
-    for (name, tr_acc, tr_loss), (_, te_acc, te_loss) in zip(train.rows(), test.rows()):
-        print(f"{name:<{width}}  {tr_acc:9.4f}  {tr_loss:10.4f}  {te_acc:8.4f}  {te_loss:9.4f}")
-    return 0
-
-
-# ---- show -----------------------------------------------------------------------------------------
-def cmd_show(args: argparse.Namespace) -> int:
-    from circuitpath.runs import load_run
-
-    run = load_run(args.run)
-    steps = run.steps
-    print(f"run {run.path}  status: {run.status}  circuitpath {run.info.get('circuitpath', '?')}")
-    print(json.dumps(run.config.to_dict(), indent=2))
-    print(f"{len(steps)} checkpoints" + (f", steps {steps[0]}..{steps[-1]}" if steps else ""))
-    if run.metrics:
-        print(summary_table({run.path.name: run}))
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except Interrupted as stop:
-        print(f"circuitpath: {stop}", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("circuitpath: interrupted", file=sys.stderr)
-        return 130
-    except CircuitPathError as error:
-        print(f"circuitpath: error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

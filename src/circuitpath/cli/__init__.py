@@ -1,0 +1,73 @@
+"""The `circuitpath` command line.
+
+Every mistake a user can make ends in one line on stderr and exit status 2; Ctrl-C during training
+saves a checkpoint and exits with status 130. Each module of this package registers its commands:
+`training` (train, reproduce, sweep) and `probing` (patch, ablate, show).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from circuitpath.config import TaskConfig
+from circuitpath.errors import CircuitPathError
+from circuitpath.loop import Interrupted
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--force", action="store_true", help="replace existing runs at the output paths")
+
+
+def add_task_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--n-ctx", "-T", type=int, help="sequence length T (default 12)")
+    parser.add_argument("--n-train", type=int, help="training sequences (default 2048)")
+
+
+def task_from_flags(args: argparse.Namespace) -> TaskConfig:
+    return TaskConfig(**{k: v for k, v in (("n_ctx", args.n_ctx), ("n_train", args.n_train)) if v is not None})
+
+
+def add_checkpoint_flags(parser: argparse.ArgumentParser, verb: str, default_n: int) -> None:
+    """RUN, --step, --hook, --over, --n and --device, shared by the commands that probe a checkpoint."""
+    parser.add_argument("run", type=Path, metavar="RUN")
+    parser.add_argument("--step", type=int, help="checkpoint step (default: the last)")
+    parser.add_argument("--hook", default="blocks.0.attn.hook_v", help=f"hook to {verb} (default blocks.0.attn.hook_v)")
+    parser.add_argument("--over", default="key_pos",
+                        help=f"comma-separated axes to {verb} index by index; '' for the whole activation (default key_pos)")
+    parser.add_argument("--n", type=int, default=default_n, help=f"number of inputs (default {default_n})")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from circuitpath.cli import probing, training
+
+    parser = argparse.ArgumentParser(
+        prog="circuitpath",
+        description="Train a one-layer cross-attention transformer on sparse modular addition, save "
+        "checkpoints along training, and analyse them (Odonnat, Bouaziz, Cabannes, ICASSP 2025).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    training.add_parsers(sub)
+    probing.add_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except Interrupted as stop:
+        print(f"circuitpath: {stop}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("circuitpath: interrupted", file=sys.stderr)
+        return 130
+    except CircuitPathError as error:
+        print(f"circuitpath: error: {error}", file=sys.stderr)
+        return 2
+

@@ -1,0 +1,128 @@
+"""Commands that probe saved checkpoints: `patch`, `ablate`, `show`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from circuitpath.cli import add_checkpoint_flags
+from circuitpath.errors import ConfigError
+from circuitpath.experiments import summary_table
+
+
+def add_parsers(sub) -> None:
+    patch = sub.add_parser(
+        "patch", help="activation patching on a saved checkpoint: effect of each index of a hook",
+        description="Patch the activation at HOOK from clean inputs into corrupted ones, once per index of "
+        "the --over axes, and print the metric for each index. Clean inputs are the test set of the run's "
+        "last phase; corrupted inputs redraw the tokens at --corrupt positions.",
+        epilog="examples:\n  circuitpath patch runs/curriculum\n"
+        "  circuitpath patch runs/curriculum --step 3000 --hook blocks.0.mlp.hook_post --over d_mlp --metric accuracy",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_checkpoint_flags(patch, "patch", default_n=1024)
+    patch.add_argument("--metric", default="logit_diff", help="logit_diff (default), loss or accuracy")
+    patch.add_argument("--corrupt", default=None, help="positions to redraw, e.g. 0-4 (default: the first k)")
+    patch.set_defaults(handler=cmd_patch)
+
+    ablate = sub.add_parser(
+        "ablate", help="ablate key positions, MLP neurons or the attention output; accuracy and loss",
+        description="Replace parts of an activation by zeros, their mean, or values from other inputs, "
+        "and print accuracy and loss on the train and test data of the run's last phase, before and "
+        "after. For key positions, the sets 'first k' and 'spurious' are ablated too.",
+        epilog="examples:\n  circuitpath ablate runs/curriculum\n"
+        "  circuitpath ablate runs/scratch --method resample --step 5000\n"
+        "  circuitpath ablate runs/curriculum --hook blocks.0.hook_attn_out --over ''",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_checkpoint_flags(ablate, "ablate", default_n=2048)
+    ablate.add_argument("--method", default="mean", help="zero, mean (default) or resample")
+    ablate.set_defaults(handler=cmd_ablate)
+
+    show = sub.add_parser("show", help="print a run's config, status, checkpoints and final metrics",
+                          description="Print what a run directory holds.")
+    show.add_argument("run", type=Path, metavar="RUN")
+    show.set_defaults(handler=cmd_show)
+
+
+# ---- patch ---------------------------------------------------------------------------------------
+def cmd_patch(args: argparse.Namespace) -> int:
+    import torch
+
+    from circuitpath.analysis.patching import corrupt_positions, patch
+    from circuitpath.data import targets
+    from circuitpath.runs import load_run
+    from circuitpath.sweep import parse_seeds
+    from circuitpath.train import resolve_device
+
+    run = load_run(args.run)
+    device = resolve_device(args.device)
+    model = run.model_at(args.step, device=device)
+    task, p = run.config.task, run.config.train.phases[-1].p
+    positions = list(range(task.k)) if args.corrupt is None else parse_seeds(args.corrupt)
+    if max(positions) >= task.n_ctx:
+        raise ConfigError(f"--corrupt position {max(positions)} is past the sequence length {task.n_ctx}")
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    clean = run.data().x_test[: args.n]
+    corrupted = corrupt_positions(clean, positions, p, torch.Generator().manual_seed(0))
+    over = tuple(a for a in args.over.split(",") if a)
+    result = patch(model, args.hook, clean, corrupted, targets(clean, p, task.k), targets(corrupted, p, task.k),
+                   over=over, metric=args.metric)
+    step = args.step if args.step is not None else run.steps[-1]
+    print(f"{run.path} step {step}: patching {args.hook} over {', '.join(over) or 'the whole activation'}, {len(clean)} inputs, "
+          f"positions {positions} corrupted")
+    print(f"{result.metric}: clean {result.clean:.4f}, corrupted {result.corrupted:.4f}")
+    effects = result.effects.reshape(-1).tolist()
+    if over:
+        for index, value in enumerate(effects):
+            print(f"  {over[0] if len(over) == 1 else 'index'} {index:>3}: {value:.4f}")
+    else:
+        print(f"  patched: {effects[0]:.4f}")
+    return 0
+
+
+# ---- ablate --------------------------------------------------------------------------------------
+def cmd_ablate(args: argparse.Namespace) -> int:
+    import torch
+
+    from circuitpath.analysis.ablation import ablate, position_sets
+    from circuitpath.runs import load_run
+    from circuitpath.train import resolve_device
+
+    run = load_run(args.run)
+    model = run.model_at(args.step, device=resolve_device(args.device))
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    over = tuple(a for a in args.over.split(",") if a)
+    task, split = run.config.task, run.data()
+    sets = position_sets(task.k, task.n_ctx) if over in (("key_pos",), ("pos",)) else None
+    results = {name: ablate(model, x[: args.n], y[: args.n], hook=args.hook, over=over, sets=sets,
+                            method=args.method, generator=torch.Generator().manual_seed(0))
+               for name, x, y in (("train", split.x_train, split.y_train), ("test", split.x_test, split.y_test))}
+    step = args.step if args.step is not None else run.steps[-1]
+    print(f"{run.path} step {step}: {args.method}-ablating {args.hook} over {', '.join(over) or 'the whole activation'}")
+    train, test = results["train"], results["test"]
+    width = max(len(n) for n in train.names + ["intact"])
+    print(f"{'ablated':<{width}}  train acc  train loss  test acc  test loss")
+    print(f"{'intact':<{width}}  {train.base_accuracy:9.4f}  {train.base_loss:10.4f}  {test.base_accuracy:8.4f}  {test.base_loss:9.4f}")
+    for (name, tr_acc, tr_loss), (_, te_acc, te_loss) in zip(train.rows(), test.rows()):
+        print(f"{name:<{width}}  {tr_acc:9.4f}  {tr_loss:10.4f}  {te_acc:8.4f}  {te_loss:9.4f}")
+    return 0
+
+
+# ---- show -----------------------------------------------------------------------------------------
+def cmd_show(args: argparse.Namespace) -> int:
+    from circuitpath.runs import load_run
+
+    run = load_run(args.run)
+    steps = run.steps
+    print(f"run {run.path}  status: {run.status}  circuitpath {run.info.get('circuitpath', '?')}")
+    print(json.dumps(run.config.to_dict(), indent=2))
+    print(f"{len(steps)} checkpoints" + (f", steps {steps[0]}..{steps[-1]}" if steps else ""))
+    if run.metrics:
+        print(summary_table({run.path.name: run}))
+    return 0
+
+
