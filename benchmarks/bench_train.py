@@ -9,6 +9,7 @@ circuitpath's step is the training loop's: `engine.Executor` with the orchestrat
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,8 @@ from circuitpath.config import ModelConfig, TaskConfig
 from circuitpath.data import make_split
 from circuitpath.engine import Adam, Encoded, Executor, Layout
 from circuitpath.model import init_weights
+
+POOL = ThreadPoolExecutor(os.cpu_count() or 1)  # as train.py's orchestrator shares one
 
 
 def reference_step(split):
@@ -40,7 +43,7 @@ def engine_step(split, runs: int):
     theta = layout.pack([init_weights(ModelConfig(seed=s)) for s in range(runs)])
     data = Encoded.of(split.x_train.expand(runs, -1, -1), split.y_train.expand(runs, -1), 4)
     adam = Adam(theta, torch.full((runs,), 1e-2))
-    executor = Executor(runs, torch.device("cpu"), workers=os.cpu_count() or 1)
+    executor = Executor(runs, torch.device("cpu"), POOL)
     single = len(executor.chunks) > 1
 
     def step():

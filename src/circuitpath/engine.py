@@ -225,30 +225,20 @@ def evaluate(
 
 
 class Executor:
-    """Runs the engine over S runs in cache-sized chunks, `workers` chunks at a time.
+    """Runs the engine over S runs in cache-sized chunks, spread over a worker pool when given one.
 
     Measured on 2 cores at the paper's size: one [32, 2048, 128] activation no longer fits in cache
     and a step costs ~3.3 ms a run; chunks of 4 runs on two workers with single-threaded kernels
-    cost ~1.6 ms a run (benchmarks/bench_train.py). On a GPU all runs go in one chunk.
+    cost ~1.6 ms a run (benchmarks/bench_train.py). On a GPU all runs go in one chunk. The pool is
+    shared by every group training at once, so a core freed by one group serves the others.
     """
 
     CHUNK = 4
 
-    def __init__(self, runs: int, device: torch.device, workers: int = 1):
-        self.chunks = [slice(i, min(i + self.chunk_size(device, runs), runs)) for i in range(0, runs, self.chunk_size(device, runs))]
-        workers = min(workers, len(self.chunks))
-        self.pool = ThreadPoolExecutor(workers) if workers > 1 else None
-
-    @classmethod
-    def chunk_size(cls, device: torch.device, runs: int) -> int:
-        return cls.CHUNK if device.type == "cpu" else max(runs, 1)
-
-    def __enter__(self) -> Executor:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
+    def __init__(self, runs: int, device: torch.device, pool: ThreadPoolExecutor | None = None):
+        size = self.CHUNK if device.type == "cpu" else max(runs, 1)
+        self.chunks = [slice(i, min(i + size, runs)) for i in range(0, runs, size)]
+        self.pool = pool if len(self.chunks) > 1 else None
 
     def _map(self, fn):
         if self.pool is None:

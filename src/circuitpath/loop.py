@@ -61,7 +61,7 @@ class Position:
 class GroupTrainer:
     """The loop of one group, shared by fresh and resumed training.
 
-    The orchestrator in `train.py` sets `stop` (Ctrl-C), `workers` (executor threads), `progress`
+    The orchestrator in `train.py` sets `stop` (Ctrl-C), `pool` (the shared CPU workers), `progress`
     and `bar_position` (one progress bar per group) before calling `run`.
     """
 
@@ -74,7 +74,7 @@ class GroupTrainer:
         self.log_steps = set(log_schedule(self.train_cfg))
         self.checkpoint_steps = set(checkpoint_schedule(self.train_cfg))
         self.stop = threading.Event()
-        self.workers = 1
+        self.pool = None
         self.progress = True
         self.bar_position = 0
 
@@ -103,10 +103,10 @@ class GroupTrainer:
         first_step = start.step(self.train_cfg)
         name = self.writers[0].path.name
         desc = name if len(self.writers) == 1 else f"{self.writers[0].path.parent.name} ({len(self.writers)} runs)"
-        executor = Executor(len(self.writers), self.theta.device, self.workers)
+        executor = Executor(len(self.writers), self.theta.device, self.pool)
         with tqdm(total=total, initial=first_step, desc=desc, unit="step", dynamic_ncols=True,
                   disable=None if self.progress else True, mininterval=0.5,
-                  position=self.bar_position, leave=True) as bar, executor:
+                  position=self.bar_position, leave=True) as bar:
             self.bar, self.executor = bar, executor
             for index in range(start.phase, len(self.train_cfg.phases)):
                 resumed = index == start.phase

@@ -143,16 +143,17 @@ def _run(trainers: list[GroupTrainer], progress: bool) -> list[list[Run]]:
     cores = os.cpu_count() or 1
     on_cpu = trainers[0].theta.device.type == "cpu"
     units = sum(len(Executor(len(t.writers), t.theta.device).chunks) for t in trainers)
+    parallel = on_cpu and units > 1
     stop = threading.Event()
-    for position, trainer in enumerate(trainers):
-        trainer.stop, trainer.progress, trainer.bar_position = stop, progress, position
-        trainer.workers = max(1, cores // len(trainers)) if on_cpu else 1
-    with _stop_on_ctrl_c(stop), _single_threaded_kernels(on_cpu and units > 1):
+    with _stop_on_ctrl_c(stop), _single_threaded_kernels(parallel), ThreadPoolExecutor(cores if parallel else 1) as pool:
+        for position, trainer in enumerate(trainers):
+            trainer.stop, trainer.progress, trainer.bar_position = stop, progress, position
+            trainer.pool = pool if parallel else None
         if len(trainers) == 1 or not on_cpu:
             outcomes = [_outcome(t.run) for t in trainers]
         else:
-            with ThreadPoolExecutor(len(trainers)) as pool:
-                outcomes = list(pool.map(_outcome, [t.run for t in trainers]))
+            with ThreadPoolExecutor(len(trainers)) as group_threads:
+                outcomes = list(group_threads.map(_outcome, [t.run for t in trainers]))
     return _results(outcomes)
 
 
