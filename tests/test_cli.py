@@ -74,6 +74,8 @@ def test_reproduce_prints_the_table_and_verdicts(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "scratch" in result.stdout and "curriculum" in result.stdout
     assert "scratch memorises" in result.stdout and "curriculum generalises" in result.stdout
+    assert "loss barrier between scratch and curriculum" in result.stdout
+    assert (tmp_path / "report.html").stat().st_size > 3_000_000
     scratch, curriculum = load_run(tmp_path / "scratch"), load_run(tmp_path / "curriculum")
     assert scratch.weights_at(0)["W_E"].equal(curriculum.weights_at(0)["W_E"])
     again = subprocess.run([sys.executable, "-m", "circuitpath.cli", "reproduce", "--out", str(tmp_path)],

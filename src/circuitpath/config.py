@@ -103,6 +103,10 @@ class ModelConfig:
         )
         _check_int("seed", self.seed, 0)
 
+    def to_shape(self) -> tuple:
+        """What two models must share for their weights to be mixed or compared (all but the seed)."""
+        return (self.d_model, self.d_mlp, self.n_tokens, self.n_ctx, self.tied, self.eps)
+
 
 @dataclass(frozen=True)
 class Phase:

@@ -36,8 +36,7 @@ Group = tuple[list[RunConfig], list[Path]]
 def _shape_key(config: RunConfig) -> tuple:
     task, model, train = config.task, config.model, config.train
     phases = tuple((ph.p, ph.steps, ph.batch_size) for ph in train.phases)
-    model_shape = (model.d_model, model.d_mlp, model.n_tokens, model.n_ctx, model.tied, model.eps)
-    return (task.n_ctx, task.k, task.n_train, task.n_test, model_shape, phases,
+    return (task.n_ctx, task.k, task.n_train, task.n_test, model.to_shape(), phases,
             train.log_every, train.checkpoint_every, train.dense_checkpoints)
 
 

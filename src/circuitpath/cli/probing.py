@@ -12,6 +12,18 @@ from circuitpath.experiments import summary_table
 
 
 def add_parsers(sub) -> None:
+    analyze = sub.add_parser(
+        "analyze", help="write an HTML report of one or more runs and print their headline numbers",
+        description="Analyse saved runs: accuracy curves, attention of the query over training, ablation "
+        "of key positions, and, for runs of one model shape, the loss barrier between the first two runs' "
+        "final checkpoints and their parameter trajectories. Writes a self-contained report.html.",
+        epilog="examples:\n  circuitpath analyze runs/curriculum\n  circuitpath analyze runs/scratch runs/curriculum --out runs/report.html",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    analyze.add_argument("runs", type=Path, nargs="+", metavar="RUN")
+    analyze.add_argument("--out", type=Path, help="report path (default RUN/report.html, or beside the runs for several)")
+    analyze.set_defaults(handler=cmd_analyze)
+
     patch = sub.add_parser(
         "patch", help="activation patching on a saved checkpoint: effect of each index of a hook",
         description="Patch the activation at HOOK from clean inputs into corrupted ones, once per index of "
@@ -44,6 +56,22 @@ def add_parsers(sub) -> None:
                           description="Print what a run directory holds.")
     show.add_argument("run", type=Path, metavar="RUN")
     show.set_defaults(handler=cmd_show)
+
+
+# ---- analyze -------------------------------------------------------------------------------------
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from circuitpath.report import build_report
+    from circuitpath.runs import load_run
+
+    runs = {}
+    for path in args.runs:
+        run = load_run(path)
+        runs[run.path.name if run.path.name not in runs else str(run.path)] = run
+    out = args.out or (args.runs[0] / "report.html" if len(args.runs) == 1 else args.runs[0].parent / "report.html")
+    headlines = build_report(runs, out)
+    print("\n".join(headlines.lines()))
+    print(f"report written to {out}")
+    return 0
 
 
 # ---- patch ---------------------------------------------------------------------------------------

@@ -196,6 +196,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     runs = {name: group[0] for name, group in zip(names, groups)}
     print(summary_table(runs))
     print("\n".join(verdicts(runs)))
+    from circuitpath.report import build_report
+
+    headlines = build_report(runs, args.out / "report.html")
+    print("\n".join(headlines.lines()))
+    print(f"report written to {args.out / 'report.html'}")
     return 0
 
 

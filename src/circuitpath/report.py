@@ -1,0 +1,71 @@
+"""One self-contained HTML report of one or more runs, and its headline numbers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from circuitpath.analysis.ablation import ablate, position_sets
+from circuitpath.analysis.barrier import run_barrier
+from circuitpath.analysis.dynamics import attention_over_training
+from circuitpath.analysis.trajectory import parameter_trajectory
+from circuitpath.plots import training as plots
+from circuitpath.plots.html import write_html
+from circuitpath.runs import Run
+
+
+@dataclass
+class RunHeadline:
+    test_acc: float
+    first_k_mass: float  # final attention mass on the summed positions
+    spurious_ablated_test_acc: float  # test accuracy with every spurious position mean-ablated
+    first_k_ablated_test_acc: float
+
+
+@dataclass
+class Headlines:
+    runs: dict[str, RunHeadline] = field(default_factory=dict)
+    barrier: float | None = None  # train loss barrier between the first two runs' final checkpoints
+    barrier_pair: tuple[str, str] | None = None
+
+    def lines(self) -> list[str]:
+        out = [f"{name}: final attention mass on the first k {h.first_k_mass:.3f}; test acc {h.test_acc:.4f}, "
+               f"{h.spurious_ablated_test_acc:.4f} with the spurious positions ablated, "
+               f"{h.first_k_ablated_test_acc:.4f} with the first k ablated" for name, h in self.runs.items()]
+        if self.barrier is not None:
+            out.append(f"loss barrier between {self.barrier_pair[0]} and {self.barrier_pair[1]}: {self.barrier:.4g}")
+        return out
+
+
+def build_report(runs: dict[str, Run], path: str | Path, n: int = 1024) -> Headlines:
+    """Write the report of `runs` to `path` and return its headline numbers."""
+    figures = [plots.accuracy_curves(runs)]
+    headlines = Headlines()
+    for name, run in runs.items():
+        attention = attention_over_training(run, n=min(n, 512))
+        figures.append(plots.attention_heatmap(attention, f"{name}: attention of the query over training"))
+        split, task, model = run.data(), run.config.task, run.model_at()
+        sets = position_sets(task.k, task.n_ctx)
+        ablations = {label: ablate(model, x[:n], split_y[:n], sets=sets, generator=torch.Generator().manual_seed(0))
+                     for label, x, split_y in (("train", split.x_train, split.y_train), ("test", split.x_test, split.y_test))}
+        figures.append(plots.ablation_figure(ablations, f"{name}: accuracy with key positions mean-ablated"))
+        test = ablations["test"]
+        by_name = dict(zip(test.names, test.accuracy.tolist()))
+        headlines.runs[name] = RunHeadline(
+            test_acc=run.final_metrics()["test_acc"],
+            first_k_mass=float(attention.first_k_mass[-1]),
+            spurious_ablated_test_acc=by_name.get(list(sets)[-1], float("nan")) if len(sets) > 1 else float("nan"),
+            first_k_ablated_test_acc=by_name[list(sets)[0]],
+        )
+    shapes = {run.config.model.to_shape() for run in runs.values()}
+    if len(runs) >= 2 and len(shapes) == 1:
+        (name_a, run_a), (name_b, run_b) = list(runs.items())[:2]
+        barrier = run_barrier(run_a, run_b)
+        headlines.barrier, headlines.barrier_pair = barrier.height, (name_a, name_b)
+        figures.append(plots.barrier_figure(barrier, name_a, name_b))
+    if len(shapes) == 1:
+        figures.append(plots.trajectory_figure(parameter_trajectory(runs)))
+    write_html(figures, path, "circuitpath report: " + ", ".join(runs))
+    return headlines

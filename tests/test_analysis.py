@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from circuitpath import CheckpointError, train
+from circuitpath.analysis.barrier import loss_barrier, run_barrier
+from circuitpath.analysis.dynamics import attention_over_training
+from circuitpath.analysis.trajectory import parameter_trajectory
+from conftest import tiny_config
+
+
+def test_attention_over_training_reads_the_hook_at_every_checkpoint(trained_run):
+    result = attention_over_training(trained_run, n=20)
+    assert result.steps == trained_run.steps and result.pattern.shape == (len(trained_run.steps), 6)
+    torch.testing.assert_close(result.pattern.sum(1), torch.ones(len(result.steps)))
+    step = trained_run.steps[3]
+    model = trained_run.model_at(step)
+    _, cache = model.run_with_cache(trained_run.data().x_test[:20])
+    torch.testing.assert_close(result.pattern[3], cache["blocks.0.attn.hook_pattern"].mean(0))
+    assert result.first_k_mass[3] == pytest.approx(result.pattern[3, :3].sum().item())
+    assert result.max_spurious[3] == pytest.approx(result.pattern[3, 3:].max().item())
+    assert result.phase_switches == [20]
+
+
+def test_barrier_ends_are_the_two_solutions_and_height_is_max_minus_larger_end(trained_run, tmp_path):
+    other = train(tiny_config("2:20:1e-2,4:20:1e-2", seed=5), tmp_path / "other", progress=False)
+    result = run_barrier(trained_run, other, points=11)
+    assert result.t[0] == 0 and result.t[-1] == 1 and len(result.t) == 11
+    split = other.data()
+    for end, run in ((0, trained_run), (-1, other)):
+        model = run.model_at(40)
+        loss = torch.nn.functional.cross_entropy(model(split.x_train), split.y_train).item()
+        assert result.train_loss[end].item() == pytest.approx(loss, rel=1e-5)
+    expected = result.train_loss.max() - max(result.train_loss[0], result.train_loss[-1])
+    assert result.height == pytest.approx(expected.item()) and result.height >= 0
+
+
+def test_barrier_between_a_solution_and_itself_is_flat(trained_run):
+    w = trained_run.weights_at(40)
+    result = loss_barrier(w, w, trained_run.config.model, trained_run.data(), points=5)
+    assert result.height == pytest.approx(0.0, abs=1e-6)
+
+
+def test_trajectory_covers_every_checkpoint_and_refuses_mismatched_runs(trained_run, tmp_path):
+    other = train(tiny_config("2:20:1e-2,4:20:1e-2", seed=5), tmp_path / "other", progress=False)
+    result = parameter_trajectory({"a": trained_run, "b": other})
+    n = len(trained_run.steps) + len(other.steps)
+    assert result.pca.shape == (n, 2) and result.tsne.shape == (n, 2)
+    assert result.runs.count("a") == len(trained_run.steps) and 0 < result.explained.sum() <= 1
+    assert result.explained[0] >= result.explained[1]
+    wide = train(tiny_config(n_ctx=7), tmp_path / "wide", progress=False)
+    with pytest.raises(CheckpointError, match="different shapes"):
+        parameter_trajectory({"a": trained_run, "w": wide})

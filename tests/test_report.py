@@ -1,0 +1,48 @@
+"""The report opens offline in a real headless browser, with every figure drawn and no console error."""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from circuitpath import train
+from circuitpath.cli import main
+from conftest import tiny_config
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    for name, phases in (("scratch", "4:30:1e-2"), ("curriculum", "2:10:1e-3,4:20:1e-2")):
+        train(tiny_config(phases), root / name, progress=False)
+    assert main(["analyze", str(root / "scratch"), str(root / "curriculum"), "--out", str(root / "report.html")]) == 0
+    return root / "report.html"
+
+
+def test_report_is_self_contained(report):
+    html = report.read_text()
+    assert not re.findall(r"<script[^>]*\bsrc=", html)  # plotly.js is inline, nothing is fetched
+    assert len(html) > 3_000_000
+    assert html.count('class="plotly-graph-div"') == 7  # curves, 2 x (attention, ablation), barrier, trajectory
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (installed by .ci/run)")
+def test_report_renders_every_figure_in_headless_chromium(report):
+    done = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=20000", "--dump-dom", report.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    drawn = len(re.findall(r'<svg class="main-svg"', done.stdout))
+    assert drawn >= 7, f"only {drawn} plotly surfaces were drawn"
+    console_errors = [line for line in done.stderr.splitlines() if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]
+    assert not console_errors, console_errors
+
+
+def test_analyze_refuses_what_is_not_a_run(tmp_path, capsys):
+    assert main(["analyze", str(tmp_path)]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
