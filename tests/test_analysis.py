@@ -50,3 +50,22 @@ def test_trajectory_covers_every_checkpoint_and_refuses_mismatched_runs(trained_
     wide = train(tiny_config(n_ctx=7), tmp_path / "wide", progress=False)
     with pytest.raises(CheckpointError, match="different shapes"):
         parameter_trajectory({"a": trained_run, "w": wide})
+
+
+def test_clusters_recover_planted_classes_and_score_labelings():
+    from circuitpath import CrossAttentionTransformer, ModelConfig
+    from circuitpath.analysis.clusters import candidate_labelings, find_clusters
+
+    tokens = torch.randint(0, 2, (300, 6))
+    labels = candidate_labelings(tokens, p=2, k=3)
+    assert torch.equal(labels["sum of first k"], tokens[:, :3].sum(1))
+    assert labels["counts in first k"].unique().numel() == 4  # 0..3 ones among 3 binary tokens
+    # plant 4 tight clusters in z_A, one per number of ones among the first k
+    model = CrossAttentionTransformer(ModelConfig(d_model=8, n_ctx=6))
+    centres = torch.randn(4, 8) * 5
+    planted = lambda act, hook: centres[tokens[:, :3].sum(1)] + 0.01 * torch.randn(300, 8)
+    model.add_perma_hook("blocks.0.hook_attn_out", planted)
+    result = find_clusters(model, tokens, p=2, k=3, max_clusters=8)
+    assert result.n_clusters == 4 and result.best_labeling in ("sum of first k", "counts in first k")
+    assert result.alignment["sum of first k"] == pytest.approx(1.0)
+    assert result.alignment["target y"] < 0.9

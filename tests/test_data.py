@@ -54,3 +54,11 @@ def test_bad_values_name_themselves(kwargs, p, message):
     with pytest.raises(ConfigError) as error:
         make_split(TaskConfig(**kwargs), p)
     assert message in str(error.value)
+
+
+def test_any_prefix_of_the_test_set_is_a_uniform_sample():
+    split = make_split(TaskConfig(n_ctx=12, k=5, n_train=2048), p=2)
+    first = split.x_test[:256]
+    # in sorted order the first 256 of 2048 would all start with three zeros
+    assert first[:, :3].sum() > 0
+    assert 0.4 < first.float().mean().item() < 0.6

@@ -32,15 +32,16 @@ def targets(x: Int[Tensor, "batch pos"], p: int, k: int) -> Int[Tensor, " batch"
 def make_split(task: TaskConfig, p: int) -> Split:
     """The train/test split of modulus p, a function of (task.seed, p) only.
 
-    When p**T <= ENUMERATE_LIMIT the test set is every sequence not drawn for training (sorted);
-    otherwise n_test further distinct sequences are drawn.
+    When p**T <= ENUMERATE_LIMIT the test set is every sequence not drawn for training; otherwise
+    n_test further distinct sequences are drawn. Both sets are in random order, so any prefix of
+    them is a uniform sample (analyses probe with the first n test sequences).
     """
     task.check_modulus(p)
     generator = torch.Generator().manual_seed(task.seed * 1_000_003 + p)
     total = p**task.n_ctx
     if total <= ENUMERATE_LIMIT:
         codes = torch.randperm(total, generator=generator)
-        train_codes, test_codes = codes[: task.n_train], codes[task.n_train :].sort().values
+        train_codes, test_codes = codes[: task.n_train], codes[task.n_train :]
         x_train, x_test = _decode(train_codes, p, task.n_ctx), _decode(test_codes, p, task.n_ctx)
     else:
         n_test = min(task.n_test, total - task.n_train)

@@ -9,6 +9,7 @@ import torch
 
 from circuitpath.analysis.ablation import ablate, position_sets
 from circuitpath.analysis.barrier import run_barrier
+from circuitpath.analysis.clusters import find_clusters
 from circuitpath.analysis.dynamics import attention_over_training
 from circuitpath.analysis.trajectory import parameter_trajectory
 from circuitpath.plots import training as plots
@@ -22,6 +23,7 @@ class RunHeadline:
     first_k_mass: float  # final attention mass on the summed positions
     spurious_ablated_test_acc: float  # test accuracy with every spurious position mean-ablated
     first_k_ablated_test_acc: float
+    clusters: dict[int, tuple[int, str, float]] = field(default_factory=dict)  # phase end step -> (count, labeling, ARI)
 
 
 @dataclass
@@ -31,9 +33,13 @@ class Headlines:
     barrier_pair: tuple[str, str] | None = None
 
     def lines(self) -> list[str]:
-        out = [f"{name}: final attention mass on the first k {h.first_k_mass:.3f}; test acc {h.test_acc:.4f}, "
-               f"{h.spurious_ablated_test_acc:.4f} with the spurious positions ablated, "
-               f"{h.first_k_ablated_test_acc:.4f} with the first k ablated" for name, h in self.runs.items()]
+        out = []
+        for name, h in self.runs.items():
+            out.append(f"{name}: final attention mass on the first k {h.first_k_mass:.3f}; test acc {h.test_acc:.4f}, "
+                       f"{h.spurious_ablated_test_acc:.4f} with the spurious positions ablated, "
+                       f"{h.first_k_ablated_test_acc:.4f} with the first k ablated")
+            for step, (count, labeling, ari) in h.clusters.items():
+                out.append(f"{name} step {step}: {count} clusters of z_A, best aligned with {labeling} (ARI {ari:.3f})")
         if self.barrier is not None:
             out.append(f"loss barrier between {self.barrier_pair[0]} and {self.barrier_pair[1]}: {self.barrier:.4g}")
         return out
@@ -51,6 +57,13 @@ def build_report(runs: dict[str, Run], path: str | Path, n: int = 1024) -> Headl
         ablations = {label: ablate(model, x[:n], split_y[:n], sets=sets, generator=torch.Generator().manual_seed(0))
                      for label, x, split_y in (("train", split.x_train, split.y_train), ("test", split.x_test, split.y_test))}
         figures.append(plots.ablation_figure(ablations, f"{name}: accuracy with key positions mean-ablated"))
+        clusters = {}
+        for index, end in enumerate(run.config.train.phase_starts()[1:] + [run.config.train.total_steps]):
+            if end in run.steps:
+                phase = run.config.train.phases[index]
+                found = find_clusters(run.model_at(end), run.data(index).x_test[:n], phase.p, task.k, max_clusters=64)
+                figures.append(plots.clusters_figure(found, f"{name} at step {end} (p = {phase.p})"))
+                clusters[end] = (found.n_clusters, found.best_labeling, found.alignment[found.best_labeling])
         test = ablations["test"]
         by_name = dict(zip(test.names, test.accuracy.tolist()))
         headlines.runs[name] = RunHeadline(
@@ -58,6 +71,7 @@ def build_report(runs: dict[str, Run], path: str | Path, n: int = 1024) -> Headl
             first_k_mass=float(attention.first_k_mass[-1]),
             spurious_ablated_test_acc=by_name.get(list(sets)[-1], float("nan")) if len(sets) > 1 else float("nan"),
             first_k_ablated_test_acc=by_name[list(sets)[0]],
+            clusters=clusters,
         )
     shapes = {run.config.model.to_shape() for run in runs.values()}
     if len(runs) >= 2 and len(shapes) == 1:

@@ -100,3 +100,27 @@ def ablation_figure(results: dict[str, AblationResult], title: str) -> go.Figure
         figure.add_trace(go.Bar(x=result.names, y=result.accuracy.tolist(), name=f"{label} (intact {result.base_accuracy:.3f})"))
     figure.update_layout(title=title, yaxis_title="accuracy", yaxis_range=[0, 1.05], template=TEMPLATE, barmode="group")
     return figure
+
+
+def clusters_figure(result, title: str) -> go.Figure:
+    """The activations in their first two principal axes, coloured by the best-aligned labeling."""
+    import torch
+
+    points = result.points.double()
+    centred = points - points.mean(0)
+    if points.shape[1] > 2:
+        _, _, basis = torch.linalg.svd(centred, full_matrices=False)
+        coords = centred @ basis[:2].T
+    else:
+        coords = centred
+    best = result.best_labeling
+    figure = go.Figure(go.Scattergl(
+        x=coords[:, 0].tolist(), y=coords[:, 1].tolist(), mode="markers",
+        marker={"color": result.candidates[best].tolist(), "colorscale": "Turbo", "size": 5,
+                "colorbar": {"title": best}},
+        text=[f"cluster {c}, {best} {v}" for c, v in zip(result.labels.tolist(), result.candidates[best].tolist())],
+        hoverinfo="text"))
+    alignment = ", ".join(f"{name} {ari:.2f}" for name, ari in result.alignment.items())
+    figure.update_layout(title=f"{title}: {result.n_clusters} clusters of {result.activation} (ARI: {alignment})",
+                         xaxis_title="PC 1", yaxis_title="PC 2", template=TEMPLATE)
+    return figure
