@@ -69,3 +69,22 @@ def test_clusters_recover_planted_classes_and_score_labelings():
     assert result.n_clusters == 4 and result.best_labeling in ("sum of first k", "counts in first k")
     assert result.alignment["sum of first k"] == pytest.approx(1.0)
     assert result.alignment["target y"] < 0.9
+
+
+def test_attention_flow_graphs_follow_the_pattern_and_mark_changes(trained_run):
+    from circuitpath.analysis.flow import OUTPUT, attention_flow
+
+    tokens = trained_run.data().x_test[0]
+    flow = attention_flow(trained_run, tokens)
+    assert flow.steps == trained_run.steps and len(flow.graphs) == len(flow.steps)
+    step = 3
+    _, cache = trained_run.model_at(flow.steps[step]).run_with_cache(tokens[None])
+    pattern = cache["blocks.0.attn.hook_pattern"][0]
+    graph = flow.graphs[step]
+    edges = sorted(graph.in_edges(OUTPUT, data=True), key=lambda e: graph.nodes[e[0]]["position"])
+    assert [e[0] for e in edges] == [f"x{i}={t}" for i, t in enumerate(tokens.tolist())]
+    assert [e[2]["weight"] for e in edges] == pytest.approx(pattern.tolist())
+    _, before = trained_run.model_at(flow.steps[step - 1]).run_with_cache(tokens[None])
+    expected = torch.sign(pattern - before["blocks.0.attn.hook_pattern"][0]).int().tolist()
+    assert [e[2]["change"] for e in edges] == expected
+    assert all(d["change"] == 0 for _, _, d in flow.graphs[0].edges(data=True))
