@@ -88,3 +88,39 @@ def test_attention_flow_graphs_follow_the_pattern_and_mark_changes(trained_run):
     expected = torch.sign(pattern - before["blocks.0.attn.hook_pattern"][0]).int().tolist()
     assert [e[2]["change"] for e in edges] == expected
     assert all(d["change"] == 0 for _, _, d in flow.graphs[0].edges(data=True))
+
+
+def test_circuit_effects_are_ablation_losses_and_small_ones_are_pruned(trained_run, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from circuitpath.analysis.ablation import ablate
+    from circuitpath.analysis.circuit import ATTENTION, LOGITS, MLP, circuit_graph
+    from circuitpath.plots.circuit import write_circuit_svg
+
+    model, split = trained_run.model_at(), trained_run.data()
+    x, y = split.x_test[:50], split.y_test[:50]
+    circuit = circuit_graph(model, x, y, k=3, threshold=0.0)
+    by_position = ablate(model, x, y, method="mean")
+    for i in range(6):
+        assert circuit.effects[f"x{i}"] == pytest.approx(by_position.base_accuracy - by_position.accuracy[i].item())
+    mlp = ablate(model, x, y, hook="blocks.0.hook_mlp_out", over=(), method="mean")
+    assert circuit.effects[MLP] == pytest.approx(mlp.base_accuracy - mlp.accuracy.item())
+    assert circuit.graph.nodes[LOGITS]["effect"] == pytest.approx(by_position.base_accuracy)
+    strict = circuit_graph(model, x, y, k=3, threshold=0.5)
+    assert all(circuit.effects[n] >= 0.5 for n in strict.graph.nodes if n != LOGITS)
+    assert set(strict.pruned) == {n for n, e in circuit.effects.items() if e < 0.5} | (
+        {n for n in circuit.effects if n.startswith("x")} if ATTENTION not in strict.graph else set())
+    svg = write_circuit_svg(circuit, tmp_path / "c.svg", "title & <test>")
+    root = ET.parse(svg).getroot()
+    circles = root.findall("{http://www.w3.org/2000/svg}circle")
+    assert len(circles) == circuit.graph.number_of_nodes()
+
+
+def test_diagram_cli_writes_html_and_svg(trained_run, tmp_path, capsys):
+    from circuitpath.cli import main
+
+    assert main(["diagram", str(trained_run.path), "--out", str(tmp_path / "c"), "--n", "40"]) == 0
+    assert (tmp_path / "c.svg").read_text().startswith("<svg") and (tmp_path / "c.html").stat().st_size > 3_000_000
+    assert "accuracy lost when ablated" in capsys.readouterr().out
+    assert main(["diagram", str(trained_run.path), "--threshold", "2"]) == 2
+    assert "--threshold must be between 0 and 1, got 2.0" in capsys.readouterr().err

@@ -9,11 +9,13 @@ import torch
 
 from circuitpath.analysis.ablation import ablate, position_sets
 from circuitpath.analysis.barrier import run_barrier
+from circuitpath.analysis.circuit import circuit_graph
 from circuitpath.analysis.clusters import find_clusters
 from circuitpath.analysis.dynamics import attention_over_training
 from circuitpath.analysis.flow import attention_flow
 from circuitpath.analysis.trajectory import parameter_trajectory
 from circuitpath.plots import training as plots
+from circuitpath.plots.circuit import circuit_figure
 from circuitpath.plots.graphs import flow_figure
 from circuitpath.plots.html import write_html
 from circuitpath.runs import Run
@@ -61,6 +63,8 @@ def build_report(runs: dict[str, Run], path: str | Path, n: int = 1024) -> Headl
         ablations = {label: ablate(model, x[:n], split_y[:n], sets=sets, generator=torch.Generator().manual_seed(0))
                      for label, x, split_y in (("train", split.x_train, split.y_train), ("test", split.x_test, split.y_test))}
         figures.append(plots.ablation_figure(ablations, f"{name}: accuracy with key positions mean-ablated"))
+        circuit = circuit_graph(model, split.x_test[:n], split.y_test[:n], task.k)
+        figures.append(circuit_figure(circuit, f"{name}: the circuit at step {run.steps[-1]}"))
         clusters = {}
         for index, end in enumerate(run.config.train.phase_starts()[1:] + [run.config.train.total_steps]):
             if end in run.steps:

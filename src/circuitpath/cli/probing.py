@@ -52,6 +52,22 @@ def add_parsers(sub) -> None:
     ablate.add_argument("--method", default="mean", help="zero, mean (default) or resample")
     ablate.set_defaults(handler=cmd_ablate)
 
+    diagram = sub.add_parser(
+        "diagram", help="draw the circuit a checkpoint uses, weighted by ablation effects (HTML and SVG)",
+        description="Measure how much accuracy each component loses when mean-ablated (each key "
+        "position's value, the attention output, the MLP, the residual path), prune those below "
+        "--threshold, and draw input positions -> attention -> MLP -> logits as OUT.html and OUT.svg.",
+        epilog="example:\n  circuitpath diagram runs/curriculum --out runs/curriculum/circuit",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    diagram.add_argument("run", type=Path, metavar="RUN")
+    diagram.add_argument("--step", type=int, help="checkpoint step (default: the last)")
+    diagram.add_argument("--threshold", type=float, default=0.05, help="smallest accuracy loss kept (default 0.05)")
+    diagram.add_argument("--n", type=int, default=2048, help="test inputs measured (default 2048)")
+    diagram.add_argument("--out", type=Path, help="path prefix of the .html and .svg files (default RUN/circuit)")
+    diagram.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    diagram.set_defaults(handler=cmd_diagram)
+
     show = sub.add_parser("show", help="print a run's config, status, checkpoints and final metrics",
                           description="Print what a run directory holds.")
     show.add_argument("run", type=Path, metavar="RUN")
@@ -137,6 +153,33 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     print(f"{'intact':<{width}}  {train.base_accuracy:9.4f}  {train.base_loss:10.4f}  {test.base_accuracy:8.4f}  {test.base_loss:9.4f}")
     for (name, tr_acc, tr_loss), (_, te_acc, te_loss) in zip(train.rows(), test.rows()):
         print(f"{name:<{width}}  {tr_acc:9.4f}  {tr_loss:10.4f}  {te_acc:8.4f}  {te_loss:9.4f}")
+    return 0
+
+
+# ---- diagram -------------------------------------------------------------------------------------
+def cmd_diagram(args: argparse.Namespace) -> int:
+    from circuitpath.analysis.circuit import circuit_graph
+    from circuitpath.plots.circuit import circuit_figure, write_circuit_svg
+    from circuitpath.plots.html import write_html
+    from circuitpath.runs import load_run
+    from circuitpath.train import resolve_device
+
+    run = load_run(args.run)
+    if not 0 <= args.threshold <= 1:
+        raise ConfigError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    model = run.model_at(args.step, device=resolve_device(args.device))
+    step = args.step if args.step is not None else run.steps[-1]
+    split = run.data()
+    circuit = circuit_graph(model, split.x_test[: args.n], split.y_test[: args.n], run.config.task.k, args.threshold)
+    title = f"{run.path.name} at step {step}: circuit (accuracy {circuit.base_accuracy:.3f})"
+    prefix = args.out or run.path / "circuit"
+    html = write_html([circuit_figure(circuit, title)], prefix.with_suffix(".html"), title)
+    svg = write_circuit_svg(circuit, prefix.with_suffix(".svg"), title)
+    for name, effect in circuit.effects.items():
+        print(f"  {name:<10} accuracy lost when ablated {effect:+.4f}{'' if name not in circuit.pruned else '  (pruned)'}")
+    print(f"diagram written to {html} and {svg}")
     return 0
 
 
