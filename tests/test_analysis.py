@@ -124,3 +124,19 @@ def test_diagram_cli_writes_html_and_svg(trained_run, tmp_path, capsys):
     assert "accuracy lost when ablated" in capsys.readouterr().out
     assert main(["diagram", str(trained_run.path), "--threshold", "2"]) == 2
     assert "--threshold must be between 0 and 1, got 2.0" in capsys.readouterr().err
+
+
+def test_circuit_over_training_measures_each_checkpoint_on_its_phase(trained_run):
+    from circuitpath.analysis.ablation import ablate
+    from circuitpath.analysis.dynamics import circuit_over_training
+
+    result = circuit_over_training(trained_run, n=40, points=5, max_clusters=6)
+    assert 20 in result.steps and result.steps[0] == 0 and result.steps[-1] == 40
+    assert trained_run.phase_at(20) == 0 and trained_run.phase_at(25) == 1 and trained_run.phase_at(0) == 0
+    i = result.steps.index(20)  # end of the p = 2 phase: measured on p = 2 data
+    split = trained_run.data(0)
+    direct = ablate(trained_run.model_at(20), split.x_test[:40], split.y_test[:40], method="mean")
+    torch.testing.assert_close(result.position_effects[i], direct.base_accuracy - direct.accuracy)
+    line = next(m for m in trained_run.metrics if m["step"] == 20 and m["phase"] == 0)
+    assert result.train_loss[i] == line["train_loss"]
+    assert len(result.n_clusters) == len(result.steps) and all(2 <= c <= 6 for c in result.n_clusters)

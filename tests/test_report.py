@@ -26,8 +26,8 @@ def test_report_is_self_contained(report):
     html = report.read_text()
     assert not re.findall(r"<script[^>]*\bsrc=", html)  # plotly.js is inline, nothing is fetched
     assert len(html) > 3_000_000
-    # curves, 2 x (attention, flow, ablation, circuit), 3 phase ends x clusters, barrier, trajectory
-    assert html.count('class="plotly-graph-div"') == 14
+    # curves, 2 x (attention, circuit over training, flow, ablation, circuit), 3 x clusters, barrier, trajectory
+    assert html.count('class="plotly-graph-div"') == 16
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (installed by .ci/run)")
@@ -39,7 +39,7 @@ def test_report_renders_every_figure_in_headless_chromium(report):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     drawn = len(re.findall(r'<svg class="main-svg"', done.stdout))
-    assert drawn >= 14, f"only {drawn} plotly surfaces were drawn"
+    assert drawn >= 16, f"only {drawn} plotly surfaces were drawn"
     console_errors = [line for line in done.stderr.splitlines() if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]
     assert not console_errors, console_errors
 

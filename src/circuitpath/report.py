@@ -11,7 +11,7 @@ from circuitpath.analysis.ablation import ablate, position_sets
 from circuitpath.analysis.barrier import run_barrier
 from circuitpath.analysis.circuit import circuit_graph
 from circuitpath.analysis.clusters import find_clusters
-from circuitpath.analysis.dynamics import attention_over_training
+from circuitpath.analysis.dynamics import attention_over_training, circuit_over_training
 from circuitpath.analysis.flow import attention_flow
 from circuitpath.analysis.trajectory import parameter_trajectory
 from circuitpath.plots import training as plots
@@ -56,6 +56,8 @@ def build_report(runs: dict[str, Run], path: str | Path, n: int = 1024) -> Headl
     for name, run in runs.items():
         attention = attention_over_training(run, n=min(n, 512))
         figures.append(plots.attention_heatmap(attention, f"{name}: attention of the query over training"))
+        figures.append(plots.circuit_over_training_figure(
+            circuit_over_training(run, n=min(n, 256)), f"{name}: the circuit over training"))
         flow = attention_flow(run, run.data().x_test[0])
         figures.append(flow_figure(flow, f"{name}: attention flow on one test input"))
         split, task, model = run.data(), run.config.task, run.model_at()

@@ -96,6 +96,11 @@ class Run:
             raise RunError(f"{self.path} has no metrics yet")
         return self.metrics[-1]
 
+    def phase_at(self, step: int) -> int:
+        """The phase whose weights a checkpoint holds (a boundary step belongs to the phase it ends)."""
+        starts = self.config.train.phase_starts()
+        return max([0] + [i for i, start in enumerate(starts) if start < step])
+
     def phase_boundaries(self) -> list[int]:
         """Global steps where a phase ends and the next begins."""
         return self.config.train.phase_starts()[1:]

@@ -51,6 +51,7 @@ def find_clusters(
     activation: str = "z_A",
     max_clusters: int = 24,
     seed: int = 0,
+    n_init: int = 3,
 ) -> ClusterResult:
     """k-means for every cluster count from 2 to `max_clusters`; the count with the best silhouette wins."""
     from sklearn.cluster import KMeans
@@ -60,7 +61,7 @@ def find_clusters(
     points = cache[HOOKS[activation]].cpu()
     scores, fits = {}, {}
     for n in range(2, min(max_clusters, len(points) - 1) + 1):
-        fit = KMeans(n_clusters=n, n_init=3, random_state=seed).fit(points.numpy())
+        fit = KMeans(n_clusters=n, n_init=n_init, random_state=seed).fit(points.numpy())
         if len(set(fit.labels_)) < 2:
             break
         scores[n] = float(silhouette_score(points.numpy(), fit.labels_, sample_size=min(len(points), 2000), random_state=seed))

@@ -42,3 +42,56 @@ def attention_over_training(run: Run, n: int = 512, phase: int = -1, steps: list
         _, cache = run.model_at(step).run_with_cache(probe, names_filter="blocks.0.attn.hook_pattern")
         patterns.append(cache["blocks.0.attn.hook_pattern"].mean(0))
     return AttentionOverTraining(list(steps), torch.stack(patterns), run.config.task.k, run.phase_boundaries())
+
+
+@dataclass
+class CircuitOverTraining:
+    """When the useful circuit forms and the spurious one is pruned, on one time axis with the loss."""
+
+    steps: list[int]
+    position_effects: Tensor  # [n_steps, key_pos] accuracy lost when each position's value is mean-ablated
+    first_k_mass: Tensor  # [n_steps]
+    max_spurious: Tensor  # [n_steps]
+    n_clusters: list[int]  # clusters of z_A found at each step
+    train_loss: list[float]
+    test_loss: list[float]
+    k: int
+    phase_switches: list[int]
+
+
+def _spread(steps: list[int], count: int, keep: list[int]) -> list[int]:
+    """About `count` steps spread evenly through `steps` (by index), plus those in `keep`."""
+    if len(steps) <= count:
+        return steps
+    picked = {steps[round(i * (len(steps) - 1) / (count - 1))] for i in range(count)}
+    return sorted(picked | {s for s in keep if s in steps})
+
+
+@torch.no_grad()
+def circuit_over_training(run: Run, n: int = 256, points: int = 12, max_clusters: int = 24) -> CircuitOverTraining:
+    """Position ablations, attention mass and cluster count at about `points` checkpoints.
+
+    Each checkpoint is measured on the data of the phase it belongs to.
+    """
+    from circuitpath.analysis.ablation import ablate
+    from circuitpath.analysis.clusters import find_clusters
+
+    steps = _spread(run.steps, points, run.phase_boundaries())
+    k, lines = run.config.task.k, {(m["step"], m["phase"]): m for m in run.metrics}
+    effects, masses, spurious, clusters, train_loss, test_loss = [], [], [], [], [], []
+    for step in steps:
+        phase = run.phase_at(step)
+        split, model, p = run.data(phase), run.model_at(step), run.config.train.phases[phase].p
+        x, y = split.x_test[:n], split.y_test[:n]
+        ablated = ablate(model, x, y, method="mean")
+        effects.append(ablated.base_accuracy - ablated.accuracy)
+        _, cache = model.run_with_cache(x, names_filter="blocks.0.attn.hook_pattern")
+        pattern = cache["blocks.0.attn.hook_pattern"].mean(0)
+        masses.append(pattern[:k].sum())
+        spurious.append(pattern[k:].max() if k < len(pattern) else torch.tensor(0.0))
+        clusters.append(find_clusters(model, x, p, k, max_clusters=max_clusters, n_init=1).n_clusters)
+        metric = lines.get((step, phase), {})
+        train_loss.append(metric.get("train_loss", float("nan")))
+        test_loss.append(metric.get("test_loss", float("nan")))
+    return CircuitOverTraining(steps, torch.stack(effects), torch.stack(masses), torch.stack(spurious), clusters,
+                               train_loss, test_loss, k, run.phase_boundaries())

@@ -124,3 +124,26 @@ def clusters_figure(result, title: str) -> go.Figure:
     figure.update_layout(title=f"{title}: {result.n_clusters} clusters of {result.activation} (ARI: {alignment})",
                          xaxis_title="PC 1", yaxis_title="PC 2", template=TEMPLATE)
     return figure
+
+
+def circuit_over_training_figure(result, title: str) -> go.Figure:
+    """Loss, position effects, attention mass and cluster count against step, phase switches marked."""
+    figure = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.05,
+                           subplot_titles=("loss", "accuracy lost when each key position is ablated",
+                                           "attention: mass on the first k / largest spurious", "clusters of z_A"))
+    steps = result.steps
+    figure.add_trace(go.Scatter(x=steps, y=result.train_loss, name="train loss"), row=1, col=1)
+    figure.add_trace(go.Scatter(x=steps, y=result.test_loss, name="test loss", line={"dash": "dash"}), row=1, col=1)
+    figure.add_trace(go.Heatmap(x=steps, y=list(range(result.position_effects.shape[1])),
+                                z=result.position_effects.T.tolist(), colorscale="Reds", zmin=0,
+                                colorbar={"title": "effect", "len": 0.22, "y": 0.63}), row=2, col=1)
+    figure.add_hline(y=result.k - 0.5, line_color="black", row=2, col=1)
+    figure.add_trace(go.Scatter(x=steps, y=result.first_k_mass.tolist(), name="mass on first k"), row=3, col=1)
+    figure.add_trace(go.Scatter(x=steps, y=result.max_spurious.tolist(), name="largest spurious"), row=3, col=1)
+    figure.add_trace(go.Scatter(x=steps, y=result.n_clusters, name="clusters", mode="lines+markers"), row=4, col=1)
+    for step in result.phase_switches:
+        figure.add_vline(x=step, line_dash="dot", line_color="grey")
+    figure.update_yaxes(type="log", row=1, col=1)
+    figure.update_xaxes(title_text="step", row=4, col=1)
+    figure.update_layout(title=title, template=TEMPLATE, height=900, legend={"orientation": "h", "y": -0.08})
+    return figure
