@@ -1,0 +1,32 @@
+# %% [markdown]
+# Draw the circuit a checkpoint uses: each component weighted by the accuracy it loses when
+# mean-ablated, small ones pruned; written as interactive HTML and as a static SVG.
+# Run: python examples/draw_circuit.py [RUN_DIR]   (e.g. runs/curriculum after `circuitpath reproduce`)
+
+# %%
+import sys
+import tempfile
+from pathlib import Path
+
+import circuitpath as cp
+from circuitpath.analysis.circuit import circuit_graph
+from circuitpath.plots.circuit import circuit_figure, write_circuit_svg
+from circuitpath.plots.html import write_html
+
+
+def main(run_dir: str | None = None) -> None:
+    if run_dir is None:
+        run_dir = str(Path(tempfile.mkdtemp()) / "circuit")
+        cp.train(cp.RunConfig(train=cp.TrainConfig(phases=cp.parse_phases("2:3000:1e-3"))), run_dir)
+    run = cp.load_run(run_dir)
+    split = run.data()
+    circuit = circuit_graph(run.model_at(), split.x_test[:1024], split.y_test[:1024], run.config.task.k, threshold=0.05)
+    print("kept:", ", ".join(f"{n} ({d['effect']:.2f})" for n, d in circuit.graph.nodes(data=True)))
+    print("pruned:", ", ".join(circuit.pruned))
+    write_html([circuit_figure(circuit, run.path.name)], run.path / "circuit.html", "circuit")
+    print("written:", write_circuit_svg(circuit, run.path / "circuit.svg", run.path.name), run.path / "circuit.html")
+
+
+# %%
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else None)
