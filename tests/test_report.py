@@ -26,8 +26,9 @@ def test_report_is_self_contained(report):
     html = report.read_text()
     assert not re.findall(r"<script[^>]*\bsrc=", html)  # plotly.js is inline, nothing is fetched
     assert len(html) > 3_000_000
-    # curves, 2 x (attention, circuit over training, flow, ablation, circuit), 3 x clusters, barrier, trajectory
-    assert html.count('class="plotly-graph-div"') == 16
+    # curves, 2 x (attention, circuit over training, flow, ablation, patching, circuit), 3 x clusters,
+    # barrier, trajectory
+    assert html.count('class="plotly-graph-div"') == 18
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (installed by .ci/run)")
@@ -39,9 +40,18 @@ def test_report_renders_every_figure_in_headless_chromium(report):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     drawn = len(re.findall(r'<svg class="main-svg"', done.stdout))
-    assert drawn >= 16, f"only {drawn} plotly surfaces were drawn"
+    assert drawn >= 18, f"only {drawn} plotly surfaces were drawn"
     console_errors = [line for line in done.stderr.splitlines() if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]
     assert not console_errors, console_errors
+
+
+def test_headline_numbers_are_saved_beside_each_run(report):
+    import json
+
+    saved = json.loads((report.parent / "curriculum" / "analysis" / "headlines.json").read_text())
+    assert saved["run"] == "curriculum" and 0 <= saved["first_k_mass"] <= 1
+    assert saved["barrier"]["between"] == ["scratch", "curriculum"] and saved["barrier"]["train_loss_height"] >= 0
+    assert all(isinstance(v, list) and len(v) == 3 for v in saved["clusters"].values())
 
 
 def test_analyze_refuses_what_is_not_a_run(tmp_path, capsys):

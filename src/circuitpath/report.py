@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,12 +13,15 @@ from circuitpath.analysis.circuit import circuit_graph
 from circuitpath.analysis.clusters import find_clusters
 from circuitpath.analysis.dynamics import attention_over_training, circuit_over_training
 from circuitpath.analysis.flow import attention_flow
+from circuitpath.analysis.patching import corrupt_positions, patch
+from circuitpath.data import targets
 from circuitpath.analysis.trajectory import parameter_trajectory
 from circuitpath.plots import training as plots
 from circuitpath.plots.circuit import circuit_figure
 from circuitpath.plots.graphs import flow_figure
 from circuitpath.plots.html import write_html
-from circuitpath.runs import Run
+from circuitpath.runs import ANALYSIS_DIR, Run
+from circuitpath.storage import write_json
 
 
 @dataclass
@@ -65,6 +68,12 @@ def build_report(runs: dict[str, Run], path: str | Path, n: int = 1024) -> Headl
         ablations = {label: ablate(model, x[:n], split_y[:n], sets=sets, generator=torch.Generator().manual_seed(0))
                      for label, x, split_y in (("train", split.x_train, split.y_train), ("test", split.x_test, split.y_test))}
         figures.append(plots.ablation_figure(ablations, f"{name}: accuracy with key positions mean-ablated"))
+        p = run.config.train.phases[-1].p
+        clean = split.x_test[:n]
+        corrupted = corrupt_positions(clean, list(range(task.k)), p, torch.Generator().manual_seed(0))
+        patched = patch(model, "blocks.0.attn.hook_v", clean, corrupted, targets(clean, p, task.k),
+                        targets(corrupted, p, task.k), over=("key_pos",), metric="accuracy")
+        figures.append(plots.patching_figure(patched, f"{name}: patching each key position's value from clean inputs"))
         circuit = circuit_graph(model, split.x_test[:n], split.y_test[:n], task.k)
         figures.append(circuit_figure(circuit, f"{name}: the circuit at step {run.steps[-1]}"))
         clusters = {}
@@ -92,4 +101,10 @@ def build_report(runs: dict[str, Run], path: str | Path, n: int = 1024) -> Headl
     if len(shapes) == 1:
         figures.append(plots.trajectory_figure(parameter_trajectory(runs)))
     write_html(figures, path, "circuitpath report: " + ", ".join(runs))
+    for name, run in runs.items():
+        (run.path / ANALYSIS_DIR).mkdir(exist_ok=True)
+        summary = {"run": name, **asdict(headlines.runs[name])}
+        if headlines.barrier is not None and name in headlines.barrier_pair:
+            summary["barrier"] = {"between": list(headlines.barrier_pair), "train_loss_height": headlines.barrier}
+        write_json(run.path / ANALYSIS_DIR / "headlines.json", summary)
     return headlines

@@ -7,6 +7,7 @@ RUN/
   data/phase_N.safetensors               the exact train/test tensors of phase N
   checkpoints/step_XXXXXXX.safetensors   weights by contract name (metadata: step, phase, model config)
   state/step_XXXXXXX.safetensors         optimiser and sampler state of the latest checkpoints (resume)
+  analysis/headlines.json                headline numbers written by `circuitpath analyze` / reproduce
 ```
 No pickle anywhere: tensors in safetensors (with a checksum), everything else JSON.
 """
@@ -36,6 +37,7 @@ METRICS = "metrics.jsonl"
 DATA_DIR = "data"
 CHECKPOINT_DIR = "checkpoints"
 STATE_DIR = "state"
+ANALYSIS_DIR = "analysis"
 FORMAT = 1
 STATES_KEPT = 2
 _STEP_FILE = re.compile(r"^step_(\d{7,})\.safetensors$")

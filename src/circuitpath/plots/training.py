@@ -147,3 +147,19 @@ def circuit_over_training_figure(result, title: str) -> go.Figure:
     figure.update_xaxes(title_text="step", row=4, col=1)
     figure.update_layout(title=title, template=TEMPLATE, height=900, legend={"orientation": "h", "y": -0.08})
     return figure
+
+
+def patching_figure(result, title: str) -> go.Figure:
+    """Effect of patching each index, as a fraction of the clean-minus-corrupted gap (1 = fully restored)."""
+    values = result.normalized()
+    if values.ndim == 0:
+        values = values.reshape(1)
+    if values.ndim == 1:
+        figure = go.Figure(go.Bar(x=[f"{result.axes[0] if result.axes else 'all'} {i}" for i in range(len(values))],
+                                  y=values.tolist()))
+    else:
+        figure = go.Figure(go.Heatmap(z=values.tolist(), colorscale="RdBu", zmid=0))
+    figure.update_layout(
+        title=f"{title}<br><sup>{result.hook}, {result.metric}: clean {result.clean:.3f}, corrupted {result.corrupted:.3f}</sup>",
+        yaxis_title="fraction of the clean run restored", template=TEMPLATE)
+    return figure

@@ -1,0 +1,30 @@
+# %% [markdown]
+# Ablate attention positions: knock out each key position's value (and the sets "first k" and
+# "spurious") with its mean over the inputs, and see which positions the model cannot do without.
+# Run: python examples/ablate_positions.py [RUN_DIR]   (e.g. runs/curriculum after `circuitpath reproduce`)
+
+# %%
+import sys
+import tempfile
+from pathlib import Path
+
+import circuitpath as cp
+from circuitpath.analysis.ablation import ablate, position_sets
+
+
+def main(run_dir: str | None = None) -> None:
+    if run_dir is None:
+        run_dir = str(Path(tempfile.mkdtemp()) / "ablate")
+        cp.train(cp.RunConfig(train=cp.TrainConfig(phases=cp.parse_phases("2:3000:1e-3"))), run_dir)
+    run = cp.load_run(run_dir)
+    split, task = run.data(), run.config.task
+    result = ablate(run.model_at(), split.x_test[:1024], split.y_test[:1024],
+                    sets=position_sets(task.k, task.n_ctx), method="mean")
+    print(f"intact: accuracy {result.base_accuracy:.3f}, loss {result.base_loss:.3f}")
+    for name, accuracy, loss in result.rows():
+        print(f"{name:>16}: accuracy {accuracy:.3f}, loss {loss:.3f}")
+
+
+# %%
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else None)
