@@ -86,7 +86,7 @@ def test_reproduce_prints_the_table_and_verdicts(tmp_path):
 def test_show_and_help(trained_run, capsys):
     assert main(["show", str(trained_run.path)]) == 0
     assert "status: completed" in capsys.readouterr().out
-    for command in ["train", "reproduce", "show"]:
+    for command in ["train", "reproduce", "sweep", "analyze", "patch", "ablate", "diagram", "show"]:
         with pytest.raises(SystemExit) as done:
             main([command, "--help"])
         assert done.value.code == 0
