@@ -58,7 +58,7 @@ def write_circuit_svg(circuit: Circuit, path: str | Path, title: str) -> Path:
     size = (margin * 2 + width * scale_x + 80, margin * 2 + 40 + 3 * scale_y)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size[0]:.0f}" height="{size[1]:.0f}" '
              f'font-family="sans-serif" font-size="12">',
-             f'<rect width="100%" height="100%" fill="white"/>',
+             '<rect width="100%" height="100%" fill="white"/>',
              f'<text x="{margin}" y="30" font-size="16">{escape(title)}</text>']
     for source, target, data in graph.edges(data=True):
         (x0, y0), (x1, y1) = point(source), point(target)
