@@ -133,3 +133,10 @@ def test_ablate_reports_train_and_test_before_and_after(trained_run, capsys):
     assert "intact" in out and "first k (0-2)" in out and "spurious (3-5)" in out and out.count("key_pos ") == 6
     assert main(["ablate", str(trained_run.path), "--method", "noise"]) == 2
     assert "unknown ablation method 'noise'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on machines without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "r"), *TINY, "--steps", "5", "--device", "cuda"]) == 2
+    assert "device 'cuda' was asked for but no CUDA GPU is available" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
