@@ -9,9 +9,10 @@ from __future__ import annotations
 import torch
 
 from common import measure, table
+from reference import patch_loop_reference
 
 from circuitpath import CrossAttentionTransformer, ModelConfig
-from circuitpath.analysis.patching import corrupt_positions, patch, patch_loop_reference
+from circuitpath.analysis.patching import corrupt_positions, patch
 from circuitpath.config import TaskConfig
 from circuitpath.data import make_split
 

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from circuitpath import CrossAttentionTransformer, InputError, ModelConfig
-from circuitpath.analysis.ablation import ablate, ablate_loop_reference, position_sets
+from circuitpath.analysis.ablation import ablate, position_sets
+from reference import ablate_loop_reference
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from circuitpath.analysis.patching import (
     corrupt_positions,
     patch,
     patch_attn_out,
-    patch_loop_reference,
     patch_values_by_position,
 )
+from reference import patch_loop_reference
 from test_model import HOOKS
 
 

@@ -111,18 +111,3 @@ def ablate(
         base_accuracy=float((logits.argmax(-1) == labels).float().mean()),
         base_loss=float(F.cross_entropy(logits, labels)),
     )
-
-
-def ablate_loop_reference(model, tokens, labels, hook, mask_list, replacement) -> list[float]:
-    """Accuracy with each mask ablated, one forward pass and a hand-written hook each (for checks)."""
-    accuracies = []
-    for mask in mask_list:
-        def knock_out(activation, hook, mask=mask):
-            out = activation.clone()
-            out[:, mask] = replacement[:, mask]
-            return out
-
-        with torch.no_grad():
-            logits = model.run_with_hooks(tokens, fwd_hooks=[(hook, knock_out)])
-        accuracies.append(float((logits.argmax(-1) == labels).float().mean()))
-    return accuracies

@@ -206,23 +206,3 @@ def corrupt_positions(
     fresh = torch.randint(p, (tokens.shape[0], len(positions)), generator=generator)
     corrupted[:, positions] = fresh.to(tokens.device)
     return corrupted
-
-
-def patch_loop_reference(model, hook, clean, corrupted, clean_labels, corrupted_labels, *, over=(), metric="logit_diff") -> Float[Tensor, "..."]:
-    """The same effects with one forward pass per index and a hand-written hook (slow; for checks)."""
-    _, fn = _metric(metric)
-    _, cache = model.run_with_cache(clean, names_filter=hook)
-    source = cache[hook]
-    masks = axis_masks(source.shape[1:], hook, tuple(over))
-    effects = []
-    for mask in masks:
-        def take_clean(activation, hook, mask=mask):
-            patched = activation.clone()
-            patched[:, mask] = source[:, mask]
-            return patched
-
-        with torch.no_grad():
-            logits = model.run_with_hooks(corrupted, fwd_hooks=[(hook, take_clean)])
-        effects.append(fn(logits, clean_labels, corrupted_labels))
-    sizes = [source.shape[1 + HOOK_AXES[hook].index(a)] for a in over]
-    return torch.stack(effects).view(sizes)
