@@ -49,44 +49,32 @@ def reference_train(w, x, y, phases_lr_steps):
 
 
 # ---- hand-written hooks, one forward pass per index: what batched patching and ablation must equal ----
-def _index_masks(model, hook, clean, over):
-    from circuitpath.analysis.patching import axis_masks
-
-    _, cache = model.run_with_cache(clean, names_filter=hook)
-    source = cache[hook]
-    return source, axis_masks(source.shape[1:], hook, tuple(over))
-
-
-def patch_loop_reference(model, hook, clean, corrupted, clean_labels, corrupted_labels, *, over=(), metric="logit_diff"):
-    """Effects of patching each index of `over` from the clean run, one forward pass and hook each."""
-    from circuitpath.analysis.patching import HOOK_AXES, METRICS
-
-    fn = METRICS[metric]
-    source, masks = _index_masks(model, hook, clean, over)
-    effects = []
+def logits_with_each_mask_replaced(model, tokens, hook, masks, replacement):
+    """For each mask, logits with that part of `hook` taken from `replacement` (one pass and hook each)."""
     for mask in masks:
-        def take_clean(activation, hook, mask=mask):
-            patched = activation.clone()
-            patched[:, mask] = source[:, mask]
-            return patched
-
-        with torch.no_grad():
-            logits = model.run_with_hooks(corrupted, fwd_hooks=[(hook, take_clean)])
-        effects.append(fn(logits, clean_labels, corrupted_labels))
-    sizes = [source.shape[1 + HOOK_AXES[hook].index(a)] for a in over]
-    return torch.stack(effects).view(sizes)
-
-
-def ablate_loop_reference(model, tokens, labels, hook, mask_list, replacement):
-    """Accuracy with each mask's part of `hook` replaced, one forward pass and hook each."""
-    accuracies = []
-    for mask in mask_list:
-        def knock_out(activation, hook, mask=mask):
+        def replace(activation, hook, mask=mask):
             out = activation.clone()
             out[:, mask] = replacement[:, mask]
             return out
 
         with torch.no_grad():
-            logits = model.run_with_hooks(tokens, fwd_hooks=[(hook, knock_out)])
-        accuracies.append(float((logits.argmax(-1) == labels).float().mean()))
-    return accuracies
+            yield model.run_with_hooks(tokens, fwd_hooks=[(hook, replace)])
+
+
+def patch_loop_reference(model, hook, clean, corrupted, clean_labels, corrupted_labels, *, over=(), metric="logit_diff"):
+    """Effects of patching each index of `over` from the clean run into the corrupted one."""
+    from circuitpath.analysis.patching import HOOK_AXES, METRICS, axis_masks
+
+    _, cache = model.run_with_cache(clean, names_filter=hook)
+    source = cache[hook]
+    masks = axis_masks(source.shape[1:], hook, tuple(over))
+    effects = [METRICS[metric](logits, clean_labels, corrupted_labels)
+               for logits in logits_with_each_mask_replaced(model, corrupted, hook, masks, source)]
+    sizes = [source.shape[1 + HOOK_AXES[hook].index(a)] for a in over]
+    return torch.stack(effects).view(sizes)
+
+
+def ablate_loop_reference(model, tokens, labels, hook, mask_list, replacement):
+    """Accuracy with each mask's part of `hook` replaced by `replacement`."""
+    return [float((logits.argmax(-1) == labels).float().mean())
+            for logits in logits_with_each_mask_replaced(model, tokens, hook, mask_list, replacement)]
