@@ -22,7 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitpath.config import ModelConfig
-from circuitpath.model import weight_shapes
+from circuitpath.model import root_mean_square, weight_shapes
 
 
 @dataclass(frozen=True)
@@ -82,12 +82,6 @@ class Encoded:
         onehot = torch.zeros(runs, batch, n_tokens * n_ctx, device=x.device)
         onehot.scatter_(2, index, 1.0)
         return cls(onehot, index.reshape(runs, batch * n_ctx), y)
-
-
-def root_mean_square(x: Tensor) -> Tensor:
-    """sqrt(mean(x**2)) over the last axis, as |x| / sqrt(d): one reduction instead of four passes
-    (8x faster on [2048, 12, 32]; equal to the literal form within 1e-6)."""
-    return torch.linalg.vector_norm(x, dim=-1, keepdim=True) * x.shape[-1] ** -0.5
 
 
 def rms(x: Tensor, eps: float) -> Tensor:
