@@ -73,7 +73,7 @@ def test_bad_requests(setup):
 
 
 def test_resuming_the_forward_pass_at_any_resumable_hook_gives_the_same_logits(setup):
-    from circuitpath.analysis.patching import RESUMABLE
+    from circuitpath.analysis.replacing import RESUMABLE
 
     model, clean, *_ = setup
     logits, cache = model.run_with_cache(clean)

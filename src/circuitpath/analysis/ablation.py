@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from jaxtyping import Int
 from torch import Tensor
 
-from circuitpath.analysis.patching import HOOK_AXES, axis_masks, run_replaced
+from circuitpath.analysis.patching import HOOK_AXES, axis_masks
+from circuitpath.analysis.replacing import DEFAULT_MAX_BATCH, run_replaced
 from circuitpath.errors import InputError
 from circuitpath.model import CrossAttentionTransformer
 
@@ -80,7 +81,7 @@ def ablate(
     sets: dict[str, list[int]] | None = None,
     method: str = "mean",
     generator: torch.Generator | None = None,
-    max_batch: int = 1 << 15,
+    max_batch: int = DEFAULT_MAX_BATCH,
 ) -> AblationResult:
     """Ablate each index of the `over` axes of `hook` alone, then each named set of indices.
 

@@ -3,7 +3,8 @@
 Run the model on corrupted inputs while one slice of one activation is taken from the clean run, and
 measure a metric. `patch` does this for every index of the chosen axes at once: the corrupted batch
 is repeated once per index and a mask selects, in each copy, the slice that comes from the clean run,
-so a hook's 12 key positions cost one forward pass over 12 x batch sequences instead of 12 passes.
+so a hook's 12 key positions cost batched passes over 12 x batch sequences instead of 12 forward
+passes, and only the part of the model after the hook runs again (`replacing`).
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import itertools
 from dataclasses import dataclass
 from typing import Callable
 
-import einops
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from torch import Tensor
 
+from circuitpath.analysis.replacing import DEFAULT_MAX_BATCH, run_replaced
 from circuitpath.errors import InputError
 from circuitpath.model import CrossAttentionTransformer
 
@@ -37,9 +38,6 @@ HOOK_AXES: dict[str, tuple[str, ...]] = {
     "blocks.0.hook_mlp_out": ("d_model",),
     "blocks.0.hook_resid_post": ("d_model",),
 }
-
-#: Hooks from which the forward pass can resume (`CrossAttentionTransformer.run_from`).
-RESUMABLE = tuple(HOOK_AXES)[4:]
 
 Metric = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -105,41 +103,6 @@ def axis_masks(shape: torch.Size, hook: str, over: tuple[str, ...]) -> Tensor:
 
 
 @torch.no_grad()
-def run_replaced(
-    model: CrossAttentionTransformer,
-    hook: str,
-    tokens: Int[Tensor, "batch pos"],
-    cache: dict[str, Tensor],
-    replacement: Tensor,
-    masks: Tensor,
-    max_batch: int = 1 << 15,
-) -> Float[Tensor, "n batch n_tokens"]:
-    """Logits on `tokens` with, for each mask, the masked part of `hook` taken from `replacement`.
-
-    `cache` holds the activations of `tokens`; `replacement` has the activation's shape and `masks`
-    is [n, *activation shape without batch]. Copies of the batch, one per mask, go through the model
-    together, at most `max_batch` sequences a pass; from the attention scores on only the part of the
-    model after the hook is computed again.
-    """
-    target = cache[hook]
-    batch = target.shape[0]
-    per_pass = max(1, max_batch // max(batch, 1))
-    logits = []
-    for start in range(0, masks.shape[0], per_pass):
-        chunk = masks[start : start + per_pass]
-        copies = chunk.shape[0]
-        # [copies, 1, ...] mask against [1, batch, ...] activations: only the result is materialised
-        patched = torch.where(chunk[:, None], replacement[None], target[None])
-        patched = einops.rearrange(patched, "copies batch ... -> (copies batch) ...")
-        if hook in RESUMABLE:
-            out = model.run_from(hook, patched, cache)
-        else:
-            out = model.run_with_hooks(tokens.repeat(copies, 1), fwd_hooks=[(hook, lambda act, hook: patched)])
-        logits.append(out.view(copies, batch, -1))
-    return torch.cat(logits)
-
-
-@torch.no_grad()
 def patch(
     model: CrossAttentionTransformer,
     hook: str,
@@ -150,12 +113,12 @@ def patch(
     *,
     over: tuple[str, ...] = (),
     metric: str | Metric = "logit_diff",
-    max_batch: int = 1 << 15,
+    max_batch: int = DEFAULT_MAX_BATCH,
 ) -> PatchResult:
     """Patch the clean activation at `hook` into the corrupted run, once per index of the `over` axes.
 
-    `over=()` patches the whole activation at once. All indices go through batched passes
-    (`run_replaced`).
+    `over=()` patches the whole activation at once. All indices go through batched passes of at
+    most `max_batch` sequences (`replacing.run_replaced`).
     """
     model.check_hook(hook)
     if clean.shape != corrupted.shape:
