@@ -62,7 +62,7 @@ def main() -> None:
              "circuitpath, S = 8": 8, "circuitpath, S = 32": 32}
     candidates = {name: (reference_step(split) if name.startswith("reference") else engine_step(split, s))
                   for name, s in sizes.items()}
-    seconds = measure(candidates, rounds=4, seconds=0.6)
+    seconds = measure(candidates)
     reference = seconds[next(iter(seconds))]
     rows = [(name, f"{seconds[name] / s * 1e3:.2f}", f"{reference / (seconds[name] / s):.1f}x")
             for name, s in sizes.items()]

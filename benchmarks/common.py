@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the plain reference implementation the tests use
 
 
-def measure(candidates: dict[str, Callable[[], object]], rounds: int = 5, seconds: float = 0.4) -> dict[str, float]:
+def measure(candidates: dict[str, Callable[[], object]], rounds: int = 20, seconds: float = 0.1) -> dict[str, float]:
     """Seconds per call of each candidate: best over `rounds` interleaved rounds of ~`seconds` each.
 
     Interleaving puts every candidate under the same machine conditions; the best round is the
