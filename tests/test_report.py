@@ -57,3 +57,18 @@ def test_headline_numbers_are_saved_beside_each_run(report):
 def test_analyze_refuses_what_is_not_a_run(tmp_path, capsys):
     assert main(["analyze", str(tmp_path)]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (installed by .ci/run)")
+def test_flow_slider_names_the_checkpoint_it_shows(tmp_path):
+    from circuitpath.analysis.flow import attention_flow
+    from circuitpath.plots.graphs import flow_figure
+    from circuitpath.plots.html import write_html
+
+    run = train(tiny_config("4:30:1e-2"), tmp_path / "run", progress=False)
+    flow = attention_flow(run, run.data().x_test[0])
+    page = write_html([flow_figure(flow, "flow")], tmp_path / "flow.html", "flow")
+    done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    shown = set(re.findall(r">step (\d+)<", done.stdout))  # the slider's current-value label
+    assert shown == {str(flow.steps[-1])}, (shown, flow.steps)

@@ -13,7 +13,9 @@ def write_html(figures: list[go.Figure], path: str | Path, title: str) -> Path:
     """One page with the figures in order; plotly.js embedded once."""
     parts = []
     for index, figure in enumerate(figures):
-        parts.append(figure.to_html(full_html=False, include_plotlyjs=index == 0, div_id=f"figure-{index}"))
+        # auto_play off: plotly would play every frame on load and leave a slider's label on the first
+        parts.append(figure.to_html(full_html=False, include_plotlyjs=index == 0, div_id=f"figure-{index}",
+                                    auto_play=False))
     page = (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         f"<title>{title}</title></head><body style='font-family:sans-serif'>"
