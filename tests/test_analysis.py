@@ -69,6 +69,10 @@ def test_clusters_recover_planted_classes_and_score_labelings():
     assert result.n_clusters == 4 and result.best_labeling in ("sum of first k", "counts in first k")
     assert result.alignment["sum of first k"] == pytest.approx(1.0)
     assert result.alignment["target y"] < 0.9
+    from sklearn.metrics import silhouette_score
+
+    direct = silhouette_score(result.points.numpy(), result.labels.numpy())  # from the raw points
+    assert result.silhouette[4] == pytest.approx(direct, abs=1e-5)
 
 
 def test_attention_flow_graphs_follow_the_pattern_and_mark_changes(trained_run):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from jaxtyping import Int
 from torch import Tensor
@@ -55,16 +56,19 @@ def find_clusters(
 ) -> ClusterResult:
     """k-means for every cluster count from 2 to `max_clusters`; the count with the best silhouette wins."""
     from sklearn.cluster import KMeans
-    from sklearn.metrics import adjusted_rand_score, silhouette_score
+    from sklearn.metrics import adjusted_rand_score, pairwise_distances, silhouette_score
 
     _, cache = model.run_with_cache(tokens, names_filter=HOOKS[activation])
     points = cache[HOOKS[activation]].cpu()
+    # the silhouette of every cluster count reads the same distances: computed once, not per count
+    sample = np.random.RandomState(seed).permutation(len(points))[:2000]
+    distances = pairwise_distances(points.numpy()[sample])
     scores, fits = {}, {}
     for n in range(2, min(max_clusters, len(points) - 1) + 1):
         fit = KMeans(n_clusters=n, n_init=n_init, random_state=seed).fit(points.numpy())
         if len(set(fit.labels_)) < 2:
             break
-        scores[n] = float(silhouette_score(points.numpy(), fit.labels_, sample_size=min(len(points), 2000), random_state=seed))
+        scores[n] = float(silhouette_score(distances, fit.labels_[sample], metric="precomputed"))
         fits[n] = fit.labels_
     best = max(scores, key=scores.get)
     candidates = candidate_labelings(tokens.cpu(), p, k)
