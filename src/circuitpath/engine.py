@@ -244,8 +244,8 @@ class Executor:
     """Runs the engine over S runs in cache-sized chunks, spread over a worker pool when given one.
 
     Measured on 2 cores at the paper's size: one [32, 2048, 128] activation no longer fits in cache
-    and a step costs ~3.3 ms a run; chunks of 4 runs on two workers with single-threaded kernels
-    cost ~1.6 ms a run (benchmarks/bench_train.py). On a GPU all runs go in one chunk. The pool is
+    and a step costs ~2.0 ms a run; chunks of 4 runs on two workers with single-threaded kernels
+    cost 1.3-1.4 ms a run (benchmarks/bench_train.py). On a GPU all runs go in one chunk. The pool is
     shared by every group training at once, so a core freed by one group serves the others.
     """
 
