@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from jaxtyping import Int
 from torch import Tensor
 
-from circuitpath.analysis.patching import HOOK_AXES, axis_masks
+from circuitpath.analysis.patching import HOOK_AXES, axis_masks, selection_masks
 from circuitpath.analysis.replacing import DEFAULT_MAX_BATCH, run_replaced
 from circuitpath.errors import InputError
 from circuitpath.model import CrossAttentionTransformer
@@ -59,15 +59,10 @@ def _replacement(activation: Tensor, method: str, generator: torch.Generator | N
 
 def _set_masks(shape: torch.Size, hook: str, axis: str, sets: dict[str, list[int]]) -> Tensor:
     dim = HOOK_AXES[hook].index(axis)
-    masks = torch.zeros(len(sets), *shape, dtype=torch.bool)
-    for row, indices in enumerate(sets.values()):
-        bad = [i for i in indices if not 0 <= i < shape[dim]]
-        if bad:
-            raise InputError(f"index {bad[0]} is out of range for axis {axis!r} of size {shape[dim]}")
-        where = [slice(None)] * len(shape)
-        where[dim] = indices
-        masks[(row, *where)] = True
-    return masks
+    bad = [i for indices in sets.values() for i in indices if not 0 <= i < shape[dim]]
+    if bad:
+        raise InputError(f"index {bad[0]} is out of range for axis {axis!r} of size {shape[dim]}")
+    return selection_masks(shape, [{dim: list(indices)} for indices in sets.values()])
 
 
 @torch.no_grad()

@@ -92,12 +92,18 @@ def axis_masks(shape: torch.Size, hook: str, over: tuple[str, ...]) -> Tensor:
     if unknown:
         raise InputError(f"hook {hook!r} has axes {axes}, not {unknown[0]!r}")
     dims = [axes.index(a) for a in over]
-    indices = list(itertools.product(*(range(shape[d]) for d in dims)))
-    masks = torch.zeros(len(indices), *shape, dtype=torch.bool)
-    for row, index in enumerate(indices):
+    indices = itertools.product(*(range(shape[d]) for d in dims))
+    return selection_masks(shape, [dict(zip(dims, index)) for index in indices])
+
+
+def selection_masks(shape: torch.Size, selections: list[dict[int, int | list[int]]]) -> Tensor:
+    """One boolean mask [len(selections), *shape]: mask i is True where every dim named in
+    selections[i] takes the given index (or one of the given indices), whatever the other dims."""
+    masks = torch.zeros(len(selections), *shape, dtype=torch.bool)
+    for row, selection in enumerate(selections):
         where = [slice(None)] * len(shape)
-        for dim, i in zip(dims, index):
-            where[dim] = i
+        for dim, index in selection.items():
+            where[dim] = index
         masks[(row, *where)] = True
     return masks
 
