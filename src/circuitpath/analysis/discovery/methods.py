@@ -1,0 +1,180 @@
+"""Three ways to score every site of the graph at one checkpoint, each in a few batched passes.
+
+All three measure how much the model's output depends on what flows through each site, on the
+clean inputs (`Probe.clean`):
+
+- attribution patching: (clean - corrupted activation) x gradient of the metric, for every site from
+  one forward and one backward pass (plus a forward pass of the corrupted inputs); with `ig_steps`
+  = m the gradient is averaged over m inputs on the straight line from the corrupted to the clean
+  embeddings (integrated gradients, as EAP-IG does);
+- activation patching: metric(clean) - metric(clean with this site's activation from the corrupted
+  run), every site in batched passes (`replacing.run_replaced`, the engine of `patch`);
+- ablation: loss with the site knocked out (zero, mean or resample, `ablation.ablate`) minus the
+  intact loss.
+
+The corrupted inputs are other inputs of the same probe set (a fixed permutation), so no method is
+told which positions the task sums. Attribution patching is the first-order estimate of activation
+patching: where the logits are linear in a site (neurons, MLP output, residual) the two are equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Int
+from torch import Tensor
+
+from circuitpath.analysis.ablation import METHODS as ABLATIONS
+from circuitpath.analysis.ablation import _replacement, ablate
+from circuitpath.analysis.discovery.forward import (
+    attention_inputs,
+    TokenAttention,
+    embed,
+    forward_from_attention,
+)
+from circuitpath.analysis.discovery.graph import GROUPS, ModelGraph, reduce_to_sites, site_activations
+from circuitpath.analysis.patching import METRICS, axis_masks
+from circuitpath.analysis.replacing import MLP_OUT, RESID_POST, run_replaced
+from circuitpath.errors import InputError
+
+METHODS = ("attribution", "patching", "ablation")
+DIFFERENTIABLE = ("logit_diff", "loss")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Clean inputs and their labels, and the corrupted inputs patched in (another order of the same inputs)."""
+
+    clean: Int[Tensor, "batch pos"]
+    labels: Int[Tensor, " batch"]
+    corrupted: Int[Tensor, "batch pos"]
+    corrupted_labels: Int[Tensor, " batch"]
+
+    @classmethod
+    def shuffled(cls, tokens: Tensor, labels: Tensor, seed: int = 0) -> Probe:
+        if tokens.shape[0] < 2:
+            raise InputError(f"a probe needs at least 2 inputs to corrupt one with another, got {tokens.shape[0]}")
+        order = torch.randperm(tokens.shape[0], generator=torch.Generator().manual_seed(seed))
+        return cls(tokens, labels, tokens[order], labels[order])
+
+    def to(self, device) -> Probe:
+        return Probe(*(t.to(device) for t in (self.clean, self.labels, self.corrupted, self.corrupted_labels)))
+
+
+@dataclass
+class SiteScores:
+    """One method's score of every site at one checkpoint (see the module docstring for each)."""
+
+    method: str
+    metric: str  # what the score is a change of
+    sites: Tensor  # [n_sites]
+    clean: float  # metric of the intact clean run
+    total: float  # metric(clean) - metric(corrupted run); for ablation, loss with every site ablated - intact
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in DIFFERENTIABLE:
+        raise InputError(f"unknown metric {metric!r} for discovery; known: {', '.join(DIFFERENTIABLE)}")
+
+
+def attribution_scores(model, probe: Probe, metric: str = "logit_diff", ig_steps: int = 0) -> SiteScores:
+    """Gradient x activation difference at every site: one forward and one backward pass for all."""
+    _check_metric(metric)
+    if ig_steps < 0:
+        raise InputError(f"ig_steps must be >= 0, got {ig_steps}")
+    fn, probe = METRICS[metric], probe.to(model.W_E.device)
+    labels, batch, steps = (probe.labels, probe.corrupted_labels), probe.clean.shape[0], max(ig_steps, 1)
+    with torch.no_grad():
+        clean, corrupted = TokenAttention.of(model, probe.clean), TokenAttention.of(model, probe.corrupted)
+        corrupted_logits, corrupted_acts = forward_from_attention(model, corrupted.z_attn())
+        if ig_steps == 0:
+            z_attn = clean.z_attn()
+        else:  # m inputs on the path from the corrupted to the clean embeddings, side by side; the last is clean
+            start, end = embed(model, probe.corrupted), embed(model, probe.clean)
+            alphas = torch.arange(1, steps + 1, dtype=start.dtype, device=start.device) / steps
+            pattern, values = attention_inputs(model, (start + alphas[:, None, None, None] * (end - start)).flatten(0, 1))
+            z_attn = model.blocks[0].attn.mix(pattern, values)
+    late = [g for g in GROUPS if g not in ("value", "pattern")]
+    with torch.enable_grad():
+        logits, acts = forward_from_attention(model, z_attn.requires_grad_(True))
+        copies = logits.view(steps, *corrupted_logits.shape)
+        value = fn(copies, *(y.expand(steps, -1) for y in labels)).mean()
+        grads = dict(zip(late, torch.autograd.grad(value, [acts[g] for g in late])))
+    # the metric is the mean over the m copies, so summing their gradients averages them
+    per_copy = lambda t: t.view(steps, batch, *t.shape[1:])
+    products = {g: (acts[g].detach()[-batch:] - corrupted_acts[g]) * per_copy(grads[g]).sum(0) for g in late}
+    # z_A = sum_t a_t v_t, so dm/dv_t = a_t dm/dz_A and dm/da_t = v_t . dm/dz_A: no backward pass below z_A
+    change = clean.pattern - corrupted.pattern
+    if ig_steps == 0:
+        g_attn = grads["attention"]
+        products["value"] = clean.pattern * (clean.along(g_attn) - corrupted.along(g_attn))
+        products["pattern"] = change * clean.along(g_attn)
+    else:
+        g_attn = per_copy(grads["attention"])
+        along = torch.einsum("btd,cbd->cbt", clean.values() - corrupted.values(), g_attn)
+        products["value"] = (per_copy(pattern) * along).sum(0)
+        products["pattern"] = change * torch.einsum("cbtd,cbd->bt", per_copy(values), g_attn)
+    clean = float(fn(logits.detach()[-batch:], *labels))
+    corrupted = float(fn(corrupted_logits, *labels))
+    return SiteScores("attribution", metric, reduce_to_sites(products, ModelGraph.of(model)).cpu(), clean, clean - corrupted)
+
+
+@torch.no_grad()
+def patching_scores(model, probe: Probe, metric: str = "logit_diff") -> SiteScores:
+    """metric(clean) - metric(clean with one site from the corrupted run), every site in batched passes."""
+    _check_metric(metric)
+    fn, probe = METRICS[metric], probe.to(model.W_E.device)
+    clean_logits, clean_cache = model.run_with_cache(probe.clean)
+    corrupted_logits, corrupted_cache = model.run_with_cache(probe.corrupted)
+    clean_acts, corrupted_acts = site_activations(clean_cache), site_activations(corrupted_cache)
+    labels = (probe.labels, probe.corrupted_labels)
+    base = fn(clean_logits, *labels)
+    scores = []
+    for group, (hook, over) in GROUPS.items():
+        replacement = corrupted_cache[hook] if group != "residual" else (
+            clean_cache[RESID_POST] - clean_acts["residual"] + corrupted_acts["residual"])
+        masks = axis_masks(clean_cache[hook].shape[1:], hook, over)
+        logits = run_replaced(model, hook, probe.clean, clean_cache, replacement, masks.to(probe.clean.device))
+        scores.append(base - fn(logits, *(y.expand(len(masks), -1) for y in labels)))
+    total = float(base - fn(corrupted_logits, *labels))
+    return SiteScores("patching", metric, torch.cat(scores).cpu(), float(base), total)
+
+
+@torch.no_grad()
+def ablation_scores(model, probe: Probe, method: str = "mean", seed: int = 0) -> SiteScores:
+    """Rise of the loss when each site is knocked out (`ablate` for every hook, the residual path beside it)."""
+    if method not in ABLATIONS:
+        raise InputError(f"unknown ablation method {method!r}; known: {', '.join(ABLATIONS)}")
+    probe = probe.to(model.W_E.device)
+    x, y = probe.clean, probe.labels
+    generator = lambda: torch.Generator().manual_seed(seed)  # one resampling order for every hook
+    scores, base = [], None
+    for group, (hook, over) in GROUPS.items():
+        if group == "residual":
+            continue
+        result = ablate(model, x, y, hook=hook, over=over, method=method, generator=generator())
+        scores.append(result.loss - result.base_loss)
+        base = result.base_loss
+    logits, cache = model.run_with_cache(x)
+    residual = site_activations(cache)["residual"]
+    replacement = cache[RESID_POST] - residual + _replacement(residual, method, generator())
+    knocked = run_replaced(model, RESID_POST, x, cache, replacement, torch.ones(1, *residual.shape[1:], dtype=torch.bool))
+    scores.append(F.cross_entropy(knocked[0], y, reduction="mean").reshape(1).cpu() - base)
+    # everything knocked out at once: the MLP output and the residual path together
+    everything = _replacement(cache[MLP_OUT], method, generator()) + _replacement(residual, method, generator())
+    total = float(F.cross_entropy(everything @ model.W_U, y)) - base
+    return SiteScores("ablation", "loss", torch.cat(scores).cpu(), base, total)
+
+
+def score_sites(model, method: str, probe: Probe, *, metric: str = "logit_diff", ig_steps: int = 0,
+                ablation: str = "mean", seed: int = 0) -> SiteScores:
+    """Score every site of the model's graph with one method."""
+    if method == "attribution":
+        return attribution_scores(model, probe, metric, ig_steps)
+    if method == "patching":
+        return patching_scores(model, probe, metric)
+    if method == "ablation":
+        return ablation_scores(model, probe, ablation, seed)
+    raise InputError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
