@@ -43,7 +43,7 @@ def add_checkpoint_flags(parser: argparse.ArgumentParser, verb: str, default_n: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from circuitpath.cli import probing, training
+    from circuitpath.cli import discovery, probing, training
 
     parser = argparse.ArgumentParser(
         prog="circuitpath",
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     training.add_parsers(sub)
     probing.add_parsers(sub)
+    discovery.add_parsers(sub)
     return parser
 
 
