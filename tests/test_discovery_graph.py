@@ -76,3 +76,17 @@ def test_position_scores_add_both_ways_a_position_reaches_z_attn():
     sites[graph.slices["value"]] = torch.tensor([1.0, -2.0, 0.0])
     sites[graph.slices["pattern"]] = torch.tensor([-0.5, 0.0, 0.25])
     assert graph.position_scores(sites).tolist() == [1.5, 2.0, 0.25]
+
+
+@pytest.mark.parametrize("method", ["zero", "mean", "resample"])
+def test_ablation_scores_are_what_ablate_measures(model_and_inputs, method):
+    from circuitpath.analysis.discovery import Probe, score_sites
+
+    model, x = model_and_inputs
+    y = x[:, :3].sum(1) % 4
+    graph = ModelGraph.of(model)
+    sites = score_sites(model, "ablation", Probe.shuffled(x, y), ablation=method, seed=5).sites
+    for group, hook, over in (("value", "blocks.0.attn.hook_v", ("key_pos",)), ("neuron", "blocks.0.mlp.hook_post", ("d_mlp",)),
+                              ("mlp", "blocks.0.hook_mlp_out", ())):
+        expected = ablate(model, x, y, hook=hook, over=over, method=method, generator=torch.Generator().manual_seed(5))
+        assert torch.allclose(sites[graph.slices[group]], expected.loss - expected.base_loss, atol=1e-5), group

@@ -9,8 +9,11 @@ clean inputs (`Probe.clean`):
   embeddings (integrated gradients, as EAP-IG does);
 - activation patching: metric(clean) - metric(clean with this site's activation from the corrupted
   run), every site in batched passes (`replacing.run_replaced`, the engine of `patch`);
-- ablation: loss with the site knocked out (zero, mean or resample, `ablation.ablate`) minus the
-  intact loss.
+- ablation: loss with the site knocked out (zero, mean or resample, as `ablation.ablate` does)
+  minus the intact loss.
+
+Patching and ablation share one cached clean run (and patching a corrupted one) per checkpoint
+(`ProbeRuns`).
 
 The corrupted inputs are other inputs of the same probe set (a fixed permutation), so no method is
 told which positions the task sums. Attribution patching is the first-order estimate of activation
@@ -20,6 +23,7 @@ patching: where the logits are linear in a site (neurons, MLP output, residual) 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +31,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from circuitpath.analysis.ablation import METHODS as ABLATIONS
-from circuitpath.analysis.ablation import _replacement, ablate
+from circuitpath.analysis.ablation import _replacement
 from circuitpath.analysis.discovery.forward import (
     attention_inputs,
     TokenAttention,
@@ -36,7 +40,7 @@ from circuitpath.analysis.discovery.forward import (
 )
 from circuitpath.analysis.discovery.graph import GROUPS, ModelGraph, reduce_to_sites, site_activations
 from circuitpath.analysis.patching import METRICS, axis_masks
-from circuitpath.analysis.replacing import MLP_OUT, RESID_POST, run_replaced
+from circuitpath.analysis.replacing import RESID_POST, run_replaced
 from circuitpath.errors import InputError
 
 METHODS = ("attribution", "patching", "ablation")
@@ -121,60 +125,81 @@ def attribution_scores(model, probe: Probe, metric: str = "logit_diff", ig_steps
     return SiteScores("attribution", metric, reduce_to_sites(products, ModelGraph.of(model)).cpu(), clean, clean - corrupted)
 
 
+class ProbeRuns:
+    """The probe's clean and corrupted runs with every activation cached: made once per checkpoint
+    and shared by the methods that need them."""
+
+    def __init__(self, model, probe: Probe):
+        self.model, self.probe = model, probe.to(model.W_E.device)
+
+    @cached_property
+    def clean(self) -> tuple[Tensor, dict[str, Tensor]]:
+        with torch.no_grad():
+            return self.model.run_with_cache(self.probe.clean)
+
+    @cached_property
+    def corrupted(self) -> tuple[Tensor, dict[str, Tensor]]:
+        with torch.no_grad():
+            return self.model.run_with_cache(self.probe.corrupted)
+
+
+@lru_cache(maxsize=64)
+def _masks(shape: tuple[int, ...], hook: str, over: tuple[str, ...]) -> Tensor:
+    return axis_masks(torch.Size(shape), hook, over)
+
+
+def _replace_each_site(runs: ProbeRuns, replacements: dict[str, Tensor]) -> list[Tensor]:
+    """For each group, logits [sites, batch, n_tokens] of the clean inputs with one of its sites taken
+    from the group's replacement, every site in batched passes (`replacing.run_replaced`)."""
+    (_, cache), out = runs.clean, []
+    residual = site_activations(cache)["residual"]
+    for group, (hook, over) in GROUPS.items():
+        replacement = replacements[group]
+        if group == "residual":  # hook_resid_post with the residual path's part swapped
+            replacement = cache[RESID_POST] - residual + replacement
+        masks = _masks(tuple(cache[hook].shape[1:]), hook, over).to(residual.device)
+        out.append(run_replaced(runs.model, hook, runs.probe.clean, cache, replacement, masks))
+    return out
+
+
 @torch.no_grad()
-def patching_scores(model, probe: Probe, metric: str = "logit_diff") -> SiteScores:
+def patching_scores(model, probe: Probe, metric: str = "logit_diff", runs: ProbeRuns | None = None) -> SiteScores:
     """metric(clean) - metric(clean with one site from the corrupted run), every site in batched passes."""
     _check_metric(metric)
-    fn, probe = METRICS[metric], probe.to(model.W_E.device)
-    clean_logits, clean_cache = model.run_with_cache(probe.clean)
-    corrupted_logits, corrupted_cache = model.run_with_cache(probe.corrupted)
-    clean_acts, corrupted_acts = site_activations(clean_cache), site_activations(corrupted_cache)
-    labels = (probe.labels, probe.corrupted_labels)
+    runs = runs or ProbeRuns(model, probe)
+    fn, labels = METRICS[metric], (runs.probe.labels, runs.probe.corrupted_labels)
+    (clean_logits, _), (corrupted_logits, corrupted_cache) = runs.clean, runs.corrupted
     base = fn(clean_logits, *labels)
-    scores = []
-    for group, (hook, over) in GROUPS.items():
-        replacement = corrupted_cache[hook] if group != "residual" else (
-            clean_cache[RESID_POST] - clean_acts["residual"] + corrupted_acts["residual"])
-        masks = axis_masks(clean_cache[hook].shape[1:], hook, over)
-        logits = run_replaced(model, hook, probe.clean, clean_cache, replacement, masks.to(probe.clean.device))
-        scores.append(base - fn(logits, *(y.expand(len(masks), -1) for y in labels)))
-    total = float(base - fn(corrupted_logits, *labels))
-    return SiteScores("patching", metric, torch.cat(scores).cpu(), float(base), total)
+    patched = _replace_each_site(runs, site_activations(corrupted_cache))
+    scores = [base - fn(logits, *(y.expand(len(logits), -1) for y in labels)) for logits in patched]
+    return SiteScores("patching", metric, torch.cat(scores).cpu(), float(base), float(base - fn(corrupted_logits, *labels)))
 
 
 @torch.no_grad()
-def ablation_scores(model, probe: Probe, method: str = "mean", seed: int = 0) -> SiteScores:
-    """Rise of the loss when each site is knocked out (`ablate` for every hook, the residual path beside it)."""
+def ablation_scores(model, probe: Probe, method: str = "mean", seed: int = 0, runs: ProbeRuns | None = None) -> SiteScores:
+    """Rise of the loss when each site is knocked out: zero, mean or resample as `ablation.ablate` does."""
     if method not in ABLATIONS:
         raise InputError(f"unknown ablation method {method!r}; known: {', '.join(ABLATIONS)}")
-    probe = probe.to(model.W_E.device)
-    x, y = probe.clean, probe.labels
-    generator = lambda: torch.Generator().manual_seed(seed)  # one resampling order for every hook
-    scores, base = [], None
-    for group, (hook, over) in GROUPS.items():
-        if group == "residual":
-            continue
-        result = ablate(model, x, y, hook=hook, over=over, method=method, generator=generator())
-        scores.append(result.loss - result.base_loss)
-        base = result.base_loss
-    logits, cache = model.run_with_cache(x)
-    residual = site_activations(cache)["residual"]
-    replacement = cache[RESID_POST] - residual + _replacement(residual, method, generator())
-    knocked = run_replaced(model, RESID_POST, x, cache, replacement, torch.ones(1, *residual.shape[1:], dtype=torch.bool))
-    scores.append(F.cross_entropy(knocked[0], y, reduction="mean").reshape(1).cpu() - base)
+    runs = runs or ProbeRuns(model, probe)
+    (logits, cache), y = runs.clean, runs.probe.labels
+    acts = site_activations(cache)
+    # one resampling order for every site
+    knock = lambda activation: _replacement(activation, method, torch.Generator().manual_seed(seed))
+    base = F.cross_entropy(logits, y)
+    knocked = _replace_each_site(runs, {group: knock(act) for group, act in acts.items()})
+    scores = [F.cross_entropy(k.transpose(1, 2), y.expand(len(k), -1), reduction="none").mean(-1) - base for k in knocked]
     # everything knocked out at once: the MLP output and the residual path together
-    everything = _replacement(cache[MLP_OUT], method, generator()) + _replacement(residual, method, generator())
-    total = float(F.cross_entropy(everything @ model.W_U, y)) - base
-    return SiteScores("ablation", "loss", torch.cat(scores).cpu(), base, total)
+    total = F.cross_entropy((knock(acts["mlp"]) + knock(acts["residual"])) @ model.W_U, y) - base
+    return SiteScores("ablation", "loss", torch.cat(scores).cpu(), float(base), float(total))
 
 
 def score_sites(model, method: str, probe: Probe, *, metric: str = "logit_diff", ig_steps: int = 0,
-                ablation: str = "mean", seed: int = 0) -> SiteScores:
-    """Score every site of the model's graph with one method."""
+                ablation: str = "mean", seed: int = 0, runs: ProbeRuns | None = None) -> SiteScores:
+    """Score every site of the model's graph with one method (`runs`: cached runs of the probe to share)."""
     if method == "attribution":
         return attribution_scores(model, probe, metric, ig_steps)
     if method == "patching":
-        return patching_scores(model, probe, metric)
+        return patching_scores(model, probe, metric, runs)
     if method == "ablation":
-        return ablation_scores(model, probe, ablation, seed)
+        return ablation_scores(model, probe, ablation, seed, runs)
     raise InputError(f"unknown method {method!r}; known: {', '.join(METHODS)}")

@@ -71,8 +71,8 @@ def check_rule(rule: str, parameter: float | None) -> float:
 
 
 def _circuit(graph: ModelGraph, sites: Tensor, kept: set[str], rule: str, parameter: float, **info) -> DiscoveredCircuit:
-    kept = kept | {LOGITS}
-    score = lambda site: None if site is None else float(sites[site])
+    kept, values = kept | {LOGITS}, sites.tolist()
+    score = lambda site: None if site is None else values[site]
     nodes = {n.name: score(n.site) for n in graph.nodes if n.name in kept}
     edges = [(e.source, e.target, score(e.site)) for e in graph.edges if e.source in kept and e.target in kept]
     return DiscoveredCircuit(rule=rule, parameter=parameter, nodes=nodes, edges=edges, **info)
@@ -85,7 +85,8 @@ def prune(graph: ModelGraph, sites: Tensor, rule: str, parameter: float | None =
     if rule == "top-n":
         kept = {by_site[s] for s in node_order(graph, sites)[: int(value)]}
     elif rule == "threshold":
-        magnitudes = {n.name: abs(float(sites[n.site])) for n in graph.nodes if n.site is not None}
+        values = sites.abs().tolist()
+        magnitudes = {n.name: values[n.site] for n in graph.nodes if n.site is not None}
         largest = max(magnitudes.values())
         kept = {name for name, m in magnitudes.items() if largest > 0 and m >= value * largest}
     else:

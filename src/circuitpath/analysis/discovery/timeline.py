@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from circuitpath.analysis.ablation import METHODS as ABLATIONS
 from circuitpath.analysis.discovery.graph import ModelGraph, site_activations
-from circuitpath.analysis.discovery.methods import DIFFERENTIABLE, METHODS, Probe, score_sites
+from circuitpath.analysis.discovery.methods import DIFFERENTIABLE, METHODS, Probe, ProbeRuns, score_sites
 from circuitpath.analysis.discovery.prune import DiscoveredCircuit, check_rule, greedy, prune
 from circuitpath.analysis.discovery.truth import auroc, faithfulness, faithfulness_counts, first_reaching, precision_at_k
 from circuitpath.errors import CheckpointError, ConfigError, InputError, RunError
@@ -162,13 +162,13 @@ def discover(run: Run, config: DiscoveryConfig = DiscoveryConfig(), steps: list[
     circuits, accuracy = {m: [] for m in config.methods}, []
     for step, phase in zip(tqdm(steps, desc=f"discover {run.path.name}", disable=not progress), phases):
         model, probe = run.model_at(step, device=device), probes[phase]
-        with torch.no_grad():
-            logits, cache = model.run_with_cache(probe.clean)
+        runs = ProbeRuns(model, probe)  # the cached clean and corrupted runs, shared by the methods
+        logits, cache = runs.clean
         acts = site_activations(cache)
         accuracy.append(float((logits.argmax(-1) == probe.labels).float().mean()))
         for method in config.methods:
             scored = score_sites(model, method, probe, metric=config.metric, ig_steps=config.ig_steps,
-                                 ablation=config.ablation, seed=config.seed)
+                                 ablation=config.ablation, seed=config.seed, runs=runs)
             sites[method].append(scored.sites)
             totals[method].append(scored.total)
             faithful[method].append(faithfulness(model, graph, acts, probe.labels, scored.sites, counts))

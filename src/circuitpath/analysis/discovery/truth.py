@@ -70,10 +70,9 @@ def spearman(a: Float[Tensor, " n"], b: Float[Tensor, " n"]) -> float:
 
 def node_order(graph: ModelGraph, sites: Float[Tensor, " site"]) -> list[int]:
     """Sites of the graph's nodes (not the logits), largest |score| first; ties in graph order."""
-    node_sites = [node.site for node in graph.nodes if node.site is not None]
-    magnitudes = sites[node_sites].abs()
-    order = sorted(range(len(node_sites)), key=lambda i: (-float(magnitudes[i]), i))
-    return [node_sites[i] for i in order]
+    node_sites = torch.tensor([node.site for node in graph.nodes if node.site is not None])
+    order = torch.sort(-sites[node_sites].abs(), stable=True).indices
+    return node_sites[order].tolist()
 
 
 def keep_top(graph: ModelGraph, sites: Tensor, counts: list[int]) -> Tensor:
