@@ -106,3 +106,13 @@ def test_help_explains_with_examples(capsys):
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "examples:" in out and "--rule" in out and "AUROC" in out
+
+
+def test_example_runs_on_a_saved_run(run_dir, monkeypatch, capsys):
+    import importlib
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples"))
+    importlib.import_module("discover_circuit").main(str(run_dir))
+    out = capsys.readouterr().out
+    assert "AUROC" in out and (discovery_dir(load_run(run_dir)) / "final_patching.svg").is_file()

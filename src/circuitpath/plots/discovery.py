@@ -27,8 +27,8 @@ DISCOVERY_NOTES = (
     "slider, where spurious positions (grey) should fade as training prunes them; faithfulness "
     "(accuracy with only the top-n nodes kept, the rest mean-ablated: a curve that reaches the "
     "model's accuracy with few nodes means a small circuit); and the pruning story, the share of "
-    "strengthened position edges that are spurious per update interval, which should fall to 0 "
-    "earlier for the curriculum than from scratch."
+    "strengthened position edges that are spurious per update interval, which the paper's thesis "
+    "predicts falls to 0, and earlier for the curriculum than from scratch."
 )
 
 
@@ -139,7 +139,7 @@ def faithfulness_figure(timeline: DiscoveryTimeline, title: str, steps: list[int
                 name=f"{method}, step {step}", line={"color": METHOD_COLOURS.get(method), "dash": RUN_DASHES[d % 4]}))
         figure.add_hline(y=float(timeline.accuracy[row]), line={"dash": "dot", "color": "grey"})
     figure.update_layout(title=f"{title}<br><sup>dotted: the intact model's accuracy</sup>", xaxis_title="nodes kept (top n by |score|)",
-                         xaxis_type="log", yaxis={"title": "accuracy", "range": [0, 1.05]}, template="plotly_white")
+                         yaxis={"title": "accuracy", "range": [0, 1.05]}, template="plotly_white")
     return figure
 
 
