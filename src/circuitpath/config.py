@@ -179,8 +179,10 @@ class TrainConfig:
     """Steps between two regular checkpoints, after the dense early ones."""
     dense_checkpoints: int = 24
     """Log-spaced checkpoints within the first `checkpoint_every` steps, for early dynamics."""
+    extra_checkpoints: tuple[int, ...] = ()
+    """Further steps to checkpoint (and log), e.g. every update of the first epochs for a flow movie."""
     seed: int = 0
-    """Seed of mini-batch sampling (unused with full batches)."""
+    """Seed of mini-batch sampling: the order of the training set in each epoch (unused with full batches)."""
 
     def __post_init__(self) -> None:
         phases = tuple(
@@ -193,6 +195,12 @@ class TrainConfig:
         _check_int("log_every", self.log_every, 1)
         _check_int("checkpoint_every", self.checkpoint_every, 1)
         _check_int("dense_checkpoints", self.dense_checkpoints, 0)
+        _check(isinstance(self.extra_checkpoints, (list, tuple)),
+               f"extra_checkpoints must be a list of steps, got {self.extra_checkpoints!r}")
+        for step in self.extra_checkpoints:
+            _check_int("extra_checkpoints[]", step, 0)
+            _check(step <= self.total_steps, f"extra checkpoint {step} is past the last step {self.total_steps}")
+        object.__setattr__(self, "extra_checkpoints", tuple(sorted(set(self.extra_checkpoints))))
         _check_int("seed", self.seed, 0)
 
     @property
