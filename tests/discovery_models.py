@@ -11,7 +11,8 @@ import torch
 from circuitpath import CrossAttentionTransformer, ModelConfig
 
 
-def summing_model(p: int = 4, k: int = 3, n_ctx: int = 6, d_model: int = 8) -> CrossAttentionTransformer:
+def summing_model(p: int = 4, k: int = 3, n_ctx: int = 6, d_model: int = 8,
+                  residual: str = "attn_out") -> CrossAttentionTransformer:
     """Weights set by hand so that the model computes (x_1 + ... + x_k) mod p exactly.
 
     - Embeddings: token x on axis x, position t on axis p with sign + for t < k and - after, so every
@@ -22,10 +23,10 @@ def summing_model(p: int = 4, k: int = 3, n_ctx: int = 6, d_model: int = 8) -> C
       bias sits halfway between the largest cosine of two different multisets and 1, so exactly
       one neuron fires (at +20; the others at <= -20, where GELU is 0 in float32).
     - W_out sends neuron j to the axis of its multiset's sum mod p; W_U = W_E.T reads it as the logit
-      of that token, 20 against at most sqrt(d) from the residual.
+      of that token, 20 against at most sqrt(d) from the residual (z_A or z̄_A).
     """
     multisets = list(itertools.combinations_with_replacement(range(p), k))
-    cfg = ModelConfig(d_model=d_model, d_mlp=len(multisets), n_tokens=p, n_ctx=n_ctx, tied=True)
+    cfg = ModelConfig(d_model=d_model, d_mlp=len(multisets), n_tokens=p, n_ctx=n_ctx, tied=True, residual=residual)
     eye = torch.eye(d_model)
     W_E = eye[:p].clone()
     W_pos = torch.stack([eye[p] if t < k else -eye[p] for t in range(n_ctx)])

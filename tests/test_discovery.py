@@ -16,9 +16,9 @@ from discovery_models import shuffled_label_model, summing_model
 P, K, T = 4, 3, 6
 
 
-@pytest.fixture(scope="module")
-def summing():
-    model = summing_model(P, K, T)
+@pytest.fixture(scope="module", params=["attn_out", "normalized"])
+def summing(request):
+    model = summing_model(P, K, T, residual=request.param)
     every = torch.tensor(list(itertools.product(range(P), repeat=T)))
     x = every[torch.randperm(len(every), generator=torch.Generator().manual_seed(0))][:1024]
     return model, x, targets(x, P, K)

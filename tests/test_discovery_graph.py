@@ -11,9 +11,10 @@ from circuitpath.analysis.discovery.forward import TokenAttention, attention_inp
 from circuitpath.analysis.discovery.graph import GROUPS, LOGITS, site_activations
 
 
-@pytest.fixture(scope="module")
-def model_and_inputs():
-    model = CrossAttentionTransformer(ModelConfig(d_model=16, n_ctx=8, seed=3)).eval()
+@pytest.fixture(scope="module", params=["attn_out", "normalized"])
+def model_and_inputs(request):
+    """An untrained model of each residual: z_O = z_A + MLP(z̄_A), or z̄_A + MLP(z̄_A)."""
+    model = CrossAttentionTransformer(ModelConfig(d_model=16, n_ctx=8, seed=3, residual=request.param)).eval()
     return model, make_split(TaskConfig(n_ctx=8, k=3, n_train=100), 4).x_test[:300]
 
 
@@ -45,7 +46,9 @@ def test_site_forward_pass_is_the_hooked_model(model_and_inputs):
         for group in GROUPS:
             assert torch.allclose(acts[group], expected[group], atol=1e-5), (name, group)
     assert torch.allclose(TokenAttention.of(model, x).z_attn(), cache["blocks.0.hook_attn_out"], atol=1e-5)
-    assert torch.allclose(expected["residual"], cache["blocks.0.ln2.hook_normalized"], atol=1e-6)  # this model adds z̄_A
+    carried = {"attn_out": "blocks.0.hook_attn_out", "normalized": "blocks.0.ln2.hook_normalized"}[model.cfg.residual]
+    assert torch.allclose(expected["residual"], cache[carried], atol=1e-5)
+    assert ModelGraph.of(model).residual == model.cfg.residual
 
 
 def test_keeping_sites_matches_the_ablation_engine(model_and_inputs):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from circuitpath.analysis.discovery.graph import GROUPS, ModelGraph, residual_mode
+from circuitpath.analysis.discovery.graph import GROUPS, ModelGraph
 from circuitpath.analysis.replacing import DEFAULT_MAX_BATCH
 
 
@@ -78,8 +78,7 @@ def forward_from_attention(model, z_attn: Float[Tensor, "batch d_model"]) -> tup
     pre = torch.addmm(mlp.b_in, z_bar, mlp.W_in)
     post = F.gelu(pre)
     mlp_out = mlp.from_post(post)
-    # a copy, so that its gradient is the residual path's alone
-    residual = (z_attn if residual_mode(model) == "attn_out" else z_bar).clone()
+    residual = block.residual(z_attn, z_bar).clone()  # a copy, so that its gradient is the residual path's alone
     logits = (residual + mlp_out) @ model.W_U
     return logits, {"attention": z_attn, "neuron_in": pre, "neuron": post, "mlp": mlp_out, "residual": residual}
 
@@ -124,7 +123,7 @@ def _run_chunk(model, graph, acts, means, keep) -> Tensor:
     pre = _keep(z_bar @ block.mlp.W_in + block.mlp.b_in, means["neuron_in"], k["neuron_in"])
     post = _keep(F.gelu(pre), means["neuron"], k["neuron"])
     mlp_out = _keep(post @ block.mlp.W_out + block.mlp.b_out, means["mlp"], k["mlp"])
-    residual = _keep(z_attn if graph.residual == "attn_out" else z_bar, means["residual"], k["residual"])
+    residual = _keep(block.residual(z_attn, z_bar), means["residual"], k["residual"])
     return (residual + mlp_out) @ model.W_U
 
 

@@ -44,7 +44,6 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "mlp": (MLP_OUT, ()),
     "residual": (RESID_POST, ()),  # not a hook of its own: hook_resid_post - hook_mlp_out
 }
-RESIDUAL_MODES = ("attn_out", "normalized")
 LOGITS = "logits"
 
 
@@ -66,10 +65,7 @@ class Edge:
 
 def residual_mode(model) -> str:
     """What the model's residual adds to the MLP output: "attn_out" (z_A) or "normalized" (z̄_A)."""
-    mode = getattr(model.cfg, "residual", "normalized")
-    if mode not in RESIDUAL_MODES:
-        raise InputError(f"unknown residual {mode!r}; known: {', '.join(RESIDUAL_MODES)}")
-    return mode
+    return model.cfg.residual
 
 
 @dataclass(frozen=True)
