@@ -43,13 +43,12 @@ class TokenAttention:
     table: Float[Tensor, "pair d_model"]  # value of each pair
 
     @classmethod
-    def of(cls, model, tokens: Int[Tensor, "batch pos"]) -> TokenAttention:
+    def of(cls, model, tokens: Int[Tensor, "batch pos"], tables: tuple[Tensor, Tensor] | None = None) -> TokenAttention:
+        """`tables`: `token_tables(model)`, to share between several token batches."""
         model.check_tokens(tokens)
-        attn = model.blocks[0].attn
-        z = model.blocks[0].ln1(model.W_E[:, None, :] + model.W_pos[None]).flatten(0, 1)  # [pair, d_model]
+        scores, values = token_tables(model) if tables is None else tables
         rows = tokens * tokens.shape[1] + torch.arange(tokens.shape[1], device=tokens.device)
-        scores = F.embedding(rows, (z @ attn.W_Q / attn.scale)[:, None]).squeeze(-1)
-        return cls(attn.pattern(scores), rows, z @ attn.W_V)
+        return cls(model.blocks[0].attn.pattern(F.embedding(rows, scores[:, None]).squeeze(-1)), rows, values)
 
     def values(self) -> Float[Tensor, "batch key_pos d_model"]:
         return F.embedding(self.rows, self.table)  # 5x faster than advanced indexing
@@ -58,9 +57,16 @@ class TokenAttention:
         weights = self.pattern.new_zeros(self.pattern.shape[0], self.table.shape[0])
         return weights.scatter_add_(1, self.rows, self.pattern) @ self.table
 
-    def along(self, direction: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch key_pos"]:
-        """v_t . direction for every input and position, without forming the values."""
-        return (direction @ self.table.T).gather(1, self.rows)
+    def read(self, per_pair: Float[Tensor, "batch pair"]) -> Float[Tensor, "batch key_pos"]:
+        """Each input position's entry of a per-pair table (e.g. v . g for every pair: `g @ table.T`)."""
+        return per_pair.gather(1, self.rows)
+
+
+def token_tables(model) -> tuple[Float[Tensor, " pair"], Float[Tensor, "pair d_model"]]:
+    """The attention score and the value of z_t for every (token, position) pair, pair = token * T + t."""
+    attn = model.blocks[0].attn
+    z = model.blocks[0].ln1(model.W_E[:, None, :] + model.W_pos[None]).flatten(0, 1)  # [pair, d_model]
+    return z @ attn.W_Q / attn.scale, z @ attn.W_V
 
 
 def forward_sites(model, pattern: Float[Tensor, "batch key_pos"], values: Float[Tensor, "batch key_pos d_model"]) -> tuple[Tensor, dict[str, Tensor]]:

@@ -35,6 +35,7 @@ from circuitpath.analysis.ablation import _replacement
 from circuitpath.analysis.discovery.forward import (
     attention_inputs,
     TokenAttention,
+    token_tables,
     embed,
     forward_from_attention,
 )
@@ -91,7 +92,8 @@ def attribution_scores(model, probe: Probe, metric: str = "logit_diff", ig_steps
     fn, probe = METRICS[metric], probe.to(model.W_E.device)
     labels, batch, steps = (probe.labels, probe.corrupted_labels), probe.clean.shape[0], max(ig_steps, 1)
     with torch.no_grad():
-        clean, corrupted = TokenAttention.of(model, probe.clean), TokenAttention.of(model, probe.corrupted)
+        tables = token_tables(model)
+        clean, corrupted = TokenAttention.of(model, probe.clean, tables), TokenAttention.of(model, probe.corrupted, tables)
         corrupted_logits, corrupted_acts = forward_from_attention(model, corrupted.z_attn())
         if ig_steps == 0:
             z_attn = clean.z_attn()
@@ -112,9 +114,10 @@ def attribution_scores(model, probe: Probe, metric: str = "logit_diff", ig_steps
     # z_A = sum_t a_t v_t, so dm/dv_t = a_t dm/dz_A and dm/da_t = v_t . dm/dz_A: no backward pass below z_A
     change = clean.pattern - corrupted.pattern
     if ig_steps == 0:
-        g_attn = grads["attention"]
-        products["value"] = clean.pattern * (clean.along(g_attn) - corrupted.along(g_attn))
-        products["pattern"] = change * clean.along(g_attn)
+        along = grads["attention"] @ clean.table.T  # [batch, pair]: each pair's value . dm/dz_A
+        clean_along = clean.read(along)
+        products["value"] = clean.pattern * (clean_along - corrupted.read(along))
+        products["pattern"] = change * clean_along
     else:
         g_attn = per_copy(grads["attention"])
         along = torch.einsum("btd,cbd->cbt", clean.values() - corrupted.values(), g_attn)
