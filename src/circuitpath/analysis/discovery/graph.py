@@ -63,22 +63,22 @@ class Edge:
     site: int
 
 
-def residual_mode(model) -> str:
-    """What the model's residual adds to the MLP output: "attn_out" (z_A) or "normalized" (z̄_A)."""
-    return model.cfg.residual
-
-
 @dataclass(frozen=True)
 class ModelGraph:
     """Nodes, edges and sites of a model with `n_ctx` key positions and `d_mlp` neurons."""
 
     n_ctx: int
     d_mlp: int
-    residual: str = "normalized"
+    residual: str = "attn_out"  # what the residual path carries: z_A ("attn_out") or z̄_A ("normalized")
 
     @classmethod
     def of(cls, model) -> ModelGraph:
-        return cls(model.cfg.n_ctx, model.cfg.d_mlp, residual_mode(model))
+        return cls.of_config(model.cfg)
+
+    @classmethod
+    def of_config(cls, cfg) -> ModelGraph:
+        """The graph of models built from a `ModelConfig`."""
+        return cls(cfg.n_ctx, cfg.d_mlp, cfg.residual)
 
     @cached_property
     def sizes(self) -> dict[str, int]:
