@@ -33,11 +33,11 @@ from torch import Tensor
 from circuitpath.analysis.ablation import METHODS as ABLATIONS
 from circuitpath.analysis.ablation import _replacement
 from circuitpath.analysis.discovery.forward import (
-    attention_inputs,
     TokenAttention,
-    token_tables,
+    attention_inputs,
     embed,
     forward_from_attention,
+    token_tables,
 )
 from circuitpath.analysis.discovery.graph import GROUPS, ModelGraph, reduce_to_sites, site_activations
 from circuitpath.analysis.patching import METRICS, axis_masks
@@ -84,6 +84,9 @@ def _check_metric(metric: str) -> None:
         raise InputError(f"unknown metric {metric!r} for discovery; known: {', '.join(DIFFERENTIABLE)}")
 
 
+LATE = [group for group in GROUPS if group not in ("value", "pattern")]  # the sites from z_A on
+
+
 def attribution_scores(model, probe: Probe, metric: str = "logit_diff", ig_steps: int = 0) -> SiteScores:
     """Gradient x activation difference at every site: one forward and one backward pass for all."""
     _check_metric(metric)
@@ -95,37 +98,41 @@ def attribution_scores(model, probe: Probe, metric: str = "logit_diff", ig_steps
         tables = token_tables(model)
         clean, corrupted = TokenAttention.of(model, probe.clean, tables), TokenAttention.of(model, probe.corrupted, tables)
         corrupted_logits, corrupted_acts = forward_from_attention(model, corrupted.z_attn())
-        if ig_steps == 0:
-            z_attn = clean.z_attn()
-        else:  # m inputs on the path from the corrupted to the clean embeddings, side by side; the last is clean
-            start, end = embed(model, probe.corrupted), embed(model, probe.clean)
-            alphas = torch.arange(1, steps + 1, dtype=start.dtype, device=start.device) / steps
-            pattern, values = attention_inputs(model, (start + alphas[:, None, None, None] * (end - start)).flatten(0, 1))
-            z_attn = model.blocks[0].attn.mix(pattern, values)
-    late = [g for g in GROUPS if g not in ("value", "pattern")]
+        path = _path(model, probe, ig_steps) if ig_steps else None
+        z_attn = clean.z_attn() if path is None else model.blocks[0].attn.mix(*path)
     with torch.enable_grad():
         logits, acts = forward_from_attention(model, z_attn.requires_grad_(True))
-        copies = logits.view(steps, *corrupted_logits.shape)
-        value = fn(copies, *(y.expand(steps, -1) for y in labels)).mean()
-        grads = dict(zip(late, torch.autograd.grad(value, [acts[g] for g in late])))
+        value = fn(logits.view(steps, batch, -1), *(y.expand(steps, -1) for y in labels)).mean()
+        grads = dict(zip(LATE, torch.autograd.grad(value, [acts[g] for g in LATE])))
     # the metric is the mean over the m copies, so summing their gradients averages them
     per_copy = lambda t: t.view(steps, batch, *t.shape[1:])
-    products = {g: (acts[g].detach()[-batch:] - corrupted_acts[g]) * per_copy(grads[g]).sum(0) for g in late}
-    # z_A = sum_t a_t v_t, so dm/dv_t = a_t dm/dz_A and dm/da_t = v_t . dm/dz_A: no backward pass below z_A
+    products = {g: (acts[g].detach()[-batch:] - corrupted_acts[g]) * per_copy(grads[g]).sum(0) for g in LATE}
+    products.update(_position_products(clean, corrupted, per_copy(grads["attention"]), path))
+    metric_clean = float(fn(logits.detach()[-batch:], *labels))
+    total = metric_clean - float(fn(corrupted_logits, *labels))
+    return SiteScores("attribution", metric, reduce_to_sites(products, ModelGraph.of(model)).cpu(), metric_clean, total)
+
+
+def _path(model, probe: Probe, steps: int) -> tuple[Tensor, Tensor]:
+    """Pattern and values of m inputs on the straight line from the corrupted to the clean embeddings,
+    side by side ([m * batch, ...]); the last copy is the clean input."""
+    start, end = embed(model, probe.corrupted), embed(model, probe.clean)
+    alphas = torch.arange(1, steps + 1, dtype=start.dtype, device=start.device) / steps
+    return attention_inputs(model, (start + alphas[:, None, None, None] * (end - start)).flatten(0, 1))
+
+
+def _position_products(clean: TokenAttention, corrupted: TokenAttention, g_attn: Tensor,
+                       path: tuple[Tensor, Tensor] | None) -> dict[str, Tensor]:
+    """Activation difference x gradient at the values and the pattern, [batch, key_pos] each, from the
+    gradient at z_A [m, batch, d_model]: z_A = sum_t a_t v_t, so dm/dv_t = a_t dm/dz_A and dm/da_t =
+    v_t . dm/dz_A, and no backward pass below z_A is needed."""
     change = clean.pattern - corrupted.pattern
-    if ig_steps == 0:
-        along = grads["attention"] @ clean.table.T  # [batch, pair]: each pair's value . dm/dz_A
-        clean_along = clean.read(along)
-        products["value"] = clean.pattern * (clean_along - corrupted.read(along))
-        products["pattern"] = change * clean_along
-    else:
-        g_attn = per_copy(grads["attention"])
-        along = torch.einsum("btd,cbd->cbt", clean.values() - corrupted.values(), g_attn)
-        products["value"] = (per_copy(pattern) * along).sum(0)
-        products["pattern"] = change * torch.einsum("cbtd,cbd->bt", per_copy(values), g_attn)
-    clean = float(fn(logits.detach()[-batch:], *labels))
-    corrupted = float(fn(corrupted_logits, *labels))
-    return SiteScores("attribution", metric, reduce_to_sites(products, ModelGraph.of(model)).cpu(), clean, clean - corrupted)
+    if path is None:  # one copy, the clean one: v . g for every (token, position) pair, read twice
+        along = g_attn[0] @ clean.table.T
+        return {"value": clean.pattern * (clean.read(along) - corrupted.read(along)), "pattern": change * clean.read(along)}
+    pattern, values = (t.view(g_attn.shape[0], -1, *t.shape[1:]) for t in path)
+    along = torch.einsum("btd,cbd->cbt", clean.values() - corrupted.values(), g_attn)
+    return {"value": (pattern * along).sum(0), "pattern": change * torch.einsum("cbtd,cbd->bt", values, g_attn)}
 
 
 class ProbeRuns:
