@@ -116,3 +116,25 @@ def test_example_runs_on_a_saved_run(run_dir, monkeypatch, capsys):
     importlib.import_module("discover_circuit").main(str(run_dir))
     out = capsys.readouterr().out
     assert "AUROC" in out and (discovery_dir(load_run(run_dir)) / "final_patching.svg").is_file()
+
+
+def test_several_runs_share_one_page_and_are_all_checked_first(tmp_path, capsys):
+    scratch = train(tiny_config("4:20:1e-2"), tmp_path / "scratch", progress=False).path
+    curriculum = train(tiny_config("2:10:1e-2,4:10:1e-2"), tmp_path / "curriculum", progress=False).path
+    assert main(["discover", str(scratch), str(curriculum), "--steps", "0,10,20", "--n", "30", "--method", "attribution"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("first step with AUROC") == 2 and f"figures written to {tmp_path / 'discovery.html'}" in out
+    html = (tmp_path / "discovery.html").read_text()
+    assert "scratch: attribution" in html and "curriculum: attribution" in html  # one AUROC axis, one pruning axis
+    # a step that one run lacks stops both before anything is written
+    later = train(tiny_config("4:30:1e-2"), tmp_path / "later", progress=False).path
+    before = snapshot(scratch), snapshot(later)
+    assert main(["discover", str(later), str(scratch), "--steps", "30", "--n", "30"]) == 2
+    assert "step 30 was not saved" in capsys.readouterr().err
+    assert not (later / "analysis").exists() and (snapshot(scratch), snapshot(later)) == before
+
+
+def test_a_task_without_spurious_positions_has_no_truth_to_score(tmp_path, capsys):
+    run = train(tiny_config("4:10:1e-2", k=6), tmp_path / "run", progress=False)
+    assert main(["discover", str(run.path)]) == 2
+    assert "sums all 6 positions (k = 6)" in capsys.readouterr().err

@@ -148,12 +148,22 @@ def probe_of(run: Run, phase: int, n: int, seed: int) -> Probe:
 
 
 # ---- the timeline --------------------------------------------------------------------------------
+def plan(run: Run, config: DiscoveryConfig, steps: list[int] | str | None = None) -> tuple[list[int], list[int], dict[int, Probe]]:
+    """The chosen steps, the phase of each and a probe per phase: every check `discover` makes before it works."""
+    task = run.config.task
+    if task.k >= task.n_ctx:
+        raise ConfigError(f"{run.path} sums all {task.n_ctx} positions (k = {task.k}): no position is spurious, "
+                          "so there is no truth to tell apart")
+    steps = select_steps(run, steps)
+    phases = [run.phase_at(step) for step in steps]
+    return steps, phases, {phase: probe_of(run, phase, config.n, config.seed) for phase in sorted(set(phases))}
+
+
 def discover(run: Run, config: DiscoveryConfig = DiscoveryConfig(), steps: list[int] | str | None = None,
              device: str = "cpu", progress: bool = True) -> DiscoveryTimeline:
     """Score every chosen checkpoint with every method of `config` (all checks happen before any work)."""
-    steps = select_steps(run, steps)
-    phases = [run.phase_at(step) for step in steps]
-    probes = {phase: probe_of(run, phase, config.n, config.seed).to(device) for phase in sorted(set(phases))}
+    steps, phases, probes = plan(run, config, steps)
+    probes = {phase: probe.to(device) for phase, probe in probes.items()}
     k = run.config.task.k
     graph = ModelGraph.of_config(run.config.model)
     counts = faithfulness_counts(sum(node.site is not None for node in graph.nodes))
