@@ -109,7 +109,7 @@ def run_kept(
     default to their batch means. At most `max_batch` rows (masks x batch) go through a pass.
     """
     means = site_means(acts) if means is None else means
-    batch = acts["attention"].shape[0]
+    batch, keep = acts["attention"].shape[0], keep.to(acts["attention"].device)
     chunks = keep.split(max(1, max_batch // batch))
     return torch.cat([_run_chunk(model, graph, acts, means, chunk) for chunk in chunks])
 
