@@ -138,3 +138,32 @@ def test_a_task_without_spurious_positions_has_no_truth_to_score(tmp_path, capsy
     run = train(tiny_config("4:10:1e-2", k=6), tmp_path / "run", progress=False)
     assert main(["discover", str(run.path)]) == 2
     assert "sums all 6 positions (k = 6)" in capsys.readouterr().err
+
+
+def test_figures_of_the_section(run_dir):
+    from circuitpath.plots.discovery import DISCOVERY_NOTES, discovery_figures
+
+    assert main(["discover", str(run_dir), "--n", "30", "--steps", "0,20-40"]) == 0
+    timeline = load_timeline(discovery_dir(load_run(run_dir)))
+    figures = discovery_figures({"a": timeline, "b": timeline})
+    assert len(figures) == 1 + 2 * 2 + 1  # AUROC, (circuit slider, faithfulness) per run, pruning story
+    assert len(figures[1].frames) == len(timeline.steps) and "AUROC" in DISCOVERY_NOTES
+    assert sum(trace.type == "heatmap" for trace in figures[-1].data) == 2  # strengthened / weakened per run
+
+
+CHROMIUM = __import__("shutil").which("chromium") or __import__("shutil").which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (installed by .ci/run)")
+def test_page_renders_in_headless_chromium(run_dir):
+    import re
+    import subprocess
+
+    assert main(["discover", str(run_dir), "--n", "30", "--method", "attribution,ablation"]) == 0
+    page = discovery_dir(load_run(run_dir)) / "discovery.html"
+    done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+                           "--virtual-time-budget=20000", "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(re.findall(r'<svg class="main-svg"', done.stdout)) >= 4
+    errors = [line for line in done.stderr.splitlines() if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]
+    assert not errors, errors

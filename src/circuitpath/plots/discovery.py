@@ -7,6 +7,7 @@ from html import escape
 from pathlib import Path
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from circuitpath.analysis.discovery.graph import ModelGraph
 from circuitpath.analysis.discovery.prune import DiscoveredCircuit
@@ -144,22 +145,37 @@ def faithfulness_figure(timeline: DiscoveryTimeline, title: str, steps: list[int
 
 
 def pruning_figure(stories: dict[str, PruningStory], title: str = "The pruning story") -> go.Figure:
-    """Fraction of the position edges each update strengthened that are spurious, runs on one axis."""
-    figure = go.Figure()
+    """Top: the fraction of the position edges each update strengthened that are spurious, every run
+    on one axis. Below, one row per run: which position edges each update strengthened (red) or
+    weakened (blue), the paper's arrows. Log step axis: most of the story is in the first steps."""
+    rows = 1 + len(stories)
+    figure = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[2] + [1] * len(stories),
+                           subplot_titles=["spurious share of the strengthened edges"] + [f"{n}: edges per update" for n in stories])
     for i, (name, story) in enumerate(stories.items()):
         last = story.last_spurious_strengthened
         figure.add_trace(go.Scatter(
             x=story.ends, y=story.spurious_fraction.tolist(), mode="lines+markers", connectgaps=False,
             name=f"{name} ({story.method}; spurious edges last strengthened at step {last if last is not None else 'never'})",
-            line={"dash": RUN_DASHES[i % len(RUN_DASHES)]}))
+            line={"dash": RUN_DASHES[i % len(RUN_DASHES)]}), row=1, col=1)
+        change = (story.strengthened.float() - story.weakened.float()).T  # [key_pos, interval]
+        change[:, ~story.same_phase] = float("nan")
+        figure.add_trace(go.Heatmap(x=story.ends, y=list(range(change.shape[0])), z=change.tolist(), zmin=-1, zmax=1,
+                                    colorscale=[[0, SIGN_COLOURS[False]], [0.5, "white"], [1, SIGN_COLOURS[True]]],
+                                    showscale=False, hovertemplate="step %{x}, position %{y}: %{z}<extra></extra>"),
+                         row=2 + i, col=1)
+        figure.add_hline(y=story.k - 0.5, line={"color": "black", "width": 1}, row=2 + i, col=1)
+        figure.update_yaxes(title_text="position", row=2 + i, col=1)
         if last is not None:
             figure.add_vline(x=last, line={"dash": "dot", "color": "grey"})
     tol = next(iter(stories.values())).tol if stories else 0
+    figure.update_xaxes(type="log")
+    figure.update_xaxes(title_text="step (end of the interval)", row=rows, col=1)
+    figure.update_yaxes(title_text="spurious fraction", range=[-0.05, 1.05], row=1, col=1)
     figure.update_layout(
-        title=f"{title}<br><sup>per interval between checkpoints: spurious / all position edges whose share of the "
-              f"position score grew by more than {tol:g}; gaps: nothing strengthened, or a phase switch</sup>",
-        xaxis_title="step (end of the interval)", yaxis={"title": "spurious fraction", "range": [-0.05, 1.05]},
-        template="plotly_white")
+        title=f"{title}<br><sup>an edge is strengthened when its share of the position score grows by more than {tol:g} "
+              "between two checkpoints (rows: red strengthened, blue weakened; below the black line the summed positions); "
+              "gaps: nothing strengthened, or a phase switch</sup>",
+        template="plotly_white", height=320 + 180 * len(stories))
     return figure
 
 
