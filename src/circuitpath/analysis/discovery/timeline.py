@@ -164,32 +164,38 @@ def discover(run: Run, config: DiscoveryConfig = DiscoveryConfig(), steps: list[
     """Score every chosen checkpoint with every method of `config` (all checks happen before any work)."""
     steps, phases, probes = plan(run, config, steps)
     probes = {phase: probe.to(device) for phase, probe in probes.items()}
-    k = run.config.task.k
     graph = ModelGraph.of_config(run.config.model)
     counts = faithfulness_counts(sum(node.site is not None for node in graph.nodes))
-    sites = {m: [] for m in config.methods}
-    totals, faithful = {m: [] for m in config.methods}, {m: [] for m in config.methods}
-    circuits, accuracy = {m: [] for m in config.methods}, []
+    accuracy, results = [], {m: [] for m in config.methods}
     for step, phase in zip(tqdm(steps, desc=f"discover {run.path.name}", disable=not progress), phases):
-        model, probe = run.model_at(step, device=device), probes[phase]
-        runs = ProbeRuns(model, probe)  # the cached clean and corrupted runs, shared by the methods
-        logits, cache = runs.clean
-        acts = site_activations(cache)
-        accuracy.append(float((logits.argmax(-1) == probe.labels).float().mean()))
-        for method in config.methods:
-            scored = score_sites(model, method, probe, metric=config.metric, ig_steps=config.ig_steps,
-                                 ablation=config.ablation, seed=config.seed, runs=runs)
-            sites[method].append(scored.sites)
-            totals[method].append(scored.total)
-            faithful[method].append(faithfulness(model, graph, acts, probe.labels, scored.sites, counts))
-            info = {"method": method, "step": step, "metric": scored.metric}
-            circuits[method].append(greedy(model, graph, acts, scored.sites, config.parameter, **info)
-                                    if config.rule == "acdc" else prune(graph, scored.sites, config.rule, config.parameter, **info))
+        correct, scored = score_checkpoint(run.model_at(step, device=device), probes[phase], graph, config, counts, step)
+        accuracy.append(correct)
+        for method, result in scored.items():
+            results[method].append(result)
+    column = lambda m, i: [r[i] for r in results[m]]
     return DiscoveryTimeline(
-        run=run.path.name, steps=steps, k=k, graph=graph, config=config, phases=phases,
+        run=run.path.name, steps=steps, k=run.config.task.k, graph=graph, config=config, phases=phases,
         phase_switches=run.phase_boundaries(), accuracy=torch.tensor(accuracy),
-        sites={m: torch.stack(v) for m, v in sites.items()}, totals={m: torch.tensor(v) for m, v in totals.items()},
-        counts=counts, faithfulness={m: torch.stack(v) for m, v in faithful.items()}, circuits=circuits)
+        sites={m: torch.stack(column(m, 0)) for m in results}, totals={m: torch.tensor(column(m, 1)) for m in results},
+        counts=counts, faithfulness={m: torch.stack(column(m, 2)) for m in results},
+        circuits={m: column(m, 3) for m in results})
+
+
+def score_checkpoint(model, probe: Probe, graph: ModelGraph, config: DiscoveryConfig, counts: list[int], step: int
+                     ) -> tuple[float, dict[str, tuple[Tensor, float, Tensor, DiscoveredCircuit]]]:
+    """The model's accuracy on the probe, and per method: site scores, total effect, faithfulness
+    curve and pruned circuit."""
+    runs = ProbeRuns(model, probe)  # the cached clean and corrupted runs, shared by the methods
+    logits, cache = runs.clean
+    acts, out = site_activations(cache), {}
+    for method in config.methods:
+        scored = score_sites(model, method, probe, metric=config.metric, ig_steps=config.ig_steps,
+                             ablation=config.ablation, seed=config.seed, runs=runs)
+        info = {"method": method, "step": step, "metric": scored.metric}
+        circuit = (greedy(model, graph, acts, scored.sites, config.parameter, **info) if config.rule == "acdc"
+                   else prune(graph, scored.sites, config.rule, config.parameter, **info))
+        out[method] = (scored.sites, scored.total, faithfulness(model, graph, acts, probe.labels, scored.sites, counts), circuit)
+    return float((logits.argmax(-1) == probe.labels).float().mean()), out
 
 
 # ---- files ---------------------------------------------------------------------------------------
