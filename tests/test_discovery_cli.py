@@ -77,6 +77,8 @@ def test_greedy_rule_keeps_a_connected_circuit(run_dir, capsys):
     (["--keep", "4", "--rule", "threshold"], "--keep 4 applies to --rule top-n"),
     (["--n", "1"], "n must be >= 2"),
     (["--metric", "accuracy"], "unknown metric 'accuracy'"),
+    (["--out", "/nonexistent/dir/page.html"], "directory /nonexistent/dir does not exist"),
+    (["--tol", "1"], "--tol must be in [0, 1)"),
 ])
 def test_bad_input_is_one_line_and_changes_nothing(tmp_path, capsys, args, message):
     run = train(tiny_config("4:10:1e-2"), tmp_path / "run", progress=False)

@@ -67,6 +67,8 @@ def cmd_discover(args: argparse.Namespace) -> int:
     runs = [load_run(path) for path in args.runs]
     if not 0 <= args.tol < 1:
         raise ConfigError(f"--tol must be in [0, 1), got {args.tol}")
+    if args.out is not None and not args.out.parent.is_dir():
+        raise ConfigError(f"--out {args.out}: directory {args.out.parent} does not exist")
     config = DiscoveryConfig(methods=tuple(m.strip() for m in args.method.split(",") if m.strip()), n=args.n,
                              metric=args.metric, ig_steps=args.ig_steps, ablation=args.ablation, rule=args.rule,
                              parameter=_parameter(args), seed=args.seed)
