@@ -59,8 +59,13 @@ def shuffled_label_model(seed: int, n_ctx: int = 12, p: int = 2, n: int = 256, s
     y = y[torch.randperm(n, generator=generator)]
     model = CrossAttentionTransformer(ModelConfig(d_model=16, n_tokens=p, n_ctx=n_ctx, seed=seed))
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(steps):
-        optimiser.zero_grad()
-        model(x, return_type="loss", targets=y).backward()
-        optimiser.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # kernels this small only wait on each other across threads, badly on a busy machine
+    try:
+        for _ in range(steps):
+            optimiser.zero_grad()
+            model(x, return_type="loss", targets=y).backward()
+            optimiser.step()
+    finally:
+        torch.set_num_threads(threads)
     return model.eval(), x, y
