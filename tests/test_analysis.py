@@ -149,10 +149,11 @@ def test_one_cluster_cap_everywhere():
 def test_attention_flow_graphs_follow_the_pattern_and_mark_changes(trained_run):
     from circuitpath.analysis.flow import OUTPUT, attention_flow
 
-    tokens = trained_run.data().x_test[0]
-    flow = attention_flow(trained_run, tokens)
-    assert flow.steps == trained_run.steps and len(flow.graphs) == len(flow.steps)
-    step = 3
+    late = [s for s in trained_run.steps if trained_run.phase_at(s) == 1]  # the p = 4 phase
+    tokens = trained_run.data(1).x_test[0]
+    flow = attention_flow(trained_run, tokens, steps=late)
+    assert flow.steps == late and len(flow.graphs) == len(late) == 2 and set(flow.phases) == {1}
+    step = 1
     _, cache = trained_run.model_at(flow.steps[step]).run_with_cache(tokens[None])
     pattern = cache["blocks.0.attn.hook_pattern"][0]
     graph = flow.graphs[step]
@@ -163,6 +164,38 @@ def test_attention_flow_graphs_follow_the_pattern_and_mark_changes(trained_run):
     expected = torch.sign(pattern - before["blocks.0.attn.hook_pattern"][0]).int().tolist()
     assert [e[2]["change"] for e in edges] == expected
     assert all(d["change"] == 0 for _, _, d in flow.graphs[0].edges(data=True))
+
+
+def test_attention_flow_draws_each_phase_on_an_input_of_that_phase(trained_run):
+    from circuitpath.analysis.flow import attention_flow
+
+    flow = attention_flow(trained_run)  # p = 2 for 20 steps, then p = 4
+    assert flow.steps == trained_run.steps
+    assert flow.phases == [trained_run.phase_at(s) for s in flow.steps] and set(flow.phases) == {0, 1}
+    assert flow.inputs == {0: trained_run.data(0).x_test[0].tolist(), 1: trained_run.data(1).x_test[0].tolist()}
+    assert max(flow.inputs[0]) < 2 and flow.moduli == {0: 2, 1: 4}
+    for index, graph in enumerate(flow.graphs):
+        tokens = [graph.nodes[n]["token"] for n in sorted((n for n in graph if n != "z_A"), key=lambda n: graph.nodes[n]["position"])]
+        assert tokens == flow.tokens_at(index)
+    first_p4 = flow.phases.index(1)  # a new input: nothing to compare with
+    assert all(d["change"] == 0 for _, _, d in flow.graphs[first_p4].edges(data=True))
+    mine = {0: torch.tensor([1, 0, 1, 1, 0, 0]), 1: torch.tensor([3, 2, 1, 0, 3, 2])}
+    assert attention_flow(trained_run, mine).inputs == {p: t.tolist() for p, t in mine.items()}
+
+
+def test_attention_flow_refuses_tokens_a_phase_never_saw(trained_run):
+    from circuitpath import InputError
+    from circuitpath.analysis.flow import attention_flow
+
+    p4_input = torch.tensor([3, 2, 1, 0, 3, 2])
+    with pytest.raises(InputError, match=r"token 3 is not in F_2: phase 0 \(p = 2\) never saw it"):
+        attention_flow(trained_run, p4_input)
+    late = [s for s in trained_run.steps if trained_run.phase_at(s) == 1]
+    assert len(attention_flow(trained_run, p4_input, steps=late).graphs) == len(late)  # fine at p = 4 steps
+    with pytest.raises(InputError, match="no input given for phase 0"):
+        attention_flow(trained_run, {1: p4_input})
+    with pytest.raises(InputError, match="has 4 tokens; the run's sequences have 6"):
+        attention_flow(trained_run, torch.tensor([0, 1, 0, 1]))
 
 
 def test_circuit_effects_are_ablation_losses_and_small_ones_are_pruned(trained_run, tmp_path):
