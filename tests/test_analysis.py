@@ -248,3 +248,25 @@ def test_circuit_over_training_measures_each_checkpoint_on_its_phase(trained_run
     line = next(m for m in trained_run.metrics if m["step"] == 20 and m["phase"] == 0)
     assert result.train_loss[i] == line["train_loss"]
     assert len(result.n_clusters) == len(result.steps) and all(1 <= c <= 6 for c in result.n_clusters)
+
+
+def test_without_clusters_the_figure_colours_by_the_labeling_wards_tree_reproduces_best():
+    from circuitpath import CrossAttentionTransformer, ModelConfig
+    from circuitpath.analysis.clusters import find_clusters
+    from circuitpath.plots.training import clusters_figure
+
+    tokens = torch.randint(0, 4, (400, 6))
+    model = CrossAttentionTransformer(ModelConfig(d_model=8, n_ctx=6))
+    # touching stripes, one per sum of the first k (as the scratch run's z_A): no separated groups
+    points = torch.cat([tokens[:, :3].sum(1, keepdim=True) * 0.3 + 0.1 * torch.randn(400, 1),
+                        torch.randn(400, 1), 0.3 * torch.randn(400, 6)], 1)
+    stripes = lambda act, hook: points
+    model.add_perma_hook("blocks.0.hook_attn_out", stripes)
+    result = find_clusters(model, tokens, p=4, k=3)
+    assert result.n_clusters == 1 and set(result.alignment.values()) == {0.0}
+    assert result.best_labeling == "sum of first k"
+    assert result.separation["sum of first k"] > result.separation["target y"]
+    figure = clusters_figure(result, "stripes")
+    assert "no well-separated clusters" in figure.layout.title.text
+    assert len([t for t in figure.data if t.legendgroup == "classes"]) == 10  # sums 0..9, one colour each
+    assert len({t.marker.color for t in figure.data if t.legendgroup == "classes"}) == 10

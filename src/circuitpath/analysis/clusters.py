@@ -78,10 +78,13 @@ class ClusterResult:
     points: Tensor  # [n, d] the activations
     candidates: dict[str, Tensor]
     reference: dict[int, float]  # the same curve for Gaussian points of the data's shape
+    separation: dict[str, float]  # ARI of each labeling with the Ward partition into as many groups as it has classes
 
     @property
     def best_labeling(self) -> str:
-        return max(self.alignment, key=self.alignment.get)
+        """The labeling the clusters match best; without clusters, the one Ward's tree reproduces best."""
+        scores = self.alignment if self.n_clusters > 1 else self.separation
+        return max(scores, key=lambda name: -2.0 if scores[name] != scores[name] else scores[name])
 
     @property
     def excess(self) -> dict[int, float]:
@@ -181,4 +184,19 @@ def find_clusters(
     count, labels, scores, reference = cluster_points(points, max_clusters, seed)
     candidates = candidate_labelings(tokens.cpu(), p, k)
     alignment = {name: float(adjusted_rand_score(truth.numpy(), labels.numpy())) for name, truth in candidates.items()}
-    return ClusterResult(activation, count, labels, scores, alignment, points, candidates, reference)
+    separation = {name: _ward_agreement(points, truth, seed) for name, truth in candidates.items()}
+    return ClusterResult(activation, count, labels, scores, alignment, points, candidates, reference, separation)
+
+
+def _ward_agreement(points: Tensor, labels: Tensor, seed: int) -> float:
+    """ARI of a labeling with the Ward partition of the points into as many groups as it has classes:
+    what the points' arrangement encodes, whether or not it forms separated clusters."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from sklearn.metrics import adjusted_rand_score
+
+    kept = np.sort(np.random.default_rng(seed).permutation(len(points))[:MAX_POINTS])
+    classes = len(labels[kept].unique())
+    if not 2 <= classes < len(kept):
+        return float("nan")
+    groups = fcluster(linkage(points.double().numpy()[kept], method="ward"), classes, criterion="maxclust")
+    return float(adjusted_rand_score(labels.numpy()[kept], groups))

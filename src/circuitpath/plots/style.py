@@ -29,5 +29,5 @@ def title(text: str, note: str = "") -> dict:
     lines = wrap(text, TITLE_WIDTH)
     notes = wrap(note, int(TITLE_WIDTH * 1.3)) if note else []
     body = "<br>".join(lines + [f"<sup>{line}</sup>" for line in notes])
-    return {"title": {"text": body, "x": 0.01, "xanchor": "left", "y": 0.98, "yanchor": "top"},
-            "margin": {"t": 40 + 24 * len(lines) + 18 * len(notes)}}
+    return {"title": {"text": body, "x": 0.01, "xanchor": "left", "y": 1, "yanchor": "top", "pad": {"t": 14}},
+            "margin": {"t": 50 + 24 * len(lines) + 18 * len(notes)}}
