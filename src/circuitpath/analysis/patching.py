@@ -97,6 +97,9 @@ def axis_masks(shape: torch.Size, hook: str, over: tuple[str, ...]) -> Tensor:
     unknown = [a for a in over if a not in axes]
     if unknown:
         raise InputError(f"hook {hook!r} has axes {axes}, not {unknown[0]!r}")
+    repeated = [a for i, a in enumerate(over) if a in over[:i]]
+    if repeated:
+        raise InputError(f"axis {repeated[0]!r} is named twice in {tuple(over)}")
     dims = [axes.index(a) for a in over]
     indices = itertools.product(*(range(shape[d]) for d in dims))
     return selection_masks(shape, [dict(zip(dims, index)) for index in indices])
