@@ -111,20 +111,25 @@ def choose_count(silhouette: dict[int, float], reference: dict[int, float],
     return count if silhouette[count] - reference.get(count, -1.0) >= min_excess else 1
 
 
-def _ward_curve(points: np.ndarray, max_clusters: int, sample: np.ndarray) -> tuple[dict[int, float], np.ndarray]:
-    """Mean silhouette (over `sample`) of the Ward partition into each count, and the linkage."""
+def _ward_curve(points: np.ndarray, max_clusters: int) -> tuple[dict[int, float], np.ndarray]:
+    """Mean silhouette of the Ward partition into each count, and the linkage."""
     from scipy.cluster.hierarchy import fcluster, linkage
     from sklearn.metrics import pairwise_distances, silhouette_score
 
     tree = linkage(points, method="ward")
-    distances = pairwise_distances(points[sample])  # read by every count's silhouette: computed once
+    distances = pairwise_distances(points)  # read by every count's silhouette: computed once
     scores = {}
     for n in range(2, min(max_clusters, len(points) - 1) + 1):
         labels = fcluster(tree, n, criterion="maxclust")
-        if len(np.unique(labels)) != n or len(np.unique(labels[sample])) < 2:
+        if len(np.unique(labels)) != n:
             continue  # fewer distinct points than n
-        scores[n] = float(silhouette_score(distances, labels[sample], metric="precomputed"))
+        scores[n] = float(silhouette_score(distances, labels, metric="precomputed"))
     return scores, tree
+
+
+def _kept(n: int, seed: int) -> np.ndarray:
+    """The (sorted) indices of the at most MAX_POINTS points that are clustered."""
+    return np.sort(np.random.default_rng(seed).permutation(n)[:MAX_POINTS])
 
 
 def _reference(points: np.ndarray, seed: int) -> np.ndarray:
@@ -144,24 +149,23 @@ def cluster_points(
 
     if max_clusters < 2:
         raise InputError(f"max_clusters must be >= 2, got {max_clusters}")
-    data = points.double().cpu().numpy()
-    rng = np.random.default_rng(seed)
-    kept = np.sort(rng.permutation(len(data))[:MAX_POINTS])
-    sample = np.arange(len(kept))
-    if len(np.unique(data[kept], axis=0)) < 3:
+    data = points.double().cpu()
+    kept = torch.from_numpy(_kept(len(data), seed))
+    clustered = data[kept].numpy()
+    if len(np.unique(clustered, axis=0)) < 3:
         return 1, torch.zeros(len(data), dtype=torch.long), {}, {}
     # a few hundred points: one thread is fastest, and threads spinning on a busy core are slow
     with threadpool_limits(limits=1):
-        scores, tree = _ward_curve(data[kept], max_clusters, sample)
-        reference, _ = _ward_curve(_reference(data[kept], seed), max_clusters, sample)
+        scores, tree = _ward_curve(clustered, max_clusters)
+        reference, _ = _ward_curve(_reference(clustered, seed), max_clusters)
     count = choose_count(scores, reference)
     if count == 1:
         return 1, torch.zeros(len(data), dtype=torch.long), scores, reference
-    found = fcluster(tree, count, criterion="maxclust") - 1
-    centroids = np.stack([data[kept][found == c].mean(0) for c in range(count)])
-    labels = ((data[:, None, :] - centroids[None]) ** 2).sum(-1).argmin(1)
+    found = torch.from_numpy(fcluster(tree, count, criterion="maxclust") - 1).long()
+    centroids = torch.stack([data[kept][found == c].mean(0) for c in range(count)])
+    labels = torch.cdist(data, centroids).argmin(1)  # the points beyond MAX_POINTS: nearest centroid
     labels[kept] = found
-    return count, torch.from_numpy(labels).long(), scores, reference
+    return count, labels, scores, reference
 
 
 @torch.no_grad()
@@ -184,19 +188,22 @@ def find_clusters(
     count, labels, scores, reference = cluster_points(points, max_clusters, seed)
     candidates = candidate_labelings(tokens.cpu(), p, k)
     alignment = {name: float(adjusted_rand_score(truth.numpy(), labels.numpy())) for name, truth in candidates.items()}
-    separation = {name: _ward_agreement(points, truth, seed) for name, truth in candidates.items()}
+    separation = ward_agreement(points, candidates, seed)
     return ClusterResult(activation, count, labels, scores, alignment, points, candidates, reference, separation)
 
 
-def _ward_agreement(points: Tensor, labels: Tensor, seed: int) -> float:
-    """ARI of a labeling with the Ward partition of the points into as many groups as it has classes:
-    what the points' arrangement encodes, whether or not it forms separated clusters."""
+def ward_agreement(points: Float[Tensor, "n d"], labelings: dict[str, Tensor], seed: int = 0) -> dict[str, float]:
+    """ARI of each labeling with the Ward partition of the points into as many groups as it has classes:
+    what the points' arrangement encodes, whether or not it forms separated clusters (NaN: one class)."""
     from scipy.cluster.hierarchy import fcluster, linkage
     from sklearn.metrics import adjusted_rand_score
 
-    kept = np.sort(np.random.default_rng(seed).permutation(len(points))[:MAX_POINTS])
-    classes = len(labels[kept].unique())
-    if not 2 <= classes < len(kept):
-        return float("nan")
-    groups = fcluster(linkage(points.double().numpy()[kept], method="ward"), classes, criterion="maxclust")
-    return float(adjusted_rand_score(labels.numpy()[kept], groups))
+    kept = _kept(len(points), seed)
+    tree = linkage(points.double().numpy()[kept], method="ward")
+    agreement = {}
+    for name, labels in labelings.items():
+        truth = labels.numpy()[kept]
+        classes = len(np.unique(truth))
+        groups = fcluster(tree, classes, criterion="maxclust") if 2 <= classes < len(kept) else None
+        agreement[name] = float("nan") if groups is None else float(adjusted_rand_score(truth, groups))
+    return agreement
