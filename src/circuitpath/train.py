@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -94,10 +95,13 @@ def train_groups(
     writers: list[list[RunWriter]] = []
     try:
         for (configs, outs), group_splits in zip(groups, splits):
-            writers.append([RunWriter.create(o, c, s, force=force) for c, o, s in zip(configs, outs, group_splits)])
+            writers.append([])
+            for config, out, split in zip(configs, outs, group_splits):
+                writers[-1].append(RunWriter.create(out, config, split, force=force))
     except BaseException:
-        for writer in (w for group in writers for w in group):
+        for writer in (w for group in writers for w in group):  # no half-written set of runs is left
             writer.close()
+            shutil.rmtree(writer.path, ignore_errors=True)
         raise
     trainers = []
     for (configs, _), group_writers, group_splits in zip(groups, writers, splits):
@@ -109,9 +113,12 @@ def train_groups(
 def resume(paths: list[str | Path], *, device: str = "cpu", progress: bool = True) -> list[Run]:
     """Continue runs of one group from their last common saved state; the result equals an uninterrupted run.
 
-    Runs that were killed before their first checkpoint start again from their initial weights.
+    Runs that were killed before their first checkpoint start again from their initial weights. When
+    every run is completed there is nothing to do: they are returned untouched.
     """
     runs = [load_run(p) for p in paths]
+    if all(run.status == "completed" for run in runs):
+        return runs
     configs = [run.config for run in runs]
     _check_group(configs, [run.path for run in runs])
     torch_device = resolve_device(device)
