@@ -52,18 +52,41 @@ def test_same_seed_same_result_other_seed_other_result(tmp_path):
     assert not torch.equal(a.weights_at(30)["W_E"], c.weights_at(30)["W_E"])
 
 
-def test_batched_runs_equal_runs_trained_alone(tmp_path):
-    # five runs: two chunks of the executor, trained in parallel
-    pairs = [(0, 1e-2), (1, 3e-3), (2, 1e-2), (3, 1e-3), (4, 3e-2)]
-    configs = [tiny_config(seed=s, phases=f"2:10:{lr},4:10:{lr}") for s, lr in pairs]
-    together = train_many(configs, [tmp_path / f"t{i}" for i in range(len(configs))], progress=False)
-    for i, config in enumerate(configs):
-        alone = train(config, tmp_path / f"a{i}", progress=False)
-        assert together[i].steps == alone.steps
-        for key in ("train_loss", "test_acc"):
-            assert [m[key] for m in together[i].metrics] == pytest.approx([m[key] for m in alone.metrics], abs=1e-5)
-        for name, value in alone.weights_at(20).items():
-            torch.testing.assert_close(together[i].weights_at(20)[name], value, atol=1e-5, rtol=1e-5)
+def _same_files(a, b, sub: str) -> None:
+    names = sorted(f.name for f in (a.path / sub).iterdir())
+    assert names == sorted(f.name for f in (b.path / sub).iterdir())
+    for name in names:
+        assert (a.path / sub / name).read_bytes() == (b.path / sub / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("size", ["tiny", "paper"])
+def test_a_run_is_bit_identical_alone_in_a_group_and_with_other_threads(tmp_path, size):
+    """Batch invariance: no reduction, kernel or thread count that depends on the group."""
+    from dataclasses import replace
+
+    from circuitpath import ModelConfig, RunConfig, TaskConfig
+
+    def config(seed, lr):
+        if size == "tiny":
+            return tiny_config(seed=seed, phases=f"2:10:{lr},4:10:{lr}:8")
+        return RunConfig(task=TaskConfig(seed=seed), model=ModelConfig(seed=seed),
+                         train=TrainConfig(phases=parse_phases(f"2:6:{lr},4:6:{lr}:32"), log_every=3,
+                                           checkpoint_every=6, dense_checkpoints=0))
+
+    pairs = [(0, 1e-2), (1, 3e-3), (2, 1e-2), (3, 1e-3), (4, 3e-2), (5, 1e-2)]
+    configs = [config(s, lr) for s, lr in pairs]
+    group = train_many(configs, [tmp_path / f"g{i}" for i in range(6)], progress=False)  # two chunks, in parallel
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            alone = train(configs[2], tmp_path / f"alone{count}", progress=False)
+            assert alone.metrics == group[2].metrics
+            _same_files(alone, group[2], "checkpoints")
+    finally:
+        torch.set_num_threads(threads)
+    seed_2_again = train(replace(configs[2]), tmp_path / "again", progress=False)
+    _same_files(seed_2_again, alone, "checkpoints")
 
 
 def test_minibatches_train_and_are_reproducible(tmp_path):
@@ -73,6 +96,38 @@ def test_minibatches_train_and_are_reproducible(tmp_path):
     assert a.metrics == b.metrics
     full = train(tiny_config(phases="4:20:1e-2"), tmp_path / "c", progress=False)
     assert a.metrics[-1]["train_loss"] != full.metrics[-1]["train_loss"]
+
+
+def test_minibatches_are_consecutive_slices_of_a_fresh_order_each_epoch(tmp_path):
+    import torch.nn.functional as F
+
+    from circuitpath.loop import epoch_order
+    from reference import reference_forward
+
+    config = tiny_config(phases="4:12:1e-2:8", n_train=40)  # 5 batches an epoch: 2 epochs and 2 steps
+    run = train(config, tmp_path / "run", progress=False)
+    orders = [epoch_order(config.train.seed, 0, epoch, 40) for epoch in range(3)]
+    assert all(sorted(order.tolist()) == list(range(40)) for order in orders)
+    assert not torch.equal(orders[0], orders[1])
+    split = run.data(0)
+    w = {k: v.clone().requires_grad_(True) for k, v in run.weights_at(0).items()}
+    adam = torch.optim.Adam(list(w.values()), lr=1e-2)
+    for step in range(12):
+        epoch, at = divmod(step, 5)
+        rows = orders[epoch][at * 8:(at + 1) * 8]
+        adam.zero_grad()
+        F.cross_entropy(reference_forward(w, split.x_train[rows])["logits"], split.y_train[rows]).backward()
+        adam.step()
+    for name, value in run.weights_at(12).items():
+        torch.testing.assert_close(value, w[name].detach(), atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_extra_checkpoints_are_saved_and_checked(tmp_path):
+    run = train(tiny_config("2:30:1e-2", extra_checkpoints=(7, 13, 7)), tmp_path / "run", progress=False)
+    assert {7, 13} <= set(run.steps) and 13 in {m["step"] for m in run.metrics}
+    assert run.config.train.extra_checkpoints == (7, 13)
+    with pytest.raises(ConfigError, match="extra checkpoint 31 is past the last step 30"):
+        tiny_config("2:30:1e-2", extra_checkpoints=(31,))
 
 
 def test_runs_of_different_shapes_cannot_share_a_batch(tmp_path):

@@ -6,7 +6,7 @@ RUN/
   metrics.jsonl                          one line per logged step
   data/phase_N.safetensors               the exact train/test tensors of phase N
   checkpoints/step_XXXXXXX.safetensors   weights by contract name (metadata: step, phase, model config)
-  state/step_XXXXXXX.safetensors         optimiser and sampler state of the latest checkpoints (resume)
+  state/step_XXXXXXX.safetensors         optimiser state of the latest checkpoints (resume)
   analysis/headlines.json                headline numbers written by `circuitpath analyze` / reproduce
 ```
 No pickle anywhere: tensors in safetensors (with a checksum), everything else JSON.
@@ -80,6 +80,10 @@ class Run:
     @property
     def status(self) -> str:
         return self.info.get("status", "unknown")
+
+    def is_being_written(self) -> bool:
+        """Whether a live process holds the run's writer lock (a "running" run without one was killed)."""
+        return RunLock(self.path).is_held()
 
     @property
     def steps(self) -> list[int]:
@@ -172,7 +176,7 @@ def load_run(path: str | Path) -> Run:
     if not isinstance(info, dict) or "config" not in info:
         raise RunError(f"{path / RUN_JSON} has no 'config' entry")
     try:
-        config = RunConfig.from_dict(info["config"])
+        config = RunConfig.from_dict(info["config"], saved=True)
     except CircuitPathError as error:
         raise RunError(f"{path / RUN_JSON}: {error}") from None
     return Run(path=path, config=config, info=info)
@@ -204,7 +208,10 @@ class RunWriter:
         if (path / RUN_JSON).is_file():  # force: replace, but never under another writer's feet
             RunLock(path).acquire().release()
             shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunError(f"cannot create the run directory {path}: {error.strerror}") from None
         lock = RunLock(path).acquire()
         for sub in (DATA_DIR, CHECKPOINT_DIR, STATE_DIR):
             (path / sub).mkdir(exist_ok=True)

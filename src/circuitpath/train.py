@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,7 @@ import torch
 
 from circuitpath.config import RunConfig
 from circuitpath.data import make_split
-from circuitpath.engine import Executor, Layout
+from circuitpath.engine import Executor, Layout, ThreadTuner
 from circuitpath.errors import ConfigError
 from circuitpath.loop import GroupTrainer, Interrupted, Position, checkpoint_schedule, log_schedule
 from circuitpath.model import init_weights
@@ -37,7 +38,7 @@ def _shape_key(config: RunConfig) -> tuple:
     task, model, train = config.task, config.model, config.train
     phases = tuple((ph.p, ph.steps, ph.batch_size) for ph in train.phases)
     return (task.n_ctx, task.k, task.n_train, task.n_test, model.to_shape(), phases,
-            train.log_every, train.checkpoint_every, train.dense_checkpoints)
+            train.log_every, train.checkpoint_every, train.dense_checkpoints, train.extra_checkpoints)
 
 
 def _check_group(configs: list[RunConfig], outs: list[Path]) -> None:
@@ -94,31 +95,36 @@ def train_groups(
     writers: list[list[RunWriter]] = []
     try:
         for (configs, outs), group_splits in zip(groups, splits):
-            writers.append([RunWriter.create(o, c, s, force=force) for c, o, s in zip(configs, outs, group_splits)])
+            writers.append([])
+            for config, out, split in zip(configs, outs, group_splits):
+                writers[-1].append(RunWriter.create(out, config, split, force=force))
     except BaseException:
-        for writer in (w for group in writers for w in group):
+        for writer in (w for group in writers for w in group):  # no half-written set of runs is left
             writer.close()
+            shutil.rmtree(writer.path, ignore_errors=True)
         raise
     trainers = []
     for (configs, _), group_writers, group_splits in zip(groups, writers, splits):
         theta = Layout.of(configs[0].model).pack([init_weights(c.model) for c in configs]).to(torch_device)
-        generators = [torch.Generator().manual_seed(c.train.seed) for c in configs]
-        trainers.append(GroupTrainer(configs, group_writers, group_splits, theta, generators, Position()))
+        trainers.append(GroupTrainer(configs, group_writers, group_splits, theta, Position()))
     return _run(trainers, progress)
 
 
 def resume(paths: list[str | Path], *, device: str = "cpu", progress: bool = True) -> list[Run]:
     """Continue runs of one group from their last common saved state; the result equals an uninterrupted run.
 
-    Runs that were killed before their first checkpoint start again from their initial weights.
+    Runs that were killed before their first checkpoint start again from their initial weights. When
+    every run is completed there is nothing to do: they are returned untouched.
     """
     runs = [load_run(p) for p in paths]
+    if all(run.status == "completed" for run in runs):
+        return runs
     configs = [run.config for run in runs]
     _check_group(configs, [run.path for run in runs])
     torch_device = resolve_device(device)
     writers = [RunWriter.reopen(run) for run in runs]
     try:
-        theta, generators, start, adam_state = _restart_point(runs, writers)
+        theta, start, adam_state = _restart_point(runs, writers)
         for writer in writers:
             writer.set_status("running", resumed_from=start.step(configs[0].train))
     except BaseException:
@@ -128,7 +134,7 @@ def resume(paths: list[str | Path], *, device: str = "cpu", progress: bool = Tru
     if adam_state is not None:
         adam_state = (adam_state[0].to(torch_device), adam_state[1].to(torch_device), adam_state[2])
     splits = [[run.data(i) for i in range(len(run.config.train.phases))] for run in runs]
-    trainer = GroupTrainer(configs, writers, splits, theta.to(torch_device), generators, start, adam_state)
+    trainer = GroupTrainer(configs, writers, splits, theta.to(torch_device), start, adam_state)
     return _run([trainer], progress)[0]
 
 
@@ -137,17 +143,21 @@ def _run(trainers: list[GroupTrainer], progress: bool) -> list[list[Run]]:
     """Run the groups' loops, concurrently when there are several, and collect their runs.
 
     On the CPU, several groups or a group of several chunks run with single-threaded kernels, one
-    worker per core; that beats two threads inside each small kernel (see engine.Executor).
+    worker per core; that beats two threads inside each small kernel (see engine.Executor). A lone
+    chunk picks its kernel threads by measured speed (engine.ThreadTuner), which keeps it fast on a
+    quiet machine and on one where another process holds a core.
     """
     cores = os.cpu_count() or 1
     on_cpu = trainers[0].theta.device.type == "cpu"
     units = sum(len(Executor(len(t.writers), t.theta.device).chunks) for t in trainers)
     parallel = on_cpu and units > 1
     stop = threading.Event()
-    with _stop_on_ctrl_c(stop), _single_threaded_kernels(parallel), ThreadPoolExecutor(cores if parallel else 1) as pool:
+    with _stop_on_ctrl_c(stop), _kernel_threads(1 if parallel else None), ThreadPoolExecutor(cores if parallel else 1) as pool:
         for position, trainer in enumerate(trainers):
             trainer.stop, trainer.progress, trainer.bar_position = stop, progress, position
             trainer.pool = pool if parallel else None
+            if on_cpu and not parallel and cores > 1:
+                trainer.tuner = ThreadTuner(tuple(sorted({1, torch.get_num_threads()})))
         if len(trainers) == 1 or not on_cpu:
             outcomes = [_outcome(t.run) for t in trainers]
         else:
@@ -188,10 +198,11 @@ def _stop_on_ctrl_c(stop: threading.Event):
 
 
 @contextmanager
-def _single_threaded_kernels(enabled: bool):
+def _kernel_threads(count: int | None):
+    """Run with `count` threads per kernel (None: leave as is); the previous count is restored."""
     threads = torch.get_num_threads()
-    if enabled:
-        torch.set_num_threads(1)
+    if count is not None:
+        torch.set_num_threads(count)
     try:
         yield
     finally:
@@ -199,7 +210,7 @@ def _single_threaded_kernels(enabled: bool):
 
 
 def _restart_point(runs: list[Run], writers: list[RunWriter]):
-    """Weights, samplers, position and Adam state at the last step every run saved a state for.
+    """Weights, position and Adam state at the last step every run saved a state for.
 
     Everything is read and checked before anything on disk is changed.
     """
@@ -209,28 +220,23 @@ def _restart_point(runs: list[Run], writers: list[RunWriter]):
             _drop_after(writer.path, -1)
             writer.metrics = []
         theta = Layout.of(runs[0].config.model).pack([init_weights(run.config.model) for run in runs])
-        generators = [torch.Generator().manual_seed(run.config.train.seed) for run in runs]
-        return theta, generators, Position(), None
+        return theta, Position(), None
     step = max(common)
     states = [load_tensors(run.path / STATE_DIR / step_file(step)) for run in runs]
     theta = Layout.of(runs[0].config.model).pack([run.weights_at(step) for run in runs])
-    generators = []
-    for tensors, _ in states:
-        generators.append(torch.Generator())
-        generators[-1].set_state(tensors["rng"])
     for writer, (_, meta) in zip(writers, states):
         writer.metrics = writer.metrics[: int(meta["n_metrics"])]
         _drop_after(writer.path, step)
     meta = states[0][1]
     phase, local = int(meta["phase"]), int(json.loads(meta["local"]))
     if local == runs[0].config.train.phases[phase].steps:  # saved at a phase's end: next phase, fresh Adam
-        return theta, generators, Position(phase + 1, 0, False), None
+        return theta, Position(phase + 1, 0, False), None
     adam_state = (
         torch.stack([tensors["m"] for tensors, _ in states]),
         torch.stack([tensors["v"] for tensors, _ in states]),
         int(json.loads(meta["adam_step"])),
     )
-    return theta, generators, Position(phase, local, True), adam_state
+    return theta, Position(phase, local, True), adam_state
 
 
 def _drop_after(path: Path, step: int) -> None:
