@@ -124,7 +124,7 @@ def _resume(args: argparse.Namespace, ray, resume_sweep):
 
     pending = pending_runs(args.resume)
     count = sum(len(seeds) for seeds in pending.values())
-    print(f"{count} unfinished runs to train" if count else f"nothing to train: every run of {args.resume} has "
+    print(f"{count} unfinished run{'s' * (count != 1)} to train" if count else f"nothing to train: every run of {args.resume} has "
           "completed", file=sys.stderr)
     return resume_sweep(args.resume, device=args.device, keep_checkpoints=args.keep_checkpoints,
                         backend=args.backend, ray=ray)
