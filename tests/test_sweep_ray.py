@@ -16,7 +16,7 @@ import torch
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]'): the Ray backend is not tested")
 
-from circuitpath import ModelConfig, TaskConfig, load_run  # noqa: E402
+from circuitpath import ModelConfig, RunError, TaskConfig, load_run  # noqa: E402
 from circuitpath.cli import main  # noqa: E402
 from circuitpath.runs import saved_steps  # noqa: E402
 from circuitpath.storage import RunLock, write_json  # noqa: E402
@@ -75,14 +75,15 @@ def test_ray_prints_the_local_table_and_trains_the_same_bits(local_and_ray):
     assert_same_runs(base / "ray", base / "local")
 
 
-def test_ray_resume_trains_only_what_is_missing(local_and_ray, tmp_path, capsys):
+def test_ray_resume_trains_only_what_is_missing(local_and_ray, tmp_path, capsys, monkeypatch):
     base, local_table, _ = local_and_ray
     out = shutil.copytree(base / "ray", tmp_path / "sweep")
     shutil.rmtree(out / "a" / "seed_3")
     shutil.rmtree(out / "b" / "seed_0")
     (out / "summary.json").unlink()
     untouched = {p: p.stat().st_mtime_ns for p in out.glob("*/seed_*/run.json")}
-    status, table = cli("sweep", "--resume", str(out), "--backend", "ray")
+    monkeypatch.chdir(tmp_path)  # a relative path reaches the workers, whose working directory is another
+    status, table = cli("sweep", "--resume", "sweep", "--backend", "ray")
     assert status == 0 and table == local_table
     assert "2 unfinished runs to train" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in untouched} == untouched
@@ -135,6 +136,14 @@ def test_a_task_whose_worker_is_killed_is_retried_and_resumes_its_runs(tmp_path)
         assert run.metrics == full.metrics
         weights, full_weights = run.weights_at(4000), full.weights_at(4000)
         assert all(torch.equal(weights[k], full_weights[k]) for k in weights)
+
+
+def test_a_task_refuses_an_output_path_its_node_does_not_see(tmp_path):
+    from circuitpath.sweep.ray_backend import train_chunk_task
+
+    with pytest.raises(RunError, match="is not visible on Ray node .*: --out must be on a file system that every"):
+        train_chunk_task({}, "a", [0], str(tmp_path / "elsewhere"), "cpu")
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def free_port():

@@ -152,11 +152,6 @@ def pending_runs(out: str | Path, spec: dict | None = None) -> dict[str, list[in
     return {name: seeds for name, seeds in pending.items() if seeds}
 
 
-def summarize(out: str | Path) -> dict[str, ExperimentSummary]:
-    """The summaries of a finished sweep, from OUT/summary.json (no checkpoint is opened)."""
-    return read_summary(out)
-
-
 def _conclude(out: Path, spec: dict) -> dict[str, ExperimentSummary]:
     if spec["keep_checkpoints"] == "ends":
         for name in spec["experiments"]:
@@ -197,5 +192,5 @@ def _remove_runs(paths: list[Path]) -> None:
 
 __all__ = [
     "BACKENDS", "ExperimentSummary", "RayOptions", "SUMMARY_JSON", "SWEEP_JSON", "parse_experiments", "parse_seeds",
-    "pending_runs", "read_summary", "resume_sweep", "run_path", "summarize", "summary_lines", "sweep",
+    "pending_runs", "read_summary", "resume_sweep", "run_path", "summary_lines", "sweep", "write_summary",
 ]

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from circuitpath.engine import Executor
 from circuitpath.errors import CircuitPathError, ConfigError, RunError
 from circuitpath.sweep.finish import train_chunk
+from circuitpath.sweep.spec import SWEEP_JSON
 
 try:
     import ray
@@ -94,6 +95,9 @@ def task_resources(device: str, chunk: int) -> dict:
 
 def train_chunk_task(spec: dict, experiment: str, seeds: list[int], out: str, device: str) -> list[int]:
     """The body of a Ray task: single-threaded kernels, then `finish.train_chunk`."""
+    if not (Path(out) / SWEEP_JSON).is_file():
+        raise RunError(f"{out} is not visible on Ray node {socket.gethostname()}: --out must be on a file system "
+                       "that every node of the cluster sees at the same path")
     torch.set_num_threads(1)
     return train_chunk(spec, experiment, seeds, out, device=device)
 
@@ -105,7 +109,7 @@ def run_chunks(out: Path, spec: dict, jobs: list[tuple[str, list[int]]], *, devi
     pending = {}
     for experiment, seeds in jobs:
         ref = remote.options(**resources, max_retries=retries, name=f"{experiment} seeds {seeds[0]}..{seeds[-1]}")
-        pending[ref.remote(spec, experiment, seeds, str(out), device)] = (experiment, seeds)
+        pending[ref.remote(spec, experiment, seeds, str(out.resolve()), device)] = (experiment, seeds)
     failures = []
     with tqdm(total=sum(len(seeds) for _, seeds in jobs), desc=f"{out.name} on Ray", unit="run",
               disable=None if progress else True, dynamic_ncols=True) as bar:
