@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from circuitpath.cli import add_run_flags, add_task_flags, task_from_flags
-from circuitpath.config import ModelConfig
+from circuitpath.cli import add_run_flags, add_task_flags, model_from_flags, task_from_flags
 from circuitpath.errors import ConfigError
 from circuitpath.loop import Interrupted
 
@@ -84,7 +83,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from circuitpath.sweep import parse_experiments, parse_seeds, read_summary, resume_sweep, summary_lines, sweep
     from circuitpath.sweep.spec import check_keep
 
-    new_sweep = ("out", "seeds", "experiments", "n_ctx", "n_train", "force")
+    new_sweep = ("out", "seeds", "experiments", "n_ctx", "n_train", "residual", "force")
     if args.summary is not None:
         extra = _given(args, ("resume", "keep_checkpoints", *new_sweep, *RAY_FLAGS))
         if extra or args.backend != "local" or args.device != "cpu":
@@ -105,7 +104,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             task = task_from_flags(args)
             summaries = sweep(out, parse_seeds(args.seeds or DEFAULT_SEEDS),
                               parse_experiments(args.experiments or DEFAULT_EXPERIMENTS), task=task,
-                              model=ModelConfig(n_ctx=task.n_ctx), device=args.device, force=args.force,
+                              model=model_from_flags(args, task), device=args.device, force=args.force,
                               keep_checkpoints=args.keep_checkpoints or "all", backend=args.backend, ray=ray)
     except (Interrupted, KeyboardInterrupt):
         print(f"circuitpath: interrupted; finish the sweep with: circuitpath sweep --resume {out}"

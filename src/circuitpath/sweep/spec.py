@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from circuitpath.config import ModelConfig, RunConfig, TaskConfig
+from circuitpath.config import ModelConfig, RunConfig, TaskConfig, saved_model
 from circuitpath.errors import ConfigError, RunError
 from circuitpath.experiments import PAPER_PHASES, experiment_config
 from circuitpath.storage import read_json, write_json
@@ -74,7 +74,7 @@ def make_spec(seeds: list[int], experiments: dict[str, str], task: TaskConfig, m
 
 def configs(spec: dict, experiment: str, seeds: list[int] | None = None) -> list[RunConfig]:
     """The run configs of one experiment, for all of the sweep's seeds or the given ones."""
-    task, model = TaskConfig(**spec["task"]), ModelConfig(**spec["model"])
+    task, model = TaskConfig(**spec["task"]), ModelConfig(**saved_model(spec["model"]))
     return [experiment_config(spec["experiments"][experiment], seed=seed, task=task, model=model)
             for seed in (spec["seeds"] if seeds is None else seeds)]
 
