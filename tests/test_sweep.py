@@ -13,6 +13,7 @@ from circuitpath.runs import CHECKPOINT_DIR, DATA_DIR, STATE_DIR, saved_steps
 from circuitpath.storage import RunLock, write_json
 from circuitpath.sweep import parse_experiments, parse_seeds, read_summary, resume_sweep, summary_lines, sweep
 from circuitpath.sweep.finish import prune_checkpoints
+from circuitpath.sweep.spec import configs, load_spec
 
 SMALL = {"n_ctx": 6, "n_train": 60}
 EXPERIMENTS = {"a": "4:20:1e-2", "b": "2:10:1e-3,4:10:1e-2"}
@@ -240,3 +241,14 @@ def test_summary_and_resume_bad_input(finished, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err, (args, err)
     assert snapshot(out) == before and not (tmp_path / "nope").exists()
+
+
+def test_a_sweep_json_written_before_residual_and_checkpoint_policy_existed_reads_as_it_was_trained(finished, tmp_path):
+    out, _ = finished
+    copy = shutil.copytree(out, tmp_path / "sweep")
+    spec = json.loads((copy / "sweep.json").read_text())
+    del spec["keep_checkpoints"], spec["model"]["residual"]
+    write_json(copy / "sweep.json", spec)
+    loaded = load_spec(copy)
+    assert loaded["keep_checkpoints"] == "all"
+    assert {c.model.residual for c in configs(loaded, "a")} == {"normalized"}
