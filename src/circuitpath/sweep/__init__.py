@@ -21,6 +21,7 @@ applies it (or the one it is given) to every completed run.
 
 from __future__ import annotations
 
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,8 +183,6 @@ def _backend(ray: RayOptions | None, device: str, pending: dict[str, list[int]])
 
 def _remove_runs(paths: list[Path]) -> None:
     """--force on the Ray backend: old runs go before the tasks start, each under its lock."""
-    import shutil
-
     for path in paths:
         if (path / RUN_JSON).is_file():
             RunLock(path).acquire().release()

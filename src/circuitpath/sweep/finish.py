@@ -131,7 +131,7 @@ def prune_checkpoints(path: Path) -> int:
             if step not in keep:
                 (path / CHECKPOINT_DIR / step_file(step)).unlink()
                 removed += 1
-        states = [s for s in saved_steps(path / STATE_DIR)]
+        states = saved_steps(path / STATE_DIR)
         last = max((s for s in states if s in keep), default=None)
         for step in states:
             if step != last:

@@ -53,9 +53,10 @@ def check_reachable(address: str) -> None:
 
 @contextmanager
 def connected(address: str | None, cpus: int | None):
-    """Connect to the cluster at `address`, or start a local Ray instance; shut down what was started.
+    """Connect to the cluster at `address`, or start a local Ray instance; disconnect (and stop it) after.
 
-    A process that called `ray.init` already keeps its connection (and it is left open).
+    Without an address, Ray's own RAY_ADDRESS variable still names a cluster to join. A process that
+    called `ray.init` already keeps its connection, and it is left open.
     """
     if address not in (None, "auto"):
         check_reachable(address)
@@ -65,8 +66,8 @@ def connected(address: str | None, cpus: int | None):
         yield
         return
     options = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
-    if address is None:
-        options |= {"num_cpus": cpus or os.cpu_count() or 1, "object_store_memory": LOCAL_OBJECT_STORE}
+    if address is None and not os.environ.get("RAY_ADDRESS"):  # a local instance (Ray counts the CPUs it may use)
+        options |= {"num_cpus": cpus, "object_store_memory": LOCAL_OBJECT_STORE}
     try:
         ray.init(address=address, **options)
     except (ConnectionError, RuntimeError, ValueError) as error:
