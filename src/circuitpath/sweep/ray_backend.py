@@ -72,7 +72,9 @@ def connected(address: str | None, cpus: int | None):
         ray.init(address=address, **options)
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = f"at {address}" if address else "locally"
-        raise RunError(f"cannot start or join a Ray cluster {where}: {str(error).splitlines()[0]}") from None
+        hint = ("; a cluster with token authentication also needs RAY_AUTH_MODE=token and its token here"
+                if address not in (None, "auto") and "RAY_AUTH_MODE" not in os.environ else "")
+        raise RunError(f"cannot start or join a Ray cluster {where}: {str(error).splitlines()[0]}{hint}") from None
     try:
         yield
     finally:
