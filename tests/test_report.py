@@ -36,7 +36,7 @@ def test_report_renders_every_figure_in_headless_chromium(report):
     done = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
          "--virtual-time-budget=20000", "--dump-dom", report.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     drawn = len(re.findall(r'<svg class="main-svg"', done.stdout))
@@ -69,6 +69,6 @@ def test_flow_slider_names_the_checkpoint_it_shows(tmp_path):
     flow = attention_flow(run, run.data().x_test[0])
     page = write_html([flow_figure(flow, "flow")], tmp_path / "flow.html", "flow")
     done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
-                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=600)
     shown = set(re.findall(r">step (\d+)<", done.stdout))  # the slider's current-value label
     assert shown == {str(flow.steps[-1])}, (shown, flow.steps)

@@ -97,7 +97,7 @@ def forward(w: dict[str, Tensor], data: Encoded, cfg: ModelConfig) -> Float[Tens
     n_ctx, d = cfg.n_ctx, cfg.d_model
     z = rms(w["W_E"][:, :, None, :] + w["W_pos"][:, None, :, :], cfg.eps)  # [runs, V, T, d]
     z = z.reshape(runs, table, d)
-    score_table = (z @ w["W_Q"][:, :, None]).squeeze(-1) / math.sqrt(d)  # [runs, table]
+    score_table = (z * w["W_Q"][:, None, :]).sum(-1) / math.sqrt(d)  # [runs, table]
     scores = score_table.gather(1, data.index).view(runs, batch, n_ctx)
     pattern = scores.softmax(dim=-1)  # [runs, batch, key_pos]
     mixing = data.onehot * pattern.repeat(1, 1, cfg.n_tokens)  # [runs, batch, table]
@@ -154,7 +154,7 @@ def fast_loss_and_grad(w: dict[str, Tensor], data: Encoded, cfg: ModelConfig) ->
     root1 = root_mean_square(resid)
     norm1 = root1 + cfg.eps
     z = resid / norm1  # [runs, table, d]
-    scores = (z @ w["W_Q"][:, :, None]) / math.sqrt(d)  # [runs, table, 1]
+    scores = (z * w["W_Q"][:, None, :]).sum(-1, keepdim=True) / math.sqrt(d)  # [runs, table, 1]
     expo = torch.exp(scores - scores.amax(1, keepdim=True))
     zv = z @ w["W_V"]  # [runs, table, d]
     weighted = torch.cat([expo * zv, expo], dim=2)  # [runs, table, d + 1]
