@@ -53,10 +53,18 @@ def add_checkpoint_flags(parser: argparse.ArgumentParser, verb: str, default_n: 
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes end like every other error: one line naming the bad value, exit status 2."""
+
+    def error(self, message: str):
+        command = self.prog.partition(" ")[2]
+        self.exit(2, f"circuitpath: error: {command + ': ' if command else ''}{message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from circuitpath.cli import probing, sweeping, training
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="circuitpath",
         description="Train a one-layer cross-attention transformer on sparse modular addition, save "
         "checkpoints along training, and analyse them (Odonnat, Bouaziz, Cabannes, ICASSP 2025).",

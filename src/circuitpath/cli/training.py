@@ -138,8 +138,8 @@ def _phases(args: argparse.Namespace, base: tuple[Phase, ...], given_file: bool)
         if given_file and len(base) > 1:
             raise ConfigError("--p/--steps/--lr set a single phase, but the config file has several; use --phases")
         first = base[0] if given_file else Phase(p=4, steps=10_000, lr=1e-2)
-        phases = (Phase(p=args.p or first.p, steps=args.steps or first.steps, lr=args.lr or first.lr,
-                        batch_size=first.batch_size),)
+        given = {key: value for key, value in single.items() if value is not None}  # a typed 0 is refused, not replaced
+        phases = (replace(first, **given),)
     else:
         phases = base
     if args.batch_size is not None:
@@ -153,6 +153,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.out is not None or args.config is not None:
             raise ConfigError("--resume continues a run as it was configured; drop --out and --config")
+        from circuitpath.runs import load_run
+
+        if load_run(args.resume).status == "completed":
+            print(f"{args.resume} is already completed; nothing to resume")
+            return 0
         (run,) = resume([args.resume], device=args.device)
     else:
         if args.out is None:
