@@ -162,6 +162,14 @@ def test_sweep_cli_resume_finishes_unfinished_runs(tmp_path, capsys):
     assert main(["sweep", "--resume", str(tmp_path)]) == 2
 
 
+def exit_status(argv):
+    """main's status, also for the usage mistakes that argparse ends with SystemExit."""
+    try:
+        return main(argv)
+    except SystemExit as done:
+        return done.code
+
+
 def snapshot(path):
     return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else None
 
@@ -177,10 +185,12 @@ def snapshot(path):
     (["--backend", "ray", "--address", "head:6379", "--cpus", "2"], "--cpus sizes a local Ray instance"),
     (["--chunk", "2"], "--address, --cpus, --chunk and --retries apply to --backend ray"),
     (["--seeds", "0-x"], "seeds are N, N-M or a comma-separated list of them, got '0-x'"),
+    (["--chunks", "2"], "unrecognized arguments: --chunks 2"),
+    (["--backend", "ray", "--chunk", "two"], "argument --chunk: invalid int value: 'two'"),
 ])
 def test_bad_sweep_flags_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "sw"
-    assert main(["sweep", "--out", str(out), *CLI_SMALL, *args]) == 2
+    assert exit_status(["sweep", "--out", str(out), *CLI_SMALL, *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert not out.exists()
