@@ -142,5 +142,6 @@ def _failure(error: Exception, experiment: str, seeds: list[int], out: Path, ret
         return cause
     if isinstance(error, ray.exceptions.RayTaskError):
         raise error  # a bug, not bad input: its traceback is what helps
-    return RunError(f"the task training {experiment} seeds {seeds[0]}..{seeds[-1]} failed {retries + 1} times "
-                    f"({type(error).__name__}); finish the sweep with: circuitpath sweep --resume {out} --backend ray")
+    return RunError(f"the task training {experiment} seeds {seeds[0]}..{seeds[-1]} did not finish after {retries} "
+                    f"retries ({type(error).__name__}); finish the sweep with: "
+                    f"circuitpath sweep --resume {out} --backend ray")
