@@ -146,6 +146,15 @@ def test_a_task_refuses_an_output_path_its_node_does_not_see(tmp_path):
     assert not (tmp_path / "elsewhere").exists()
 
 
+def test_a_task_lost_after_its_retries_ends_in_one_line_that_says_how_to_go_on(tmp_path):
+    from circuitpath.sweep.ray_backend import _failure
+
+    error = _failure(ray.exceptions.WorkerCrashedError(), "a", [4, 5], tmp_path, retries=3)
+    assert isinstance(error, RunError) and str(error) == (
+        f"the task training a seeds 4..5 did not finish after 3 retries (WorkerCrashedError); "
+        f"finish the sweep with: circuitpath sweep --resume {tmp_path} --backend ray")
+
+
 def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
