@@ -37,6 +37,10 @@ def test_curriculum_phases_and_config_file(tmp_path):
     (["--phases", "2:five:1e-3"], "'2:five:1e-3'"),
     (["--k", "9"], "k must be <= n_ctx (6), got 9"),
     (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--lr", "0"], "lr must be a positive number, got 0.0"),
+    (["--p", "0"], "p must be >= 2, got 0"),
+    (["--steps", "0"], "steps must be >= 1, got 0"),
+    (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
 ])
 def test_bad_flags_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "bad"
@@ -45,6 +49,48 @@ def test_bad_flags_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args
     err = capsys.readouterr().err.strip()
     assert message in err and err.startswith("circuitpath: error:") and "\n" not in err
     assert not out.exists()
+
+
+def test_usage_mistakes_are_one_line_too(capsys):
+    for argv in (["trian"], ["train", "--stpes", "3"], ["train", "--residual", "z_bar"], ["patch"]):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("circuitpath: error:") and "\n" not in err and "--help" in err
+
+
+def test_an_output_that_cannot_be_created_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a directory")
+    for out in ("/proc/no/run", str(tmp_path / "file" / "run")):
+        assert main(["train", "--out", out, *TINY, "--steps", "5"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("circuitpath: error: cannot create the run directory") and "\n" not in err
+    assert (tmp_path / "file").read_text() == "not a directory"
+
+
+def test_resume_of_a_completed_run_does_nothing(trained_run, capsys):
+    before = snapshot(trained_run.path)
+    assert main(["train", "--resume", str(trained_run.path)]) == 0
+    assert "already completed; nothing to resume" in capsys.readouterr().out
+    assert snapshot(trained_run.path) == before
+
+
+def test_show_tells_a_killed_run_from_a_running_one(trained_run, capsys):
+    import json
+
+    from circuitpath.storage import RunLock
+
+    info = json.loads((trained_run.path / "run.json").read_text())
+    (trained_run.path / "run.json").write_text(json.dumps({**info, "status": "running"}))  # as a kill -9 leaves it
+    assert main(["show", str(trained_run.path)]) == 0
+    assert "status: interrupted (marked running, but no process is writing it" in capsys.readouterr().out
+    lock = RunLock(trained_run.path).acquire()
+    try:
+        assert main(["show", str(trained_run.path)]) == 0
+        assert "status: running " in capsys.readouterr().out
+    finally:
+        lock.release()
 
 
 def test_bad_config_files(tmp_path, capsys):
@@ -109,6 +155,11 @@ def test_patch_prints_one_effect_per_position(trained_run, capsys):
     (["--over", "pos"], "has axes ('key_pos', 'd_model'), not 'pos'"),
     (["--metric", "kl"], "unknown metric 'kl'"),
     (["--corrupt", "0-9"], "--corrupt position 9 is past the sequence length 6"),
+    (["--corrupt", "-1"], "--corrupt takes positions N, N-M or a comma-separated list of them (0 to 5), or 'each'; got '-1'"),
+    (["--corrupt", "4-2"], "got '4-2'"),
+    (["--corrupt", "each", "--metric", "loss"], "--corrupt each patches blocks.0.attn.hook_v over key_pos with its own metric; drop --metric"),
+    (["--over", "key_pos,key_pos"], "axis 'key_pos' is named twice"),
+    (["--n", "0"], "--n must be >= 1, got 0"),
 ])
 def test_patch_bad_requests_exit_2_with_one_line_and_touch_nothing(trained_run, capsys, args, message):
     before = snapshot(trained_run.path)
@@ -140,3 +191,30 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "r"), *TINY, "--steps", "5", "--device", "cuda"]) == 2
     assert "device 'cuda' was asked for but no CUDA GPU is available" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_patch_each_position_prints_the_fraction_restored(trained_run, capsys):
+    assert main(["patch", str(trained_run.path), "--corrupt", "each", "--n", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "0 = as corrupted, 1 = as clean" in out and "(phase 1, p = 4)" in out
+    rows = [line for line in out.splitlines() if line.startswith("  key_pos ")]
+    assert len(rows) == 6 and rows[0].startswith("  key_pos 0 (summed)") and "inputs flip" in rows[0]
+
+
+def test_probing_an_earlier_step_uses_the_data_of_its_phase(trained_run, capsys):
+    assert main(["patch", str(trained_run.path), "--step", "20", "--corrupt", "each"]) == 0
+    assert "step 20 (phase 0, p = 2)" in capsys.readouterr().out
+    assert main(["ablate", str(trained_run.path), "--step", "20"]) == 0
+    assert "step 20 (phase 0, p = 2)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [["diagram", "RUN", "--out", "/nonexistent_dir/x"],
+                                     ["analyze", "RUN", "--out", "/nonexistent_dir/report.html"]])
+def test_an_output_in_a_missing_directory_is_refused_before_any_work(trained_run, capsys, command):
+    from pathlib import Path
+
+    before = snapshot(trained_run.path)
+    assert main([str(trained_run.path) if part == "RUN" else part for part in command]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "circuitpath: error: --out: directory /nonexistent_dir does not exist"
+    assert not Path("/nonexistent_dir").exists() and snapshot(trained_run.path) == before

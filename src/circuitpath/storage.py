@@ -134,6 +134,20 @@ class RunLock:
         self._handle = handle
         return self
 
+    def is_held(self) -> bool:
+        """Whether some process holds the lock now (checked without writing anything)."""
+        try:
+            handle = open(self.path)
+        except FileNotFoundError:
+            return False
+        with handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            return False
+
     def release(self) -> None:
         if self._handle is not None:
             fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
