@@ -13,6 +13,8 @@ from circuitpath.analysis.discovery.graph import ModelGraph
 from circuitpath.analysis.discovery.prune import DiscoveredCircuit
 from circuitpath.analysis.discovery.pruning import PruningStory, pruning_story
 from circuitpath.analysis.discovery.timeline import LEVEL, DiscoveryTimeline
+from circuitpath.plots.style import TEMPLATE
+from circuitpath.plots.style import title as titled
 from circuitpath.storage import write_atomic
 
 METHOD_COLOURS = {"attribution": "rgb(31, 119, 180)", "patching": "rgb(214, 39, 40)", "ablation": "rgb(44, 160, 44)"}
@@ -95,9 +97,9 @@ def circuit_timeline_figure(timeline: DiscoveryTimeline, method: str, title: str
     figure = go.Figure(data=frames[-1].data, frames=frames)
     rule = f"{circuits[-1].rule} {circuits[-1].parameter:g}"
     figure.update_layout(
-        title=f"{title}<br><sup>{method}, {rule}; orange: the k summed positions (v: value, a: attention weight), "
-              "grey: spurious; width: |score|; red: raises the metric, blue: lowers it</sup>",
-        xaxis={"visible": False}, yaxis={"visible": False, "range": [-0.4, 5.0]}, template="plotly_white", height=520,
+        **titled(title, f"{method}, {rule}; orange: the k summed positions (v: value, a: attention weight), "
+                        "grey: spurious; width: |score|; red: raises the metric, blue: lowers it"),
+        xaxis={"visible": False}, yaxis={"visible": False, "range": [-0.4, 5.0]}, template=TEMPLATE, height=520,
         sliders=[{"active": len(frames) - 1, "currentvalue": {"prefix": "step "},
                   "steps": [{"label": f.name, "method": "animate",
                              "args": [[f.name], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}]}
@@ -124,8 +126,8 @@ def auroc_figure(timelines: dict[str, DiscoveryTimeline], title: str = "AUROC of
         _phase_lines(figure, timeline.phase_switches)
     figure.add_hline(y=LEVEL, line={"dash": "dash", "color": "black"})
     figure.add_hline(y=0.5, line={"dash": "dot", "color": "grey"})
-    figure.update_layout(title=f"{title}<br><sup>1: every summed position outranks every spurious one; 0.5: chance</sup>",
-                         xaxis_title="step", yaxis={"title": "AUROC", "range": [0, 1.05]}, template="plotly_white")
+    figure.update_layout(**titled(title, "1: every summed position outranks every spurious one; 0.5: chance"),
+                         xaxis_title="step", yaxis={"title": "AUROC", "range": [0, 1.05]}, template=TEMPLATE)
     return figure
 
 
@@ -139,8 +141,8 @@ def faithfulness_figure(timeline: DiscoveryTimeline, title: str, steps: list[int
                 x=timeline.counts, y=timeline.faithfulness[method][row].tolist(), mode="lines+markers",
                 name=f"{method}, step {step}", line={"color": METHOD_COLOURS.get(method), "dash": RUN_DASHES[d % 4]}))
         figure.add_hline(y=float(timeline.accuracy[row]), line={"dash": "dot", "color": "grey"})
-    figure.update_layout(title=f"{title}<br><sup>dotted: the intact model's accuracy</sup>", xaxis_title="nodes kept (top n by |score|)",
-                         yaxis={"title": "accuracy", "range": [0, 1.05]}, template="plotly_white")
+    figure.update_layout(**titled(title, "dotted: the intact model's accuracy"), xaxis_title="nodes kept (top n by |score|)",
+                         yaxis={"title": "accuracy", "range": [0, 1.05]}, template=TEMPLATE)
     return figure
 
 
@@ -172,10 +174,10 @@ def pruning_figure(stories: dict[str, PruningStory], title: str = "The pruning s
     figure.update_xaxes(title_text="step (end of the interval)", row=rows, col=1)
     figure.update_yaxes(title_text="spurious fraction", range=[-0.05, 1.05], row=1, col=1)
     figure.update_layout(
-        title=f"{title}<br><sup>an edge is strengthened when its share of the position score grows by more than {tol:g} "
-              "between two checkpoints (rows: red strengthened, blue weakened; below the black line the summed positions); "
-              "gaps: nothing strengthened, or a phase switch</sup>",
-        template="plotly_white", height=320 + 180 * len(stories))
+        **titled(title, f"an edge is strengthened when its share of the position score grows by more than {tol:g} "
+                        "between two checkpoints (rows: red strengthened, blue weakened; below the black line the summed "
+                        "positions); gaps: nothing strengthened, or a phase switch"),
+        template=TEMPLATE, height=320 + 180 * len(stories))
     return figure
 
 
