@@ -63,6 +63,23 @@ def test_sweep_writes_one_ordinary_run_per_seed_and_counts_successes(finished):
     assert summaries["b"].successes == [s for s in SEEDS if runs["b", s].final_metrics()["test_acc"] >= 0.99]
 
 
+def test_a_curriculum_summary_says_whether_its_first_phase_was_solved_at_the_switch(finished):
+    out, summaries = finished
+    runs = runs_of(out)
+    data = json.loads((out / "summary.json").read_text())
+    for record in data["runs"]:
+        run = runs[record["experiment"], record["seed"]]
+        if record["experiment"] == "a":
+            assert record["phase_ends"] == []
+        else:  # the logged line at the switch, read back from the run's own metrics
+            assert record["phase_ends"] == [next(m for m in run.metrics if m["step"] == 10)]
+    assert summaries["a"].first_phase_solved is None
+    solved = [s for s in SEEDS if next(m for m in runs["b", s].metrics if m["step"] == 10)["test_acc"] >= 0.99]
+    assert summaries["b"].first_phase_solved == solved and summaries["b"].switch == {"step": 10, "p": 2}
+    line = next(line for line in summary_lines(summaries) if line.startswith("b: its first phase"))
+    assert f"(step 10) for {len(solved)} of 3 seeds" in line
+
+
 def test_summary_json_holds_every_run_and_prints_without_any_run_directory(finished, tmp_path, capsys):
     out, summaries = finished
     data = json.loads((out / "summary.json").read_text())

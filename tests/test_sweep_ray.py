@@ -70,7 +70,7 @@ def assert_same_runs(path, other, runs=RUNS):
 
 def test_ray_prints_the_local_table_and_trains_the_same_bits(local_and_ray):
     base, local_table, ray_table = local_and_ray
-    assert ray_table == local_table and len(ray_table) == 4
+    assert ray_table == local_table and len(ray_table) == 5  # header, rule, two experiments, first-phase line
     assert (base / "ray" / "summary.json").read_bytes() == (base / "local" / "summary.json").read_bytes()
     assert_same_runs(base / "ray", base / "local")
 

@@ -8,8 +8,11 @@ same bytes, whichever backend trained it, and it loads anywhere (`pandas.json_no
 ```
 {"format": 1, "circuitpath": VERSION, "sweep": {the sweep.json spec},
  "verdicts": {"generalises": "test acc >= 0.99", "memorises": "..."},
- "runs": [{"experiment", "seed", "path", "status", "config", "final", "generalises", "memorises"}, ...]}
+ "runs": [{"experiment", "seed", "path", "status", "config", "final", "phase_ends", "generalises",
+           "memorises"}, ...]}
 ```
+`phase_ends` holds the last metrics line of every phase but the last, so a curriculum that fails
+says whether its pretraining had solved its own task at the switch.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class ExperimentSummary:
     train_acc: list[float]
     successes: list[int] = field(default_factory=list)  # seeds with test acc >= 0.99
     memorised: list[int] = field(default_factory=list)  # seeds with train >= 0.99, test < 0.5
+    first_phase_solved: list[int] | None = None  # multi-phase: seeds whose first phase ended at test acc >= 0.99
+    switch: dict | None = None  # multi-phase: the first phase's last metrics line of the first seed (step, p)
 
     @property
     def success_rate(self) -> float:
@@ -46,8 +51,16 @@ def run_record(experiment: str, seed: int, run: Run) -> dict:
     """One run's entry: its config, status, last metrics line and verdicts."""
     final = run.final_metrics()
     return {"experiment": experiment, "seed": seed, "path": run_path(Path("."), experiment, seed).as_posix(),
-            "status": run.status, "config": run.config.to_dict(), "final": final,
+            "status": run.status, "config": run.config.to_dict(), "final": final, "phase_ends": phase_ends(run),
             "generalises": generalises(final), "memorises": memorises(final)}
+
+
+def phase_ends(run: Run) -> list[dict]:
+    """The last logged metrics line of each phase but the last (empty for a single phase)."""
+    ends = {}
+    for line in run.metrics:
+        ends[line["phase"]] = line
+    return [ends[i] for i in range(len(run.config.train.phases) - 1) if i in ends]
 
 
 def write_summary(out: str | Path) -> dict[str, ExperimentSummary]:
@@ -101,6 +114,10 @@ def summaries_of(data: dict) -> dict[str, ExperimentSummary]:
             successes=[r["seed"] for r in runs if r["generalises"]],
             memorised=[r["seed"] for r in runs if r["memorises"]],
         )
+        firsts = [(r["seed"], r["phase_ends"][0]) for r in runs if r.get("phase_ends")]
+        if firsts and len(firsts) == len(runs):
+            summaries[name].first_phase_solved = [seed for seed, end in firsts if generalises(end)]
+            summaries[name].switch = {"step": firsts[0][1]["step"], "p": firsts[0][1]["p"]}
     return summaries
 
 
@@ -112,8 +129,20 @@ def summary_lines(summaries: dict[str, ExperimentSummary]) -> list[str]:
         spread = f"{min(s.test_acc):.3f} / {statistics.median(s.test_acc):.3f} / {max(s.test_acc):.3f}"
         lines.append(f"{s.name:<{width}} {len(s.seeds):>5} {len(s.successes):>8} ({s.success_rate:>5.0%}) "
                      f"{len(s.memorised):>10} {spread:>29}")
+    lines += [line for s in summaries.values() if (line := _first_phase_line(s))]
     if "scratch" in summaries and "curriculum" in summaries:
         both = set(summaries["scratch"].memorised) & set(summaries["curriculum"].successes)
         n = len(summaries["scratch"].seeds)
         lines.append(f"paper's claim (scratch memorises and curriculum generalises) holds for {len(both)} of {n} seeds")
     return lines
+
+
+def _first_phase_line(s: ExperimentSummary) -> str | None:
+    """How often the first phase had solved its own task at the switch, and what followed either way."""
+    if s.first_phase_solved is None:
+        return None
+    solved = set(s.first_phase_solved)
+    after = [len(solved & set(s.successes)), len(set(s.successes) - solved)]
+    return (f"{s.name}: its first phase (p = {s.switch['p']}) ended at test acc >= 0.99 by the switch "
+            f"(step {s.switch['step']}) for {len(solved)} of {len(s.seeds)} seeds; the run generalised for "
+            f"{after[0]} of those {len(solved)} and {after[1]} of the other {len(s.seeds) - len(solved)}")
