@@ -2,7 +2,7 @@
 
 Every mistake a user can make ends in one line on stderr and exit status 2; Ctrl-C during training
 saves a checkpoint and exits with status 130. Each module of this package registers its commands:
-`training` (train, reproduce, sweep) and `probing` (patch, ablate, show).
+`training` (train, sweep), `paper` (reproduce) and `probing` (analyze, patch, ablate, diagram, show).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def add_checkpoint_flags(parser: argparse.ArgumentParser, verb: str, default_n: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from circuitpath.cli import probing, training
+    from circuitpath.cli import paper, probing, training
 
     parser = argparse.ArgumentParser(
         prog="circuitpath",
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     training.add_parsers(sub)
+    paper.add_parsers(sub)
     probing.add_parsers(sub)
     return parser
 
