@@ -31,18 +31,38 @@ def test_report_is_self_contained(report):
     assert html.count('class="plotly-graph-div"') == 18
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (installed by .ci/run)")
-def test_report_renders_every_figure_in_headless_chromium(report):
+def render(page):
+    """The page's DOM after headless chromium ran its scripts, and the console errors it logged."""
     done = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
-         "--virtual-time-budget=20000", "--dump-dom", report.as_uri()],
-        capture_output=True, text=True, timeout=120,
+         "--virtual-time-budget=20000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=180,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    drawn = len(re.findall(r'<svg class="main-svg"', done.stdout))
+    errors = [line for line in done.stderr.splitlines() if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]
+    return done.stdout, errors
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (installed by .ci/run)")
+def test_report_renders_every_figure_in_headless_chromium(report):
+    dom, console_errors = render(report)
+    drawn = len(re.findall(r'<svg class="main-svg"', dom))
     assert drawn >= 18, f"only {drawn} plotly surfaces were drawn"
-    console_errors = [line for line in done.stderr.splitlines() if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]
     assert not console_errors, console_errors
+    assert "Headline numbers" in dom and "<table" in dom
+
+
+def test_report_says_what_was_run_and_what_to_look_for(report):
+    html = report.read_text()
+    head = html[: html.index('class="plotly-graph-div"')]
+    assert "circuitpath 0." in head and "written 20" in head  # version and date
+    for cell in ("scratch", "curriculum", "p=2: 10 steps, lr 0.001", "T=6, k=3, n=40", "data 0, weights 0"):
+        assert cell in head, cell
+    assert "Headline numbers" in head and "loss barrier between scratch and curriculum" in head
+    assert html.count("class='caption'") == html.count('class="plotly-graph-div"') == 18
+    for number in range(2, 8):  # one section per paper figure, each naming the claims it tests
+        assert f"Fig. {number} —" in html
+    assert "tests the claims spurious_updates, first_epoch_focus, spurious_pruned" in html
 
 
 def test_headline_numbers_are_saved_beside_each_run(report):

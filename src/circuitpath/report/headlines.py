@@ -31,10 +31,14 @@ class Headlines:
     def lines(self) -> list[str]:
         out = []
         for name, h in self.runs.items():
-            if h.first_k_mass == h.first_k_mass or h.first_k_ablated_test_acc == h.first_k_ablated_test_acc:
-                out.append(f"{name}: final attention mass on the first k {h.first_k_mass:.3f}; test acc {h.test_acc:.4f}, "
-                           f"{h.spurious_ablated_test_acc:.4f} with the spurious positions ablated, "
-                           f"{h.first_k_ablated_test_acc:.4f} with the first k ablated")
+            parts = [text for value, text in (
+                (h.first_k_mass, f"final attention mass on the first k {h.first_k_mass:.3f}"),
+                (h.test_acc, f"test acc {h.test_acc:.4f}"),
+                (h.spurious_ablated_test_acc, f"{h.spurious_ablated_test_acc:.4f} with the spurious positions ablated"),
+                (h.first_k_ablated_test_acc, f"{h.first_k_ablated_test_acc:.4f} with the first k ablated"),
+            ) if value == value]  # NaN: not measured in this report
+            if parts:
+                out.append(f"{name}: " + "; ".join(parts))
             for step, (count, labeling, ari) in h.clusters.items():
                 out.append(f"{name} step {step}: {count} clusters of z_A, best aligned with {labeling} (ARI {ari:.3f})")
         if self.barrier is not None:
