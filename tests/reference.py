@@ -13,8 +13,11 @@ def rms(x, eps=1e-5):
     return x / (torch.sqrt(torch.mean(x * x, dim=-1, keepdim=True)) + eps)
 
 
-def reference_forward(w, tokens, eps=1e-5):
-    """Every intermediate of the five equations, for weights `w` keyed by contract name."""
+def reference_forward(w, tokens, eps=1e-5, residual="attn_out"):
+    """Every intermediate of the five equations, for weights `w` keyed by contract name.
+
+    `residual`: what equation 4 adds the MLP to, z_A ("attn_out", the paper's code) or z̄_A
+    ("normalized", the paper's text)."""
     d = w["W_E"].shape[1]
     out = {}
     out["embed"] = w["W_E"][tokens]  # [batch, pos, d]
@@ -30,20 +33,20 @@ def reference_forward(w, tokens, eps=1e-5):
     out["mlp_pre"] = out["z_bar"] @ w["W_in"] + w["b_in"]
     out["mlp_post"] = F.gelu(out["mlp_pre"])
     out["mlp_out"] = out["mlp_post"] @ w["W_out"] + w["b_out"]
-    out["z_out"] = out["z_bar"] + out["mlp_out"]  # (4)
+    out["z_out"] = {"attn_out": out["z_attn"], "normalized": out["z_bar"]}[residual] + out["mlp_out"]  # (4)
     w_u = w["W_U"] if "W_U" in w else w["W_E"].T
     out["logits"] = out["z_out"] @ w_u  # (5)
     return out
 
 
-def reference_train(w, x, y, phases_lr_steps):
+def reference_train(w, x, y, phases_lr_steps, residual="attn_out"):
     """Plain training loop: torch.optim.Adam on the reference function, one fresh optimiser a phase."""
     w = {k: v.clone().requires_grad_(True) for k, v in w.items()}
     for lr, steps, xs, ys in phases_lr_steps:
         opt = torch.optim.Adam(list(w.values()), lr=lr)
         for _ in range(steps):
             opt.zero_grad()
-            F.cross_entropy(reference_forward(w, xs)["logits"], ys).backward()
+            F.cross_entropy(reference_forward(w, xs, residual=residual)["logits"], ys).backward()
             opt.step()
     return {k: v.detach() for k, v in w.items()}
 

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,9 +10,10 @@ from circuitpath.model import WEIGHT_KEYS
 from reference import reference_train
 
 
+@pytest.mark.parametrize("residual", ["attn_out", "normalized"])
 @pytest.mark.parametrize("tied", [True, False])
-def test_logits_and_gradients_match_the_hooked_model(tied):
-    cfg = ModelConfig(d_model=32, n_tokens=4, n_ctx=12, tied=tied, seed=5)
+def test_logits_and_gradients_match_the_hooked_model(tied, residual):
+    cfg = ModelConfig(d_model=32, n_tokens=4, n_ctx=12, tied=tied, residual=residual, seed=5)
     model = CrossAttentionTransformer(cfg)
     x, y = torch.randint(0, 4, (256, 12)), torch.randint(0, 4, (256,))
     layout = Layout.of(cfg)
@@ -46,8 +49,9 @@ def test_runs_in_a_batch_equal_runs_alone():
         torch.testing.assert_close(together[s], alone[0], atol=1e-5, rtol=1e-5)
 
 
-def test_engine_adam_follows_torch_adam_on_the_reference_function():
-    cfg = ModelConfig(d_model=16, n_tokens=4, n_ctx=8, seed=2)
+@pytest.mark.parametrize("residual", ["attn_out", "normalized"])
+def test_engine_adam_follows_torch_adam_on_the_reference_function(residual):
+    cfg = ModelConfig(d_model=16, n_tokens=4, n_ctx=8, residual=residual, seed=2)
     layout = Layout.of(cfg)
     start = CrossAttentionTransformer(cfg).weights()
     x = torch.randint(0, 4, (128, 8))
@@ -57,7 +61,7 @@ def test_engine_adam_follows_torch_adam_on_the_reference_function():
     data = Encoded.of(x[None], y[None], 4)
     for _ in range(25):
         adam.step(theta, loss_and_grad(theta, layout, data)[1])
-    expected = reference_train(start, x, y, [(1e-2, 25, x, y)])
+    expected = reference_train(start, x, y, [(1e-2, 25, x, y)], residual=residual)
     for name, value in layout.unpack(theta[0]).items():
         torch.testing.assert_close(value, expected[name], atol=1e-5, rtol=1e-4, msg=name)
     assert not torch.allclose(expected["W_Q"], start["W_Q"])
@@ -72,13 +76,14 @@ def test_layout_round_trip():
     assert all(torch.equal(back[k], weights[k]) for k in weights)
 
 
+@pytest.mark.parametrize("residual", ["attn_out", "normalized"])
 @pytest.mark.parametrize("tied", [True, False])
-def test_fast_path_equals_autograd_path(tied):
+def test_fast_path_equals_autograd_path(tied, residual):
     from circuitpath.engine import autograd_loss_and_grad, fast_path_safe
 
-    cfg = ModelConfig(d_model=16, n_tokens=4, n_ctx=8, tied=tied)
+    cfg = ModelConfig(d_model=16, n_tokens=4, n_ctx=8, tied=tied, residual=residual)
     layout = Layout.of(cfg)
-    theta = layout.pack([CrossAttentionTransformer(ModelConfig(d_model=16, n_ctx=8, tied=tied, seed=s)).weights()
+    theta = layout.pack([CrossAttentionTransformer(replace(cfg, seed=s)).weights()
                          for s in range(2)])
     x = torch.randint(0, 4, (2, 64, 8))
     data = Encoded.of(x, x[:, :, :3].sum(-1) % 4, 4)

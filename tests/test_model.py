@@ -43,8 +43,8 @@ HOOK_VALUES = {
 }
 
 
-def random_model(tied=True, seed=3):
-    cfg = ModelConfig(d_model=32, n_tokens=4, n_ctx=12, tied=tied, seed=seed)
+def random_model(tied=True, seed=3, residual="attn_out"):
+    cfg = ModelConfig(d_model=32, n_tokens=4, n_ctx=12, tied=tied, residual=residual, seed=seed)
     return CrossAttentionTransformer(cfg)
 
 
@@ -59,24 +59,26 @@ def test_hook_list_is_the_contract_in_forward_order():
     assert fired == HOOKS
 
 
+@pytest.mark.parametrize("residual", ["attn_out", "normalized"])
 @pytest.mark.parametrize("tied", [True, False])
-def test_logits_match_the_independent_implementation(tied):
-    model = random_model(tied=tied)
+def test_logits_match_the_independent_implementation(tied, residual):
+    model = random_model(tied=tied, residual=residual)
     tokens = torch.randint(0, 4, (64, 12))
     weights = {name: getattr(model, name).detach() for name in
                ["W_E", "W_pos", "W_Q", "W_V", "W_in", "b_in", "W_out", "b_out", "W_U"]}
     if tied:
         assert torch.equal(weights["W_U"], weights["W_E"].T)
-    expected = reference_forward(weights, tokens)["logits"]
+    expected = reference_forward(weights, tokens, residual=residual)["logits"]
     # logits of size ~10 in float32: a few ulp of reordered arithmetic is ~2e-6
     torch.testing.assert_close(model(tokens), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_every_hook_holds_the_value_and_shape_of_the_contract():
-    model = random_model()
+@pytest.mark.parametrize("residual", ["attn_out", "normalized"])
+def test_every_hook_holds_the_value_and_shape_of_the_contract(residual):
+    model = random_model(residual=residual)
     tokens = torch.randint(0, 4, (5, 12))
     _, cache = model.run_with_cache(tokens)
-    ref = reference_forward(model.weights(), tokens)
+    ref = reference_forward(model.weights(), tokens, residual=residual)
     assert list(cache) == HOOKS
     for hook, (key, shape) in HOOK_VALUES.items():
         assert tuple(cache[hook].shape) == shape(5, 12, 32, 128), hook
@@ -122,6 +124,18 @@ def test_same_seed_same_weights_and_shapes():
         assert tuple(getattr(a, name).shape) == shape
         assert torch.equal(getattr(a, name), getattr(b, name))
     assert not torch.equal(a.W_E, c.W_E)
+
+
+def test_the_two_residuals_differ_only_in_what_the_mlp_is_added_to():
+    a, b = random_model(residual="attn_out"), random_model(residual="normalized")
+    tokens = torch.randint(0, 4, (16, 12))
+    _, cache_a = a.run_with_cache(tokens)
+    _, cache_b = b.run_with_cache(tokens)
+    for hook in HOOKS[:-1]:
+        torch.testing.assert_close(cache_a[hook], cache_b[hook], atol=0, rtol=0, msg=hook)
+    torch.testing.assert_close(cache_a["blocks.0.hook_resid_post"] - cache_a["blocks.0.hook_attn_out"],
+                               cache_b["blocks.0.hook_resid_post"] - cache_b["blocks.0.ln2.hook_normalized"])
+    assert not torch.allclose(a(tokens), b(tokens))
 
 
 def test_bigger_embedding_table_than_the_task_needs():

@@ -8,9 +8,9 @@ from circuitpath.analysis.replacing import RESUMABLE, run_replaced
 from reference import logits_with_each_mask_replaced
 
 
-@pytest.fixture
-def setup():
-    model = CrossAttentionTransformer(ModelConfig(d_model=16, n_ctx=8, seed=7))
+@pytest.fixture(params=["attn_out", "normalized"])
+def setup(request):
+    model = CrossAttentionTransformer(ModelConfig(d_model=16, n_ctx=8, residual=request.param, seed=7))
     tokens = torch.randint(0, 4, (40, 8), generator=torch.Generator().manual_seed(2))
     return model, tokens
 

@@ -86,3 +86,13 @@ def test_truncated_checkpoint_is_refused_with_its_name(trained_run):
     target.write_bytes(target.read_bytes()[:-7])
     with pytest.raises(CheckpointError, match="step_0000020.safetensors is (truncated|corrupted)"):
         trained_run.model_at(20)
+
+
+def test_a_run_saved_before_the_residual_option_loads_as_the_equation(trained_run):
+    info = json.loads((trained_run.path / "run.json").read_text())
+    assert info["config"]["model"]["residual"] == "attn_out"  # what new runs record
+    del info["config"]["model"]["residual"]
+    (trained_run.path / "run.json").write_text(json.dumps(info))
+    old = load_run(trained_run.path)
+    assert old.config.model.residual == "normalized"
+    assert old.model_at().cfg.residual == "normalized"

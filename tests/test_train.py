@@ -75,6 +75,38 @@ def test_minibatches_train_and_are_reproducible(tmp_path):
     assert a.metrics[-1]["train_loss"] != full.metrics[-1]["train_loss"]
 
 
+def test_minibatches_are_consecutive_slices_of_a_fresh_order_each_epoch(tmp_path):
+    import torch.nn.functional as F
+
+    from circuitpath.loop import epoch_order
+    from reference import reference_forward
+
+    config = tiny_config(phases="4:12:1e-2:8", n_train=40)  # 5 batches an epoch: 2 epochs and 2 steps
+    run = train(config, tmp_path / "run", progress=False)
+    orders = [epoch_order(config.train.seed, 0, epoch, 40) for epoch in range(3)]
+    assert all(sorted(order.tolist()) == list(range(40)) for order in orders)
+    assert not torch.equal(orders[0], orders[1])
+    split = run.data(0)
+    w = {k: v.clone().requires_grad_(True) for k, v in run.weights_at(0).items()}
+    adam = torch.optim.Adam(list(w.values()), lr=1e-2)
+    for step in range(12):
+        epoch, at = divmod(step, 5)
+        rows = orders[epoch][at * 8:(at + 1) * 8]
+        adam.zero_grad()
+        F.cross_entropy(reference_forward(w, split.x_train[rows])["logits"], split.y_train[rows]).backward()
+        adam.step()
+    for name, value in run.weights_at(12).items():
+        torch.testing.assert_close(value, w[name].detach(), atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_extra_checkpoints_are_saved_and_checked(tmp_path):
+    run = train(tiny_config("2:30:1e-2", extra_checkpoints=(7, 13, 7)), tmp_path / "run", progress=False)
+    assert {7, 13} <= set(run.steps) and 13 in {m["step"] for m in run.metrics}
+    assert run.config.train.extra_checkpoints == (7, 13)
+    with pytest.raises(ConfigError, match="extra checkpoint 31 is past the last step 30"):
+        tiny_config("2:30:1e-2", extra_checkpoints=(31,))
+
+
 def test_runs_of_different_shapes_cannot_share_a_batch(tmp_path):
     with pytest.raises(ConfigError, match="must share shapes"):
         train_many([tiny_config(), tiny_config(n_train=30)], [tmp_path / "a", tmp_path / "b"], progress=False)

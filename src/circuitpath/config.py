@@ -18,6 +18,14 @@ T = TypeVar("T")
 #: Largest p**T for which the test set is every sequence not in the training set.
 ENUMERATE_LIMIT = 1 << 16
 
+#: What the residual connection around the MLP carries (equation 4: z_O = r + MLP(RMS(z_A))).
+RESIDUALS = {
+    "attn_out": "r = z_A, a standard pre-norm block (the paper's code, which drew its figures)",
+    "normalized": "r = RMS(z_A), the paper's equation 4 as printed",
+}
+#: The residual of runs saved before the option existed.
+LEGACY_RESIDUAL = "normalized"
+
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
@@ -84,6 +92,9 @@ class ModelConfig:
     """Number of learnable positions (the task's T)."""
     tied: bool = True
     """Unembedding tied to the embedding (W_U = W_E.T), as in the paper's code."""
+    residual: str = "attn_out"
+    """What the MLP's residual connection carries: "attn_out" (z_A, the paper's code) or
+    "normalized" (RMS(z_A), the text's equation 4). See `RESIDUALS`."""
     eps: float = 1e-5
     """RMS(x) = x / (sqrt(mean(x**2)) + eps)."""
     seed: int = 0
@@ -97,6 +108,8 @@ class ModelConfig:
         _check_int("n_tokens", self.n_tokens, 2)
         _check_int("n_ctx", self.n_ctx, 1)
         _check(isinstance(self.tied, bool), f"tied must be true or false, got {self.tied!r}")
+        _check(self.residual in RESIDUALS,
+               f"residual must be one of {', '.join(RESIDUALS)}, got {self.residual!r}")
         _check(
             isinstance(self.eps, (int, float)) and not isinstance(self.eps, bool) and self.eps > 0,
             f"eps must be a positive number, got {self.eps!r}",
@@ -105,7 +118,7 @@ class ModelConfig:
 
     def to_shape(self) -> tuple:
         """What two models must share for their weights to be mixed or compared (all but the seed)."""
-        return (self.d_model, self.d_mlp, self.n_tokens, self.n_ctx, self.tied, self.eps)
+        return (self.d_model, self.d_mlp, self.n_tokens, self.n_ctx, self.tied, self.residual, self.eps)
 
 
 @dataclass(frozen=True)
@@ -166,8 +179,10 @@ class TrainConfig:
     """Steps between two regular checkpoints, after the dense early ones."""
     dense_checkpoints: int = 24
     """Log-spaced checkpoints within the first `checkpoint_every` steps, for early dynamics."""
+    extra_checkpoints: tuple[int, ...] = ()
+    """Further steps to checkpoint (and log), e.g. every update of the first epochs for a flow movie."""
     seed: int = 0
-    """Seed of mini-batch sampling (unused with full batches)."""
+    """Seed of mini-batch sampling: the order of the training set in each epoch (unused with full batches)."""
 
     def __post_init__(self) -> None:
         phases = tuple(
@@ -180,6 +195,12 @@ class TrainConfig:
         _check_int("log_every", self.log_every, 1)
         _check_int("checkpoint_every", self.checkpoint_every, 1)
         _check_int("dense_checkpoints", self.dense_checkpoints, 0)
+        _check(isinstance(self.extra_checkpoints, (list, tuple)),
+               f"extra_checkpoints must be a list of steps, got {self.extra_checkpoints!r}")
+        for step in self.extra_checkpoints:
+            _check_int("extra_checkpoints[]", step, 0)
+            _check(step <= self.total_steps, f"extra checkpoint {step} is past the last step {self.total_steps}")
+        object.__setattr__(self, "extra_checkpoints", tuple(sorted(set(self.extra_checkpoints))))
         _check_int("seed", self.seed, 0)
 
     @property
@@ -224,7 +245,9 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+    def from_dict(cls, data: dict[str, Any], saved: bool = False) -> RunConfig:
+        """Build from a mapping; `saved=True` for a config read from a run directory, where a model
+        section written before `ModelConfig.residual` existed means the residual of that time."""
         _check(isinstance(data, dict), f"a run config must be a mapping, got {type(data).__name__}")
         _check_keys(data, {"task", "model", "train"}, "run config")
         train = dict(data.get("train", {}))
@@ -233,9 +256,16 @@ class RunConfig:
             train["phases"] = tuple(from_dict(Phase, p, "train.phases[]") for p in train["phases"])
         return cls(
             task=from_dict(TaskConfig, data.get("task", {}), "task"),
-            model=from_dict(ModelConfig, data.get("model", {}), "model"),
+            model=from_dict(ModelConfig, saved_model(data.get("model", {})) if saved else data.get("model", {}), "model"),
             train=from_dict(TrainConfig, train, "train"),
         )
+
+
+def saved_model(data: Any) -> Any:
+    """A model config read from disk, with the residual of its time when it predates the option."""
+    if isinstance(data, dict) and "residual" not in data:
+        return {**data, "residual": LEGACY_RESIDUAL}
+    return data
 
 
 def _check_keys(data: dict[str, Any], allowed: set[str], where: str) -> None:

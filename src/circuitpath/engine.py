@@ -104,7 +104,8 @@ def forward(w: dict[str, Tensor], data: Encoded, cfg: ModelConfig) -> Float[Tens
     z_attn = mixing @ (z @ w["W_V"])  # [runs, batch, d]
     z_bar = rms(z_attn, cfg.eps)
     post = F.gelu(torch.baddbmm(w["b_in"][:, None, :], z_bar, w["W_in"]))  # [runs, batch, h]
-    z_out = z_bar + torch.baddbmm(w["b_out"][:, None, :], post, w["W_out"])
+    resid = z_attn if cfg.residual == "attn_out" else z_bar  # r of equation 4
+    z_out = resid + torch.baddbmm(w["b_out"][:, None, :], post, w["W_out"])
     w_u = w["W_E"].transpose(1, 2) if cfg.tied else w["W_U"]
     return z_out @ w_u
 
@@ -167,10 +168,11 @@ def fast_loss_and_grad(w: dict[str, Tensor], data: Encoded, cfg: ModelConfig) ->
     pre = torch.baddbmm(w["b_in"][:, None, :], z_bar, w["W_in"])
     post = F.gelu(pre)
     w_u = w["W_E"].transpose(1, 2) if cfg.tied else w["W_U"]
-    # logits = (z̄ + post W_out + b_out) W_U with W_out W_U [h, V] formed first: z_O is never
+    r = z_attn if cfg.residual == "attn_out" else z_bar  # r of equation 4
+    # logits = (r + post W_out + b_out) W_U with W_out W_U [h, V] formed first: z_O is never
     # materialised and no product but pre's and two in the backward has all of d and h in it
     out_u = w["W_out"] @ w_u  # [runs, h, V]
-    logits = (_flipped(post, out_u) + _flipped(z_bar, w_u)).contiguous().add_(w["b_out"][:, None, :] @ w_u)
+    logits = (_flipped(post, out_u) + _flipped(r, w_u)).contiguous().add_(w["b_out"][:, None, :] @ w_u)
     # cross-entropy written out: log_softmax over 4 logits a row is 4x slower than these few passes
     shifted = logits - logits.amax(-1, keepdim=True)
     expo_logits = shifted.exp()
@@ -182,16 +184,18 @@ def fast_loss_and_grad(w: dict[str, Tensor], data: Encoded, cfg: ModelConfig) ->
     g_logits.div_(batch)
     g_post_u = _flipped(post.transpose(1, 2), g_logits)  # [runs, h, V]
     g_total = g_logits.sum(1, keepdim=True)  # [runs, 1, V]
-    g_w_u = w["W_out"].transpose(1, 2) @ g_post_u + _flipped(z_bar.transpose(1, 2), g_logits)
+    g_w_u = w["W_out"].transpose(1, 2) @ g_post_u + _flipped(r.transpose(1, 2), g_logits)
     g_w_u += w["b_out"][:, :, None] * g_total  # z_O^T g_logits, term by term: [runs, d, V]
-    g_z_out = g_logits @ w_u.transpose(1, 2)
+    g_z_out = g_logits @ w_u.transpose(1, 2)  # also the gradient of r
     g_b_out = (g_total @ w_u.transpose(1, 2)).squeeze(1)
     g_w_out = g_post_u @ w_u.transpose(1, 2)
     g_pre = torch.ops.aten.gelu_backward(g_logits @ out_u.transpose(1, 2), pre)
     g_b_in = g_pre.sum(1)
     g_w_in = z_bar.transpose(1, 2) @ g_pre
-    g_z_bar = torch.baddbmm(g_z_out, g_pre, w["W_in"].transpose(1, 2))
-    g_z_attn = _rms_backward(g_z_bar, z_attn, norm2, root2)
+    if cfg.residual == "attn_out":
+        g_z_attn = _rms_backward(g_pre @ w["W_in"].transpose(1, 2), z_attn, norm2, root2) + g_z_out
+    else:
+        g_z_attn = _rms_backward(torch.baddbmm(g_z_out, g_pre, w["W_in"].transpose(1, 2)), z_attn, norm2, root2)
     g_den = -(g_z_attn * z_attn).sum(-1, keepdim=True) / den
     g_mixed = torch.cat([g_z_attn / den, g_den], dim=2)
     # backward: the table

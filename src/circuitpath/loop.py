@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuitpath.config import ModelConfig, TrainConfig
@@ -32,10 +33,11 @@ class Interrupted(Exception):
 
 
 def checkpoint_schedule(train: TrainConfig) -> list[int]:
-    """Steps to checkpoint: log-spaced early, every `checkpoint_every` later, and every phase boundary."""
+    """Steps to checkpoint: log-spaced early, every `checkpoint_every` later, every phase boundary,
+    and the `extra_checkpoints`."""
     total = train.total_steps
     dense = np.geomspace(1, train.checkpoint_every, num=train.dense_checkpoints) if train.dense_checkpoints else []
-    steps = {0, total, *train.phase_starts(), *range(0, total + 1, train.checkpoint_every)}
+    steps = {0, total, *train.phase_starts(), *range(0, total + 1, train.checkpoint_every), *train.extra_checkpoints}
     steps |= {int(round(s)) for s in dense}
     return sorted(s for s in steps if 0 <= s <= total)
 
@@ -43,6 +45,17 @@ def checkpoint_schedule(train: TrainConfig) -> list[int]:
 def log_schedule(train: TrainConfig) -> list[int]:
     steps = set(range(0, train.total_steps + 1, train.log_every)) | set(checkpoint_schedule(train))
     return sorted(steps)
+
+
+def epoch_order(seed: int, phase: int, epoch: int, n: int) -> Tensor:
+    """The order of a run's n training sequences in one epoch of one phase.
+
+    Mini-batches are consecutive slices of it (n // batch_size of them an epoch; a remainder is left out of
+    that epoch). A function of (seed, phase, epoch) alone, so a resumed or branched run draws the
+    same batches as an uninterrupted one without any sampler state.
+    """
+    key = int(np.random.SeedSequence([seed, phase, epoch]).generate_state(1, dtype=np.uint64)[0])
+    return torch.randperm(n, generator=torch.Generator().manual_seed(key))
 
 
 @dataclass
@@ -65,14 +78,15 @@ class GroupTrainer:
     and `bar_position` (one progress bar per group) before calling `run`.
     """
 
-    def __init__(self, configs, writers, splits, theta, generators, start: Position, adam_state=None):
+    def __init__(self, configs, writers, splits, theta, start: Position, adam_state=None):
         self.configs, self.writers, self.splits, self.theta = configs, writers, splits, theta
-        self.generators, self.start, self.adam_state = generators, start, adam_state
+        self.start, self.adam_state = start, adam_state
         self.train_cfg: TrainConfig = configs[0].train
         self.model_cfg: ModelConfig = configs[0].model
         self.layout = Layout.of(self.model_cfg)
         self.log_steps = set(log_schedule(self.train_cfg))
         self.checkpoint_steps = set(checkpoint_schedule(self.train_cfg))
+        self._epoch: tuple[int, int] | None = None  # (phase, epoch) of the cached orders
         self.stop = threading.Event()
         self.pool = None
         self.progress = True
@@ -135,15 +149,20 @@ class GroupTrainer:
             if self.stop.is_set():
                 self._save(step, index, local, adam)
                 raise Interrupted([w.path for w in self.writers], step)
-            batch = full if phase.batch_size is None else self._minibatch(x_train, y_train, phase.batch_size)
+            batch = full if phase.batch_size is None else self._minibatch(x_train, y_train, index, local, phase.batch_size)
             _, grad = self.executor.loss_and_grad(self.theta, self.layout, batch)
             adam.step(self.theta, grad)
             self.bar.update(1)
         self._record(phase_start + phase.steps, index, phase.steps, adam, full, test, skip_checkpoint=False)
 
-    def _minibatch(self, x_train, y_train, batch_size: int) -> Encoded:
-        rows = torch.stack([torch.randperm(x_train.shape[1], generator=g)[:batch_size] for g in self.generators])
-        rows = rows.to(x_train.device)
+    def _minibatch(self, x_train, y_train, phase: int, local: int, batch_size: int) -> Encoded:
+        """The batch of step `local` of a phase: the next slice of this epoch's order of the training set."""
+        per_epoch = x_train.shape[1] // batch_size
+        epoch, at = divmod(local, per_epoch)
+        if self._epoch != (phase, epoch):
+            self._epoch = (phase, epoch)
+            self._orders = torch.stack([epoch_order(c.train.seed, phase, epoch, x_train.shape[1]) for c in self.configs])
+        rows = self._orders[:, at * batch_size:(at + 1) * batch_size].to(x_train.device)
         x = torch.gather(x_train, 1, rows[:, :, None].expand(-1, -1, x_train.shape[2]))
         return Encoded.of(x, torch.gather(y_train, 1, rows), self.model_cfg.n_tokens)
 
@@ -171,8 +190,8 @@ class GroupTrainer:
     def _save(self, step: int, index: int, local: int, adam: Adam) -> None:
         theta = self.theta.detach().cpu()
         m, v = adam.m.cpu(), adam.v.cpu()
-        for s, (writer, generator) in enumerate(zip(self.writers, self.generators)):
-            state = {"m": m[s], "v": v[s], "rng": generator.get_state()}
+        for s, writer in enumerate(self.writers):
+            state = {"m": m[s], "v": v[s]}
             meta = {"local": local, "adam_step": adam.step_count}
             writer.save_checkpoint(step, index, self.layout.unpack(theta[s]), state, meta)
 

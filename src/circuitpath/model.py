@@ -5,8 +5,11 @@ Reads top to bottom as the paper's five equations (section I), d = d_model, h = 
 1. z_t  = RMS(W_E[x_t] + p_t)                                  Embed, PosEmbed, ln1
 2. z_A  = sum_t softmax_t(z_t . W_Q / sqrt(d)) (z_t W_V)       CrossAttention
 3. z̄_A  = RMS(z_A)                                            ln2
-4. z_O  = z̄_A + GELU(z̄_A W_in + b_in) W_out + b_out            MLP with residual
+4. z_O  = r + GELU(z̄_A W_in + b_in) W_out + b_out              MLP with residual r
 5. logits = z_O W_U                                           W_U = W_E.T when tied
+
+The residual r is z_A in the paper's code (a standard pre-norm block, `residual="attn_out"`) and
+z̄_A in the text's equation 4 (`residual="normalized"`).
 
 This is the one module that imports TransformerLens hook classes.
 """
@@ -144,6 +147,7 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        self.residual_carries = cfg.residual
         self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
         self.ln1 = RMSNorm(cfg.eps)
         self.attn = CrossAttention(cfg)
@@ -158,13 +162,18 @@ class TransformerBlock(nn.Module):
         return self.from_attn_out(self.attn(z))
 
     def from_attn_out(self, z_attn: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch d_model"]:
-        return self.from_normalized(self.ln2(self.hook_attn_out(z_attn)))
+        z_attn = self.hook_attn_out(z_attn)
+        return self.from_normalized(self.ln2(z_attn), z_attn)
 
-    def from_normalized(self, z_bar: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch d_model"]:
-        return self.from_mlp_out(z_bar, self.mlp(z_bar))
+    def from_normalized(self, z_bar: Float[Tensor, "batch d_model"], z_attn: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch d_model"]:
+        return self.from_mlp_out(self.residual(z_attn, z_bar), self.mlp(z_bar))
 
-    def from_mlp_out(self, z_bar: Float[Tensor, "batch d_model"], mlp_out: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch d_model"]:
-        return self.hook_resid_post(z_bar + self.hook_mlp_out(mlp_out))
+    def residual(self, z_attn: Float[Tensor, "batch d_model"], z_bar: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch d_model"]:
+        """r of equation 4: z_A (the paper's code) or z̄_A (the text)."""
+        return z_attn if self.residual_carries == "attn_out" else z_bar
+
+    def from_mlp_out(self, resid: Float[Tensor, "batch d_model"], mlp_out: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch d_model"]:
+        return self.hook_resid_post(resid + self.hook_mlp_out(mlp_out))
 
 
 class Embed(nn.Module):
@@ -253,15 +262,18 @@ class CrossAttentionTransformer(HookedRootModule):
         def cached(name: str) -> Tensor:
             return cache[name].repeat(copies, *([1] * (cache[name].ndim - 1)))
 
+        def resid() -> Tensor:  # r of equation 4, as cached
+            return block.residual(cached("blocks.0.hook_attn_out"), cached("blocks.0.ln2.hook_normalized"))
+
         resume = {
             "blocks.0.attn.hook_attn_scores": lambda s: block.from_attn_out(block.attn.mix(block.attn.pattern(s), cached("blocks.0.attn.hook_v"))),
             "blocks.0.attn.hook_pattern": lambda a: block.from_attn_out(block.attn.mix(a, cached("blocks.0.attn.hook_v"))),
             "blocks.0.attn.hook_v": lambda v: block.from_attn_out(block.attn.mix(cached("blocks.0.attn.hook_pattern"), v)),
             "blocks.0.hook_attn_out": block.from_attn_out,
-            "blocks.0.ln2.hook_normalized": block.from_normalized,
-            "blocks.0.mlp.hook_pre": lambda pre: block.from_mlp_out(cached("blocks.0.ln2.hook_normalized"), block.mlp.from_pre(pre)),
-            "blocks.0.mlp.hook_post": lambda post: block.from_mlp_out(cached("blocks.0.ln2.hook_normalized"), block.mlp.from_post(post)),
-            "blocks.0.hook_mlp_out": lambda out: block.from_mlp_out(cached("blocks.0.ln2.hook_normalized"), out),
+            "blocks.0.ln2.hook_normalized": lambda z_bar: block.from_normalized(z_bar, cached("blocks.0.hook_attn_out")),
+            "blocks.0.mlp.hook_pre": lambda pre: block.from_mlp_out(resid(), block.mlp.from_pre(pre)),
+            "blocks.0.mlp.hook_post": lambda post: block.from_mlp_out(resid(), block.mlp.from_post(post)),
+            "blocks.0.hook_mlp_out": lambda out: block.from_mlp_out(resid(), out),
             "blocks.0.hook_resid_post": lambda resid: resid,
         }
         self.check_hook(hook)

@@ -6,7 +6,7 @@ RUN/
   metrics.jsonl                          one line per logged step
   data/phase_N.safetensors               the exact train/test tensors of phase N
   checkpoints/step_XXXXXXX.safetensors   weights by contract name (metadata: step, phase, model config)
-  state/step_XXXXXXX.safetensors         optimiser and sampler state of the latest checkpoints (resume)
+  state/step_XXXXXXX.safetensors         optimiser state of the latest checkpoints (resume)
   analysis/headlines.json                headline numbers written by `circuitpath analyze` / reproduce
 ```
 No pickle anywhere: tensors in safetensors (with a checksum), everything else JSON.
@@ -172,7 +172,7 @@ def load_run(path: str | Path) -> Run:
     if not isinstance(info, dict) or "config" not in info:
         raise RunError(f"{path / RUN_JSON} has no 'config' entry")
     try:
-        config = RunConfig.from_dict(info["config"])
+        config = RunConfig.from_dict(info["config"], saved=True)
     except CircuitPathError as error:
         raise RunError(f"{path / RUN_JSON}: {error}") from None
     return Run(path=path, config=config, info=info)

@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from circuitpath.config import ModelConfig, RunConfig, TaskConfig
+from circuitpath.config import ModelConfig, RunConfig, TaskConfig, saved_model
 from circuitpath.errors import ConfigError, RunError
 from circuitpath.experiments import PAPER_PHASES, experiment_config, generalises, memorises
 from circuitpath.runs import RUN_JSON, RunWriter, load_run
@@ -80,7 +80,7 @@ class ExperimentSummary:
 
 
 def _configs(spec: dict, experiment: str) -> list[RunConfig]:
-    task, model = TaskConfig(**spec["task"]), ModelConfig(**spec["model"])
+    task, model = TaskConfig(**spec["task"]), ModelConfig(**saved_model(spec["model"]))
     return [experiment_config(spec["experiments"][experiment], seed=seed, task=task, model=model)
             for seed in spec["seeds"]]
 

@@ -37,7 +37,7 @@ def _shape_key(config: RunConfig) -> tuple:
     task, model, train = config.task, config.model, config.train
     phases = tuple((ph.p, ph.steps, ph.batch_size) for ph in train.phases)
     return (task.n_ctx, task.k, task.n_train, task.n_test, model.to_shape(), phases,
-            train.log_every, train.checkpoint_every, train.dense_checkpoints)
+            train.log_every, train.checkpoint_every, train.dense_checkpoints, train.extra_checkpoints)
 
 
 def _check_group(configs: list[RunConfig], outs: list[Path]) -> None:
@@ -102,8 +102,7 @@ def train_groups(
     trainers = []
     for (configs, _), group_writers, group_splits in zip(groups, writers, splits):
         theta = Layout.of(configs[0].model).pack([init_weights(c.model) for c in configs]).to(torch_device)
-        generators = [torch.Generator().manual_seed(c.train.seed) for c in configs]
-        trainers.append(GroupTrainer(configs, group_writers, group_splits, theta, generators, Position()))
+        trainers.append(GroupTrainer(configs, group_writers, group_splits, theta, Position()))
     return _run(trainers, progress)
 
 
@@ -118,7 +117,7 @@ def resume(paths: list[str | Path], *, device: str = "cpu", progress: bool = Tru
     torch_device = resolve_device(device)
     writers = [RunWriter.reopen(run) for run in runs]
     try:
-        theta, generators, start, adam_state = _restart_point(runs, writers)
+        theta, start, adam_state = _restart_point(runs, writers)
         for writer in writers:
             writer.set_status("running", resumed_from=start.step(configs[0].train))
     except BaseException:
@@ -128,7 +127,7 @@ def resume(paths: list[str | Path], *, device: str = "cpu", progress: bool = Tru
     if adam_state is not None:
         adam_state = (adam_state[0].to(torch_device), adam_state[1].to(torch_device), adam_state[2])
     splits = [[run.data(i) for i in range(len(run.config.train.phases))] for run in runs]
-    trainer = GroupTrainer(configs, writers, splits, theta.to(torch_device), generators, start, adam_state)
+    trainer = GroupTrainer(configs, writers, splits, theta.to(torch_device), start, adam_state)
     return _run([trainer], progress)[0]
 
 
@@ -199,7 +198,7 @@ def _single_threaded_kernels(enabled: bool):
 
 
 def _restart_point(runs: list[Run], writers: list[RunWriter]):
-    """Weights, samplers, position and Adam state at the last step every run saved a state for.
+    """Weights, position and Adam state at the last step every run saved a state for.
 
     Everything is read and checked before anything on disk is changed.
     """
@@ -209,28 +208,23 @@ def _restart_point(runs: list[Run], writers: list[RunWriter]):
             _drop_after(writer.path, -1)
             writer.metrics = []
         theta = Layout.of(runs[0].config.model).pack([init_weights(run.config.model) for run in runs])
-        generators = [torch.Generator().manual_seed(run.config.train.seed) for run in runs]
-        return theta, generators, Position(), None
+        return theta, Position(), None
     step = max(common)
     states = [load_tensors(run.path / STATE_DIR / step_file(step)) for run in runs]
     theta = Layout.of(runs[0].config.model).pack([run.weights_at(step) for run in runs])
-    generators = []
-    for tensors, _ in states:
-        generators.append(torch.Generator())
-        generators[-1].set_state(tensors["rng"])
     for writer, (_, meta) in zip(writers, states):
         writer.metrics = writer.metrics[: int(meta["n_metrics"])]
         _drop_after(writer.path, step)
     meta = states[0][1]
     phase, local = int(meta["phase"]), int(json.loads(meta["local"]))
     if local == runs[0].config.train.phases[phase].steps:  # saved at a phase's end: next phase, fresh Adam
-        return theta, generators, Position(phase + 1, 0, False), None
+        return theta, Position(phase + 1, 0, False), None
     adam_state = (
         torch.stack([tensors["m"] for tensors, _ in states]),
         torch.stack([tensors["v"] for tensors, _ in states]),
         int(json.loads(meta["adam_step"])),
     )
-    return theta, generators, Position(phase, local, True), adam_state
+    return theta, Position(phase, local, True), adam_state
 
 
 def _drop_after(path: Path, step: int) -> None:

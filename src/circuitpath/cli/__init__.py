@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from circuitpath.config import TaskConfig
+from circuitpath.config import RESIDUALS, ModelConfig, TaskConfig
 from circuitpath.errors import CircuitPathError
 from circuitpath.loop import Interrupted
 
@@ -25,10 +25,21 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 def add_task_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-ctx", "-T", type=int, help="sequence length T (default 12)")
     parser.add_argument("--n-train", type=int, help="training sequences (default 2048)")
+    add_residual_flag(parser)
 
 
 def task_from_flags(args: argparse.Namespace) -> TaskConfig:
     return TaskConfig(**{k: v for k, v in (("n_ctx", args.n_ctx), ("n_train", args.n_train)) if v is not None})
+
+
+def add_residual_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--residual", choices=sorted(RESIDUALS), default=None,
+                        help="what the MLP's residual connection carries: attn_out = z_A, the paper's code "
+                        "(default); normalized = RMS(z_A), the paper's equation 4")
+
+
+def model_from_flags(args: argparse.Namespace, task: TaskConfig) -> ModelConfig:
+    return ModelConfig(n_ctx=task.n_ctx, **({"residual": args.residual} if args.residual else {}))
 
 
 def add_checkpoint_flags(parser: argparse.ArgumentParser, verb: str, default_n: int) -> None:

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from circuitpath.cli import add_run_flags, add_task_flags, task_from_flags
+from circuitpath.cli import add_residual_flag, add_run_flags, add_task_flags, model_from_flags, task_from_flags
 from circuitpath.config import ModelConfig, Phase, RunConfig, parse_phases
 from circuitpath.errors import ConfigError
 from circuitpath.experiments import summary_table
@@ -36,6 +36,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--d-mlp", type=int, help="MLP width h (default 4 x d-model, also when --d-model is given)")
     model.add_argument("--n-tokens", type=int, help="embedding rows, >= every phase's p (default 4)")
     model.add_argument("--untied", action="store_true", default=None, help="learn W_U apart from W_E")
+    add_residual_flag(model)
     model.add_argument("--eps", type=float, help="RMS norm epsilon (default 1e-5)")
     model.add_argument("--model-seed", type=int, help="seed of the initial weights (default: --seed)")
     train = parser.add_argument_group("training")
@@ -96,7 +97,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
         raise ConfigError(f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {error}") from None
     if isinstance(data, dict) and "config" in data and "format" in data:  # a run.json
-        data = data["config"]
+        data = RunConfig.from_dict(data["config"], saved=True).to_dict()
     return data
 
 
@@ -117,7 +118,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     for key in ("k", "n_train", "n_test"):
         _set(task, key, getattr(args, key))
     _set(task, "seed", args.data_seed)
-    for key in ("d_model", "d_mlp", "n_tokens", "eps"):
+    for key in ("d_model", "d_mlp", "n_tokens", "residual", "eps"):
         _set(model, key, getattr(args, key))
     if args.d_model is not None and args.d_mlp is None:
         model["d_mlp"] = None  # 4 * d_model, as documented under --d-mlp
@@ -179,7 +180,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         out = args.out
         task = task_from_flags(args)
         summaries = sweep(out, parse_seeds(args.seeds), parse_experiments(args.experiments), task=task,
-                          model=ModelConfig(n_ctx=task.n_ctx), device=args.device, force=args.force)
+                          model=model_from_flags(args, task), device=args.device, force=args.force)
     print("\n".join(summary_lines(summaries)))
     page = write_html([sweep_figure(summaries)], out / "sweep.html", "circuitpath sweep")
     print(f"figure written to {page}")
