@@ -43,7 +43,7 @@ def test_figures_are_parsed_and_unknown_ones_refused():
     assert presets.parse_figures("all") == [2, 3, 4, 5, 6, 7]
     assert presets.parse_figures("4, 2,4") == [2, 4]
     assert presets.needed([5, 6]) == ["scratch", "curriculum"]
-    assert presets.needed([3]) == ["curriculum"]
+    assert presets.needed([3]) == ["curriculum", "small_curriculum"]
     for bad in ("9", "2,x", ""):
         with pytest.raises(ConfigError, match="figure"):
             presets.parse_figures(bad)

@@ -159,10 +159,10 @@ def _first_epoch(run: Run) -> list[int]:
 
 
 # ---- Fig. 3 --------------------------------------------------------------------------------------
-def fig3(runs: Runs) -> list[Claim]:
+def fig3(runs: Runs, key: str = "focus_on_zeros", where: str = "") -> list[Claim]:
     """At the end of the p = 2 phase the query attends to the 0s among the first k."""
-    claim = Claim("focus_on_zeros", 3, "It focuses on the 0 among these tokens, before counting them.",
-                  "at the end of the p = 2 phase, mean attention on a first-k position holding 0 over one "
+    claim = Claim(key, 3, "It focuses on the 0 among these tokens, before counting them.",
+                  f"{where}at the end of the p = 2 phase, mean attention on a first-k position holding 0 over one "
                   f"holding 1 (p = 2 test inputs with both); holds if at least {ZERO_FOCUS:g}")
     for seed, run in runs.items():
         switch = run.config.train.phase_starts()[1]
@@ -249,7 +249,8 @@ def fig6(scratch: Runs, curriculum: Runs) -> list[Claim]:
 #: How each figure's claims are measured from the runs of its experiments (by experiment name, then seed).
 MEASURES: dict[int, Callable[[dict[str, Runs]], list[Claim]]] = {
     2: lambda runs: fig2(runs["minibatch"]),
-    3: lambda runs: fig3(runs["curriculum"]),
+    3: lambda runs: fig3(runs["small_curriculum"], where="d = 2 (the figure's model), ")
+    + fig3(runs["curriculum"], "focus_on_zeros_d32", "d = 32 (Fig. 5's curriculum), "),
     4: lambda runs: fig4(runs["small_curriculum"], runs["small_scratch"]),
     5: lambda runs: fig5(runs["scratch"], runs["curriculum"]),
     6: lambda runs: fig6(runs["scratch"], runs["curriculum"]),
