@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-from threadpoolctl import threadpool_limits
 
 from circuitpath.analysis.barrier import run_barrier
+from circuitpath.analysis.threads import single_threaded
 from circuitpath.analysis.clusters import find_clusters
 from circuitpath.analysis.probes import attention_at, constant_inputs, first_k_inputs, token_focus, update_changes
 from circuitpath.experiments import FITS, GENERALISES_AT, MEMORISED_BELOW, generalises, memorises
@@ -177,7 +177,7 @@ def fig3(runs: Runs, key: str = "focus_on_zeros", where: str = "") -> list[Claim
 def clusters_on_paper_inputs(run: Run, step: int, p: int):
     """Clusters of z_A on Fig. 4's inputs (every first k in F_p^k, spurious tokens 0)."""
     task = run.config.task
-    with threadpool_limits(1):  # k-means on a few hundred points: extra threads only wait
+    with single_threaded():  # k-means on a few hundred points: extra threads only wait
         return find_clusters(run.model_at(step), first_k_inputs(p, task.k, task.n_ctx), p, task.k,
                              max_clusters=MAX_CLUSTERS)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from circuitpath.analysis.threads import single_threaded
 from circuitpath.claims import MEASURES, Claim
 from circuitpath.errors import RunError
 from circuitpath.presets import Experiment, needed
@@ -75,8 +76,9 @@ def reproduce(
                           device=device, force=force, progress=progress)
     runs = {name: dict(zip(seeds, group)) for name, group in zip(names, groups)}
     claims = []
-    for number in tqdm(figures, desc="claims", unit="figure", disable=None if progress else True):
-        claims.extend(MEASURES[number](runs))
+    with single_threaded():
+        for number in tqdm(figures, desc="claims", unit="figure", disable=None if progress else True):
+            claims.extend(MEASURES[number](runs))
     seed = shown_seed(claims, seeds)
     claims_path = write_json_claims(out, experiments, names, figures, seeds, seed, claims, command)
     from circuitpath.report import build_paper_report

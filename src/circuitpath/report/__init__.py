@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from circuitpath.analysis.threads import single_threaded
 from circuitpath.claims import Claim
 from circuitpath.presets import FIGURES
 from circuitpath.report import circuits, fig2_flow, fig3_attention, fig4_clusters, fig5_accuracy, fig6_barrier, fig7_trajectory
@@ -58,6 +59,8 @@ RUN_HEADER = ["run", "directory", "task", "model (residual)", "phases", "seeds",
 
 
 def _draw(page: Page, section: Section, ctx: Context, tested: list[Claim]) -> None:
+    with single_threaded():
+        panels = section.build(ctx)
     page.heading(section.title, anchor=section.key)
     page.text(section.intro)
     if tested:
@@ -67,7 +70,7 @@ def _draw(page: Page, section: Section, ctx: Context, tested: list[Claim]) -> No
                   + " over seeds.", css="tests")
     elif not section.claims:
         page.text("Tests no claim.", css="tests")
-    for panel in section.build(ctx):
+    for panel in panels:
         page.panel(panel)
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import torch
-from threadpoolctl import threadpool_limits
-
 from circuitpath.analysis.ablation import ablate, position_sets
 from circuitpath.analysis.circuit import circuit_graph
 from circuitpath.analysis.dynamics import circuit_over_training
@@ -19,8 +17,7 @@ from circuitpath.report.section import Context, Section
 def build(ctx: Context) -> list[Panel]:
     panels = []
     for name, run in ctx.runs.items():
-        with threadpool_limits(1):
-            over_training = circuit_over_training(run, n=min(ctx.n, 256))
+        over_training = circuit_over_training(run, n=min(ctx.n, 256))
         panels.append(Panel(plots.circuit_over_training_figure(over_training, f"{name}: the circuit over training"),
                             "On one time axis: the loss, the accuracy lost when each key position is mean-ablated, "
                             "the attention mass on the first k and the cluster count of z_A. Look for the summed "

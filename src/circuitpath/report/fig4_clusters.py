@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from threadpoolctl import threadpool_limits
-
 from circuitpath.analysis.clusters import find_clusters
 from circuitpath.claims import clusters_on_paper_inputs
 from circuitpath.plots import training as plots
@@ -29,8 +27,7 @@ def build(ctx: Context) -> list[Panel]:
                 found = clusters_on_paper_inputs(run, end, p)
                 where = f"the {p ** k} inputs with first k in F_{p}^{k}, spurious 0"
             else:
-                with threadpool_limits(1):
-                    found = find_clusters(run.model_at(end), run.data(index).x_test[: ctx.n], p, k, max_clusters=64)
+                found = find_clusters(run.model_at(end), run.data(index).x_test[: ctx.n], p, k, max_clusters=64)
                 where = f"{min(ctx.n, len(run.data(index).x_test))} test inputs"
             found_at[end] = (found.n_clusters, found.best_labeling, found.alignment[found.best_labeling])
             panels.append(Panel(plots.clusters_figure(found, f"{name} at step {end} (p = {p})"),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from threadpoolctl import threadpool_limits
-
 from circuitpath.analysis.trajectory import parameter_trajectory
 from circuitpath.plots import training as plots
 from circuitpath.report.page import Panel
@@ -11,8 +9,7 @@ from circuitpath.report.section import Context, Section, one_shape
 
 
 def build(ctx: Context) -> list[Panel]:
-    with threadpool_limits(1):
-        trajectory = parameter_trajectory(ctx.runs)
+    trajectory = parameter_trajectory(ctx.runs)
     return [Panel(plots.trajectory_figure(trajectory),
                   "Every checkpoint of every run, its weights flattened and embedded by PCA and t-SNE (the paper draws "
                   "t-SNE of every step). Look for where the curriculum's path turns at the switch and whether the two "
