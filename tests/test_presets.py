@@ -19,7 +19,7 @@ def test_fig2_is_the_mini_batch_run_of_graph_notebook():
     assert (e.task.n_ctx, e.task.k, e.task.n_train) == (8, 5, 2048)
     assert (e.model.d_model, e.model.d_mlp, e.model.n_tokens) == (32, 128, 4)
     assert (phase.p, phase.lr, phase.batch_size, phase.steps) == (4, 1e-3, 32, 150 * 64)
-    assert e.train.extra_checkpoints == tuple(range(1, 129))  # every update of the first two epochs
+    assert e.train.extra_checkpoints == tuple(range(1, 65))  # every update of the first epoch
 
 
 def test_fig4_is_d2_with_an_mlp_of_32_and_figs_5_7_are_d32():

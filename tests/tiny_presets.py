@@ -18,7 +18,7 @@ def tiny_experiments(residual: str = "attn_out") -> dict[str, presets.Experiment
     recipes = {
         "minibatch": ((Phase(4, 30, 1e-2, batch_size=BATCH),), 8,
                       {"log_every": 10, "checkpoint_every": 10, "dense_checkpoints": 0,
-                       "extra_checkpoints": tuple(range(1, 2 * TASK.n_train // BATCH + 1))}),
+                       "extra_checkpoints": tuple(range(1, TASK.n_train // BATCH + 1))}),
         "scratch": ((Phase(4, 30, 1e-2),), 8, schedule),
         "curriculum": ((Phase(2, 10, 1e-2), Phase(4, 20, 1e-2)), 8, schedule),
         "small_curriculum": ((Phase(2, 10, 1e-2), Phase(4, 20, 1e-2)), 2, schedule),
