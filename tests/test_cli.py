@@ -37,6 +37,10 @@ def test_curriculum_phases_and_config_file(tmp_path):
     (["--phases", "2:five:1e-3"], "'2:five:1e-3'"),
     (["--k", "9"], "k must be <= n_ctx (6), got 9"),
     (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--lr", "0"], "lr must be a positive number, got 0.0"),
+    (["--p", "0"], "p must be >= 2, got 0"),
+    (["--steps", "0"], "steps must be >= 1, got 0"),
+    (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
 ])
 def test_bad_flags_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "bad"
@@ -45,6 +49,48 @@ def test_bad_flags_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args
     err = capsys.readouterr().err.strip()
     assert message in err and err.startswith("circuitpath: error:") and "\n" not in err
     assert not out.exists()
+
+
+def test_usage_mistakes_are_one_line_too(capsys):
+    for argv in (["trian"], ["train", "--stpes", "3"], ["train", "--residual", "z_bar"], ["patch"]):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("circuitpath: error:") and "\n" not in err and "--help" in err
+
+
+def test_an_output_that_cannot_be_created_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a directory")
+    for out in ("/proc/no/run", str(tmp_path / "file" / "run")):
+        assert main(["train", "--out", out, *TINY, "--steps", "5"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("circuitpath: error: cannot create the run directory") and "\n" not in err
+    assert (tmp_path / "file").read_text() == "not a directory"
+
+
+def test_resume_of_a_completed_run_does_nothing(trained_run, capsys):
+    before = snapshot(trained_run.path)
+    assert main(["train", "--resume", str(trained_run.path)]) == 0
+    assert "already completed; nothing to resume" in capsys.readouterr().out
+    assert snapshot(trained_run.path) == before
+
+
+def test_show_tells_a_killed_run_from_a_running_one(trained_run, capsys):
+    import json
+
+    from circuitpath.storage import RunLock
+
+    info = json.loads((trained_run.path / "run.json").read_text())
+    (trained_run.path / "run.json").write_text(json.dumps({**info, "status": "running"}))  # as a kill -9 leaves it
+    assert main(["show", str(trained_run.path)]) == 0
+    assert "status: interrupted (marked running, but no process is writing it" in capsys.readouterr().out
+    lock = RunLock(trained_run.path).acquire()
+    try:
+        assert main(["show", str(trained_run.path)]) == 0
+        assert "status: running " in capsys.readouterr().out
+    finally:
+        lock.release()
 
 
 def test_bad_config_files(tmp_path, capsys):

@@ -88,10 +88,10 @@ def test_every_hook_holds_the_value_and_shape_of_the_contract(residual):
 def test_activation_cache_shorthand():
     model = random_model()
     tokens = torch.randint(0, 4, (3, 12))
-    _, raw = model.run_with_cache(tokens)
-    cache = ActivationCache(raw, model)
-    assert torch.equal(cache["pattern", 0], raw["blocks.0.attn.hook_pattern"])
-    assert torch.equal(cache["attn_out", 0], raw["blocks.0.hook_attn_out"])
+    _, cache = model.run_with_cache(tokens)
+    assert isinstance(cache, ActivationCache)
+    assert torch.equal(cache["pattern", 0], cache["blocks.0.attn.hook_pattern"])
+    assert torch.equal(cache["attn_out", 0], cache["blocks.0.hook_attn_out"])
     torch.testing.assert_close(cache["pattern", 0].sum(-1), torch.ones(3))
 
 

@@ -36,7 +36,7 @@ def render(page):
     done = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
          "--virtual-time-budget=20000", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=180,
+        capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]
@@ -89,6 +89,6 @@ def test_flow_slider_names_the_checkpoint_it_shows(tmp_path):
     flow = attention_flow(run, run.data().x_test[0])
     page = write_html([flow_figure(flow, "flow")], tmp_path / "flow.html", "flow")
     done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
-                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=600)
     shown = set(re.findall(r">step (\d+)<", done.stdout))  # the slider's current-value label
     assert shown == {str(flow.steps[-1])}, (shown, flow.steps)

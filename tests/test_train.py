@@ -52,18 +52,41 @@ def test_same_seed_same_result_other_seed_other_result(tmp_path):
     assert not torch.equal(a.weights_at(30)["W_E"], c.weights_at(30)["W_E"])
 
 
-def test_batched_runs_equal_runs_trained_alone(tmp_path):
-    # five runs: two chunks of the executor, trained in parallel
-    pairs = [(0, 1e-2), (1, 3e-3), (2, 1e-2), (3, 1e-3), (4, 3e-2)]
-    configs = [tiny_config(seed=s, phases=f"2:10:{lr},4:10:{lr}") for s, lr in pairs]
-    together = train_many(configs, [tmp_path / f"t{i}" for i in range(len(configs))], progress=False)
-    for i, config in enumerate(configs):
-        alone = train(config, tmp_path / f"a{i}", progress=False)
-        assert together[i].steps == alone.steps
-        for key in ("train_loss", "test_acc"):
-            assert [m[key] for m in together[i].metrics] == pytest.approx([m[key] for m in alone.metrics], abs=1e-5)
-        for name, value in alone.weights_at(20).items():
-            torch.testing.assert_close(together[i].weights_at(20)[name], value, atol=1e-5, rtol=1e-5)
+def _same_files(a, b, sub: str) -> None:
+    names = sorted(f.name for f in (a.path / sub).iterdir())
+    assert names == sorted(f.name for f in (b.path / sub).iterdir())
+    for name in names:
+        assert (a.path / sub / name).read_bytes() == (b.path / sub / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("size", ["tiny", "paper"])
+def test_a_run_is_bit_identical_alone_in_a_group_and_with_other_threads(tmp_path, size):
+    """Batch invariance: no reduction, kernel or thread count that depends on the group."""
+    from dataclasses import replace
+
+    from circuitpath import ModelConfig, RunConfig, TaskConfig
+
+    def config(seed, lr):
+        if size == "tiny":
+            return tiny_config(seed=seed, phases=f"2:10:{lr},4:10:{lr}:8")
+        return RunConfig(task=TaskConfig(seed=seed), model=ModelConfig(seed=seed),
+                         train=TrainConfig(phases=parse_phases(f"2:6:{lr},4:6:{lr}:32"), log_every=3,
+                                           checkpoint_every=6, dense_checkpoints=0))
+
+    pairs = [(0, 1e-2), (1, 3e-3), (2, 1e-2), (3, 1e-3), (4, 3e-2), (5, 1e-2)]
+    configs = [config(s, lr) for s, lr in pairs]
+    group = train_many(configs, [tmp_path / f"g{i}" for i in range(6)], progress=False)  # two chunks, in parallel
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            alone = train(configs[2], tmp_path / f"alone{count}", progress=False)
+            assert alone.metrics == group[2].metrics
+            _same_files(alone, group[2], "checkpoints")
+    finally:
+        torch.set_num_threads(threads)
+    seed_2_again = train(replace(configs[2]), tmp_path / "again", progress=False)
+    _same_files(seed_2_again, alone, "checkpoints")
 
 
 def test_minibatches_train_and_are_reproducible(tmp_path):

@@ -116,6 +116,41 @@ class ModelConfig:
         )
         _check_int("seed", self.seed, 0)
 
+    # ---- what TransformerLens's ActivationCache reads from a model's config ----------------------
+    @property
+    def n_layers(self) -> int:
+        return 1
+
+    @property
+    def n_heads(self) -> int:
+        """One head: the single learned query."""
+        return 1
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model
+
+    @property
+    def d_vocab(self) -> int:
+        return self.n_tokens
+
+    @property
+    def attn_only(self) -> bool:
+        return False
+
+    @property
+    def act_fn(self) -> str:
+        return "gelu"
+
+    @property
+    def normalization_type(self) -> str:
+        """RMS norm without a learned gain, before attention and MLP (TransformerLens's name)."""
+        return "RMSPre"
+
+    @property
+    def layers_block_type(self) -> None:
+        return None  # every layer is an attention block (TransformerLens reads this for SSM layers)
+
     def to_shape(self) -> tuple:
         """What two models must share for their weights to be mixed or compared (all but the seed)."""
         return (self.d_model, self.d_mlp, self.n_tokens, self.n_ctx, self.tied, self.residual, self.eps)

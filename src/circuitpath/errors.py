@@ -30,3 +30,7 @@ class HookError(CircuitPathError, KeyError):
 
     def __str__(self) -> str:  # KeyError would print the message with quotes around it
         return str(self.args[0]) if self.args else ""
+
+
+class NotApplicableError(CircuitPathError, NotImplementedError):
+    """A general transformer method that does not apply to this model's architecture."""

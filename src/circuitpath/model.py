@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from circuitpath.cache import CrossAttentionCache
 from circuitpath.config import ModelConfig
 from circuitpath.errors import CheckpointError, HookError, InputError
 
@@ -248,6 +249,12 @@ class CrossAttentionTransformer(HookedRootModule):
         if low < 0 or high >= self.cfg.n_tokens:
             bad = tokens[(tokens < 0) | (tokens >= self.cfg.n_tokens)][0].item()
             raise InputError(f"token {bad} is out of range [0, {self.cfg.n_tokens})")
+
+    def run_with_cache(self, *model_args, return_cache_object: bool = True, **kwargs) -> tuple[Tensor, CrossAttentionCache | dict[str, Tensor]]:
+        """Output and every hooked activation, as an `ActivationCache` (a plain dict with
+        `return_cache_object=False`); `names_filter` and the other options of TransformerLens apply."""
+        out, cache = super().run_with_cache(*model_args, **kwargs)
+        return out, CrossAttentionCache(cache, self) if return_cache_object else cache
 
     def run_from(self, hook: str, value: Tensor, cache: dict[str, Tensor]) -> Float[Tensor, "batch n_tokens"]:
         """Logits when the forward pass resumes at `hook` with `value`, earlier activations from `cache`.

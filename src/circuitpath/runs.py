@@ -81,6 +81,10 @@ class Run:
     def status(self) -> str:
         return self.info.get("status", "unknown")
 
+    def is_being_written(self) -> bool:
+        """Whether a live process holds the run's writer lock (a "running" run without one was killed)."""
+        return RunLock(self.path).is_held()
+
     @property
     def steps(self) -> list[int]:
         """Checkpointed steps, ascending."""
@@ -204,7 +208,10 @@ class RunWriter:
         if (path / RUN_JSON).is_file():  # force: replace, but never under another writer's feet
             RunLock(path).acquire().release()
             shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunError(f"cannot create the run directory {path}: {error.strerror}") from None
         lock = RunLock(path).acquire()
         for sub in (DATA_DIR, CHECKPOINT_DIR, STATE_DIR):
             (path / sub).mkdir(exist_ok=True)

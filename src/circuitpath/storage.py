@@ -68,7 +68,18 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     meta = {key: str(value) for key, value in metadata.items()}
     meta[CHECKSUM_KEY] = _digest(tensors, meta)
-    write_atomic(Path(path), save_safetensors_bytes(tensors, metadata=meta))
+    write_atomic(Path(path), _ordered_metadata(save_safetensors_bytes(tensors, metadata=meta)))
+
+
+def _ordered_metadata(raw: bytes) -> bytes:
+    """The same safetensors file with its metadata keys sorted: the library writes them in a
+    hash-map order that changes from process to process, so equal content gave unequal bytes."""
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + header_len])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps({"__metadata__": header.pop("__metadata__"), **header}, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the format aligns the data that follows to 8 bytes
+    return len(text).to_bytes(8, "little") + text + raw[8 + header_len :]
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -122,6 +133,20 @@ class RunLock:
         handle.flush()
         self._handle = handle
         return self
+
+    def is_held(self) -> bool:
+        """Whether some process holds the lock now (checked without writing anything)."""
+        try:
+            handle = open(self.path)
+        except FileNotFoundError:
+            return False
+        with handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            return False
 
     def release(self) -> None:
         if self._handle is not None:

@@ -2,7 +2,8 @@
 
 Every mistake a user can make ends in one line on stderr and exit status 2; Ctrl-C during training
 saves a checkpoint and exits with status 130. Each module of this package registers its commands:
-`training` (train, sweep), `paper` (reproduce) and `probing` (analyze, patch, ablate, diagram, show).
+`training` (train), `sweeping` (sweep), `paper` (reproduce) and `probing` (analyze, patch, ablate,
+diagram, show).
 """
 
 from __future__ import annotations
@@ -53,16 +54,25 @@ def add_checkpoint_flags(parser: argparse.ArgumentParser, verb: str, default_n: 
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from circuitpath.cli import paper, probing, training
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes end like every other error: one line naming the bad value, exit status 2."""
 
-    parser = argparse.ArgumentParser(
+    def error(self, message: str):
+        command = self.prog.partition(" ")[2]
+        self.exit(2, f"circuitpath: error: {command + ': ' if command else ''}{message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from circuitpath.cli import paper, probing, sweeping, training
+
+    parser = OneLineParser(
         prog="circuitpath",
         description="Train a one-layer cross-attention transformer on sparse modular addition, save "
         "checkpoints along training, and analyse them (Odonnat, Bouaziz, Cabannes, ICASSP 2025).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     training.add_parsers(sub)
+    sweeping.add_parsers(sub)
     paper.add_parsers(sub)
     probing.add_parsers(sub)
     return parser

@@ -189,7 +189,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     run = load_run(args.run)
     steps = run.steps
-    print(f"run {run.path}  status: {run.status}  circuitpath {run.info.get('circuitpath', '?')}")
+    status = run.status
+    if status == "running" and not run.is_being_written():
+        status = f"interrupted (marked running, but no process is writing it; resume with circuitpath train --resume {run.path})"
+    print(f"run {run.path}  status: {status}  circuitpath {run.info.get('circuitpath', '?')}")
     print(json.dumps(run.config.to_dict(), indent=2))
     print(f"{len(steps)} checkpoints" + (f", steps {steps[0]}..{steps[-1]}" if steps else ""))
     if run.metrics:

@@ -1,17 +1,16 @@
-"""Commands that train: `train`, `sweep` (`reproduce` is in `paper`)."""
+"""The command that trains one run: `train` (`sweep` lives in `cli.sweeping`, `reproduce` in `cli.paper`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tomllib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from circuitpath.cli import add_residual_flag, add_run_flags, add_task_flags, model_from_flags, task_from_flags
-from circuitpath.config import ModelConfig, Phase, RunConfig, parse_phases
+from circuitpath.cli import add_residual_flag, add_run_flags
+from circuitpath.config import Phase, RunConfig, parse_phases
 from circuitpath.errors import ConfigError
 from circuitpath.experiments import summary_table
 
@@ -63,27 +62,6 @@ def add_parsers(sub) -> None:
     _add_config_flags(train)
     add_run_flags(train)
     train.set_defaults(handler=cmd_train)
-
-    sweep = sub.add_parser(
-        "sweep", help="train many seeds of the paper's experiments batched; print success rates",
-        description="Train every (experiment, seed) run, one batched computation per experiment, "
-        "into OUT/<experiment>/seed_<N>; print how many reach test acc >= 0.99 and how many memorise, "
-        "and write OUT/sweep.html with the spread of final test accuracy.",
-        epilog="examples:\n  circuitpath sweep --seeds 0-31 --experiments scratch,curriculum\n"
-        "  circuitpath sweep --seeds 0-7 --experiments 'fast=4:2000:3e-2' --out runs/fast\n"
-        "  circuitpath sweep --resume runs/sweep",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sweep.add_argument("--out", type=Path, default=Path("runs/sweep"), help="sweep directory (default runs/sweep)")
-    sweep.add_argument("--seeds", default="0-31", help="N, N-M or a list of them (default 0-31)")
-    sweep.add_argument("--experiments", default="scratch,curriculum",
-                       help="paper experiments by name, or name=p:steps:lr,... separated by ';' "
-                       "(default scratch,curriculum)")
-    sweep.add_argument("--resume", type=Path, metavar="SWEEP", help="finish the unfinished runs of a sweep")
-    add_task_flags(sweep)
-    add_run_flags(sweep)
-    sweep.set_defaults(handler=cmd_sweep)
-
 
 
 # ---- train ---------------------------------------------------------------------------------------
@@ -143,8 +121,8 @@ def _phases(args: argparse.Namespace, base: tuple[Phase, ...], given_file: bool)
         if given_file and len(base) > 1:
             raise ConfigError("--p/--steps/--lr set a single phase, but the config file has several; use --phases")
         first = base[0] if given_file else Phase(p=4, steps=10_000, lr=1e-2)
-        phases = (Phase(p=args.p or first.p, steps=args.steps or first.steps, lr=args.lr or first.lr,
-                        batch_size=first.batch_size),)
+        given = {key: value for key, value in single.items() if value is not None}  # a typed 0 is refused, not replaced
+        phases = (replace(first, **given),)
     else:
         phases = base
     if args.batch_size is not None:
@@ -158,6 +136,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.out is not None or args.config is not None:
             raise ConfigError("--resume continues a run as it was configured; drop --out and --config")
+        from circuitpath.runs import load_run
+
+        if load_run(args.resume).status == "completed":
+            print(f"{args.resume} is already completed; nothing to resume")
+            return 0
         (run,) = resume([args.resume], device=args.device)
     else:
         if args.out is None:
@@ -166,24 +149,3 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(summary_table({run.path.name: run}))
     print(f"run saved in {run.path}")
     return 0
-
-
-# ---- sweep ---------------------------------------------------------------------------------------
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from circuitpath.plots import sweep_figure, write_html
-    from circuitpath.sweep import parse_experiments, parse_seeds, resume_sweep, summary_lines, sweep
-
-    if args.resume is not None:
-        out = args.resume
-        summaries = resume_sweep(out, device=args.device)
-    else:
-        out = args.out
-        task = task_from_flags(args)
-        summaries = sweep(out, parse_seeds(args.seeds), parse_experiments(args.experiments), task=task,
-                          model=model_from_flags(args, task), device=args.device, force=args.force)
-    print("\n".join(summary_lines(summaries)))
-    page = write_html([sweep_figure(summaries)], out / "sweep.html", "circuitpath sweep")
-    print(f"figure written to {page}")
-    return 0
-
-
