@@ -37,7 +37,7 @@ def test_every_claim_is_measured_on_every_seed(reproduced):
     record = json.loads((reproduced / CLAIMS_JSON).read_text())
     assert record["seeds"] == [0, 1] and record["figures"] == [2, 3, 4, 5, 6, 7]
     keys = [c["key"] for c in record["claims"]]
-    assert keys == ["spurious_updates", "first_epoch_focus", "spurious_pruned", "focus_on_zeros", "focus_on_zeros_d32", "clusters_p2",
+    assert keys == ["spurious_updates", "first_epoch_focus", "spurious_pruned", "focus_on_zeros", "focus_on_zeros_d32", "small_p2_solved", "clusters_p2",
                     "clusters_p4", "clusters_scratch", "scratch_memorises", "curriculum_generalises", "headline",
                     "p2_solved", "barrier"]
     for claim in record["claims"]:
@@ -124,5 +124,5 @@ def test_report_renders_the_claims_table_and_every_figure(reproduced):
     figures = html.count('class="plotly-graph-div"')
     assert len(re.findall(r'<svg class="main-svg"', dom)) >= figures > 10
     table = dom[dom.index("<table class=\"claims\">"): dom.index("</table>", dom.index("<table class=\"claims\">"))]
-    assert table.count("<tr>") == 1 + 13 and "Wilson" in table  # header and one row per claim
+    assert table.count("<tr>") == 1 + 14 and "Wilson" in table  # header and one row per claim
     assert any(f'class="{verdict}">{verdict}<' in table for verdict in ("supported", "mixed", "refuted"))

@@ -38,7 +38,7 @@ def build(ctx: Context) -> list[Panel]:
 
 SECTION = Section(
     key="fig4", title="Fig. 4 — clusters of the attention output", figure=4,
-    claims=("clusters_p2", "clusters_p4", "clusters_scratch"),
+    claims=("small_p2_solved", "clusters_p2", "clusters_p4", "clusters_scratch"),
     intro="What the attention output z_A encodes at the end of each phase: its clusters and the labelings they match.",
     build=build,
 )
