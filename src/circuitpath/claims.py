@@ -34,8 +34,6 @@ CLUSTER_ARI = 0.9
 """Clusters encode a labeling when their adjusted Rand index with it is at least this."""
 BARRIER = math.log(4)
 """A barrier is high when the path's training loss rises above its ends by more than a uniform guess's loss."""
-MAX_CLUSTERS = 24
-"""Largest cluster count tried (the paper's counts are 6 and 16)."""
 PROBES = 1024
 """Test inputs probed per seed (Fig. 3)."""
 BARRIER_POINTS = 11
@@ -175,11 +173,11 @@ def fig3(runs: Runs, key: str = "focus_on_zeros", where: str = "") -> list[Claim
 
 # ---- Fig. 4 --------------------------------------------------------------------------------------
 def clusters_on_paper_inputs(run: Run, step: int, p: int):
-    """Clusters of z_A on Fig. 4's inputs (every first k in F_p^k, spurious tokens 0)."""
+    """Clusters of z_A on Fig. 4's inputs (every first k in F_p^k, spurious tokens 0), counted by the
+    rule of `analysis.clusters` (1 when no group stands out from a structureless cloud)."""
     task = run.config.task
     with single_threaded():  # k-means on a few hundred points: extra threads only wait
-        return find_clusters(run.model_at(step), first_k_inputs(p, task.k, task.n_ctx), p, task.k,
-                             max_clusters=MAX_CLUSTERS)
+        return find_clusters(run.model_at(step), first_k_inputs(p, task.k, task.n_ctx), p, task.k)
 
 
 def _cluster_claim(claim: Claim, seed: int, found, expected: int, present: bool = True) -> None:

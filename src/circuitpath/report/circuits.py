@@ -6,8 +6,7 @@ import torch
 from circuitpath.analysis.ablation import ablate, position_sets
 from circuitpath.analysis.circuit import circuit_graph
 from circuitpath.analysis.dynamics import circuit_over_training
-from circuitpath.analysis.patching import corrupt_positions, patch
-from circuitpath.data import targets
+from circuitpath.analysis.patching import position_patching
 from circuitpath.plots import training as plots
 from circuitpath.plots.circuit import circuit_figure
 from circuitpath.report.page import Panel
@@ -39,10 +38,7 @@ def _final(name: str, run, ctx: Context) -> list[Panel]:
     headline.first_k_ablated_test_acc = by_name[list(sets)[0]]
     headline.spurious_ablated_test_acc = by_name.get(list(sets)[-1], float("nan")) if len(sets) > 1 else float("nan")
     p = run.config.train.phases[-1].p
-    clean = split.x_test[:n]
-    corrupted = corrupt_positions(clean, list(range(task.k)), p, torch.Generator().manual_seed(0))
-    patched = patch(model, "blocks.0.attn.hook_v", clean, corrupted, targets(clean, p, task.k),
-                    targets(corrupted, p, task.k), over=("key_pos",), metric="accuracy")
+    patched = position_patching(model, split.x_test[:n], p, task.k, generator=torch.Generator().manual_seed(0))
     circuit = circuit_graph(model, split.x_test[:n], split.y_test[:n], task.k)
     return [
         Panel(plots.ablation_figure(ablations, f"{name}: accuracy with key positions mean-ablated"),
@@ -50,8 +46,10 @@ def _final(name: str, run, ctx: Context) -> list[Panel]:
               "that uses exactly the first k drops to chance for each summed position and not at all for the "
               "spurious set."),
         Panel(plots.patching_figure(patched, f"{name}: patching each key position's value from clean inputs"),
-              "Fraction of the clean accuracy restored by patching one position's value from the clean input into "
-              "an input whose first k tokens were redrawn (0: nothing restored, 1: all of it)."),
+              "One position at a time is given another token, then its value vector is patched back from the clean "
+              "input; the bar is the fraction of the logit difference restored (0: as corrupted, 1: as clean), on "
+              "the inputs whose answer the corruption flips. A circuit of the first k restores them fully; a "
+              "position whose corruption flips no answer is marked, not drawn."),
         Panel(circuit_figure(circuit, f"{name}: the circuit at step {run.steps[-1]}"),
               "Components kept because ablating them costs accuracy (edge width: that cost): input positions, "
               "attention, MLP, the residual path, logits."),

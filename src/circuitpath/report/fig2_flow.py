@@ -14,10 +14,10 @@ from circuitpath.report.section import Context, Section
 def build(ctx: Context) -> list[Panel]:
     if ctx.paper:
         return [panel for name, run in ctx.runs.items() for panel in _paper(name, run)]
-    return [Panel(flow_figure(attention_flow(run, run.data().x_test[0]), f"{name}: attention flow on one test input"),
+    return [Panel(flow_figure(attention_flow(run), f"{name}: attention flow on one test input of each phase"),
                   "Edge width: attention of the query on each position; red: it grew since the previous checkpoint, "
-                  "blue: it shrank. Move the slider: the edges of the summed (orange) positions should thicken and "
-                  "the spurious ones thin out.")
+                  "blue: it shrank. Each phase's checkpoints are drawn on that phase's first test input. Move the "
+                  "slider: the edges of the summed (orange) positions should thicken and the spurious ones thin out.")
             for name, run in ctx.runs.items()]
 
 

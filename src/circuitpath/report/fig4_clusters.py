@@ -9,7 +9,8 @@ from circuitpath.report.page import Panel
 from circuitpath.report.section import Context, Section
 
 CAPTION = ("Each point is one input's z_A (its first two principal axes when d > 2), coloured by the labeling its "
-           "clusters match best; the title gives the cluster count and the adjusted Rand index with each labeling. ")
+           "clusters match best; the title gives the cluster count (1: no group stands out from a structureless "
+           "cloud) and the adjusted Rand index with each labeling. ")
 PAPER = ("The paper (d = 2): 6 clusters, one per count of ones among the first k, after p = 2; 16, one per sum of the "
          "first k, after fine-tuning on p = 4; not so from p = 4 alone.")
 
@@ -27,7 +28,7 @@ def build(ctx: Context) -> list[Panel]:
                 found = clusters_on_paper_inputs(run, end, p)
                 where = f"the {p ** k} inputs with first k in F_{p}^{k}, spurious 0"
             else:
-                found = find_clusters(run.model_at(end), run.data(index).x_test[: ctx.n], p, k, max_clusters=64)
+                found = find_clusters(run.model_at(end), run.data(index).x_test[: ctx.n], p, k)
                 where = f"{min(ctx.n, len(run.data(index).x_test))} test inputs"
             found_at[end] = (found.n_clusters, found.best_labeling, found.alignment[found.best_labeling])
             panels.append(Panel(plots.clusters_figure(found, f"{name} at step {end} (p = {p})"),
