@@ -16,7 +16,7 @@ then one section per figure, drawn on one seed chosen by a stated rule).
 
 figures and their experiments:
   2  minibatch         T = 8, d = 32, mini-batches of 32, lr 1e-3, 150 epochs; the all-3s input update by update
-  3  curriculum        its p = 2 phase: attention on the 0s against the 1s among the first k
+  3  small_curriculum  its p = 2 phase (d = 2, the figure's model; also curriculum's at d = 32): the 0s against the 1s
   4  small_curriculum  d = 2, h = 32: p = 2 then p = 4 (6 then 16 clusters of z_A); small_scratch: p = 4 alone
   5  scratch           T = 12, d = 32, p = 4 for 10 000 steps; curriculum: p = 2 (3 000), then p = 4 (7 000)
   6  (scratch, curriculum) the loss barrier between the two solutions
