@@ -63,7 +63,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from circuitpath.cli import paper, probing, sweeping, training
+    from circuitpath.cli import discovery, paper, probing, sweeping, training
 
     parser = OneLineParser(
         prog="circuitpath",
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweeping.add_parsers(sub)
     paper.add_parsers(sub)
     probing.add_parsers(sub)
+    discovery.add_parsers(sub)
     return parser
 
 
