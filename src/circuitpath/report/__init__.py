@@ -16,7 +16,8 @@ from pathlib import Path
 from circuitpath.analysis.threads import single_threaded
 from circuitpath.claims import Claim
 from circuitpath.presets import FIGURES
-from circuitpath.report import circuits, fig2_flow, fig3_attention, fig4_clusters, fig5_accuracy, fig6_barrier, fig7_trajectory
+from circuitpath.report import (circuits, fig2_flow, fig3_attention, fig4_clusters, fig5_accuracy, fig6_barrier,
+                               fig7_trajectory, timeline)
 from circuitpath.report.headlines import Headlines, RunHeadline
 from circuitpath.report.page import Page
 from circuitpath.report.section import Context, Section
@@ -24,11 +25,12 @@ from circuitpath.runs import Run
 
 #: Every section, in the order of the page.
 SECTIONS: list[Section] = [s.SECTION for s in (fig2_flow, fig3_attention, fig4_clusters, fig5_accuracy, circuits,
-                                                 fig6_barrier, fig7_trajectory)]
+                                                 timeline, fig6_barrier, fig7_trajectory)]
 
 
 def sections_for(figures: list[int]) -> list[Section]:
-    """The sections of the given figures; the circuits extension comes with Fig. 5 (it reads the same runs)."""
+    """The sections of the given figures; the extensions (circuits, circuit timeline) come with Fig. 5 (they
+    read the same runs)."""
     return [s for s in SECTIONS if (s.figure in figures) or (s.figure is None and 5 in figures)]
 
 

@@ -17,6 +17,7 @@ class RunHeadline:
     spurious_ablated_test_acc: float = NAN  # test accuracy with every spurious position mean-ablated
     first_k_ablated_test_acc: float = NAN
     clusters: dict[int, tuple[int, str, float]] = field(default_factory=dict)  # step -> (count, labeling, ARI)
+    circuit_found_at: int | None = None  # first step whose attribution AUROC reaches 0.99 (-1: never)
 
 
 @dataclass
@@ -39,6 +40,9 @@ class Headlines:
             ) if value == value]  # NaN: not measured in this report
             if parts:
                 out.append(f"{name}: " + "; ".join(parts))
+            if h.circuit_found_at is not None:
+                found = "never" if h.circuit_found_at < 0 else f"from step {h.circuit_found_at}"
+                out.append(f"{name}: attribution patching ranks the summed positions first (AUROC >= 0.99) {found}")
             for step, (count, labeling, ari) in h.clusters.items():
                 out.append(f"{name} step {step}: {count} clusters of z_A, best aligned with {labeling} (ARI {ari:.3f})")
         if self.barrier is not None:
