@@ -63,6 +63,53 @@ def test_claim_values_agree_with_the_runs(reproduced):
         assert claims["spurious_updates"]["per_seed"][str(seed)]["value"] == pytest.approx(rises, abs=1e-6)
 
 
+def test_fig3_and_fig6_values_recomputed_with_the_reference(reproduced):
+    """The 0s-against-1s ratio and the barrier height, from the checkpoints with the independent implementation."""
+    import torch.nn.functional as F
+
+    from circuitpath.claims import BARRIER_POINTS, PROBES
+
+    claims = {c["key"]: c for c in json.loads((reproduced / CLAIMS_JSON).read_text())["claims"]}
+    for seed in range(SEEDS):
+        for key, name in (("focus_on_zeros", "small_curriculum"), ("focus_on_zeros_d32", "curriculum")):
+            run = load_run(run_path(reproduced, name, seed))
+            switch = run.config.train.phases[0].steps
+            x = run.data(0).x_test[:PROBES]
+            pattern = reference_forward(run.weights_at(switch), x)["pattern"][:, : run.config.task.k]
+            first = x[:, : run.config.task.k]
+            both = ((first == 0).any(1) & (first == 1).any(1))
+            on = {t: ((pattern * (first == t))[both].sum(1) / (first == t)[both].sum(1)).mean() for t in (0, 1)}
+            value = claims[key]["per_seed"][str(seed)]["value"]
+            assert value == pytest.approx((on[0] / on[1]).item(), rel=1e-4)
+            assert claims[key]["per_seed"][str(seed)]["holds"] == (value >= 2.0)
+        scratch, curriculum = (load_run(run_path(reproduced, n, seed)) for n in ("scratch", "curriculum"))
+        a, b = scratch.weights_at(scratch.steps[-1]), curriculum.weights_at(curriculum.steps[-1])
+        split = curriculum.data()
+        losses = torch.stack([F.cross_entropy(reference_forward({n: (1 - t) * a[n] + t * b[n] for n in a},
+                                                                split.x_train)["logits"], split.y_train)
+                              for t in torch.linspace(0, 1, BARRIER_POINTS).tolist()])
+        height = (losses.max() - torch.maximum(losses[0], losses[-1])).item()
+        assert claims["barrier"]["per_seed"][str(seed)]["value"] == pytest.approx(height, abs=1e-4)
+        switch_line = [m for m in curriculum.metrics if m["step"] == 10 and m["phase"] == 0][-1]
+        assert claims["p2_solved"]["per_seed"][str(seed)]["value"] == switch_line["test_acc"]
+
+
+def test_one_figure_trains_only_its_experiments_and_prints_its_claims(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(presets, "experiments", lambda **kwargs: tiny_experiments(kwargs.get("residual", "attn_out")))
+    out = tmp_path / "fig4"
+    assert main(["reproduce", "--out", str(out), "--figures", "4", "--seeds", "1", "--n", "32"]) == 0
+    printed = capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["claims.json", "report.html", "small_curriculum", "small_scratch"]
+    record = json.loads((out / CLAIMS_JSON).read_text())
+    assert record["figures"] == [4] and {c["figure"] for c in record["claims"]} == {4}
+    html = (out / "report.html").read_text()
+    assert "Fig. 4 —" in html and "Fig. 5 —" not in html and "Circuit timeline" not in html
+    assert "claims on seed 0:" in printed and "95% interval" in printed and "figures drawn on seed 0:" in printed
+    for claim in record["claims"]:  # one table row per claim: count, rate and the Wilson interval
+        low, high = claim["ci95"]
+        assert re.search(rf"{claim['key']}\s+{claim['count']}/1\s+{claim['rate']:.0%}\s+\[{low:.0%}, {high:.0%}\]", printed)
+
+
 def test_runs_share_initial_weights_across_experiments_of_one_shape(reproduced):
     a, b = load_run(run_path(reproduced, "scratch", 1)), load_run(run_path(reproduced, "curriculum", 1))
     assert a.weights_at(0)["W_E"].equal(b.weights_at(0)["W_E"])
