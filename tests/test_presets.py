@@ -64,3 +64,27 @@ def test_bad_values_are_refused_by_name(kwargs, message):
 def test_a_batch_larger_than_the_training_set_is_refused():
     with pytest.raises(ConfigError, match="batch_size must be <= n_train \\(2048\\), got 4096"):
         presets.experiments(batch_size=4096)["minibatch"].config(0)
+
+
+@pytest.mark.parametrize("name, shape", [("minibatch", (8, 32, 128, 32)), ("small_curriculum", (12, 2, 32, None))])
+def test_the_presets_own_shapes_train_and_reload(tmp_path, name, shape):
+    """Fig. 2's T = 8 mini-batch run and Fig. 4's d = 2 run, a few steps each, saved and read back."""
+    from dataclasses import replace
+
+    import torch
+
+    from circuitpath import load_run, train
+
+    config = presets.experiments()[name].config(3)
+    phases = tuple(replace(ph, steps=4) for ph in config.train.phases)
+    config = replace(config, train=replace(config.train, phases=phases, log_every=2, checkpoint_every=2,
+                                           dense_checkpoints=0, extra_checkpoints=(1,)))
+    run = load_run(train(config, tmp_path / name, progress=False).path)
+    assert run.status == "completed" and run.config == config
+    assert (run.config.task.n_ctx, run.config.model.d_model, run.config.model.d_mlp, phases[0].batch_size) == shape
+    assert run.weights_at(1)["W_pos"].shape == (shape[0], shape[1])
+    assert run.steps == sorted({0, 1, *range(2, 4 * len(phases) + 1, 2)})
+    split = run.data(len(phases) - 1)
+    accuracy = (run.model_at().forward(split.x_test).argmax(-1) == split.y_test).float().mean().item()
+    assert accuracy == pytest.approx(run.final_metrics()["test_acc"], abs=1e-6)
+    assert not torch.equal(run.weights_at(0)["W_E"], run.weights_at(run.steps[-1])["W_E"])
