@@ -105,6 +105,7 @@ def test_one_figure_trains_only_its_experiments_and_prints_its_claims(tmp_path, 
     html = (out / "report.html").read_text()
     assert "Fig. 4 —" in html and "Fig. 5 —" not in html and "Circuit timeline" not in html
     assert "claims on seed 0:" in printed and "95% interval" in printed and "figures drawn on seed 0:" in printed
+    assert re.search(r"wall time: training \d+ s, claims \d+ s, report \d+ s", printed)
     for claim in record["claims"]:  # one table row per claim: count, rate and the Wilson interval
         low, high = claim["ci95"]
         assert re.search(rf"{claim['key']}\s+{claim['count']}/1\s+{claim['rate']:.0%}\s+\[{low:.0%}, {high:.0%}\]", printed)

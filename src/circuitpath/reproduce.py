@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,7 @@ class Reproduction:
     claims_path: Path
     report_path: Path
     headline_lines: list[str]
+    seconds: dict[str, float]  # wall time of each stage: training, claims, report
 
 
 def run_path(out: Path, experiment: str, seed: int) -> Path:
@@ -72,13 +74,16 @@ def reproduce(
     out = Path(out)
     names = needed(figures)
     configs = check(out, experiments, figures, seeds, force)
+    clock = [time.perf_counter()]
     groups = train_groups([(configs[name], [run_path(out, name, s) for s in seeds]) for name in names],
                           device=device, force=force, progress=progress)
     runs = {name: dict(zip(seeds, group)) for name, group in zip(names, groups)}
+    clock.append(time.perf_counter())
     claims = []
     with single_threaded():
         for number in tqdm(figures, desc="claims", unit="figure", disable=None if progress else True):
             claims.extend(MEASURES[number](runs))
+    clock.append(time.perf_counter())
     seed = shown_seed(claims, seeds)
     claims_path = write_json_claims(out, experiments, names, figures, seeds, seed, claims, command)
     from circuitpath.report import build_paper_report
@@ -86,7 +91,9 @@ def reproduce(
     report = out / REPORT
     headlines = build_paper_report({name: runs[name][seed] for name in names}, claims, figures, report, seeds=seeds,
                                    shown_seed=seed, seed_rule=SHOWN_SEED_RULE, command=command, n=n)
-    return Reproduction(claims, seeds, figures, seed, claims_path, report, headlines.lines())
+    clock.append(time.perf_counter())
+    seconds = {stage: b - a for stage, a, b in zip(("training", "claims", "report"), clock, clock[1:])}
+    return Reproduction(claims, seeds, figures, seed, claims_path, report, headlines.lines(), seconds)
 
 
 def check(out: Path, experiments: dict[str, Experiment], figures: list[int], seeds: list[int],
