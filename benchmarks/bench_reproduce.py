@@ -46,8 +46,8 @@ def main() -> None:
     for seeds in counts:  # one after the other: the peak of the later run is read before the next starts
         wall, peak, stdout = measure(seeds, args.extra)
         print(stdout.strip(), "\n")
-        label = "defaults" if seeds is None else f"--seeds {seeds}"
-        target = TARGETS.get(seeds, (None, None))
+        label = " ".join((["defaults"] if seeds is None else [f"--seeds {seeds}"]) + args.extra)
+        target = TARGETS.get(seeds, (None, None)) if not args.extra else (None, None)  # targets are for the plain commands
         rows.append(f"circuitpath reproduce {label}: {wall:.1f} s wall, {peak:.0f} MiB peak resident memory"
                     + (f" (targets: {target[0]:.0f} s, {target[1]:.0f} MiB)" if target[0] else ""))
     print("\n".join(rows))

@@ -29,8 +29,9 @@ why residual attn_out: the code that drew the figures adds the MLP to the un-nor
 (a pre-norm block); the text's equation 4 adds it to RMS(z_A) (--residual normalized)."""
 
 EPILOG = """examples:
-  circuitpath reproduce                      # every figure, 8 seeds, into ./runs (about 10 minutes on 2 cores)
-  circuitpath reproduce --seeds 1            # a quick tour: one seed of everything
+  circuitpath reproduce                      # every figure, 8 seeds, into ./runs (~16 min of CPU: 8+ min on 2 cores)
+  circuitpath reproduce --seeds 1            # a quick tour: one seed of everything (~3 min of CPU)
+  circuitpath reproduce --seeds 1 --figures 4   # one figure
   circuitpath reproduce --figures 2,4 --out runs/small
   circuitpath reproduce --residual normalized --out runs/eq4   # the text's equation 4 instead of the code's block"""
 
