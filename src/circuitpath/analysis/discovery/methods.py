@@ -31,7 +31,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from circuitpath.analysis.ablation import METHODS as ABLATIONS
-from circuitpath.analysis.ablation import _replacement
+from circuitpath.analysis.ablation import replacement_for
 from circuitpath.analysis.discovery.forward import (
     TokenAttention,
     attention_inputs,
@@ -194,7 +194,7 @@ def ablation_scores(model, probe: Probe, method: str = "mean", seed: int = 0, ru
     (logits, cache), y = runs.clean, runs.probe.labels
     acts = site_activations(cache)
     # one resampling order for every site
-    knock = lambda activation: _replacement(activation, method, torch.Generator().manual_seed(seed))
+    knock = lambda activation: replacement_for(activation, method, torch.Generator().manual_seed(seed))
     base = F.cross_entropy(logits, y)
     knocked = _replace_each_site(runs, {group: knock(act) for group, act in acts.items()})
     scores = [F.cross_entropy(k.transpose(1, 2), y.expand(len(k), -1), reduction="none").mean(-1) - base for k in knocked]
