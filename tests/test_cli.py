@@ -111,24 +111,6 @@ def test_existing_run_needs_force(tmp_path, capsys):
     assert main([*args, "--force"]) == 0
 
 
-def test_reproduce_prints_the_table_and_verdicts(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "circuitpath.cli", "reproduce", "--out", str(tmp_path), "--n-ctx", "6",
-         "--n-train", "60", "--scratch", "4:30:1e-2", "--curriculum", "2:10:1e-3,4:20:1e-2"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "scratch" in result.stdout and "curriculum" in result.stdout
-    assert "scratch memorises" in result.stdout and "curriculum generalises" in result.stdout
-    assert "loss barrier between scratch and curriculum" in result.stdout
-    assert (tmp_path / "report.html").stat().st_size > 3_000_000
-    scratch, curriculum = load_run(tmp_path / "scratch"), load_run(tmp_path / "curriculum")
-    assert scratch.weights_at(0)["W_E"].equal(curriculum.weights_at(0)["W_E"])
-    again = subprocess.run([sys.executable, "-m", "circuitpath.cli", "reproduce", "--out", str(tmp_path)],
-                           capture_output=True, text=True, timeout=600)
-    assert again.returncode == 2 and "pass --force" in again.stderr
-
-
 def test_show_and_help(trained_run, capsys):
     assert main(["show", str(trained_run.path)]) == 0
     assert "status: completed" in capsys.readouterr().out

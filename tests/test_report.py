@@ -27,22 +27,42 @@ def test_report_is_self_contained(report):
     assert not re.findall(r"<script[^>]*\bsrc=", html)  # plotly.js is inline, nothing is fetched
     assert len(html) > 3_000_000
     # curves, 2 x (attention, circuit over training, flow, ablation, patching, circuit), 3 x clusters,
-    # barrier, trajectory
-    assert html.count('class="plotly-graph-div"') == 18
+    # circuit timeline (AUROC, 2 x (circuit slider, faithfulness), pruning story), barrier, trajectory
+    assert html.count('class="plotly-graph-div"') == 24
+
+
+def render(page):
+    """The page's DOM after headless chromium ran its scripts, and the console errors it logged."""
+    done = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=20000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]
+    return done.stdout, errors
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (installed by .ci/run)")
 def test_report_renders_every_figure_in_headless_chromium(report):
-    done = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
-         "--virtual-time-budget=20000", "--dump-dom", report.as_uri()],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    drawn = len(re.findall(r'<svg class="main-svg"', done.stdout))
-    assert drawn >= 18, f"only {drawn} plotly surfaces were drawn"
-    console_errors = [line for line in done.stderr.splitlines() if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]
+    dom, console_errors = render(report)
+    drawn = len(re.findall(r'<svg class="main-svg"', dom))
+    assert drawn >= 24, f"only {drawn} plotly surfaces were drawn"
     assert not console_errors, console_errors
+    assert "Headline numbers" in dom and "<table" in dom
+
+
+def test_report_says_what_was_run_and_what_to_look_for(report):
+    html = report.read_text()
+    head = html[: html.index('class="plotly-graph-div"')]
+    assert "circuitpath 0." in head and "written 20" in head  # version and date
+    for cell in ("scratch", "curriculum", "p=2: 10 steps, lr 0.001", "T=6, k=3, n=40", "data 0, weights 0"):
+        assert cell in head, cell
+    assert "Headline numbers" in head and "loss barrier between scratch and curriculum" in head
+    assert html.count("class='caption'") == html.count('class="plotly-graph-div"') == 24
+    for number in range(2, 8):  # one section per paper figure, each naming the claims it tests
+        assert f"Fig. {number} —" in html
+    assert "tests the claims spurious_updates, first_epoch_focus, spurious_pruned" in html
 
 
 def test_headline_numbers_are_saved_beside_each_run(report):
@@ -52,6 +72,20 @@ def test_headline_numbers_are_saved_beside_each_run(report):
     assert saved["run"] == "curriculum" and 0 <= saved["first_k_mass"] <= 1
     assert saved["barrier"]["between"] == ["scratch", "curriculum"] and saved["barrier"]["train_loss_height"] >= 0
     assert all(isinstance(v, list) and len(v) == 3 for v in saved["clusters"].values())
+
+
+def test_circuit_timeline_is_drawn_and_saved_beside_each_run(report):
+    import json
+
+    html = report.read_text()
+    assert "Circuit timeline" in html and "AUROC of the position scores" in html
+    for name in ("scratch", "curriculum"):
+        saved = json.loads((report.parent / name / "analysis" / "discovery" / "timeline.json").read_text())
+        assert list(saved["methods"]) == ["attribution"] and len(saved["steps"]) == len(saved["methods"]["attribution"]["auroc"])
+        assert all(0 <= a <= 1 for a in saved["methods"]["attribution"]["auroc"])
+        headline = json.loads((report.parent / name / "analysis" / "headlines.json").read_text())
+        first = saved["methods"]["attribution"]["first_step_auroc_ge_0.99"]
+        assert headline["circuit_found_at"] == (-1 if first is None else first)
 
 
 def test_analyze_refuses_what_is_not_a_run(tmp_path, capsys):

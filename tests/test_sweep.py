@@ -45,7 +45,7 @@ def assert_same_final(run, other):
 
 def test_parse_seeds_and_experiments():
     assert parse_seeds("0-3,7,2") == [0, 1, 2, 3, 7]
-    assert parse_experiments("scratch,curriculum") == {"scratch": "4:10000:1e-2", "curriculum": "2:3000:1e-3,4:7000:1e-2"}
+    assert parse_experiments("scratch,curriculum") == {"scratch": "4:10000:1e-3", "curriculum": "2:3000:1e-3,4:7000:1e-2"}
     assert parse_experiments("a=4:5:1e-2;b=2:5:1e-3,4:5:1e-2") == {"a": "4:5:1e-2", "b": "2:5:1e-3,4:5:1e-2"}
     for bad, message in [("3-1", "seeds are"), ("x", "seeds are"), ("-2", "seeds are")]:
         with pytest.raises(ConfigError, match=message):

@@ -1,19 +1,18 @@
-"""Commands that train: `train`, `reproduce` (`sweep` lives in `cli.sweeping`)."""
+"""The command that trains one run: `train` (`sweep` lives in `cli.sweeping`, `reproduce` in `cli.paper`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tomllib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from circuitpath.cli import add_residual_flag, add_run_flags, add_task_flags, model_from_flags, task_from_flags
-from circuitpath.config import ModelConfig, Phase, RunConfig, parse_phases
+from circuitpath.cli import add_residual_flag, add_run_flags
+from circuitpath.config import Phase, RunConfig, parse_phases
 from circuitpath.errors import ConfigError
-from circuitpath.experiments import PAPER_PHASES, experiment_config, summary_table, verdicts
+from circuitpath.experiments import summary_table
 
 EPILOG_TRAIN = """examples:
   circuitpath train --out runs/x --p 4 --steps 1000 --lr 1e-2 --seed 0
@@ -63,22 +62,6 @@ def add_parsers(sub) -> None:
     _add_config_flags(train)
     add_run_flags(train)
     train.set_defaults(handler=cmd_train)
-
-    reproduce = sub.add_parser(
-        "reproduce", help="train the paper's scratch and curriculum runs and compare them",
-        description="Train the paper's two runs from the same initial weights into OUT/scratch and "
-        "OUT/curriculum, then print their final accuracies and whether the paper's claims held: "
-        "scratch memorises (train acc >= 0.99, test acc < 0.5), curriculum generalises (test acc >= 0.99).",
-    )
-    reproduce.add_argument("--out", type=Path, default=Path("runs"), help="parent directory of the runs (default ./runs)")
-    reproduce.add_argument("--seed", type=int, default=0, help="seed of data and initial weights (default 0)")
-    reproduce.add_argument("--scratch", default=PAPER_PHASES["scratch"], metavar="PHASES",
-                           help=f"phases of the scratch run (default {PAPER_PHASES['scratch']})")
-    reproduce.add_argument("--curriculum", default=PAPER_PHASES["curriculum"], metavar="PHASES",
-                           help=f"phases of the curriculum run (default {PAPER_PHASES['curriculum']})")
-    add_task_flags(reproduce)
-    add_run_flags(reproduce)
-    reproduce.set_defaults(handler=cmd_reproduce)
 
 
 # ---- train ---------------------------------------------------------------------------------------
@@ -165,25 +148,4 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = train(build_config(args), args.out, device=args.device, force=args.force)
     print(summary_table({run.path.name: run}))
     print(f"run saved in {run.path}")
-    return 0
-
-
-# ---- reproduce ------------------------------------------------------------------------------------
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    from circuitpath.train import train_groups
-
-    task = task_from_flags(args)
-    names = ("scratch", "curriculum")
-    configs = [experiment_config(getattr(args, name), seed=args.seed, task=task, model=model_from_flags(args, task))
-               for name in names]
-    print(f"training scratch ({args.scratch}) and curriculum ({args.curriculum}) side by side", file=sys.stderr)
-    groups = train_groups([([c], [args.out / n]) for c, n in zip(configs, names)], device=args.device, force=args.force)
-    runs = {name: group[0] for name, group in zip(names, groups)}
-    print(summary_table(runs))
-    print("\n".join(verdicts(runs)))
-    from circuitpath.report import build_report
-
-    headlines = build_report(runs, args.out / "report.html")
-    print("\n".join(headlines.lines()))
-    print(f"report written to {args.out / 'report.html'}")
     return 0

@@ -1,0 +1,61 @@
+"""Figures drawn the way the paper draws them: update-by-update changes (Fig. 2), attention on single
+inputs over a phase (Fig. 3), and per-seed values of a claim."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from torch import Tensor
+
+from circuitpath.analysis.probes import UpdateChanges
+
+TEMPLATE = "plotly_white"
+
+
+def update_changes_figure(changes: UpdateChanges, tokens: list[int], title: str) -> go.Figure:
+    """Change of the attention on each position at each update (red: grew, blue: shrank), spurious ones marked."""
+    change = changes.change
+    limit = max(float(change.abs().max()), 1e-12)
+    labels = [f"x{i}={t}" for i, t in enumerate(tokens)]
+    figure = go.Figure(go.Heatmap(
+        x=labels, y=[f"{a}→{b}" for a, b in zip(changes.steps, changes.steps[1:])], z=change.tolist(),
+        colorscale=[[0, "rgb(31, 119, 180)"], [0.5, "white"], [1, "rgb(214, 39, 40)"]], zmin=-limit, zmax=limit,
+        colorbar={"title": "change"}, hovertemplate="update %{y}, %{x}: %{z:.2e}<extra></extra>"))
+    figure.add_vline(x=changes.k - 0.5, line_color="black", line_width=3)
+    figure.add_annotation(x=changes.k - 0.5, y=1.02, yref="paper", text=f"k = {changes.k}: spurious to the right",
+                          showarrow=False, xanchor="left", font={"size": 13})
+    figure.update_yaxes(title_text="update (step before → after)", autorange="reversed")
+    figure.update_layout(title=title, template=TEMPLATE, height=640)
+    return figure
+
+
+def attention_per_input_figure(steps: list[int], pattern: Tensor, tokens: Tensor, k: int, title: str) -> go.Figure:
+    """One heatmap per input: attention on each position (column, labelled by its token) at each step (row)."""
+    count = pattern.shape[1]
+    names = ["".join(str(t) for t in row[:k].tolist()) + " " + "".join(str(t) for t in row[k:].tolist())
+             for row in tokens]
+    figure = make_subplots(rows=1, cols=count, shared_yaxes=True, subplot_titles=names, horizontal_spacing=0.03)
+    vmax = float(pattern.max())
+    for i in range(count):
+        figure.add_trace(go.Heatmap(
+            x=[f"x{j}={t}" for j, t in enumerate(tokens[i].tolist())], y=[str(s) for s in steps],
+            z=pattern[:, i].tolist(), colorscale="Blues", zmin=0, zmax=vmax, showscale=i == count - 1,
+            colorbar={"title": "attention"}, hovertemplate="step %{y}, %{x}: %{z:.3f}<extra></extra>"), row=1, col=i + 1)
+        figure.add_vline(x=k - 0.5, line_color="red", line_width=2, row=1, col=i + 1)
+    figure.update_yaxes(title_text="training step", autorange="reversed", type="category", row=1, col=1)
+    figure.update_layout(title=title, template=TEMPLATE, height=560)
+    return figure
+
+
+def seed_values_figure(series: dict[str, dict[int, float]], title: str, yaxis: str,
+                       thresholds: dict[str, float] | None = None) -> go.Figure:
+    """One point per seed for each named series (e.g. final test accuracy per experiment), thresholds dotted."""
+    figure = go.Figure()
+    for name, values in series.items():
+        seeds = sorted(values)
+        figure.add_trace(go.Box(y=[values[s] for s in seeds], name=name, boxpoints="all", jitter=0.4, pointpos=0,
+                                text=[f"seed {s}: {values[s]:.4g}" for s in seeds], hoverinfo="text"))
+    for label, value in (thresholds or {}).items():
+        figure.add_hline(y=value, line_dash="dot", annotation_text=label)
+    figure.update_layout(title=title, yaxis_title=yaxis, showlegend=False, template=TEMPLATE)
+    return figure

@@ -1,0 +1,156 @@
+"""The HTML report: a text head, then one section per figure of the paper (and one extension).
+
+`build_report(runs, path)` reports on any runs (`circuitpath analyze`): every section that applies
+to them. `build_paper_report(...)` is what `circuitpath reproduce` writes: it opens with what was
+run and the claims measured over seeds, then draws each chosen figure's section on one seed.
+
+Adding a figure or a claim is one new module here with a `SECTION` (see `section.Section`), listed
+in `SECTIONS`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from circuitpath.analysis.threads import single_threaded
+from circuitpath.claims import Claim
+from circuitpath.presets import FIGURES
+from circuitpath.report import (circuits, fig2_flow, fig3_attention, fig4_clusters, fig5_accuracy, fig6_barrier,
+                               fig7_trajectory, timeline)
+from circuitpath.report.headlines import Headlines, RunHeadline
+from circuitpath.report.page import Page
+from circuitpath.report.section import Context, Section
+from circuitpath.runs import Run
+
+#: Every section, in the order of the page.
+SECTIONS: list[Section] = [s.SECTION for s in (fig2_flow, fig3_attention, fig4_clusters, fig5_accuracy, circuits,
+                                                 timeline, fig6_barrier, fig7_trajectory)]
+
+
+def sections_for(figures: list[int]) -> list[Section]:
+    """The sections of the given figures; the extensions (circuits, circuit timeline) come with Fig. 5 (they
+    read the same runs)."""
+    return [s for s in SECTIONS if (s.figure in figures) or (s.figure is None and 5 in figures)]
+
+
+def _version() -> str:
+    from circuitpath import __version__
+
+    return __version__
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def run_rows(runs: dict[str, Run]) -> list[list[str]]:
+    rows = []
+    for name, run in runs.items():
+        c = run.config
+        phases = ", ".join(f"p={ph.p}: {ph.steps} steps, lr {ph.lr:g}" + (f", batch {ph.batch_size}" if ph.batch_size else "")
+                           for ph in c.train.phases)
+        rows.append([name, str(run.path), f"T={c.task.n_ctx}, k={c.task.k}, n={c.task.n_train}",
+                     f"d={c.model.d_model}, h={c.model.d_mlp}, {getattr(c.model, 'residual', 'normalized')}",
+                     phases, f"data {c.task.seed}, weights {c.model.seed}, batches {c.train.seed}",
+                     run.info.get("circuitpath", "?")])
+    return rows
+
+
+RUN_HEADER = ["run", "directory", "task", "model (residual)", "phases", "seeds", "trained with"]
+
+
+def _draw(page: Page, section: Section, ctx: Context, tested: list[Claim]) -> None:
+    with single_threaded():
+        panels = section.build(ctx)
+    page.heading(section.title, anchor=section.key)
+    page.text(section.intro)
+    if tested:
+        page.text("Tests: " + "; ".join(f"{c.key} ({c.count}/{c.n} seeds, {c.verdict})" for c in tested), css="tests")
+    elif section.claims and not ctx.paper:
+        page.text("In a `circuitpath reproduce` report this section tests the claims " + ", ".join(section.claims)
+                  + " over seeds.", css="tests")
+    elif not section.claims:
+        page.text("Tests no claim.", css="tests")
+    for panel in panels:
+        page.panel(panel)
+
+
+def build_report(runs: dict[str, Run], path: str | Path, n: int = 1024) -> Headlines:
+    """Write the report of arbitrary `runs` to `path` (every section that applies); return its headline numbers."""
+    headlines = Headlines()
+    ctx = Context(runs=runs, n=n, headlines=headlines)
+    body = Page("")
+    for section in SECTIONS:
+        if section.applies(runs):
+            _draw(body, section, ctx, [])
+    page = Page("circuitpath report: " + ", ".join(runs))
+    page.text(f"circuitpath {_version()}, written {_now()}. Runs analysed:")
+    page.table(RUN_HEADER, run_rows(runs))
+    page.heading("Headline numbers")
+    page.items(headlines.lines())
+    page.blocks.extend(body.blocks)
+    page.write(path)
+    headlines.save(runs)
+    return headlines
+
+
+def build_paper_report(
+    runs: dict[str, Run],
+    claims: list[Claim],
+    figures: list[int],
+    path: str | Path,
+    *,
+    seeds: list[int],
+    shown_seed: int,
+    seed_rule: str,
+    command: str,
+    n: int = 1024,
+) -> Headlines:
+    """`reproduce`'s report: what was run and the claims over `seeds`, then each figure drawn on `shown_seed`.
+
+    `runs` holds the shown seed's run of every experiment the figures need, by experiment name.
+    """
+    headlines = Headlines()
+    by_key = {c.key: c for c in claims}
+    body = Page("")
+    for section in sections_for(figures):
+        names = section.experiments or FIGURES[section.figure].experiments
+        ctx = Context(runs={name: runs[name] for name in names}, n=n, headlines=headlines, claims=by_key, paper=True)
+        _draw(body, section, ctx, [by_key[key] for key in section.claims if key in by_key])
+    page = Page("circuitpath: the paper's figures, reproduced")
+    page.text(f"Easing Optimization Paths: a Circuit Perspective (Odonnat, Bouaziz, Cabannes, ICASSP 2025), figures "
+              f"{', '.join(map(str, figures))}. circuitpath {_version()}, written {_now()}, by `{command}`.")
+    page.text(f"Every experiment was trained on {len(seeds)} seed{'s' if len(seeds) > 1 else ''} "
+              f"({', '.join(map(str, seeds))}); a seed sets the data, the initial weights and the mini-batch order. "
+              f"The figures below are drawn on seed {shown_seed}: {seed_rule}.")
+    page.heading("Claims, measured over seeds")
+    claims_table(page, claims)
+    page.heading("What was run")
+    page.table(RUN_HEADER, run_rows(runs))
+    page.text("Each experiment's settings and where they come from (the paper's notebooks, cell by cell) are in "
+              "circuitpath.presets; the thresholds of the claims in circuitpath.claims.")
+    if headlines.lines():
+        page.heading(f"Headline numbers of seed {shown_seed}")
+        page.items(headlines.lines())
+    page.blocks.extend(body.blocks)
+    page.write(path)
+    headlines.save(runs)
+    return headlines
+
+
+def claims_table(page: Page, claims: list[Claim]) -> None:
+    """Each claim: figure, the paper's sentence, what was measured, count, rate, 95% interval, verdict, seeds."""
+    rows, classes = [], {}
+    for r, c in enumerate(claims):
+        low, high = c.interval
+        rows.append([str(c.figure), c.key, c.paper, c.test, f"{c.count}/{c.n}", f"{c.rate:.0%}",
+                     f"{low:.0%}–{high:.0%}", c.verdict, ", ".join(map(str, c.seeds_holding)) or "none"])
+        classes[(r, 7)] = c.verdict
+    page.table(["fig", "claim", "the paper", "measured (holds when)", "holds", "rate", "95% interval (Wilson)",
+                "verdict", "seeds where it holds"], rows, numeric={4, 5, 6}, row_classes=classes, css="claims")
+    page.text("Verdict: supported when the whole 95% interval lies above 1/2, refuted when it lies below, mixed "
+              "otherwise.", css="tests")
+
+
+__all__ = ["Headlines", "RunHeadline", "SECTIONS", "build_paper_report", "build_report", "sections_for"]

@@ -1,0 +1,64 @@
+"""Beyond the paper: which components each run uses, by ablation and patching, at the end and along training."""
+
+from __future__ import annotations
+
+import torch
+from circuitpath.analysis.ablation import ablate, position_sets
+from circuitpath.analysis.circuit import circuit_graph
+from circuitpath.analysis.dynamics import circuit_over_training
+from circuitpath.analysis.patching import position_patching
+from circuitpath.plots import training as plots
+from circuitpath.plots.circuit import circuit_figure
+from circuitpath.report.page import Panel
+from circuitpath.report.section import Context, Section
+
+
+def build(ctx: Context) -> list[Panel]:
+    panels = []
+    for name, run in ctx.runs.items():
+        over_training = circuit_over_training(run, n=min(ctx.n, 256))
+        panels.append(Panel(plots.circuit_over_training_figure(over_training, f"{name}: the circuit over training"),
+                            "On one time axis: the loss, the accuracy lost when each key position is mean-ablated, "
+                            "the attention mass on the first k and the cluster count of z_A. Look for the summed "
+                            "positions' effects rising as the spurious ones vanish, and when that happens relative "
+                            "to the drop of the test loss."))
+        panels.extend(_final(name, run, ctx))
+    return panels
+
+
+def _final(name: str, run, ctx: Context) -> list[Panel]:
+    split, task, model = run.data(), run.config.task, run.model_at()
+    n = ctx.n
+    sets = position_sets(task.k, task.n_ctx)
+    ablations = {label: ablate(model, x[:n], y[:n], sets=sets, generator=torch.Generator().manual_seed(0))
+                 for label, x, y in (("train", split.x_train, split.y_train), ("test", split.x_test, split.y_test))}
+    by_name = dict(zip(ablations["test"].names, ablations["test"].accuracy.tolist()))
+    headline = ctx.headlines.run(name)
+    headline.test_acc = run.final_metrics()["test_acc"]
+    headline.first_k_ablated_test_acc = by_name[list(sets)[0]]
+    headline.spurious_ablated_test_acc = by_name.get(list(sets)[-1], float("nan")) if len(sets) > 1 else float("nan")
+    p = run.config.train.phases[-1].p
+    patched = position_patching(model, split.x_test[:n], p, task.k, generator=torch.Generator().manual_seed(0))
+    circuit = circuit_graph(model, split.x_test[:n], split.y_test[:n], task.k)
+    return [
+        Panel(plots.ablation_figure(ablations, f"{name}: accuracy with key positions mean-ablated"),
+              "Accuracy when one key position's value vector (or a set of them) is replaced by its mean. A circuit "
+              "that uses exactly the first k drops to chance for each summed position and not at all for the "
+              "spurious set."),
+        Panel(plots.patching_figure(patched, f"{name}: patching each key position's value from clean inputs"),
+              "One position at a time is given another token, then its value vector is patched back from the clean "
+              "input; the bar is the fraction of the logit difference restored (0: as corrupted, 1: as clean), on "
+              "the inputs whose answer the corruption flips. A circuit of the first k restores them fully; a "
+              "position whose corruption flips no answer is marked, not drawn."),
+        Panel(circuit_figure(circuit, f"{name}: the circuit at step {run.steps[-1]}"),
+              "Components kept because ablating them costs accuracy (edge width: that cost): input positions, "
+              "attention, MLP, the residual path, logits."),
+    ]
+
+
+SECTION = Section(
+    key="circuits", title="Circuits: which components the final models use", figure=None, claims=(),
+    intro="Ablation and patching of the runs' components, at the end of training and along it (an extension of "
+          "the paper, which reads its circuits from the figures above).",
+    build=build, experiments=("scratch", "curriculum"),
+)

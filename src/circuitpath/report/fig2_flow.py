@@ -1,0 +1,61 @@
+"""Fig. 2: the attention flow of one input, checkpoint by checkpoint; in the paper's run, update by update."""
+
+from __future__ import annotations
+
+from circuitpath.analysis.flow import attention_flow
+from circuitpath.analysis.probes import constant_inputs, update_changes
+from circuitpath.plots import training as plots
+from circuitpath.plots.graphs import flow_figure
+from circuitpath.plots.paper import update_changes_figure
+from circuitpath.report.page import Panel
+from circuitpath.report.section import Context, Section
+
+
+def build(ctx: Context) -> list[Panel]:
+    if ctx.paper:
+        return [panel for name, run in ctx.runs.items() for panel in _paper(name, run)]
+    return [Panel(flow_figure(attention_flow(run), f"{name}: attention flow on one test input of each phase"),
+                  "Edge width: attention of the query on each position; red: it grew since the previous checkpoint, "
+                  "blue: it shrank. Each phase's checkpoints are drawn on that phase's first test input. Move the "
+                  "slider: the edges of the summed (orange) positions should thicken and the spurious ones thin out.")
+            for name, run in ctx.runs.items()]
+
+
+def _paper(name: str, run) -> list[Panel]:
+    p, n_ctx = run.config.train.phases[0].p, run.config.task.n_ctx
+    tokens = constant_inputs(p, n_ctx)[-1]  # the paper shows the all-3s input
+    label = "".join(map(str, tokens.tolist()))
+    dense = leading_updates(run.steps)
+    panels = [Panel(flow_figure(attention_flow(run, tokens), f"{name}: attention flow on the input {label}"),
+                    f"The paper's Fig. 2: the input {label}, one slider step per checkpoint (every update of the first "
+                    f"{len(dense) - 1} updates, sparser later). Red edges grew at the last update, blue ones shrank. "
+                    "Early on some updates thicken a spurious edge (right of the orange positions); at the end the "
+                    "spurious edges are thin.")]
+    if len(dense) > 1:
+        changes = update_changes(run, dense, tokens)
+        panels.append(Panel(update_changes_figure(changes, tokens.tolist(), f"{name}: change of the attention on "
+                                                  f"{label} at each of the first {len(dense) - 1} updates"),
+                            "One row per update (mini-batch). Red cells right of the black line are updates that "
+                            "reinforced a spurious position: the paper says some do, while the summed positions "
+                            "tend to gain."))
+    panels.append(Panel(plots.accuracy_curves({name: run}),
+                        "Training and test accuracy of this mini-batch run, for reading the flow's steps."))
+    return panels
+
+
+def leading_updates(steps: list[int]) -> list[int]:
+    """The checkpoints 0, 1, 2, ... saved after every update from the start (Fig. 2's dense frames)."""
+    dense: list[int] = []
+    for step in steps:
+        if step != len(dense):
+            break
+        dense.append(step)
+    return dense
+
+
+SECTION = Section(
+    key="fig2", title="Fig. 2 — attention flow, update by update", figure=2,
+    claims=("spurious_updates", "first_epoch_focus", "spurious_pruned"),
+    intro="The attention of the single query on each position of one input, as a graph, along training.",
+    build=build,
+)
