@@ -1,0 +1,91 @@
+"""The LLC estimator: devinterp's SGLD around a checkpoint, our reduction, settings and traces on disk."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from circuitpath import train
+from circuitpath.analysis.llc import LLCSettings
+from circuitpath.errors import ConfigError
+from conftest import tiny_config
+
+CLI = [sys.executable, "-m", "circuitpath.cli"]
+
+try:
+    import devinterp  # noqa: F401
+
+    HAVE_DEVINTERP = True
+except ImportError:
+    HAVE_DEVINTERP = False
+needs_devinterp = pytest.mark.skipif(not HAVE_DEVINTERP, reason="devinterp is not installed (pip install -e '.[llc]')")
+
+QUICK = LLCSettings(num_chains=2, num_draws=30, num_burnin_steps=10, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return train(tiny_config("2:60:1e-2,4:60:1e-2"), tmp_path_factory.mktemp("llc") / "run", progress=False)
+
+
+def test_settings_are_checked_and_n_beta_defaults_to_n_over_log_n():
+    with pytest.raises(ConfigError, match="lr must be a positive number, got 0"):
+        LLCSettings(lr=0)
+    with pytest.raises(ConfigError, match="num_chains must be an integer >= 1, got 0"):
+        LLCSettings(num_chains=0)
+    with pytest.raises(ConfigError, match="batch_size must be <= the training set's 40 sequences, got 256"):
+        LLCSettings().resolved(40)
+    assert LLCSettings().resolved(2048).n_beta == pytest.approx(2048 / math.log(2048))
+    assert LLCSettings(n_beta=5.0).resolved(2048).n_beta == 5.0
+
+
+@needs_devinterp
+def test_the_estimate_is_n_beta_times_the_mean_draw_loss_above_the_checkpoint_loss(run):
+    from circuitpath.analysis.llc import estimate_llc
+
+    split = run.data(1)
+    model = run.model_at(120)
+    estimate = estimate_llc(model, split.x_train, split.y_train, QUICK, step=120)
+    assert estimate.trace.shape == (2, 40) and torch.isfinite(estimate.trace).all()
+    n_beta = 40 / math.log(40)
+    expected = [n_beta * (row[10:].mean().item() - estimate.init_loss) for row in estimate.trace]
+    assert estimate.per_chain == pytest.approx(expected, rel=1e-5)
+    assert estimate.llc == pytest.approx(sum(expected) / 2, rel=1e-5)
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(model(split.x_train), split.y_train).item()
+    assert estimate.init_loss == pytest.approx(loss, rel=1e-6)
+    again = estimate_llc(run.model_at(120), split.x_train, split.y_train, QUICK, step=120)
+    assert torch.equal(again.trace, estimate.trace)  # seeded chains
+    other = estimate_llc(run.model_at(120), split.x_train, split.y_train, LLCSettings(**{**vars(QUICK), "seed": 1}))
+    assert not torch.equal(other.trace, estimate.trace)
+    # sampling around a point pulls the loss up from the checkpoint's, never far below it at a trained solution
+    assert estimate.trace[:, 10:].mean() > estimate.init_loss - 0.05
+
+
+@needs_devinterp
+def test_cli_writes_estimates_settings_and_traces_and_refuses_a_missing_step(run):
+    done = subprocess.run([*CLI, "llc", str(run.path), "--steps", "60,120", "--chains", "2", "--draws", "20",
+                           "--burnin", "5", "--batch-size", "8"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "SGLD lr 0.0001, localization 100" in done.stdout
+    saved = json.loads((run.path / "analysis" / "llc.json").read_text())
+    assert [e["step"] for e in saved["estimates"]] == [60, 120]
+    assert saved["settings"]["num_draws"] == 20 and len(saved["estimates"][0]["trace"][0]) == 25
+    assert "plotly" in (run.path / "analysis" / "llc.html").read_text()
+    bad = subprocess.run([*CLI, "llc", str(run.path), "--steps", "61"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "step 61 was not saved" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_traces_figure_draws_every_chain():
+    from circuitpath.analysis.llc import LLCEstimate, LLCOverTraining
+    from circuitpath.plots.llc import llc_figure, llc_traces_figure
+
+    estimates = [LLCEstimate(s, 1.0 + s, 0.1, [1.0, 1.2], 0.5, torch.rand(2, 15)) for s in range(8)]
+    result = LLCOverTraining("r", LLCSettings(n_beta=10.0), estimates, [3])
+    traces = llc_traces_figure(result, max_panels=4)
+    assert len(traces.data) == 4 * 2
+    assert list(llc_figure(result).data[0].x) == list(range(8))
+    assert LLCOverTraining.from_dict(json.loads(json.dumps(result.to_dict()))).steps == list(range(8))
