@@ -121,3 +121,13 @@ def test_cli_branches_a_directory_of_runs_and_refuses_bad_input(tmp_path):
         assert bad.returncode == 2 and message in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     help_text = subprocess.run([*CLI, "branch", "--help"], capture_output=True, text=True, timeout=600).stdout
     assert "examples:" in help_text and "--new-phase" in help_text
+
+
+def test_the_branch_benchmark_runs_at_a_small_size():
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_branch.py"
+    done = subprocess.run([sys.executable, str(script), "--small", "--rounds", "1"], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "ms per run-step" in done.stdout and "branches / fresh" in done.stdout

@@ -70,7 +70,7 @@ def test_cli_writes_estimates_settings_and_traces_and_refuses_a_missing_step(run
     done = subprocess.run([*CLI, "llc", str(run.path), "--steps", "60,120", "--chains", "2", "--draws", "20",
                            "--burnin", "5", "--batch-size", "8"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert "SGLD lr 0.0001, localization 100" in done.stdout
+    assert "SGLD lr 1e-05, localization 10000" in done.stdout
     saved = json.loads((run.path / "analysis" / "llc.json").read_text())
     assert [e["step"] for e in saved["estimates"]] == [60, 120]
     assert saved["settings"]["num_draws"] == 20 and len(saved["estimates"][0]["trace"][0]) == 25

@@ -47,7 +47,7 @@ over runs. Each group of runs (a sweep's experiment, a switch step) is predicted
 EPILOG_LLC = """examples:
   circuitpath llc runs/curriculum
   circuitpath llc runs/scratch --steps 1000,5000,10000 --chains 4 --draws 200
-  circuitpath llc runs/curriculum --sgld-lr 1e-4 --localization 100
+  circuitpath llc runs/curriculum --sgld-lr 3e-6 --localization 1000
 
 Estimates the local learning coefficient with devinterp's SGLD sampler (pip install -e ".[llc]"):
 lambda = n_beta * (mean sampled loss - loss at the checkpoint), on the training data of the phase
@@ -118,8 +118,8 @@ def add_parsers(sub) -> None:
     llc.add_argument("--draws", type=int, help="draws per chain (default 200)")
     llc.add_argument("--burnin", type=int, help="burn-in steps per chain (default 50)")
     llc.add_argument("--batch-size", type=int, help="sequences per SGLD step (default 256)")
-    llc.add_argument("--sgld-lr", type=float, help="SGLD step size epsilon (default 1e-4)")
-    llc.add_argument("--localization", type=float, help="pull gamma towards the checkpoint (default 100)")
+    llc.add_argument("--sgld-lr", type=float, help="SGLD step size epsilon (default 1e-5)")
+    llc.add_argument("--localization", type=float, help="pull gamma towards the checkpoint (default 1e4)")
     llc.add_argument("--n-beta", type=float, help="inverse temperature n*beta (default n / log n of the training set)")
     llc.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     llc.set_defaults(handler=cmd_llc)
