@@ -1,8 +1,8 @@
 """Training speed on a busy machine: one run's step with and without a competing CPU-bound process.
 
-OpenMP threads that spin while they wait for a core held by another process can make a step many
-times slower. Each setting runs in its own process (the OpenMP wait policy is read when torch is
-loaded), first on a quiet machine, then beside one busy process (`while True: pass`), and the
+Kernels split over threads wait at every one of a step's ~100 small parallel regions for a thread
+whose core another process holds, which can make a step many times slower. Each setting runs in its
+own process, first on a quiet machine, then beside one busy process (`while True: pass`), and the
 script prints both and their ratio. Run it on an otherwise idle machine:
 
     python benchmarks/bench_busy.py [--seconds 3]
@@ -17,39 +17,39 @@ import subprocess
 import sys
 import time
 
-SETTINGS = {  # name -> (environment, kernel threads)
-    "2 threads, spin-waiting (OpenMP default)": ({"OMP_WAIT_POLICY": "ACTIVE"}, 2),
-    "2 threads, passive waiting (the package's setting)": ({"OMP_WAIT_POLICY": "PASSIVE"}, 2),
-    "1 thread": ({"OMP_WAIT_POLICY": "PASSIVE"}, 1),
-}
+SETTINGS = {"2 threads per kernel": 2, "1 thread per kernel": 1, "tuned (what `train` does)": 0}
 
 
 def child(threads: int, seconds: float) -> None:
-    """Print the best ms per training step (paper size, one run) over rounds of ~0.2 s."""
+    """Print the best ms per training step (paper size, one run) over rounds of ~0.2 s; threads 0
+    lets the package's ThreadTuner choose, as a lone `circuitpath train` does."""
     import torch
 
     from circuitpath import CrossAttentionTransformer, ModelConfig
-    from circuitpath.engine import Adam, Encoded, Layout, loss_and_grad
+    from circuitpath.engine import Adam, Encoded, Executor, Layout, ThreadTuner
 
-    torch.set_num_threads(threads)
+    tuner = ThreadTuner((1, torch.get_num_threads())) if threads == 0 else None
+    if threads:
+        torch.set_num_threads(threads)
     cfg = ModelConfig()
     layout = Layout.of(cfg)
     theta = layout.pack([CrossAttentionTransformer(cfg).weights()])
     x = torch.randint(0, 4, (1, 2048, 12), generator=torch.Generator().manual_seed(0))
     data, adam = Encoded.of(x, x[:, :, :5].sum(-1) % 4, 4), Adam(theta, torch.tensor([1e-3]))
+    executor = Executor(1, torch.device("cpu"), tuner=tuner)
     best, end = float("inf"), time.perf_counter() + seconds
     while time.perf_counter() < end:
         start, steps = time.perf_counter(), 0
         while time.perf_counter() - start < 0.2:
-            adam.step(theta, loss_and_grad(theta, layout, data)[1])
+            adam.step(theta, executor.loss_and_grad(theta, layout, data)[1])
             steps += 1
         best = min(best, (time.perf_counter() - start) / steps)
     print(best * 1e3)
 
 
-def measure(env: dict, threads: int, seconds: float) -> float:
+def measure(threads: int, seconds: float) -> float:
     command = [sys.executable, __file__, "--child", str(threads), "--seconds", str(seconds)]
-    out = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, check=True)
+    out = subprocess.run(command, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -61,11 +61,11 @@ def main() -> None:
     if args.child is not None:
         return child(args.child, args.seconds)
     rows = []
-    for name, (env, threads) in SETTINGS.items():
-        quiet = measure(env, threads, args.seconds)
+    for name, threads in SETTINGS.items():
+        quiet = measure(threads, args.seconds)
         busy_process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         try:
-            busy = measure(env, threads, args.seconds)
+            busy = measure(threads, args.seconds)
         finally:
             busy_process.kill()
             busy_process.wait()

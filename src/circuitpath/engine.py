@@ -13,6 +13,7 @@ whole-buffer operations. Tests hold this engine to the hooked model (logits and 
 from __future__ import annotations
 
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -244,6 +245,69 @@ def evaluate(
     return run_losses(logits, data.targets), accuracy
 
 
+class ThreadTuner:
+    """Kernel threads for a group that trains as one chunk: whichever of `choices` is faster now.
+
+    On a quiet 2-core machine two threads per kernel make a lone run's step ~1.4x faster; beside
+    another busy process they make it many times slower, since each of the step's ~100 small
+    parallel regions waits for a thread whose core is taken. A run's results are identical with
+    any thread count (tests/test_train.py), so the choice is free to follow the machine. The
+    current setting is timed on every step; every `period` steps each other setting is tried for
+    `trial` steps (one, if its first step is twice as slow) and the faster median wins. The period
+    doubles, up to `max_period`, while the choice stands, so trials cost little; a current setting
+    that slows down by half brings the next trial forward.
+    """
+
+    def __init__(self, choices: tuple[int, ...], period: int = 100, trial: int = 3, max_period: int = 3200):
+        self.choices, self.trial, self.min_period, self.max_period = choices, trial, period, max_period
+        self.best, self.period, self.calls, self.next_trial = choices[0], period, 0, trial  # start safe
+        self.recent: list[float] = []  # the current setting's last step times
+        self.reference: float | None = None  # their median when it was chosen: a slowdown brings a trial forward
+        self.queue: list[int] = []  # settings still to try in this trial
+        self.tried: dict[int, list[float]] = {}
+
+    def threads(self) -> int:
+        return self.queue[0] if self.queue else self.best
+
+    def record(self, threads: int, seconds: float) -> None:
+        self.calls += 1
+        if not self.queue:
+            self.recent = (self.recent + [seconds])[-self.trial:]
+            slowed = self.reference is not None and _median(self.recent) > 1.5 * self.reference
+            if (self.calls >= self.next_trial or slowed) and len(self.choices) > 1:
+                self.queue = [c for c in self.choices if c != self.best for _ in range(self.trial)]
+                self.tried = {}
+            return
+        self.queue.pop(0)
+        self.tried.setdefault(threads, []).append(seconds)
+        if seconds >= 2 * _median(self.recent):  # clearly slower: no more steps of it this time
+            self.queue = [c for c in self.queue if c != threads]
+        if not self.queue:
+            self._decide()
+
+    def _decide(self) -> None:
+        faster = [c for c, times in self.tried.items() if _median(times) < 0.95 * _median(self.recent)]
+        if faster:
+            self.best = min(faster, key=lambda c: _median(self.tried[c]))
+            self.recent, self.period = self.tried[self.best], self.min_period
+        else:
+            self.period = min(2 * self.period, self.max_period)
+        self.next_trial = self.calls + self.period
+        self.reference = _median(self.recent)
+
+    def time(self, fn):
+        threads = self.threads()
+        torch.set_num_threads(threads)
+        start = time.perf_counter()
+        result = fn()
+        self.record(threads, time.perf_counter() - start)
+        return result
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
 class Executor:
     """Runs the engine over S runs in cache-sized chunks, spread over a worker pool when given one.
 
@@ -255,10 +319,12 @@ class Executor:
 
     CHUNK = 4
 
-    def __init__(self, runs: int, device: torch.device, pool: ThreadPoolExecutor | None = None):
+    def __init__(self, runs: int, device: torch.device, pool: ThreadPoolExecutor | None = None,
+                 tuner: ThreadTuner | None = None):
         size = self.CHUNK if device.type == "cpu" else max(runs, 1)
         self.chunks = [slice(i, min(i + size, runs)) for i in range(0, runs, size)]
         self.pool = pool if len(self.chunks) > 1 else None
+        self.tuner = tuner
 
     def _map(self, fn):
         if self.pool is None:
@@ -266,7 +332,8 @@ class Executor:
         return list(self.pool.map(fn, self.chunks))
 
     def loss_and_grad(self, theta: Tensor, layout: Layout, data: Encoded) -> tuple[Tensor, Tensor]:
-        parts = self._map(lambda rows: loss_and_grad(theta[rows], layout, data.rows(rows)))
+        step = lambda: self._map(lambda rows: loss_and_grad(theta[rows], layout, data.rows(rows)))  # noqa: E731
+        parts = step() if self.tuner is None else self.tuner.time(step)
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def evaluate(self, theta: Tensor, layout: Layout, data: Encoded) -> tuple[Tensor, Tensor]:

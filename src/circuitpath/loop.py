@@ -74,8 +74,9 @@ class Position:
 class GroupTrainer:
     """The loop of one group, shared by fresh and resumed training.
 
-    The orchestrator in `train.py` sets `stop` (Ctrl-C), `pool` (the shared CPU workers), `progress`
-    and `bar_position` (one progress bar per group) before calling `run`.
+    The orchestrator in `train.py` sets `stop` (Ctrl-C), `pool` (the shared CPU workers), `tuner`
+    (kernel threads of a lone group), `progress` and `bar_position` (one progress bar per group)
+    before calling `run`.
     """
 
     def __init__(self, configs, writers, splits, theta, start: Position, adam_state=None):
@@ -89,6 +90,7 @@ class GroupTrainer:
         self._epoch: tuple[int, int] | None = None  # (phase, epoch) of the cached orders
         self.stop = threading.Event()
         self.pool = None
+        self.tuner = None  # engine.ThreadTuner when this group trains alone on the CPU
         self.progress = True
         self.bar_position = 0
 
@@ -117,7 +119,7 @@ class GroupTrainer:
         first_step = start.step(self.train_cfg)
         name = self.writers[0].path.name
         desc = name if len(self.writers) == 1 else f"{self.writers[0].path.parent.name} ({len(self.writers)} runs)"
-        executor = Executor(len(self.writers), self.theta.device, self.pool)
+        executor = Executor(len(self.writers), self.theta.device, self.pool, self.tuner)
         with tqdm(total=total, initial=first_step, desc=desc, unit="step", dynamic_ncols=True,
                   disable=None if self.progress else True, mininterval=0.5,
                   position=self.bar_position, leave=True) as bar:

@@ -24,7 +24,7 @@ import torch
 
 from circuitpath.config import RunConfig
 from circuitpath.data import make_split
-from circuitpath.engine import Executor, Layout
+from circuitpath.engine import Executor, Layout, ThreadTuner
 from circuitpath.errors import ConfigError
 from circuitpath.loop import GroupTrainer, Interrupted, Position, checkpoint_schedule, log_schedule
 from circuitpath.model import init_weights
@@ -168,17 +168,21 @@ def _run(trainers: list[GroupTrainer], progress: bool) -> list[list[Run]]:
     """Run the groups' loops, concurrently when there are several, and collect their runs.
 
     On the CPU, several groups or a group of several chunks run with single-threaded kernels, one
-    worker per core; that beats two threads inside each small kernel (see engine.Executor).
+    worker per core; that beats two threads inside each small kernel (see engine.Executor). A lone
+    chunk picks its kernel threads by measured speed (engine.ThreadTuner), which keeps it fast on a
+    quiet machine and on one where another process holds a core.
     """
     cores = os.cpu_count() or 1
     on_cpu = trainers[0].theta.device.type == "cpu"
     units = sum(len(Executor(len(t.writers), t.theta.device).chunks) for t in trainers)
     parallel = on_cpu and units > 1
     stop = threading.Event()
-    with _stop_on_ctrl_c(stop), _single_threaded_kernels(parallel), ThreadPoolExecutor(cores if parallel else 1) as pool:
+    with _stop_on_ctrl_c(stop), _kernel_threads(1 if parallel else None), ThreadPoolExecutor(cores if parallel else 1) as pool:
         for position, trainer in enumerate(trainers):
             trainer.stop, trainer.progress, trainer.bar_position = stop, progress, position
             trainer.pool = pool if parallel else None
+            if on_cpu and not parallel and cores > 1:
+                trainer.tuner = ThreadTuner(tuple(sorted({1, torch.get_num_threads()})))
         if len(trainers) == 1 or not on_cpu:
             outcomes = [_outcome(t.run) for t in trainers]
         else:
@@ -219,10 +223,11 @@ def _stop_on_ctrl_c(stop: threading.Event):
 
 
 @contextmanager
-def _single_threaded_kernels(enabled: bool):
+def _kernel_threads(count: int | None):
+    """Run with `count` threads per kernel (None: leave as is); the previous count is restored."""
     threads = torch.get_num_threads()
-    if enabled:
-        torch.set_num_threads(1)
+    if count is not None:
+        torch.set_num_threads(count)
     try:
         yield
     finally:
