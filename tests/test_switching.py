@@ -43,6 +43,10 @@ def test_every_branch_has_the_total_and_equals_its_curriculum_from_scratch(tmp_p
     # a branch at 10 is the curriculum 2:10 then 4:30 trained from scratch
     child = load_run(branch_path(tmp_path / "sw", 10, 1))
     same_run(child, train(child.config, tmp_path / "scratch", progress=False))
+    from circuitpath.prediction import group_runs
+
+    groups = group_runs(tmp_path / "sw")  # what `circuitpath predict` reads: the branches, not their parents
+    assert sorted(groups) == ["switch_0", "switch_10", "switch_30"] and all(len(g) == 3 for g in groups.values())
     rows = {row.switch: row for row in result.rows}
     assert rows[0].p2_test_acc == [None] * 3
     p2 = load_run(p2_path(tmp_path / "sw", 2))
