@@ -92,6 +92,12 @@ def test_ctrl_c_saves_a_checkpoint_marks_the_run_and_exits_130(tmp_path, uninter
     assert all(torch.equal(resumed.weights_at(final)[k], v) for k, v in uninterrupted.weights_at(final).items())
 
 
+def as_killed(path):
+    """Mark a run as a crash leaves it: run.json still says running."""
+    info = json.loads((path / "run.json").read_text())
+    (path / "run.json").write_text(json.dumps({**info, "status": "running"}))
+
+
 def test_resume_mid_phase_in_process_equals_uninterrupted(tmp_path):
     config = tiny_config("2:40:1e-2,4:40:1e-2:8")
     full = train(config, tmp_path / "full", progress=False)
@@ -99,6 +105,7 @@ def test_resume_mid_phase_in_process_equals_uninterrupted(tmp_path):
     # a crash while writing the last state leaves the one before it (mid-phase, mid-Adam)
     assert saved_steps(cut.path / "state") == [70, 80]
     (cut.path / "state" / "step_0000080.safetensors").unlink()
+    as_killed(cut.path)
     (resumed,) = resume([cut.path], progress=False)
     assert_same_run(resumed, full)
 
@@ -110,6 +117,7 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint(tmp_path):
     for sub in ("checkpoints", "state"):
         for f in (cut.path / sub).iterdir():
             f.unlink()
+    as_killed(cut.path)
     (resumed,) = resume([cut.path], progress=False)
     assert_same_run(resumed, full)
 
@@ -123,6 +131,7 @@ def test_resume_refuses_a_corrupted_file_by_name_and_changes_nothing(tmp_path, v
     from circuitpath.cli import main
 
     run = train(tiny_config(), tmp_path / "run", progress=False)
+    as_killed(run.path)
     target = run.path / victim
     raw = bytearray(target.read_bytes())
     raw[-3] ^= 0xFF
@@ -140,6 +149,7 @@ def test_a_second_writer_fails_at_once(tmp_path):
     from circuitpath.storage import RunLock
 
     run = train(tiny_config(), tmp_path / "run", progress=False)
+    as_killed(run.path)
     lock = RunLock(run.path).acquire()  # held for as long as the test runs: waiting for it would hang
     try:
         second = subprocess.run([*CLI, "train", "--resume", str(run.path)], capture_output=True, text=True,

@@ -1,4 +1,4 @@
-"""Commands that train: `train`, `reproduce`, `sweep`."""
+"""Commands that train: `train`, `reproduce` (`sweep` lives in `cli.sweeping`)."""
 
 from __future__ import annotations
 
@@ -79,27 +79,6 @@ def add_parsers(sub) -> None:
     add_task_flags(reproduce)
     add_run_flags(reproduce)
     reproduce.set_defaults(handler=cmd_reproduce)
-
-    sweep = sub.add_parser(
-        "sweep", help="train many seeds of the paper's experiments batched; print success rates",
-        description="Train every (experiment, seed) run, one batched computation per experiment, "
-        "into OUT/<experiment>/seed_<N>; print how many reach test acc >= 0.99 and how many memorise, "
-        "and write OUT/sweep.html with the spread of final test accuracy.",
-        epilog="examples:\n  circuitpath sweep --seeds 0-31 --experiments scratch,curriculum\n"
-        "  circuitpath sweep --seeds 0-7 --experiments 'fast=4:2000:3e-2' --out runs/fast\n"
-        "  circuitpath sweep --resume runs/sweep",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sweep.add_argument("--out", type=Path, default=Path("runs/sweep"), help="sweep directory (default runs/sweep)")
-    sweep.add_argument("--seeds", default="0-31", help="N, N-M or a list of them (default 0-31)")
-    sweep.add_argument("--experiments", default="scratch,curriculum",
-                       help="paper experiments by name, or name=p:steps:lr,... separated by ';' "
-                       "(default scratch,curriculum)")
-    sweep.add_argument("--resume", type=Path, metavar="SWEEP", help="finish the unfinished runs of a sweep")
-    add_task_flags(sweep)
-    add_run_flags(sweep)
-    sweep.set_defaults(handler=cmd_sweep)
-
 
 
 # ---- train ---------------------------------------------------------------------------------------
@@ -208,24 +187,3 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print("\n".join(headlines.lines()))
     print(f"report written to {args.out / 'report.html'}")
     return 0
-
-
-# ---- sweep ---------------------------------------------------------------------------------------
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from circuitpath.plots import sweep_figure, write_html
-    from circuitpath.sweep import parse_experiments, parse_seeds, resume_sweep, summary_lines, sweep
-
-    if args.resume is not None:
-        out = args.resume
-        summaries = resume_sweep(out, device=args.device)
-    else:
-        out = args.out
-        task = task_from_flags(args)
-        summaries = sweep(out, parse_seeds(args.seeds), parse_experiments(args.experiments), task=task,
-                          model=model_from_flags(args, task), device=args.device, force=args.force)
-    print("\n".join(summary_lines(summaries)))
-    page = write_html([sweep_figure(summaries)], out / "sweep.html", "circuitpath sweep")
-    print(f"figure written to {page}")
-    return 0
-
-

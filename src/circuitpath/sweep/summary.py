@@ -1,0 +1,118 @@
+"""One file that holds a whole sweep's outcome: `OUT/summary.json`, and the table printed from it.
+
+Written when a sweep (or its resume) ends, from each run's run.json and last metrics line; read by
+`circuitpath sweep --summary OUT` without opening any run directory, so a table over hundreds of
+seeds prints at once. Plain JSON (no timestamp, keys in a fixed order): the same sweep gives the
+same bytes, whichever backend trained it, and it loads anywhere (`pandas.json_normalize(data["runs"])`).
+
+```
+{"format": 1, "circuitpath": VERSION, "sweep": {the sweep.json spec},
+ "verdicts": {"generalises": "test acc >= 0.99", "memorises": "..."},
+ "runs": [{"experiment", "seed", "path", "status", "config", "final", "generalises", "memorises"}, ...]}
+```
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from circuitpath.errors import RunError
+from circuitpath.experiments import GENERALISES, MEMORISES, generalises, memorises
+from circuitpath.runs import RUN_JSON, Run, load_run
+from circuitpath.storage import read_json, write_json
+from circuitpath.sweep.spec import SWEEP_JSON, load_spec, run_path
+
+SUMMARY_JSON = "summary.json"
+FORMAT = 1
+
+
+@dataclass
+class ExperimentSummary:
+    name: str
+    seeds: list[int]
+    test_acc: list[float]
+    train_acc: list[float]
+    successes: list[int] = field(default_factory=list)  # seeds with test acc >= 0.99
+    memorised: list[int] = field(default_factory=list)  # seeds with train >= 0.99, test < 0.5
+
+    @property
+    def success_rate(self) -> float:
+        return len(self.successes) / len(self.seeds)
+
+
+def run_record(experiment: str, seed: int, run: Run) -> dict:
+    """One run's entry: its config, status, last metrics line and verdicts."""
+    final = run.final_metrics()
+    return {"experiment": experiment, "seed": seed, "path": run_path(Path("."), experiment, seed).as_posix(),
+            "status": run.status, "config": run.config.to_dict(), "final": final,
+            "generalises": generalises(final), "memorises": memorises(final)}
+
+
+def write_summary(out: str | Path) -> dict[str, ExperimentSummary]:
+    """Collect every run of a finished sweep into OUT/summary.json and return the per-experiment summaries.
+
+    Reads each run's run.json and metrics, never a checkpoint; refuses while a run is unfinished.
+    """
+    out = Path(out)
+    spec = load_spec(out)
+    records = []
+    for name in spec["experiments"]:
+        for seed in spec["seeds"]:
+            path = run_path(out, name, seed)
+            run = load_run(path) if (path / RUN_JSON).is_file() else None
+            if run is None or run.status != "completed":
+                raise RunError(f"{path} has not completed; finish the sweep with: circuitpath sweep --resume {out}")
+            records.append(run_record(name, seed, run))
+    from circuitpath import __version__
+
+    data = {"format": FORMAT, "circuitpath": __version__, "sweep": spec,
+            "verdicts": {"generalises": GENERALISES, "memorises": MEMORISES}, "runs": records}
+    write_json(out / SUMMARY_JSON, data)
+    return summaries_of(data)
+
+
+def read_summary(out: str | Path) -> dict[str, ExperimentSummary]:
+    """The per-experiment summaries from OUT/summary.json alone (no run directory is opened)."""
+    out = Path(out)
+    if not out.is_dir():
+        raise RunError(f"{out} is not a sweep directory (it does not exist or is not a directory)")
+    if not (out / SUMMARY_JSON).is_file():
+        if (out / SWEEP_JSON).is_file():
+            raise RunError(f"{out} has no {SUMMARY_JSON}: the sweep has not finished; "
+                           f"finish it with: circuitpath sweep --resume {out}")
+        raise RunError(f"{out} is not a sweep directory (no {SUMMARY_JSON})")
+    data = read_json(out / SUMMARY_JSON)
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("runs"), list):
+        raise RunError(f"{out / SUMMARY_JSON} is not a circuitpath sweep summary of format {FORMAT}")
+    return summaries_of(data)
+
+
+def summaries_of(data: dict) -> dict[str, ExperimentSummary]:
+    summaries = {}
+    for name in data["sweep"]["experiments"]:
+        runs = [r for r in data["runs"] if r["experiment"] == name]
+        summaries[name] = ExperimentSummary(
+            name=name,
+            seeds=[r["seed"] for r in runs],
+            test_acc=[r["final"]["test_acc"] for r in runs],
+            train_acc=[r["final"]["train_acc"] for r in runs],
+            successes=[r["seed"] for r in runs if r["generalises"]],
+            memorised=[r["seed"] for r in runs if r["memorises"]],
+        )
+    return summaries
+
+
+def summary_lines(summaries: dict[str, ExperimentSummary]) -> list[str]:
+    header = f"{'experiment':<12} {'seeds':>5} {'test acc >= 0.99':>17} {'memorised':>10} {'test acc min / median / max':>29}"
+    lines = [header, "-" * len(header)]
+    for s in summaries.values():
+        spread = f"{min(s.test_acc):.3f} / {statistics.median(s.test_acc):.3f} / {max(s.test_acc):.3f}"
+        lines.append(f"{s.name:<12} {len(s.seeds):>5} {len(s.successes):>8} ({s.success_rate:>5.0%}) "
+                     f"{len(s.memorised):>10} {spread:>29}")
+    if "scratch" in summaries and "curriculum" in summaries:
+        both = set(summaries["scratch"].memorised) & set(summaries["curriculum"].successes)
+        n = len(summaries["scratch"].seeds)
+        lines.append(f"paper's claim (scratch memorises and curriculum generalises) holds for {len(both)} of {n} seeds")
+    return lines
