@@ -1,14 +1,15 @@
 # %% [markdown]
 # Do memorising and generalising solutions differ in their local learning coefficient?
 # The LLC at the last checkpoint of every run under the given directories (runs of a sweep, branches),
-# grouped by final verdict: generalises (test acc >= 0.99), memorises (train acc >= 0.99, test acc < 0.5).
-# Run: python analyses/llc_outcomes.py DIR [DIR ...]   (needs devinterp: pip install -e ".[llc]")
+# grouped by verdict: generalises (test acc >= 0.99), memorises (train acc >= 0.99, test acc < 0.5).
+# With --step S, the LLC and the verdict are those of the checkpoint at step S of every run instead.
+# Run: python analyses/llc_outcomes.py DIR [DIR ...] [--step S]   (needs devinterp: pip install -e ".[llc]")
 
 # %%
 from __future__ import annotations
 
+import argparse
 import statistics
-import sys
 
 from circuitpath.analysis.llc import LLCSettings, estimate_llc
 from circuitpath.branch import find_runs
@@ -16,13 +17,14 @@ from circuitpath.experiments import generalises, memorises
 from circuitpath.runs import load_run
 
 
-def final_llc(path, settings: LLCSettings) -> tuple[str, float, float]:
+def llc_and_verdict(path, settings: LLCSettings, step: int | None) -> tuple[str, float, float]:
     run = load_run(path)
-    step = run.steps[-1]
-    split = run.data(run.phase_at(step))
+    step = run.steps[-1] if step is None else step
+    phase = run.phase_at(step)
+    split = run.data(phase)
     estimate = estimate_llc(run.model_at(step), split.x_train, split.y_train, settings, step=step)
-    final = run.final_metrics()
-    verdict = "generalises" if generalises(final) else "memorises" if memorises(final) else "neither"
+    metrics = next(m for m in run.metrics if m["step"] == step and m["phase"] == phase)
+    verdict = "generalises" if generalises(metrics) else "memorises" if memorises(metrics) else "neither"
     return verdict, estimate.llc, estimate.llc_std
 
 
@@ -30,10 +32,14 @@ def final_llc(path, settings: LLCSettings) -> tuple[str, float, float]:
 def main(argv=None):
     from scipy.stats import mannwhitneyu
 
+    parser = argparse.ArgumentParser(description="LLC of memorising against generalising runs")
+    parser.add_argument("dirs", nargs="+")
+    parser.add_argument("--step", type=int, help="the checkpoint to read (default: each run's last)")
+    args = parser.parse_args(argv)
     settings = LLCSettings()
-    rows = [(str(path), *final_llc(path, settings)) for root in (argv or sys.argv[1:]) for path in find_runs(root)]
+    rows = [(str(path), *llc_and_verdict(path, settings, args.step)) for root in args.dirs for path in find_runs(root)]
     for path, verdict, llc, sd in rows:
-        print(f"{path:<50} {verdict:<12} LLC {llc:8.2f} (sd over chains {sd:.2f})")
+        print(f"{path:<50} {verdict:<12} LLC {llc:8.2f} (sd over chains {sd:.2f})", flush=True)
     groups = {v: [llc for _, verdict, llc, _ in rows if verdict == v] for v in ("memorises", "generalises")}
     for verdict, values in groups.items():
         if values:
