@@ -15,8 +15,8 @@ def main(argv=None):
     for name, run in runs.items():
         train, k = run.config.train, run.config.task.k
         for index, end in enumerate(train.phase_starts()[1:] + [train.total_steps]):
-            found = find_clusters(run.model_at(end), run.data(index).x_test[:1024], train.phases[index].p, k, max_clusters=64)
-            print(f"{name} step {end}: {found.n_clusters} clusters, ARI {found.alignment}")
+            found = find_clusters(run.model_at(end), run.data(index).x_test[:1024], train.phases[index].p, k)
+            print(f"{name} step {end}: {found.n_clusters} clusters (1: none well separated), ARI {found.alignment}")
             figures.append(clusters_figure(found, f"{name} at step {end}"))
     return save(figures, runs, "fig4_clusters")
 

@@ -5,17 +5,15 @@
 
 # %%
 import sys
-import tempfile
-from pathlib import Path
 
 import circuitpath as cp
+from _demo import demo_run
 from circuitpath.analysis.ablation import ablate, position_sets
 
 
 def main(run_dir: str | None = None) -> None:
     if run_dir is None:
-        run_dir = str(Path(tempfile.mkdtemp()) / "ablate")
-        cp.train(cp.RunConfig(train=cp.TrainConfig(phases=cp.parse_phases("2:3000:1e-3"))), run_dir)
+        run_dir = demo_run("ablate")
     run = cp.load_run(run_dir)
     split, task = run.data(), run.config.task
     result = ablate(run.model_at(), split.x_test[:1024], split.y_test[:1024],

@@ -5,10 +5,9 @@
 
 # %%
 import sys
-import tempfile
-from pathlib import Path
 
 import circuitpath as cp
+from _demo import demo_run
 from circuitpath.analysis.circuit import circuit_graph
 from circuitpath.plots.circuit import circuit_figure, write_circuit_svg
 from circuitpath.plots.html import write_html
@@ -16,8 +15,7 @@ from circuitpath.plots.html import write_html
 
 def main(run_dir: str | None = None) -> None:
     if run_dir is None:
-        run_dir = str(Path(tempfile.mkdtemp()) / "circuit")
-        cp.train(cp.RunConfig(train=cp.TrainConfig(phases=cp.parse_phases("2:3000:1e-3"))), run_dir)
+        run_dir = demo_run("circuit")
     run = cp.load_run(run_dir)
     split = run.data()
     circuit = circuit_graph(run.model_at(), split.x_test[:1024], split.y_test[:1024], run.config.task.k, threshold=0.05)

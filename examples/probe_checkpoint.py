@@ -4,19 +4,16 @@
 
 # %%
 import sys
-import tempfile
-from pathlib import Path
 
 from transformer_lens import ActivationCache
 
 import circuitpath as cp
+from _demo import demo_run
 
 
 def main(run_dir: str | None = None) -> None:
     if run_dir is None:
-        run_dir = str(Path(tempfile.mkdtemp()) / "probe")
-        config = cp.RunConfig(train=cp.TrainConfig(phases=cp.parse_phases("2:300:1e-2")))
-        cp.train(config, run_dir)
+        run_dir = demo_run("probe")
     run = cp.load_run(run_dir)
     step = run.steps[-1]
     model = run.model_at(step)

@@ -49,3 +49,11 @@ def test_bad_requests(setup):
         ablate(model, tokens, labels, method="noise")
     with pytest.raises(InputError, match="index 8 is out of range for axis 'key_pos' of size 8"):
         ablate(model, tokens, labels, sets={"bad": [8]})
+
+
+def test_position_sets_refuse_k_past_the_sequence():
+    with pytest.raises(InputError, match="k must be between 1 and the sequence length n_ctx = 12, got 13"):
+        position_sets(13, 12)
+    with pytest.raises(InputError, match="got 0"):
+        position_sets(0, 12)
+    assert position_sets(12, 12) == {"first k (0-11)": list(range(12))}

@@ -73,15 +73,87 @@ def test_clusters_recover_planted_classes_and_score_labelings():
 
     direct = silhouette_score(result.points.numpy(), result.labels.numpy())  # from the raw points
     assert result.silhouette[4] == pytest.approx(direct, abs=1e-5)
+    assert result.excess[4] == pytest.approx(result.silhouette[4] - result.reference[4])
+
+
+def blobs(sizes, d=8, spread=0.05, seed=0):
+    """Gaussian blobs of the given sizes around centres at least ~2 apart (unit-ish scale)."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(len(sizes), d, generator=generator) * 3
+    truth = torch.cat([torch.full((n,), i) for i, n in enumerate(sizes)])
+    return centres[truth] + spread * torch.randn(len(truth), d, generator=generator), truth
+
+
+@pytest.mark.parametrize("sizes", [
+    [10, 50, 100, 100, 50, 10],  # the p = 2 picture: k + 1 = 6 groups of binomial sizes
+    [4, 30, 60],
+    [1, 3] + [20] * 38,  # 40 groups, two of them rare: the p = 4 multisets look like this
+])
+def test_cluster_count_on_well_separated_blobs_is_the_true_count_for_every_seed(sizes):
+    from sklearn.metrics import adjusted_rand_score
+
+    from circuitpath.analysis.clusters import cluster_points
+
+    counts = []
+    for seed in range(4):  # new draws of the points, and new reference and sample seeds
+        points, truth = blobs(sizes, seed=seed)
+        count, labels, silhouette, reference = cluster_points(points, seed=seed)
+        counts.append(count)
+        assert adjusted_rand_score(truth.numpy(), labels.numpy()) == pytest.approx(1.0)
+    assert counts == [len(sizes)] * 4
+
+
+@pytest.mark.parametrize("shape", ["ball", "line", "stripes"])
+def test_clouds_without_separated_groups_count_one(shape):
+    from circuitpath.analysis.clusters import cluster_points
+
+    generator = torch.Generator().manual_seed(0)
+    if shape == "ball":
+        points = torch.randn(500, 8, generator=generator)
+    elif shape == "line":  # a 1-D continuum: a fair silhouette at every count, none beats the reference
+        points = torch.rand(500, 1, generator=generator) * torch.tensor([[1.0, 2.0]])
+    else:  # touching elongated groups, like the scratch run's z_A
+        points = torch.stack([torch.randint(0, 8, (500,), generator=generator) * 0.3
+                              + 0.1 * torch.randn(500, generator=generator), torch.randn(500, generator=generator)], 1)
+    count, labels, silhouette, reference = cluster_points(points)
+    assert count == 1 and labels.unique().tolist() == [0]
+    if shape == "line":  # a silhouette alone would have called it clustered
+        assert max(silhouette.values()) > 0.5
+
+
+def test_count_rule_on_flat_and_tied_curves():
+    from circuitpath.analysis.clusters import MIN_EXCESS, TOLERANCE, choose_count
+
+    # the flat curve of the issue: 0.328 at 2 against 0.321 at 61, no better than a structureless cloud
+    flat = {n: 0.328 - 0.007 * (n - 2) / 59 for n in range(2, 62)}
+    assert choose_count(flat, {n: 0.30 for n in flat}) == 1
+    # near-ties below the true count (rare groups merged) resolve to the largest count
+    tied = {4: 0.60, 5: 0.665, 6: 0.677, 7: 0.55, 8: 0.51}
+    reference = {n: 0.44 for n in tied}
+    assert choose_count(tied, reference) == 6
+    assert choose_count({**tied, 7: 0.677 - TOLERANCE / 2}, reference) == 7
+    assert choose_count(tied, {n: 0.677 - MIN_EXCESS / 2 for n in tied}) == 1
+    assert choose_count({}, {}) == 1
+
+
+def test_one_cluster_cap_everywhere():
+    import inspect
+
+    from circuitpath.analysis.clusters import MAX_CLUSTERS, cluster_points, find_clusters
+    from circuitpath.analysis.dynamics import circuit_over_training
+
+    for function in (find_clusters, cluster_points, circuit_over_training):
+        assert inspect.signature(function).parameters["max_clusters"].default == MAX_CLUSTERS
 
 
 def test_attention_flow_graphs_follow_the_pattern_and_mark_changes(trained_run):
     from circuitpath.analysis.flow import OUTPUT, attention_flow
 
-    tokens = trained_run.data().x_test[0]
-    flow = attention_flow(trained_run, tokens)
-    assert flow.steps == trained_run.steps and len(flow.graphs) == len(flow.steps)
-    step = 3
+    late = [s for s in trained_run.steps if trained_run.phase_at(s) == 1]  # the p = 4 phase
+    tokens = trained_run.data(1).x_test[0]
+    flow = attention_flow(trained_run, tokens, steps=late)
+    assert flow.steps == late and len(flow.graphs) == len(late) == 2 and set(flow.phases) == {1}
+    step = 1
     _, cache = trained_run.model_at(flow.steps[step]).run_with_cache(tokens[None])
     pattern = cache["blocks.0.attn.hook_pattern"][0]
     graph = flow.graphs[step]
@@ -92,6 +164,38 @@ def test_attention_flow_graphs_follow_the_pattern_and_mark_changes(trained_run):
     expected = torch.sign(pattern - before["blocks.0.attn.hook_pattern"][0]).int().tolist()
     assert [e[2]["change"] for e in edges] == expected
     assert all(d["change"] == 0 for _, _, d in flow.graphs[0].edges(data=True))
+
+
+def test_attention_flow_draws_each_phase_on_an_input_of_that_phase(trained_run):
+    from circuitpath.analysis.flow import attention_flow
+
+    flow = attention_flow(trained_run)  # p = 2 for 20 steps, then p = 4
+    assert flow.steps == trained_run.steps
+    assert flow.phases == [trained_run.phase_at(s) for s in flow.steps] and set(flow.phases) == {0, 1}
+    assert flow.inputs == {0: trained_run.data(0).x_test[0].tolist(), 1: trained_run.data(1).x_test[0].tolist()}
+    assert max(flow.inputs[0]) < 2 and flow.moduli == {0: 2, 1: 4}
+    for index, graph in enumerate(flow.graphs):
+        tokens = [graph.nodes[n]["token"] for n in sorted((n for n in graph if n != "z_A"), key=lambda n: graph.nodes[n]["position"])]
+        assert tokens == flow.tokens_at(index)
+    first_p4 = flow.phases.index(1)  # a new input: nothing to compare with
+    assert all(d["change"] == 0 for _, _, d in flow.graphs[first_p4].edges(data=True))
+    mine = {0: torch.tensor([1, 0, 1, 1, 0, 0]), 1: torch.tensor([3, 2, 1, 0, 3, 2])}
+    assert attention_flow(trained_run, mine).inputs == {p: t.tolist() for p, t in mine.items()}
+
+
+def test_attention_flow_refuses_tokens_a_phase_never_saw(trained_run):
+    from circuitpath import InputError
+    from circuitpath.analysis.flow import attention_flow
+
+    p4_input = torch.tensor([3, 2, 1, 0, 3, 2])
+    with pytest.raises(InputError, match=r"token 3 is not in F_2: phase 0 \(p = 2\) never saw it"):
+        attention_flow(trained_run, p4_input)
+    late = [s for s in trained_run.steps if trained_run.phase_at(s) == 1]
+    assert len(attention_flow(trained_run, p4_input, steps=late).graphs) == len(late)  # fine at p = 4 steps
+    with pytest.raises(InputError, match="no input given for phase 0"):
+        attention_flow(trained_run, {1: p4_input})
+    with pytest.raises(InputError, match="has 4 tokens; the run's sequences have 6"):
+        attention_flow(trained_run, torch.tensor([0, 1, 0, 1]))
 
 
 def test_circuit_effects_are_ablation_losses_and_small_ones_are_pruned(trained_run, tmp_path):
@@ -143,4 +247,26 @@ def test_circuit_over_training_measures_each_checkpoint_on_its_phase(trained_run
     torch.testing.assert_close(result.position_effects[i], direct.base_accuracy - direct.accuracy)
     line = next(m for m in trained_run.metrics if m["step"] == 20 and m["phase"] == 0)
     assert result.train_loss[i] == line["train_loss"]
-    assert len(result.n_clusters) == len(result.steps) and all(2 <= c <= 6 for c in result.n_clusters)
+    assert len(result.n_clusters) == len(result.steps) and all(1 <= c <= 6 for c in result.n_clusters)
+
+
+def test_without_clusters_the_figure_colours_by_the_labeling_wards_tree_reproduces_best():
+    from circuitpath import CrossAttentionTransformer, ModelConfig
+    from circuitpath.analysis.clusters import find_clusters
+    from circuitpath.plots.training import clusters_figure
+
+    tokens = torch.randint(0, 4, (400, 6))
+    model = CrossAttentionTransformer(ModelConfig(d_model=8, n_ctx=6))
+    # touching stripes, one per sum of the first k (as the scratch run's z_A): no separated groups
+    points = torch.cat([tokens[:, :3].sum(1, keepdim=True) * 0.3 + 0.1 * torch.randn(400, 1),
+                        torch.randn(400, 1), 0.3 * torch.randn(400, 6)], 1)
+    stripes = lambda act, hook: points
+    model.add_perma_hook("blocks.0.hook_attn_out", stripes)
+    result = find_clusters(model, tokens, p=4, k=3)
+    assert result.n_clusters == 1 and set(result.alignment.values()) == {0.0}
+    assert result.best_labeling == "sum of first k"
+    assert result.separation["sum of first k"] > result.separation["target y"]
+    figure = clusters_figure(result, "stripes")
+    assert "no well-separated clusters" in figure.layout.title.text
+    assert len([t for t in figure.data if t.legendgroup == "classes"]) == 10  # sums 0..9, one colour each
+    assert len({t.marker.color for t in figure.data if t.legendgroup == "classes"}) == 10

@@ -155,6 +155,11 @@ def test_patch_prints_one_effect_per_position(trained_run, capsys):
     (["--over", "pos"], "has axes ('key_pos', 'd_model'), not 'pos'"),
     (["--metric", "kl"], "unknown metric 'kl'"),
     (["--corrupt", "0-9"], "--corrupt position 9 is past the sequence length 6"),
+    (["--corrupt", "-1"], "--corrupt takes positions N, N-M or a comma-separated list of them (0 to 5), or 'each'; got '-1'"),
+    (["--corrupt", "4-2"], "got '4-2'"),
+    (["--corrupt", "each", "--metric", "loss"], "--corrupt each patches blocks.0.attn.hook_v over key_pos with its own metric; drop --metric"),
+    (["--over", "key_pos,key_pos"], "axis 'key_pos' is named twice"),
+    (["--n", "0"], "--n must be >= 1, got 0"),
 ])
 def test_patch_bad_requests_exit_2_with_one_line_and_touch_nothing(trained_run, capsys, args, message):
     before = snapshot(trained_run.path)
@@ -186,3 +191,30 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "r"), *TINY, "--steps", "5", "--device", "cuda"]) == 2
     assert "device 'cuda' was asked for but no CUDA GPU is available" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_patch_each_position_prints_the_fraction_restored(trained_run, capsys):
+    assert main(["patch", str(trained_run.path), "--corrupt", "each", "--n", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "0 = as corrupted, 1 = as clean" in out and "(phase 1, p = 4)" in out
+    rows = [line for line in out.splitlines() if line.startswith("  key_pos ")]
+    assert len(rows) == 6 and rows[0].startswith("  key_pos 0 (summed)") and "inputs flip" in rows[0]
+
+
+def test_probing_an_earlier_step_uses_the_data_of_its_phase(trained_run, capsys):
+    assert main(["patch", str(trained_run.path), "--step", "20", "--corrupt", "each"]) == 0
+    assert "step 20 (phase 0, p = 2)" in capsys.readouterr().out
+    assert main(["ablate", str(trained_run.path), "--step", "20"]) == 0
+    assert "step 20 (phase 0, p = 2)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [["diagram", "RUN", "--out", "/nonexistent_dir/x"],
+                                     ["analyze", "RUN", "--out", "/nonexistent_dir/report.html"]])
+def test_an_output_in_a_missing_directory_is_refused_before_any_work(trained_run, capsys, command):
+    from pathlib import Path
+
+    before = snapshot(trained_run.path)
+    assert main([str(trained_run.path) if part == "RUN" else part for part in command]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "circuitpath: error: --out: directory /nonexistent_dir does not exist"
+    assert not Path("/nonexistent_dir").exists() and snapshot(trained_run.path) == before

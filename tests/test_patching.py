@@ -82,3 +82,87 @@ def test_resuming_the_forward_pass_at_any_resumable_hook_gives_the_same_logits(s
         torch.testing.assert_close(model.run_from(hook, doubled, cache), torch.cat([logits, logits]), msg=hook)
     with pytest.raises(HookError, match="cannot resume the forward pass at 'hook_embed'"):
         model.run_from("hook_embed", cache["hook_embed"], cache)
+
+
+# ---- one position at a time --------------------------------------------------------------------
+def test_redraw_position_changes_exactly_that_token_to_another_value():
+    from circuitpath.analysis.patching import redraw_position
+
+    tokens = torch.randint(0, 4, (500, 8))
+    corrupted = redraw_position(tokens, 3, p=4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(corrupted[:, [0, 1, 2, 4, 5, 6, 7]], tokens[:, [0, 1, 2, 4, 5, 6, 7]])
+    assert (corrupted[:, 3] != tokens[:, 3]).all() and corrupted.max() < 4
+    assert len({(a, b) for a, b in zip(tokens[:, 3].tolist(), corrupted[:, 3].tolist())}) == 12  # every other value
+
+
+def uniform_on_first(k):
+    """Attention spread evenly over the first k positions: z_A ignores the others, and no token moves it."""
+    def hook(pattern, hook):
+        uniform = torch.zeros_like(pattern)
+        uniform[:, :k] = 1 / k
+        return uniform
+    return hook
+
+
+def test_position_patching_restores_fully_where_attention_ignores_tokens_and_skips_ignored_positions():
+    from circuitpath.analysis.patching import position_patching
+
+    model = CrossAttentionTransformer(ModelConfig(d_model=16, n_ctx=8, seed=4))
+    model.add_perma_hook("blocks.0.attn.hook_pattern", uniform_on_first(3))
+    clean = torch.randint(0, 4, (300, 8))
+    result = position_patching(model, clean, p=4, k=3, generator=torch.Generator().manual_seed(0))
+    assert result.effects.shape == (8,) and result.labels[:4] == ["0 (summed)", "1 (summed)", "2 (summed)", "3"]
+    # the pattern does not depend on the tokens, so the clean value of the corrupted position is
+    # all that differs: patching it back gives exactly the clean run
+    assert (result.measured[:3] > 0).all()
+    torch.testing.assert_close(result.normalized()[:3], torch.ones(3), atol=1e-5, rtol=0)
+    # positions 3.. carry no attention: corrupting them flips no answer, nothing to restore
+    assert result.measured[3:].tolist() == [0] * 5 and result.normalized()[3:].isnan().all()
+    assert (result.clean[:3] > 0).all() and (result.corrupted[:3] < 0).all()
+
+
+def test_position_patching_equals_one_hand_written_hook_per_position():
+    from circuitpath.analysis.patching import position_patching, redraw_position
+
+    model = CrossAttentionTransformer(ModelConfig(d_model=16, n_ctx=8, seed=4))
+    clean = torch.randint(0, 4, (200, 8))
+    result = position_patching(model, clean, p=4, k=3, generator=torch.Generator().manual_seed(7))
+    assert (result.measured > 0).sum() >= 4  # a random model: many positions flip some answers
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        clean_logits, cache = model.run_with_cache(clean)
+        answer = clean_logits.argmax(-1)
+        for position in range(8):
+            corrupted = redraw_position(clean, position, 4, generator)
+
+            def put_back(values, hook, position=position):
+                values = values.clone()
+                values[:, position] = cache["blocks.0.attn.hook_v"][:, position]
+                return values
+
+            corrupted_logits = model(corrupted)
+            patched = model.run_with_hooks(corrupted, fwd_hooks=[("blocks.0.attn.hook_v", put_back)])
+            rival = corrupted_logits.argmax(-1)
+            flipped = rival != answer
+            rows = torch.arange(len(clean))[flipped]
+            difference = lambda logits: (logits[rows, answer[rows]] - logits[rows, rival[rows]]).mean()
+            assert result.measured[position] == flipped.sum()
+            if flipped.any():
+                assert result.effects[position].item() == pytest.approx(difference(patched).item(), abs=1e-4)
+                assert result.corrupted[position].item() == pytest.approx(difference(corrupted_logits).item(), abs=1e-4)
+                assert result.clean[position].item() == pytest.approx(difference(clean_logits).item(), abs=1e-4)
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"p": 5}, "p must be between 2 and the model's n_tokens = 4, got 5"),
+    ({"k": 9}, "k must be between 1 and the sequence length 8, got 9"),
+    ({"p": 2}, "clean inputs hold token 3, not in F_p for p = 2"),
+])
+def test_position_patching_refuses_bad_requests(args, message):
+    from circuitpath.analysis.patching import position_patching
+
+    model = CrossAttentionTransformer(ModelConfig(d_model=16, n_ctx=8, seed=4))
+    clean = torch.randint(0, 4, (20, 8))
+    clean[0, 0] = 3
+    with pytest.raises(InputError, match=message):
+        position_patching(model, clean, **({"p": 4, "k": 3} | args))

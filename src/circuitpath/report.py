@@ -61,7 +61,7 @@ def build_report(runs: dict[str, Run], path: str | Path, n: int = 1024) -> Headl
         figures.append(plots.attention_heatmap(attention, f"{name}: attention of the query over training"))
         figures.append(plots.circuit_over_training_figure(
             circuit_over_training(run, n=min(n, 256)), f"{name}: the circuit over training"))
-        flow = attention_flow(run, run.data().x_test[0])
+        flow = attention_flow(run)
         figures.append(flow_figure(flow, f"{name}: attention flow on one test input"))
         split, task, model = run.data(), run.config.task, run.model_at()
         sets = position_sets(task.k, task.n_ctx)

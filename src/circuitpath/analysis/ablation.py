@@ -40,6 +40,8 @@ class AblationResult:
 
 def position_sets(k: int, n_ctx: int) -> dict[str, list[int]]:
     """The paper's two sets of key positions: the k summed ones and the T - k spurious ones."""
+    if not 1 <= k <= n_ctx:
+        raise InputError(f"k must be between 1 and the sequence length n_ctx = {n_ctx}, got {k}")
     sets = {f"first k (0-{k - 1})": list(range(k))}
     if k < n_ctx:
         sets[f"spurious ({k}-{n_ctx - 1})"] = list(range(k, n_ctx))

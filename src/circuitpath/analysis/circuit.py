@@ -1,8 +1,10 @@
 """The circuit a checkpoint uses: input positions -> attention -> MLP -> logits, weighted by effect.
 
 Each component's effect is the accuracy lost when it is mean-ablated: a key position's value vector,
-the whole attention output, the MLP output, and the residual path that carries z̄_A straight to the
-logits. Components whose effect is below a threshold are pruned from the graph.
+the whole attention output, the MLP output, and the residual path that carries the attention's
+output straight to the logits, around the MLP: z_A where the model's residual is "attn_out" (the
+paper's code), z̄_A where it is "normalized" (the text's equation 4). Components whose effect is
+below a threshold are pruned from the graph.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from circuitpath.analysis.ablation import ablate
+from circuitpath.errors import ConfigError
 from circuitpath.model import CrossAttentionTransformer
 
 ATTENTION, MLP, LOGITS = "attention", "MLP", "logits"
@@ -34,17 +37,36 @@ class Circuit:
         return [name for name in self.effects if name not in kept]
 
 
+#: The hook holding what the residual connection around the MLP carries, by `ModelConfig.residual`.
+RESIDUAL_HOOKS = {"attn_out": "blocks.0.hook_attn_out", "normalized": "blocks.0.ln2.hook_normalized"}
+
+
+def residual_hook(model: CrossAttentionTransformer) -> str:
+    """The hook of r in z_O = r + MLP(z̄_A): z_A or z̄_A, as the model is configured (runs saved
+    before the option existed carry z̄_A)."""
+    carries = getattr(model.cfg, "residual", "normalized")
+    if carries not in RESIDUAL_HOOKS:
+        raise ConfigError(f"unknown residual {carries!r}; known: {', '.join(RESIDUAL_HOOKS)}")
+    return RESIDUAL_HOOKS[carries]
+
+
 @torch.no_grad()
-def _residual_effect(model: CrossAttentionTransformer, tokens: Tensor, labels: Tensor) -> float:
-    """Accuracy with z̄_A's direct path to the logits replaced by its mean (the MLP still sees z̄_A)."""
-    _, cache = model.run_with_cache(tokens, names_filter="blocks.0.ln2.hook_normalized")
-    z_bar = cache["blocks.0.ln2.hook_normalized"]
+def residual_ablated_logits(model: CrossAttentionTransformer, tokens: Int[Tensor, "batch pos"]) -> Tensor:
+    """Logits [batch, n_tokens] with the residual path's direct contribution replaced by its mean over
+    the inputs (the MLP still sees z̄_A of each input)."""
+    hook = residual_hook(model)
+    _, cache = model.run_with_cache(tokens, names_filter=hook)
+    carried = cache[hook]
 
     def swap_residual(resid, hook):
-        return resid - z_bar + z_bar.mean(0, keepdim=True)
+        return resid - carried + carried.mean(0, keepdim=True)
 
-    logits = model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.hook_resid_post", swap_residual)])
-    return float((logits.argmax(-1) == labels).float().mean())
+    return model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.hook_resid_post", swap_residual)])
+
+
+def _residual_effect(model: CrossAttentionTransformer, tokens: Tensor, labels: Tensor) -> float:
+    """Accuracy with the residual path mean-ablated."""
+    return float((residual_ablated_logits(model, tokens).argmax(-1) == labels).float().mean())
 
 
 def circuit_graph(

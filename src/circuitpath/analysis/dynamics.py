@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from circuitpath.analysis.clusters import MAX_CLUSTERS, find_clusters
 from circuitpath.runs import Run
 
 
@@ -52,7 +53,7 @@ class CircuitOverTraining:
     position_effects: Tensor  # [n_steps, key_pos] accuracy lost when each position's value is mean-ablated
     first_k_mass: Tensor  # [n_steps]
     max_spurious: Tensor  # [n_steps]
-    n_clusters: list[int]  # clusters of z_A found at each step
+    n_clusters: list[int]  # clusters of z_A found at each step (1: no well-separated groups)
     train_loss: list[float]
     test_loss: list[float]
     k: int
@@ -68,13 +69,12 @@ def _spread(steps: list[int], count: int, keep: list[int]) -> list[int]:
 
 
 @torch.no_grad()
-def circuit_over_training(run: Run, n: int = 256, points: int = 12, max_clusters: int = 24) -> CircuitOverTraining:
+def circuit_over_training(run: Run, n: int = 256, points: int = 12, max_clusters: int = MAX_CLUSTERS) -> CircuitOverTraining:
     """Position ablations, attention mass and cluster count at about `points` checkpoints.
 
     Each checkpoint is measured on the data of the phase it belongs to.
     """
     from circuitpath.analysis.ablation import ablate
-    from circuitpath.analysis.clusters import find_clusters
 
     steps = _spread(run.steps, points, run.phase_boundaries())
     k, lines = run.config.task.k, {(m["step"], m["phase"]): m for m in run.metrics}
@@ -89,7 +89,7 @@ def circuit_over_training(run: Run, n: int = 256, points: int = 12, max_clusters
         pattern = cache["blocks.0.attn.hook_pattern"].mean(0)
         masses.append(pattern[:k].sum())
         spurious.append(pattern[k:].max() if k < len(pattern) else torch.tensor(0.0))
-        clusters.append(find_clusters(model, x, p, k, max_clusters=max_clusters, n_init=1).n_clusters)
+        clusters.append(find_clusters(model, x, p, k, max_clusters=max_clusters).n_clusters)
         metric = lines.get((step, phase), {})
         train_loss.append(metric.get("train_loss", float("nan")))
         test_loss.append(metric.get("test_loss", float("nan")))

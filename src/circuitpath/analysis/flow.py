@@ -2,7 +2,9 @@
 
 Each graph runs from the input positions (labelled with their tokens) to the attention output; an
 edge's weight is the attention on that position and its `change` the sign of the difference with
-the previous checkpoint (+1 reinforced, -1 pruned, 0 unchanged or first checkpoint).
+the previous checkpoint (+1 reinforced, -1 pruned, 0 unchanged, first checkpoint, or first on a new
+input). Each checkpoint is drawn on an input of its own phase: a p = 2 checkpoint never saw the
+tokens 2 and 3, so a p = 4 input would show it something it was not trained on.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from circuitpath.errors import InputError
 from circuitpath.runs import Run
 
 OUTPUT = "z_A"
@@ -21,10 +24,16 @@ OUTPUT = "z_A"
 
 @dataclass
 class FlowSequence:
-    tokens: list[int]
+    inputs: dict[int, list[int]]  # phase -> the input its checkpoints are drawn on
     k: int
     steps: list[int]
+    phases: list[int]  # phase of each step's checkpoint
     graphs: list[nx.DiGraph]
+    moduli: dict[int, int]  # phase -> its p
+
+    def tokens_at(self, index: int) -> list[int]:
+        """The input the graph of `steps[index]` is drawn on."""
+        return self.inputs[self.phases[index]]
 
 
 def position_node(position: int, token: int) -> str:
@@ -43,15 +52,58 @@ def flow_graph(pattern: Tensor, tokens: list[int], k: int, previous: Tensor | No
     return graph
 
 
+def phase_inputs(
+    run: Run, phases: list[int], tokens: Tensor | dict[int, Tensor] | None
+) -> dict[int, Tensor]:
+    """The input [pos] of each phase: given once, given per phase, or the phase's first test input.
+
+    Refuses an input holding a token outside F_p of a phase it would be drawn at.
+    """
+    if isinstance(tokens, dict):
+        missing = sorted(set(phases) - set(tokens))
+        if missing:
+            raise InputError(f"no input given for phase {missing[0]}; the steps drawn span phases {sorted(set(phases))}")
+        chosen = {phase: tokens[phase] for phase in set(phases)}
+    elif tokens is None:
+        chosen = {phase: run.data(phase).x_test[0] for phase in set(phases)}
+    else:
+        chosen = {phase: tokens for phase in set(phases)}
+    n_ctx = run.config.task.n_ctx
+    for phase, sequence in chosen.items():
+        sequence = torch.as_tensor(sequence)
+        if sequence.numel() != n_ctx:
+            raise InputError(f"the input for phase {phase} has {sequence.numel()} tokens; the run's sequences have {n_ctx}")
+        p = run.config.train.phases[phase].p
+        if int(sequence.min()) < 0 or int(sequence.max()) >= p:
+            bad = next(t for t in sequence.reshape(-1).tolist() if not 0 <= t < p)
+            raise InputError(f"token {bad} is not in F_{p}: phase {phase} (p = {p}) never saw it; "
+                             "give each phase its own input, e.g. tokens={phase: tensor}")
+        chosen[phase] = sequence.reshape(-1)
+    return chosen
+
+
 @torch.no_grad()
-def attention_flow(run: Run, tokens: Int[Tensor, " pos"], steps: list[int] | None = None) -> FlowSequence:
-    """Flow graphs of one input sequence at each checkpoint (all by default)."""
-    steps = run.steps if steps is None else steps
-    sequence = tokens.reshape(1, -1)
-    graphs, previous = [], None
-    for step in steps:
+def attention_flow(
+    run: Run,
+    tokens: Int[Tensor, " pos"] | dict[int, Int[Tensor, " pos"]] | None = None,
+    steps: list[int] | None = None,
+) -> FlowSequence:
+    """Flow graphs at each checkpoint (all by default), each drawn on an input of its own phase.
+
+    `tokens`: None (each phase's first test input), {phase index: tokens [pos]}, or one input [pos]
+    for every phase (refused if it holds a token >= the p of a phase it is drawn at).
+    """
+    steps = list(run.steps if steps is None else steps)
+    phases = [run.phase_at(step) for step in steps]
+    inputs = phase_inputs(run, phases, tokens)
+    k, graphs, previous = run.config.task.k, [], None
+    for index, (step, phase) in enumerate(zip(steps, phases)):
+        sequence = inputs[phase].reshape(1, -1)
         _, cache = run.model_at(step).run_with_cache(sequence, names_filter="blocks.0.attn.hook_pattern")
         pattern = cache["blocks.0.attn.hook_pattern"][0]
-        graphs.append(flow_graph(pattern, sequence[0].tolist(), run.config.task.k, previous))
+        same_input = index > 0 and torch.equal(inputs[phases[index - 1]], inputs[phase])
+        graphs.append(flow_graph(pattern, sequence[0].tolist(), k, previous if same_input else None))
         previous = pattern
-    return FlowSequence(sequence[0].tolist(), run.config.task.k, list(steps), graphs)
+    drawn = sorted(set(phases))
+    return FlowSequence({phase: inputs[phase].tolist() for phase in drawn}, k, steps, phases, graphs,
+                        {phase: run.config.train.phases[phase].p for phase in drawn})

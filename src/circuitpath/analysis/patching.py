@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from jaxtyping import Int
 from torch import Tensor
 
-from circuitpath.analysis.replacing import DEFAULT_MAX_BATCH, run_replaced
+from circuitpath.analysis.replacing import DEFAULT_MAX_BATCH, VALUES, run_replaced
 from circuitpath.errors import InputError
 from circuitpath.model import CrossAttentionTransformer
 
@@ -63,17 +63,23 @@ METRICS: dict[str, Metric] = {"logit_diff": logit_diff, "loss": loss, "accuracy"
 
 @dataclass
 class PatchResult:
-    """Metric after patching each index of `axes` of `hook` from the clean run into the corrupted run."""
+    """Metric after patching each index of `axes` of `hook` from the clean run into the corrupted run.
+
+    `clean` and `corrupted` are one number when every index shares the corrupted run (`patch`), or a
+    tensor shaped like `effects` when each index has its own (`position_patching`).
+    """
 
     hook: str
     axes: tuple[str, ...]
     effects: Tensor  # shape: the sizes of `axes` (a scalar tensor when axes is empty)
-    clean: float  # metric of the clean run
-    corrupted: float  # metric of the corrupted run, nothing patched
+    clean: float | Tensor  # metric of the clean run
+    corrupted: float | Tensor  # metric of the corrupted run, nothing patched
     metric: str
+    measured: Tensor | None = None  # inputs each index is measured on, where that differs by index
+    labels: list[str] | None = None  # a name for each index (default: axis and number)
 
     def normalized(self) -> Tensor:
-        """0 where patching does nothing, 1 where it restores the clean metric."""
+        """0 where patching does nothing, 1 where it restores the clean metric (NaN: nothing measured)."""
         return (self.effects - self.corrupted) / (self.clean - self.corrupted)
 
 
@@ -91,6 +97,9 @@ def axis_masks(shape: torch.Size, hook: str, over: tuple[str, ...]) -> Tensor:
     unknown = [a for a in over if a not in axes]
     if unknown:
         raise InputError(f"hook {hook!r} has axes {axes}, not {unknown[0]!r}")
+    repeated = [a for i, a in enumerate(over) if a in over[:i]]
+    if repeated:
+        raise InputError(f"axis {repeated[0]!r} is named twice in {tuple(over)}")
     dims = [axes.index(a) for a in over]
     indices = itertools.product(*(range(shape[d]) for d in dims))
     return selection_masks(shape, [dict(zip(dims, index)) for index in indices])
@@ -175,3 +184,73 @@ def corrupt_positions(
     fresh = torch.randint(p, (tokens.shape[0], len(positions)), generator=generator)
     corrupted[:, positions] = fresh.to(tokens.device)
     return corrupted
+
+
+def redraw_position(
+    tokens: Int[Tensor, "batch pos"], position: int, p: int, generator: torch.Generator | None = None
+) -> Int[Tensor, "batch pos"]:
+    """A copy of `tokens` with the token at `position` replaced by a different one, uniform over the other p - 1."""
+    corrupted = tokens.clone()
+    shift = torch.randint(1, p, (tokens.shape[0],), generator=generator).to(tokens.device)
+    corrupted[:, position] = (tokens[:, position] + shift) % p
+    return corrupted
+
+
+FLIP_METRIC = "logit diff, clean answer - corrupted answer, on the inputs whose answer flips"
+
+
+@torch.no_grad()
+def position_patching(
+    model: CrossAttentionTransformer,
+    clean: Int[Tensor, "batch pos"],
+    p: int,
+    k: int,
+    *,
+    generator: torch.Generator | None = None,
+) -> PatchResult:
+    """Which key position's value carries the answer: corrupt one position at a time, patch it back.
+
+    For each position t: redraw x_t to a different token (`redraw_position`), run the model, and run
+    it again with that position's value vector (`blocks.0.attn.hook_v` at t) taken from the clean run.
+    The metric is the logit difference between the clean run's answer and the corrupted run's answer
+    (the model's top logits), averaged over the inputs where the two differ: the corruption flips
+    the answer there, so the difference is > 0 clean and < 0 corrupted, and
+    `normalized()` reads 0 = as corrupted, 1 = as clean. Where no answer flips (a position the model
+    ignores: every spurious one of a model that has pruned them) there is nothing to restore: the
+    entry is NaN and `measured` is 0. `measured` counts the flipped inputs of each position; the
+    first k positions (the summed ones) are labelled as such.
+    """
+    model.check_tokens(clean)
+    n_ctx = clean.shape[1]
+    if not 2 <= p <= model.cfg.n_tokens:
+        raise InputError(f"p must be between 2 and the model's n_tokens = {model.cfg.n_tokens}, got {p}")
+    if not 1 <= k <= n_ctx:
+        raise InputError(f"k must be between 1 and the sequence length {n_ctx}, got {k}")
+    if clean.numel() and int(clean.max()) >= p:
+        raise InputError(f"clean inputs hold token {int(clean.max())}, not in F_p for p = {p}")
+    device = model.W_E.device
+    clean = clean.to(device)
+    clean_logits, clean_cache = model.run_with_cache(clean, names_filter=VALUES)
+    answer = clean_logits.argmax(-1, keepdim=True)
+    rows = {"effects": [], "clean": [], "corrupted": [], "measured": []}
+    for position in range(n_ctx):
+        corrupted = redraw_position(clean, position, p, generator)
+        logits, cache = model.run_with_cache(corrupted)
+        values = cache[VALUES].clone()
+        values[:, position] = clean_cache[VALUES][:, position]
+        patched = model.run_from(VALUES, values, cache)
+        rival = logits.argmax(-1, keepdim=True)
+        flipped = (rival != answer).squeeze(-1)
+
+        def difference(out: Tensor) -> Tensor:
+            return (out.gather(-1, answer) - out.gather(-1, rival)).squeeze(-1)[flipped].mean()
+
+        for key, out in (("effects", patched), ("clean", clean_logits), ("corrupted", logits)):
+            rows[key].append(difference(out))
+        rows["measured"].append(flipped.sum())
+    stacked = {key: torch.stack(values).float().cpu() for key, values in rows.items()}
+    return PatchResult(
+        hook=VALUES, axes=("key_pos",), effects=stacked["effects"], clean=stacked["clean"],
+        corrupted=stacked["corrupted"], metric=FLIP_METRIC, measured=stacked["measured"].long(),
+        labels=[f"{t}{' (summed)' if t < k else ''}" for t in range(n_ctx)],
+    )

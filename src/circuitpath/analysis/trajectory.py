@@ -48,7 +48,10 @@ def parameter_trajectory(runs: dict[str, Run], tsne: bool = True, seed: int = 0)
 
 def _tsne(points: Tensor, seed: int) -> Tensor:
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     perplexity = float(min(30, len(points) - 1) / 1.5)
-    embedded = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points.numpy())
+    # a few hundred points: one thread is fastest, and threads spinning on a busy core are slow
+    with threadpool_limits(limits=1):
+        embedded = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points.numpy())
     return torch.from_numpy(embedded).float()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 from pathlib import Path
 
 from circuitpath.cli import add_checkpoint_flags
-from circuitpath.errors import ConfigError
+from circuitpath.errors import CheckpointError, ConfigError
 from circuitpath.experiments import summary_table
 
 
@@ -27,22 +29,26 @@ def add_parsers(sub) -> None:
     patch = sub.add_parser(
         "patch", help="activation patching on a saved checkpoint: effect of each index of a hook",
         description="Patch the activation at HOOK from clean inputs into corrupted ones, once per index of "
-        "the --over axes, and print the metric for each index. Clean inputs are the test set of the run's "
-        "last phase; corrupted inputs redraw the tokens at --corrupt positions.",
-        epilog="examples:\n  circuitpath patch runs/curriculum\n"
+        "the --over axes, and print the metric for each index. Clean inputs are the test set of the phase "
+        "the checkpoint belongs to; corrupted inputs redraw the tokens at --corrupt positions. With "
+        "--corrupt each, one position at a time is redrawn and its value (blocks.0.attn.hook_v) patched "
+        "back; the printed fraction is 0 = as corrupted, 1 = as clean, on the inputs whose answer flips.",
+        epilog="examples:\n  circuitpath patch runs/curriculum --corrupt each\n  circuitpath patch runs/curriculum\n"
         "  circuitpath patch runs/curriculum --step 3000 --hook blocks.0.mlp.hook_post --over d_mlp --metric accuracy",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_checkpoint_flags(patch, "patch", default_n=1024)
     patch.add_argument("--metric", default="logit_diff", help="logit_diff (default), loss or accuracy")
-    patch.add_argument("--corrupt", default=None, help="positions to redraw, e.g. 0-4 (default: the first k)")
+    patch.add_argument("--corrupt", default=None,
+                       help="positions to redraw: N, N-M or a comma-separated list, e.g. 0-4 (default: the first k); "
+                       "or 'each': one position at a time, its value patched back")
     patch.set_defaults(handler=cmd_patch)
 
     ablate = sub.add_parser(
         "ablate", help="ablate key positions, MLP neurons or the attention output; accuracy and loss",
         description="Replace parts of an activation by zeros, their mean, or values from other inputs, "
-        "and print accuracy and loss on the train and test data of the run's last phase, before and "
-        "after. For key positions, the sets 'first k' and 'spurious' are ablated too.",
+        "and print accuracy and loss on the train and test data of the phase the checkpoint belongs to, "
+        "before and after. For key positions, the sets 'first k' and 'spurious' are ablated too.",
         epilog="examples:\n  circuitpath ablate runs/curriculum\n"
         "  circuitpath ablate runs/scratch --method resample --step 5000\n"
         "  circuitpath ablate runs/curriculum --hook blocks.0.hook_attn_out --over ''",
@@ -55,8 +61,9 @@ def add_parsers(sub) -> None:
     diagram = sub.add_parser(
         "diagram", help="draw the circuit a checkpoint uses, weighted by ablation effects (HTML and SVG)",
         description="Measure how much accuracy each component loses when mean-ablated (each key "
-        "position's value, the attention output, the MLP, the residual path), prune those below "
-        "--threshold, and draw input positions -> attention -> MLP -> logits as OUT.html and OUT.svg.",
+        "position's value, the attention output, the MLP, the residual path), on the test data of the "
+        "phase the checkpoint belongs to; prune those below --threshold, and draw input positions -> "
+        "attention -> MLP -> logits as OUT.html and OUT.svg.",
         epilog="example:\n  circuitpath diagram runs/curriculum --out runs/curriculum/circuit",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -64,7 +71,8 @@ def add_parsers(sub) -> None:
     diagram.add_argument("--step", type=int, help="checkpoint step (default: the last)")
     diagram.add_argument("--threshold", type=float, default=0.05, help="smallest accuracy loss kept (default 0.05)")
     diagram.add_argument("--n", type=int, default=2048, help="test inputs measured (default 2048)")
-    diagram.add_argument("--out", type=Path, help="path prefix of the .html and .svg files (default RUN/circuit)")
+    diagram.add_argument("--out", type=Path, help="path prefix of the .html and .svg files, in an existing "
+                         "directory (default RUN/circuit)")
     diagram.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     diagram.set_defaults(handler=cmd_diagram)
 
@@ -72,6 +80,39 @@ def add_parsers(sub) -> None:
                           description="Print what a run directory holds.")
     show.add_argument("run", type=Path, metavar="RUN")
     show.set_defaults(handler=cmd_show)
+
+
+# ---- shared --------------------------------------------------------------------------------------
+def check_writable_dir(directory: Path, flag: str) -> None:
+    """Refuse, before any work, an output whose directory does not exist or cannot be written."""
+    if not directory.is_dir():
+        raise ConfigError(f"{flag}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag}: directory {directory} is not writable")
+
+
+def parse_positions(text: str, n_ctx: int) -> list[int]:
+    """`0-4`, `0,3,7` or a mix such as `0-2,5` -> sorted distinct positions in 0..n_ctx-1."""
+    positions: set[int] = set()
+    for part in (p.strip() for p in text.split(",")):
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if match is None or (match[2] is not None and int(match[1]) > int(match[2])):
+            raise ConfigError(f"--corrupt takes positions N, N-M or a comma-separated list of them "
+                              f"(0 to {n_ctx - 1}), or 'each'; got {text!r}")
+        low = int(match[1])
+        positions.update(range(low, int(match[2] or low) + 1))
+    if max(positions) >= n_ctx:
+        raise ConfigError(f"--corrupt position {max(positions)} is past the sequence length {n_ctx}")
+    return sorted(positions)
+
+
+def checkpoint_phase(run, step: int | None) -> tuple[int, int]:
+    """The saved step meant (the last when None) and the phase its weights belong to."""
+    if not run.steps:
+        raise CheckpointError(f"{run.path} has no checkpoint")
+    step = run.steps[-1] if step is None else step
+    run.checkpoint_path(step)  # refuses a step that was not saved, naming the nearest ones
+    return step, run.phase_at(step)
 
 
 # ---- analyze -------------------------------------------------------------------------------------
@@ -84,6 +125,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         run = load_run(path)
         runs[run.path.name if run.path.name not in runs else str(run.path)] = run
     out = args.out or (args.runs[0] / "report.html" if len(args.runs) == 1 else args.runs[0].parent / "report.html")
+    check_writable_dir(out.parent, "--out")
     headlines = build_report(runs, out)
     print("\n".join(headlines.lines()))
     print(f"report written to {out}")
@@ -97,26 +139,25 @@ def cmd_patch(args: argparse.Namespace) -> int:
     from circuitpath.analysis.patching import corrupt_positions, patch
     from circuitpath.data import targets
     from circuitpath.runs import load_run
-    from circuitpath.sweep import parse_seeds
     from circuitpath.train import resolve_device
 
     run = load_run(args.run)
-    device = resolve_device(args.device)
-    model = run.model_at(args.step, device=device)
-    task, p = run.config.task, run.config.train.phases[-1].p
-    positions = list(range(task.k)) if args.corrupt is None else parse_seeds(args.corrupt)
-    if max(positions) >= task.n_ctx:
-        raise ConfigError(f"--corrupt position {max(positions)} is past the sequence length {task.n_ctx}")
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
-    clean = run.data().x_test[: args.n]
+    task = run.config.task
+    each = args.corrupt is not None and args.corrupt.strip() == "each"
+    positions = None if each else list(range(task.k)) if args.corrupt is None else parse_positions(args.corrupt, task.n_ctx)
+    step, phase = checkpoint_phase(run, args.step)
+    model = run.model_at(step, device=resolve_device(args.device))
+    p, clean = run.config.train.phases[phase].p, run.data(phase).x_test[: args.n]
+    if each:
+        return _patch_each(args, run, model, step, phase, clean, p)
     corrupted = corrupt_positions(clean, positions, p, torch.Generator().manual_seed(0))
     over = tuple(a for a in args.over.split(",") if a)
     result = patch(model, args.hook, clean, corrupted, targets(clean, p, task.k), targets(corrupted, p, task.k),
                    over=over, metric=args.metric)
-    step = args.step if args.step is not None else run.steps[-1]
-    print(f"{run.path} step {step}: patching {args.hook} over {', '.join(over) or 'the whole activation'}, {len(clean)} inputs, "
-          f"positions {positions} corrupted")
+    print(f"{run.path} step {step} (phase {phase}, p = {p}): patching {args.hook} over "
+          f"{', '.join(over) or 'the whole activation'}, {len(clean)} inputs, positions {positions} corrupted")
     print(f"{result.metric}: clean {result.clean:.4f}, corrupted {result.corrupted:.4f}")
     effects = result.effects.reshape(-1).tolist()
     if over:
@@ -124,6 +165,27 @@ def cmd_patch(args: argparse.Namespace) -> int:
             print(f"  {over[0] if len(over) == 1 else 'index'} {index:>3}: {value:.4f}")
     else:
         print(f"  patched: {effects[0]:.4f}")
+    return 0
+
+
+def _patch_each(args, run, model, step: int, phase: int, clean, p: int) -> int:
+    import torch
+
+    from circuitpath.analysis.patching import position_patching
+
+    fixed = {"--hook": (args.hook, "blocks.0.attn.hook_v"), "--over": (args.over, "key_pos"),
+             "--metric": (args.metric, "logit_diff")}
+    changed = [flag for flag, (given, default) in fixed.items() if given != default]
+    if changed:
+        raise ConfigError(f"--corrupt each patches blocks.0.attn.hook_v over key_pos with its own metric; "
+                          f"drop {', '.join(changed)}")
+    result = position_patching(model, clean, p, run.config.task.k, generator=torch.Generator().manual_seed(0))
+    print(f"{run.path} step {step} (phase {phase}, p = {p}): each key position redrawn alone and its value "
+          f"patched back, {len(clean)} inputs")
+    print(f"{result.metric}; 0 = as corrupted, 1 = as clean")
+    for label, restored, flipped in zip(result.labels, result.normalized().tolist(), result.measured.tolist()):
+        shown = "no answer flips: nothing to restore" if flipped == 0 else f"{restored:+.3f} ({flipped} inputs flip)"
+        print(f"  key_pos {label:<12} {shown}")
     return 0
 
 
@@ -136,17 +198,18 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from circuitpath.train import resolve_device
 
     run = load_run(args.run)
-    model = run.model_at(args.step, device=resolve_device(args.device))
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
+    step, phase = checkpoint_phase(run, args.step)
+    model = run.model_at(step, device=resolve_device(args.device))
     over = tuple(a for a in args.over.split(",") if a)
-    task, split = run.config.task, run.data()
+    task, split = run.config.task, run.data(phase)
     sets = position_sets(task.k, task.n_ctx) if over in (("key_pos",), ("pos",)) else None
     results = {name: ablate(model, x[: args.n], y[: args.n], hook=args.hook, over=over, sets=sets,
                             method=args.method, generator=torch.Generator().manual_seed(0))
                for name, x, y in (("train", split.x_train, split.y_train), ("test", split.x_test, split.y_test))}
-    step = args.step if args.step is not None else run.steps[-1]
-    print(f"{run.path} step {step}: {args.method}-ablating {args.hook} over {', '.join(over) or 'the whole activation'}")
+    print(f"{run.path} step {step} (phase {phase}, p = {run.config.train.phases[phase].p}): {args.method}-ablating "
+          f"{args.hook} over {', '.join(over) or 'the whole activation'}")
     train, test = results["train"], results["test"]
     width = max(len(n) for n in train.names + ["intact"])
     print(f"{'ablated':<{width}}  train acc  train loss  test acc  test loss")
@@ -169,12 +232,14 @@ def cmd_diagram(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threshold must be between 0 and 1, got {args.threshold}")
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
-    model = run.model_at(args.step, device=resolve_device(args.device))
-    step = args.step if args.step is not None else run.steps[-1]
-    split = run.data()
-    circuit = circuit_graph(model, split.x_test[: args.n], split.y_test[: args.n], run.config.task.k, args.threshold)
-    title = f"{run.path.name} at step {step}: circuit (accuracy {circuit.base_accuracy:.3f})"
     prefix = args.out or run.path / "circuit"
+    check_writable_dir(prefix.parent, "--out")
+    step, phase = checkpoint_phase(run, args.step)
+    model = run.model_at(step, device=resolve_device(args.device))
+    split = run.data(phase)
+    circuit = circuit_graph(model, split.x_test[: args.n], split.y_test[: args.n], run.config.task.k, args.threshold)
+    p = run.config.train.phases[phase].p
+    title = f"{run.path.name} at step {step} (p = {p}): circuit (accuracy {circuit.base_accuracy:.3f})"
     html = write_html([circuit_figure(circuit, title)], prefix.with_suffix(".html"), title)
     svg = write_circuit_svg(circuit, prefix.with_suffix(".svg"), title)
     for name, effect in circuit.effects.items():

@@ -6,6 +6,8 @@ import networkx as nx
 import plotly.graph_objects as go
 
 from circuitpath.analysis.flow import OUTPUT, FlowSequence
+from circuitpath.plots.style import TEMPLATE
+from circuitpath.plots.style import title as titled
 
 CHANGE_COLOURS = {1: "rgb(214, 39, 40)", -1: "rgb(31, 119, 180)", 0: "rgb(150, 150, 150)"}
 
@@ -39,10 +41,12 @@ def flow_figure(flow: FlowSequence, title: str) -> go.Figure:
     """The flow graph at each checkpoint, one slider step per checkpoint (red: attention grew, blue: shrank)."""
     frames = [go.Frame(data=_flow_traces(graph), name=str(step)) for step, graph in zip(flow.steps, flow.graphs)]
     figure = go.Figure(data=frames[-1].data, frames=frames)
+    inputs = "; ".join(f"p = {flow.moduli[phase]} checkpoints (phase {phase}) on x = {' '.join(map(str, tokens))}"
+                       for phase, tokens in flow.inputs.items())
     figure.update_layout(
-        title=f"{title}<br><sup>orange: the k summed positions; edge width: attention; "
-              "red: grew, blue: shrank since the previous checkpoint</sup>",
-        xaxis={"visible": False}, yaxis={"visible": False, "range": [-0.4, 1.3]}, template="plotly_white", height=420,
+        **titled(title, "orange: the k summed positions; edge width: attention; red: grew, blue: shrank since "
+                 f"the previous checkpoint on the same input. {inputs}."),
+        xaxis={"visible": False}, yaxis={"visible": False, "range": [-0.4, 1.3]}, template=TEMPLATE, height=440,
         sliders=[{"active": len(frames) - 1, "currentvalue": {"prefix": "step "},
                   "steps": [{"label": f.name, "method": "animate",
                              "args": [[f.name], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}]}
