@@ -68,7 +68,7 @@ def step_at(run: Run, fraction: float) -> int:
 
 
 @torch.no_grad()
-def circuit_features(run: Run, step: int, n: int = 256, max_clusters: int = 24) -> dict[str, float]:
+def circuit_features(run: Run, step: int, n: int = 256) -> dict[str, float]:
     """The circuit features of one checkpoint (see the module docstring)."""
     from circuitpath.analysis.ablation import ablate, position_sets
     from circuitpath.analysis.clusters import find_clusters
@@ -88,7 +88,7 @@ def circuit_features(run: Run, step: int, n: int = 256, max_clusters: int = 24) 
         "max spurious attention": float(pattern[k:].max()) if k < n_ctx else 0.0,
         "acc lost, first k ablated": drop[next(iter(sets))],
         "acc lost, spurious ablated": drop[list(sets)[1]] if len(sets) > 1 else 0.0,
-        "clusters of z_A": float(find_clusters(model, x, p, k, max_clusters=max_clusters, n_init=1).n_clusters),
+        "clusters of z_A": float(find_clusters(model, x, p, k).n_clusters),
     }
     weights = run.weights_at(step)
     features |= {f"|{name}|": float(weights[name].norm()) for name in WEIGHTS}
