@@ -48,7 +48,8 @@ def position_sets(k: int, n_ctx: int) -> dict[str, list[int]]:
     return sets
 
 
-def _replacement(activation: Tensor, method: str, generator: torch.Generator | None) -> Tensor:
+def replacement_for(activation: Tensor, method: str, generator: torch.Generator | None = None) -> Tensor:
+    """What an ablation puts in place of `activation` (batch first): zeros, its batch mean, or a shuffle."""
     if method == "zero":
         return torch.zeros_like(activation)
     if method == "mean":
@@ -98,7 +99,7 @@ def ablate(
             raise InputError(f"sets of indices need exactly one axis in over, got {over}")
         masks = torch.cat([masks, _set_masks(shape, hook, over[0], sets)])
         names += list(sets)
-    replacement = _replacement(activation, method, generator)
+    replacement = replacement_for(activation, method, generator)
     ablated = run_replaced(model, hook, tokens, cache, replacement, masks.to(device), max_batch)
     return AblationResult(
         hook=hook,

@@ -1,0 +1,255 @@
+"""Every discovery method at every checkpoint of a run, scored against the truth, saved beside the run.
+
+Each checkpoint is probed with the first n test inputs of the phase it belongs to (its task's
+labels), corrupted by a fixed reordering of the same inputs. Results go to RUN/analysis/discovery/:
+`timeline.json` (per step and method: AUROC, precision@k, position scores, faithfulness, the first
+step reaching AUROC >= 0.99), `scores.safetensors` (every site's score) and `circuits/` (one JSON per
+method and step; the command line adds an SVG of each).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from circuitpath.analysis.ablation import METHODS as ABLATIONS
+from circuitpath.analysis.discovery.graph import ModelGraph, site_activations
+from circuitpath.analysis.discovery.methods import DIFFERENTIABLE, METHODS, Probe, ProbeRuns, score_sites
+from circuitpath.analysis.discovery.prune import DiscoveredCircuit, check_rule, greedy, prune
+from circuitpath.analysis.discovery.truth import auroc, faithfulness, faithfulness_counts, first_reaching, precision_at_k
+from circuitpath.errors import CheckpointError, ConfigError, InputError, RunError
+from circuitpath.runs import ANALYSIS_DIR, DATA_DIR, Run, data_file
+from circuitpath.storage import load_tensors, read_json, save_tensors, write_json
+
+DISCOVERY_DIR = "discovery"
+TIMELINE_JSON, SCORES = "timeline.json", "scores.safetensors"
+LEVEL = 0.99  # the AUROC a method must reach to count as having found the circuit
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    """What `discover` runs at each checkpoint."""
+
+    methods: tuple[str, ...] = METHODS
+    """Any of attribution, patching, ablation."""
+    n: int = 1024
+    """Test inputs probed at each checkpoint."""
+    metric: str = "logit_diff"
+    """What attribution and activation patching measure: logit_diff or loss (ablation: always the loss)."""
+    ig_steps: int = 0
+    """0: plain attribution patching; m >= 1: integrated gradients over m points (EAP-IG)."""
+    ablation: str = "mean"
+    """How the ablation method knocks a site out: zero, mean or resample."""
+    rule: str = "top-n"
+    """How a circuit is pruned from the scores: top-n, threshold or acdc."""
+    parameter: float | None = None
+    """The rule's parameter: nodes kept (top-n, 16), fraction of the largest score (threshold, 0.1),
+    KL increase allowed per removed edge (acdc, 0.01)."""
+    seed: int = 0
+    """Seed of the corrupting reordering and of resampling."""
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ConfigError(f"unknown method {unknown[0] if unknown else ''!r}; known: {', '.join(METHODS)}")
+        if self.n < 2:
+            raise ConfigError(f"n must be >= 2 (inputs are corrupted with each other), got {self.n}")
+        if self.metric not in DIFFERENTIABLE:
+            raise ConfigError(f"unknown metric {self.metric!r}; known: {', '.join(DIFFERENTIABLE)}")
+        if self.ig_steps < 0:
+            raise ConfigError(f"ig_steps must be >= 0, got {self.ig_steps}")
+        if self.ablation not in ABLATIONS:
+            raise ConfigError(f"unknown ablation {self.ablation!r}; known: {', '.join(ABLATIONS)}")
+        try:
+            object.__setattr__(self, "parameter", float(check_rule(self.rule, self.parameter)))
+        except InputError as error:
+            raise ConfigError(str(error)) from None
+
+
+@dataclass
+class DiscoveryTimeline:
+    """Site scores of each method at each checkpoint, and what they say against the truth."""
+
+    run: str
+    steps: list[int]
+    k: int
+    graph: ModelGraph
+    config: DiscoveryConfig
+    phases: list[int]
+    phase_switches: list[int]
+    accuracy: Tensor  # [n_steps] the intact model on the probe
+    sites: dict[str, Tensor]  # method -> [n_steps, n_sites]
+    totals: dict[str, Tensor]  # method -> [n_steps] (SiteScores.total)
+    counts: list[int]  # the n of the faithfulness curves
+    faithfulness: dict[str, Tensor]  # method -> [n_steps, len(counts)]
+    circuits: dict[str, list[DiscoveredCircuit]] = field(default_factory=dict)
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.sites)
+
+    def positions(self, method: str) -> Tensor:
+        """[n_steps, key_pos] how much each key position matters (`ModelGraph.position_scores`)."""
+        return self.graph.position_scores(self.sites[method])
+
+    def auroc(self, method: str) -> Tensor:
+        return auroc(self.positions(method), self.k)
+
+    def precision(self, method: str) -> Tensor:
+        return precision_at_k(self.positions(method), self.k)
+
+    def first_reaching(self, method: str, level: float = LEVEL) -> int | None:
+        return first_reaching(self.steps, self.auroc(method), level)
+
+
+# ---- inputs --------------------------------------------------------------------------------------
+def select_steps(run: Run, spec: str | list[int] | None) -> list[int]:
+    """Saved steps named by `spec`: None (all), a list, or text like "0,500,1000-3000" (ranges keep the
+    saved steps inside them). A named step that was not saved is an error."""
+    saved = run.steps
+    if not saved:
+        raise CheckpointError(f"{run.path} has no checkpoint")
+    if spec is None:
+        return saved
+    items = spec if isinstance(spec, list) else [s for s in spec.split(",") if s.strip()]
+    chosen: set[int] = set()
+    for item in items:
+        text = str(item).strip()
+        match = re.fullmatch(r"(\d+)\s*-\s*(\d+)|(\d+)", text)
+        if not match:
+            raise ConfigError(f"a step is a number or a range like 100-500, got {text!r}")
+        if match.group(3) is not None:
+            run.checkpoint_path(int(text))  # raises, naming the nearest saved steps
+            chosen.add(int(text))
+            continue
+        low, high = int(match.group(1)), int(match.group(2))
+        inside = [s for s in saved if low <= s <= high]
+        if not inside:
+            raise CheckpointError(f"no checkpoint of {run.path} lies in {low}-{high}")
+        chosen.update(inside)
+    if not chosen:
+        raise ConfigError(f"no step given in {spec!r}")
+    return sorted(chosen)
+
+
+def probe_of(run: Run, phase: int, n: int, seed: int) -> Probe:
+    """The first n test inputs of a phase and their labels, or RunError when the run has none."""
+    if not (run.path / DATA_DIR / data_file(phase)).is_file():
+        raise RunError(f"{run.path} has no test data for phase {phase} ({DATA_DIR}/{data_file(phase)} is missing)")
+    split = run.data(phase)
+    if split.x_test.shape[0] < 2:
+        raise RunError(f"{run.path} has {split.x_test.shape[0]} test inputs for phase {phase}; discovery needs at least 2")
+    return Probe.shuffled(split.x_test[:n], split.y_test[:n], seed)
+
+
+# ---- the timeline --------------------------------------------------------------------------------
+def plan(run: Run, config: DiscoveryConfig, steps: list[int] | str | None = None) -> tuple[list[int], list[int], dict[int, Probe]]:
+    """The chosen steps, the phase of each and a probe per phase: every check `discover` makes before it works."""
+    task = run.config.task
+    if task.k >= task.n_ctx:
+        raise ConfigError(f"{run.path} sums all {task.n_ctx} positions (k = {task.k}): no position is spurious, "
+                          "so there is no truth to tell apart")
+    steps = select_steps(run, steps)
+    phases = [run.phase_at(step) for step in steps]
+    return steps, phases, {phase: probe_of(run, phase, config.n, config.seed) for phase in sorted(set(phases))}
+
+
+def discover(run: Run, config: DiscoveryConfig = DiscoveryConfig(), steps: list[int] | str | None = None,
+             device: str = "cpu", progress: bool = True) -> DiscoveryTimeline:
+    """Score every chosen checkpoint with every method of `config` (all checks happen before any work)."""
+    steps, phases, probes = plan(run, config, steps)
+    probes = {phase: probe.to(device) for phase, probe in probes.items()}
+    graph = ModelGraph.of_config(run.config.model)
+    counts = faithfulness_counts(sum(node.site is not None for node in graph.nodes))
+    accuracy, results = [], {m: [] for m in config.methods}
+    for step, phase in zip(tqdm(steps, desc=f"discover {run.path.name}", disable=not progress), phases):
+        correct, scored = score_checkpoint(run.model_at(step, device=device), probes[phase], graph, config, counts, step)
+        accuracy.append(correct)
+        for method, result in scored.items():
+            results[method].append(result)
+    column = lambda m, i: [r[i] for r in results[m]]
+    return DiscoveryTimeline(
+        run=run.path.name, steps=steps, k=run.config.task.k, graph=graph, config=config, phases=phases,
+        phase_switches=run.phase_boundaries(), accuracy=torch.tensor(accuracy),
+        sites={m: torch.stack(column(m, 0)) for m in results}, totals={m: torch.tensor(column(m, 1)) for m in results},
+        counts=counts, faithfulness={m: torch.stack(column(m, 2)) for m in results},
+        circuits={m: column(m, 3) for m in results})
+
+
+def score_checkpoint(model, probe: Probe, graph: ModelGraph, config: DiscoveryConfig, counts: list[int], step: int
+                     ) -> tuple[float, dict[str, tuple[Tensor, float, Tensor, DiscoveredCircuit]]]:
+    """The model's accuracy on the probe, and per method: site scores, total effect, faithfulness
+    curve and pruned circuit."""
+    runs = ProbeRuns(model, probe)  # the cached clean and corrupted runs, shared by the methods
+    logits, cache = runs.clean
+    acts, out = site_activations(cache), {}
+    for method in config.methods:
+        scored = score_sites(model, method, probe, metric=config.metric, ig_steps=config.ig_steps,
+                             ablation=config.ablation, seed=config.seed, runs=runs)
+        info = {"method": method, "step": step, "metric": scored.metric}
+        circuit = (greedy(model, graph, acts, scored.sites, config.parameter, **info) if config.rule == "acdc"
+                   else prune(graph, scored.sites, config.rule, config.parameter, **info))
+        out[method] = (scored.sites, scored.total, faithfulness(model, graph, acts, probe.labels, scored.sites, counts), circuit)
+    return float((logits.argmax(-1) == probe.labels).float().mean()), out
+
+
+# ---- files ---------------------------------------------------------------------------------------
+def discovery_dir(run: Run) -> Path:
+    return run.path / ANALYSIS_DIR / DISCOVERY_DIR
+
+
+def circuit_file(method: str, step: int) -> str:
+    return f"{method}_step_{step:07d}"
+
+
+def save_timeline(timeline: DiscoveryTimeline, directory: str | Path) -> list[Path]:
+    """Write timeline.json, scores.safetensors and circuits/*.json under `directory`; the paths written."""
+    directory = Path(directory)
+    (directory / "circuits").mkdir(parents=True, exist_ok=True)
+    methods = {}
+    for m in timeline.methods:
+        methods[m] = {
+            "auroc": timeline.auroc(m).tolist(), "precision_at_k": timeline.precision(m).tolist(),
+            "first_step_auroc_ge_0.99": timeline.first_reaching(m), "positions": timeline.positions(m).tolist(),
+            "total": timeline.totals[m].tolist(), "faithfulness": timeline.faithfulness[m].tolist(),
+        }
+    summary = {
+        "run": timeline.run, "k": timeline.k, "n_ctx": timeline.graph.n_ctx, "d_mlp": timeline.graph.d_mlp,
+        "residual": timeline.graph.residual, "config": asdict(timeline.config), "steps": timeline.steps,
+        "phases": timeline.phases, "phase_switches": timeline.phase_switches, "accuracy": timeline.accuracy.tolist(),
+        "faithfulness_counts": timeline.counts, "methods": methods,
+        "position_score": "|value t| + |pattern t|; truth: positions 0..k-1 are in the circuit",
+    }
+    written = [directory / TIMELINE_JSON, directory / SCORES]
+    save_tensors(written[1], {f"{m}.sites": timeline.sites[m] for m in timeline.methods}, {"run": timeline.run})
+    for m, circuits in timeline.circuits.items():
+        for circuit in circuits:
+            path = directory / "circuits" / f"{circuit_file(m, circuit.step)}.json"
+            write_json(path, circuit.to_json())
+            written.append(path)
+    write_json(written[0], summary)  # last: a timeline.json on disk means the files beside it are complete
+    return written
+
+
+def load_timeline(directory: str | Path) -> DiscoveryTimeline:
+    """Read back what `save_timeline` wrote."""
+    directory = Path(directory)
+    summary = read_json(directory / TIMELINE_JSON)
+    tensors, _ = load_tensors(directory / SCORES)
+    config = DiscoveryConfig(**{**summary["config"], "methods": tuple(summary["config"]["methods"])})
+    methods = list(summary["methods"])
+    circuits = {m: [DiscoveredCircuit.from_json(read_json(directory / "circuits" / f"{circuit_file(m, s)}.json"))
+                    for s in summary["steps"]] for m in methods}
+    return DiscoveryTimeline(
+        run=summary["run"], steps=summary["steps"], k=summary["k"],
+        graph=ModelGraph(summary["n_ctx"], summary["d_mlp"], summary["residual"]), config=config,
+        phases=summary["phases"], phase_switches=summary["phase_switches"], accuracy=torch.tensor(summary["accuracy"]),
+        sites={m: tensors[f"{m}.sites"] for m in methods},
+        totals={m: torch.tensor(summary["methods"][m]["total"]) for m in methods},
+        counts=summary["faithfulness_counts"],
+        faithfulness={m: torch.tensor(summary["methods"][m]["faithfulness"]) for m in methods}, circuits=circuits)

@@ -1,0 +1,110 @@
+"""Scores against the task's exact ground truth: key positions 0..k-1 are in the circuit, the rest are not.
+
+AUROC and precision@k read only the ranking of the positions' scores; ties count half (AUROC) or
+share the places they straddle (precision@k), so a method that scores every position alike gets
+0.5 and k/T, never a lucky 1. The faithfulness curve asks the converse: how much accuracy is left
+with only a method's top-n nodes kept and every other node mean-ablated.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from circuitpath.analysis.discovery.forward import run_kept
+from circuitpath.analysis.discovery.graph import ModelGraph
+from circuitpath.errors import InputError
+
+
+def _check_k(k: int, n: int) -> None:
+    if not 0 < k < n:
+        raise InputError(f"k must be between 1 and {n - 1} to score positions against the truth, got {k}")
+
+
+def auroc(scores: Float[Tensor, "... key_pos"], k: int) -> Float[Tensor, "..."]:
+    """P(a summed position outscores a spurious one), ties counted half (the Mann-Whitney statistic)."""
+    _check_k(k, scores.shape[-1])
+    inside, outside = scores[..., :k, None], scores[..., None, k:]
+    wins = (inside > outside).float() + 0.5 * (inside == outside).float()
+    return wins.mean((-2, -1))
+
+
+def precision_at_k(scores: Float[Tensor, "... key_pos"], k: int) -> Float[Tensor, "..."]:
+    """Expected fraction of summed positions among the k top-scored, ties broken at random."""
+    _check_k(k, scores.shape[-1])
+    cutoff = scores.sort(-1, descending=True).values[..., k - 1 : k]
+    above, tied = scores > cutoff, scores == cutoff
+    places = k - above.sum(-1, keepdim=True)  # places left for the positions tied at the cutoff
+    share = places / tied.sum(-1, keepdim=True)  # each tied position's chance of a place
+    credit = above.float() + tied.float() * share
+    return credit[..., :k].sum(-1) / k
+
+
+def first_reaching(steps: list[int], values: Tensor, level: float = 0.99) -> int | None:
+    """The first step at which `values` reach `level`, or None."""
+    for step, value in zip(steps, values.tolist()):
+        if value >= level:
+            return step
+    return None
+
+
+def ranks(values: Tensor) -> Tensor:
+    """Ranks 1..n along the last axis, ties given their average rank."""
+    order = values.argsort(-1)
+    ranked = torch.empty_like(values, dtype=torch.float64)
+    ranked.scatter_(-1, order, torch.arange(1, values.shape[-1] + 1, dtype=torch.float64).expand_as(values).contiguous())
+    # average over ties: every member of a group of equal values gets the group's mean rank
+    equal = values[..., :, None] == values[..., None, :]
+    return (equal.double() @ ranked[..., None]).squeeze(-1) / equal.sum(-1)
+
+
+def spearman(a: Float[Tensor, " n"], b: Float[Tensor, " n"]) -> float:
+    """Spearman rank correlation (Pearson correlation of average ranks); nan when either is constant."""
+    ra, rb = ranks(a) - (a.shape[-1] + 1) / 2, ranks(b) - (b.shape[-1] + 1) / 2
+    denominator = float((ra.square().sum() * rb.square().sum()).sqrt())
+    return float((ra * rb).sum()) / denominator if denominator > 0 else math.nan
+
+
+def node_order(graph: ModelGraph, sites: Float[Tensor, " site"]) -> list[int]:
+    """Sites of the graph's nodes (not the logits), largest |score| first; ties in graph order."""
+    node_sites = torch.tensor([node.site for node in graph.nodes if node.site is not None])
+    order = torch.sort(-sites[node_sites].abs(), stable=True).indices
+    return node_sites[order].tolist()
+
+
+def keep_top(graph: ModelGraph, sites: Tensor, counts: list[int]) -> Tensor:
+    """One keep mask [len(counts), n_sites] per count n: the n top-scored nodes' sites, and every
+    site that only an edge reads (the neurons' inputs: a knocked-out neuron or z_A decides them)."""
+    order = node_order(graph, sites)
+    keep = torch.zeros(len(counts), graph.n_sites, dtype=torch.bool)
+    keep[:, graph.slices["neuron_in"]] = True
+    for row, n in enumerate(counts):
+        keep[row, order[:n]] = True
+    return keep
+
+
+def faithfulness_counts(n_nodes: int) -> list[int]:
+    """0, 1, 2, 3, 4, 6, 8, 12, 16, ... up to every node: the n at which a faithfulness curve is read."""
+    counts, base = {0, n_nodes}, 1
+    while base <= n_nodes:
+        counts |= {base, min(base * 3 // 2, n_nodes)}
+        base *= 2
+    return sorted(counts)
+
+
+@torch.no_grad()
+def faithfulness(
+    model,
+    graph: ModelGraph,
+    acts: dict[str, Tensor],
+    labels: Int[Tensor, " batch"],
+    sites: Float[Tensor, " site"],
+    counts: list[int],
+) -> Float[Tensor, " count"]:
+    """Accuracy with only the top-n nodes (by |score|) kept and the rest mean-ablated, for each n."""
+    keep = keep_top(graph, sites, counts).to(labels.device)
+    logits = run_kept(model, graph, acts, keep)
+    return (logits.argmax(-1) == labels).float().mean(-1).cpu()

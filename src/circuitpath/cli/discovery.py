@@ -1,0 +1,140 @@
+"""`circuitpath discover`: circuit discovery at every checkpoint, scored against the task's truth."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from circuitpath.errors import ConfigError
+
+EXAMPLES = """examples:
+  circuitpath discover runs/curriculum
+  circuitpath discover runs/scratch runs/curriculum --out runs/discovery.html
+  circuitpath discover runs/scratch --method attribution --steps 0-3000 --n 512
+  circuitpath discover runs/curriculum --method patching --steps 3000,10000 --rule acdc --threshold 0.02
+  circuitpath discover runs/curriculum --method attribution --ig-steps 8 --rule threshold --threshold 0.2"""
+
+
+def add_parsers(sub) -> None:
+    parser = sub.add_parser(
+        "discover", help="find the circuit at every checkpoint with several methods and score it against the truth",
+        description="Score every node and edge of the model's graph (each key position's value and attention "
+        "weight, the attention output, each MLP neuron, the MLP output, the residual path) at each checkpoint with "
+        "attribution patching, activation patching and/or ablation, on the first --n test inputs of the "
+        "checkpoint's phase. Prints per step the AUROC and precision@k of the position scores against the truth "
+        "(positions 0..k-1 are summed), and writes RUN/analysis/discovery/: timeline.json, scores.safetensors "
+        "and each pruned circuit as JSON and SVG in circuits/; and a page of figures (--out).",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", type=Path, nargs="+", metavar="RUN")
+    parser.add_argument("--out", type=Path, help="page of figures (default RUN/analysis/discovery/discovery.html, "
+                        "or discovery.html beside the runs for several, their pruning stories on one axis)")
+    parser.add_argument("--method", default="attribution,patching,ablation",
+                        help="comma-separated methods: attribution, patching, ablation (default: all three)")
+    parser.add_argument("--steps", help="checkpoints to score, e.g. 0,500,1000-3000 (default: every saved step)")
+    parser.add_argument("--n", type=int, default=1024, help="test inputs per checkpoint (default 1024)")
+    parser.add_argument("--rule", default="top-n", help="how a circuit is pruned: top-n (default), threshold or acdc")
+    parser.add_argument("--keep", type=int, help="nodes kept by --rule top-n (default 16)")
+    parser.add_argument("--threshold", type=float,
+                        help="--rule threshold: fraction of the largest |score| kept, 0 to 1 (default 0.1); "
+                        "--rule acdc: largest rise of KL(full || circuit) an edge's removal may cause, >= 0 (default 0.01)")
+    parser.add_argument("--metric", default="logit_diff", help="what attribution and patching measure: logit_diff (default) or loss")
+    parser.add_argument("--ig-steps", type=int, default=0, help="integrated gradients over this many points (default 0: plain attribution)")
+    parser.add_argument("--ablation", default="mean", help="how the ablation method knocks out: zero, mean (default) or resample")
+    parser.add_argument("--tol", type=float, default=0.01, help="change of share that counts as strengthening an edge (default 0.01)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the corrupting reordering and of resampling (default 0)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.set_defaults(handler=cmd_discover)
+
+
+def _parameter(args: argparse.Namespace) -> float | None:
+    if args.rule == "top-n":
+        if args.threshold is not None:
+            raise ConfigError(f"--threshold {args.threshold} applies to --rule threshold or acdc, not top-n (use --keep)")
+        return args.keep
+    if args.keep is not None:
+        raise ConfigError(f"--keep {args.keep} applies to --rule top-n, not {args.rule} (use --threshold)")
+    return args.threshold
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    from circuitpath.analysis.discovery import DiscoveryConfig, discover
+    from circuitpath.analysis.discovery.timeline import plan
+    from circuitpath.plots.discovery import discovery_figures
+    from circuitpath.plots.html import write_html
+    from circuitpath.runs import load_run
+    from circuitpath.train import resolve_device
+
+    runs = [load_run(path) for path in args.runs]
+    if not 0 <= args.tol < 1:
+        raise ConfigError(f"--tol must be in [0, 1), got {args.tol}")
+    if args.out is not None and not args.out.parent.is_dir():
+        raise ConfigError(f"--out {args.out}: directory {args.out.parent} does not exist")
+    config = DiscoveryConfig(methods=tuple(m.strip() for m in args.method.split(",") if m.strip()), n=args.n,
+                             metric=args.metric, ig_steps=args.ig_steps, ablation=args.ablation, rule=args.rule,
+                             parameter=_parameter(args), seed=args.seed)
+    names = _names(runs)
+    for run in runs:  # every check on every run before any work
+        plan(run, config, args.steps)
+    device = resolve_device(args.device)
+    timelines = {}
+    for name, run in zip(names, runs):
+        timelines[name] = timeline = discover(run, config, args.steps, device=device)
+        _report(run, timeline, args.tol)
+        _save(run, timeline)
+    out = args.out or (runs[0].path / "analysis" / "discovery" / "discovery.html" if len(runs) == 1
+                       else runs[0].path.parent / "discovery.html")
+    write_html(discovery_figures(timelines), out, "circuit discovery: " + ", ".join(names))
+    print(f"figures written to {out}")
+    return 0
+
+
+def _names(runs) -> list[str]:
+    names = []
+    for run in runs:
+        names.append(run.path.name if run.path.name not in names else str(run.path))
+    return names
+
+
+def _report(run, timeline, tol: float) -> None:
+    from circuitpath.analysis.discovery import pruning_story
+    from circuitpath.analysis.discovery.timeline import LEVEL
+
+    task = run.config.task
+    print(f"{run.path}: {len(timeline.steps)} checkpoints, up to {timeline.config.n} test inputs each; "
+          f"truth: positions 0-{task.k - 1} of {task.n_ctx} are summed")
+    print(_table(timeline))
+    firsts = {m: timeline.first_reaching(m) for m in timeline.methods}
+    print(f"first step with AUROC >= {LEVEL}: " + ", ".join(f"{m} {'never' if s is None else s}" for m, s in firsts.items()))
+    if len(timeline.steps) >= 2:
+        for method in timeline.methods:
+            last = pruning_story(timeline, method, tol).last_spurious_strengthened
+            print(f"pruning story ({method}): spurious edges last strengthened at step {'never' if last is None else last}")
+
+
+def _save(run, timeline) -> None:
+    from circuitpath.analysis.discovery import discovery_dir, save_timeline
+    from circuitpath.analysis.discovery.timeline import circuit_file
+    from circuitpath.plots.discovery import write_discovered_svg
+
+    directory = discovery_dir(run)
+    save_timeline(timeline, directory)
+    for method, circuits in timeline.circuits.items():
+        for circuit in circuits:
+            title = f"{run.path.name}, step {circuit.step}: {method}, {circuit.rule} {circuit.parameter:g}"
+            write_discovered_svg(circuit, timeline.graph, timeline.k, directory / "circuits" / f"{circuit_file(method, circuit.step)}.svg", title)
+    count = sum(len(c) for c in timeline.circuits.values())
+    print(f"wrote {directory}: timeline.json, scores.safetensors, {count} circuits (JSON and SVG) in circuits/")
+
+
+def _table(timeline) -> str:
+    methods = timeline.methods
+    width = max(11, *(len(m) for m in methods))
+    aurocs = {m: timeline.auroc(m).tolist() for m in methods}
+    precisions = {m: timeline.precision(m).tolist() for m in methods}
+    block = len(methods) * (width + 2)
+    lines = [f"{'':>7}  {'AUROC':<{block}}{'precision@k':<{block}}{'':>8}",
+             f"{'step':>7}  " + "".join(f"{m:>{width}}  " for m in methods) * 2 + f"{'accuracy':>8}"]
+    for row, step in enumerate(timeline.steps):
+        cells = [f"{aurocs[m][row]:>{width}.3f}  " for m in methods] + [f"{precisions[m][row]:>{width}.3f}  " for m in methods]
+        lines.append(f"{step:>7}  " + "".join(cells) + f"{float(timeline.accuracy[row]):>8.4f}")
+    return "\n".join(lines)

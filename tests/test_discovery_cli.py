@@ -1,0 +1,171 @@
+"""`circuitpath discover`: the table, the files it writes, and one-line errors that leave the run as it was."""
+
+import hashlib
+import xml.etree.ElementTree as ET
+
+import pytest
+import torch
+
+from circuitpath import train
+from circuitpath.analysis.discovery import DiscoveredCircuit, discovery_dir, load_timeline
+from circuitpath.cli import main
+from circuitpath.runs import load_run
+from circuitpath.storage import read_json, save_tensors
+from conftest import tiny_config
+
+
+def snapshot(path):
+    """Every file of the run outside analysis/, with a hash of its bytes."""
+    return {str(f.relative_to(path)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(path.rglob("*")) if f.is_file() and "analysis" not in f.relative_to(path).parts}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return train(tiny_config("2:20:1e-2,4:20:1e-2"), tmp_path_factory.mktemp("discover") / "run", progress=False).path
+
+
+def test_discover_prints_the_table_and_writes_every_file(run_dir, capsys):
+    before = snapshot(run_dir)
+    assert main(["discover", str(run_dir), "--steps", "0,20-40", "--n", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "AUROC" in out and "precision@k" in out and "first step with AUROC >= 0.99" in out
+    assert out.count("\n     30  ") == 1 and "pruning story (attribution)" in out
+    assert snapshot(run_dir) == before  # nothing but analysis files changed
+    timeline = load_timeline(discovery_dir(load_run(run_dir)))
+    assert timeline.steps == [0, 20, 30, 40] and timeline.methods == ["attribution", "patching", "ablation"]
+    assert timeline.phases == [0, 0, 1, 1]
+    summary = read_json(discovery_dir(load_run(run_dir)) / "timeline.json")
+    assert summary["methods"]["patching"]["auroc"] == pytest.approx(timeline.auroc("patching").tolist())
+    circuits = discovery_dir(load_run(run_dir)) / "circuits"
+    assert len(list(circuits.glob("*.json"))) == len(list(circuits.glob("*.svg"))) == 12
+    assert (discovery_dir(load_run(run_dir)) / "discovery.html").stat().st_size > 3_000_000
+
+
+def test_circuit_json_and_svg_round_trip(run_dir):
+    assert main(["discover", str(run_dir), "--steps", "40", "--n", "40", "--method", "patching", "--keep", "5"]) == 0
+    directory = discovery_dir(load_run(run_dir)) / "circuits"
+    data = read_json(directory / "patching_step_0000040.json")
+    circuit = DiscoveredCircuit.from_json(data)
+    assert circuit.to_json() == data and circuit.method == "patching" and circuit.step == 40
+    assert len(circuit.nodes) == 6 and circuit.nodes["logits"] is None  # 5 kept and the logits
+    assert all(s in circuit.nodes and t in circuit.nodes for s, t, _ in circuit.edges)
+    timeline = load_timeline(directory.parent)
+    assert timeline.circuits["patching"][0].nodes == circuit.nodes
+    svg = ET.parse(directory / "patching_step_0000040.svg").getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    assert len(svg.findall(f"{ns}circle")) == len(circuit.nodes) and len(svg.findall(f"{ns}line")) == len(circuit.edges)
+    assert {t.text for t in svg.findall(f"{ns}text")} >= set(circuit.nodes)
+
+
+def test_greedy_rule_keeps_a_connected_circuit(run_dir, capsys):
+    assert main(["discover", str(run_dir), "--steps", "40", "--n", "40", "--method", "attribution", "--rule", "acdc",
+                 "--threshold", "0.001"]) == 0
+    circuit = load_timeline(discovery_dir(load_run(run_dir))).circuits["attribution"][0]
+    assert circuit.rule == "acdc" and circuit.extra["kl"] >= 0
+    targets = {t for _, t, _ in circuit.edges} | {"logits"}
+    assert all(s in targets or s.startswith(("v", "a")) for s, _, _ in circuit.edges)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "attribution,probing"], "unknown method 'probing'"),
+    (["--steps", "7"], "step 7 was not saved"),
+    (["--steps", "11-19"], "no checkpoint of"),
+    (["--rule", "threshold", "--threshold", "1.5"], "threshold must be between 0 and 1"),
+    (["--rule", "acdc", "--threshold", "-0.1"], "acdc threshold must be a KL increase >= 0"),
+    (["--rule", "greedy"], "unknown rule 'greedy'"),
+    (["--keep", "4", "--rule", "threshold"], "--keep 4 applies to --rule top-n"),
+    (["--n", "1"], "n must be >= 2"),
+    (["--metric", "accuracy"], "unknown metric 'accuracy'"),
+    (["--out", "/nonexistent/dir/page.html"], "directory /nonexistent/dir does not exist"),
+    (["--tol", "1"], "--tol must be in [0, 1)"),
+])
+def test_bad_input_is_one_line_and_changes_nothing(tmp_path, capsys, args, message):
+    run = train(tiny_config("4:10:1e-2"), tmp_path / "run", progress=False)
+    before = snapshot(run.path)
+    assert main(["discover", str(run.path), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("circuitpath: error:") and "\n" not in err
+    assert snapshot(run.path) == before and not (run.path / "analysis").exists()
+
+
+def test_a_run_without_test_data_is_refused(tmp_path, capsys):
+    run = train(tiny_config("4:10:1e-2"), tmp_path / "run", progress=False)
+    data = run.path / "data" / "phase_0.safetensors"
+    data.unlink()
+    assert main(["discover", str(run.path)]) == 2
+    assert "has no test data for phase 0" in capsys.readouterr().err
+    save_tensors(data, {"x_train": torch.zeros(4, 6, dtype=torch.long), "y_train": torch.zeros(4, dtype=torch.long),
+                        "x_test": torch.zeros(0, 6, dtype=torch.long), "y_test": torch.zeros(0, dtype=torch.long)}, {})
+    assert main(["discover", str(run.path)]) == 2
+    assert "has 0 test inputs for phase 0" in capsys.readouterr().err
+    assert not (run.path / "analysis").exists()
+
+
+def test_help_explains_with_examples(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["discover", "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "--rule" in out and "AUROC" in out
+
+
+def test_example_runs_on_a_saved_run(run_dir, monkeypatch, capsys):
+    import importlib
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples"))
+    importlib.import_module("discover_circuit").main(str(run_dir))
+    out = capsys.readouterr().out
+    assert "AUROC" in out and (discovery_dir(load_run(run_dir)) / "final_patching.svg").is_file()
+
+
+def test_several_runs_share_one_page_and_are_all_checked_first(tmp_path, capsys):
+    scratch = train(tiny_config("4:20:1e-2"), tmp_path / "scratch", progress=False).path
+    curriculum = train(tiny_config("2:10:1e-2,4:10:1e-2"), tmp_path / "curriculum", progress=False).path
+    assert main(["discover", str(scratch), str(curriculum), "--steps", "0,10,20", "--n", "30", "--method", "attribution"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("first step with AUROC") == 2 and f"figures written to {tmp_path / 'discovery.html'}" in out
+    html = (tmp_path / "discovery.html").read_text()
+    assert "scratch: attribution" in html and "curriculum: attribution" in html  # one AUROC axis, one pruning axis
+    # a step that one run lacks stops both before anything is written
+    later = train(tiny_config("4:30:1e-2"), tmp_path / "later", progress=False).path
+    before = snapshot(scratch), snapshot(later)
+    assert main(["discover", str(later), str(scratch), "--steps", "30", "--n", "30"]) == 2
+    assert "step 30 was not saved" in capsys.readouterr().err
+    assert not (later / "analysis").exists() and (snapshot(scratch), snapshot(later)) == before
+
+
+def test_a_task_without_spurious_positions_has_no_truth_to_score(tmp_path, capsys):
+    run = train(tiny_config("4:10:1e-2", k=6), tmp_path / "run", progress=False)
+    assert main(["discover", str(run.path)]) == 2
+    assert "sums all 6 positions (k = 6)" in capsys.readouterr().err
+
+
+def test_figures_of_the_section(run_dir):
+    from circuitpath.plots.discovery import DISCOVERY_NOTES, discovery_figures
+
+    assert main(["discover", str(run_dir), "--n", "30", "--steps", "0,20-40"]) == 0
+    timeline = load_timeline(discovery_dir(load_run(run_dir)))
+    figures = discovery_figures({"a": timeline, "b": timeline})
+    assert len(figures) == 1 + 2 * 2 + 1  # AUROC, (circuit slider, faithfulness) per run, pruning story
+    assert len(figures[1].frames) == len(timeline.steps) and "AUROC" in DISCOVERY_NOTES
+    assert sum(trace.type == "heatmap" for trace in figures[-1].data) == 2  # strengthened / weakened per run
+
+
+CHROMIUM = __import__("shutil").which("chromium") or __import__("shutil").which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (installed by .ci/run)")
+def test_page_renders_in_headless_chromium(run_dir):
+    import re
+    import subprocess
+
+    assert main(["discover", str(run_dir), "--n", "30", "--method", "attribution,ablation"]) == 0
+    page = discovery_dir(load_run(run_dir)) / "discovery.html"
+    done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+                           "--virtual-time-budget=20000", "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(re.findall(r'<svg class="main-svg"', done.stdout)) >= 4
+    errors = [line for line in done.stderr.splitlines() if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]
+    assert not errors, errors

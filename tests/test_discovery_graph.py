@@ -1,0 +1,95 @@
+"""The graph discovery scores: its structure, and the forward passes over its sites against the hooked model."""
+
+import networkx as nx
+import pytest
+import torch
+
+from circuitpath import CrossAttentionTransformer, ModelConfig, TaskConfig, make_split
+from circuitpath.analysis.ablation import ablate
+from circuitpath.analysis.discovery import ModelGraph
+from circuitpath.analysis.discovery.forward import TokenAttention, attention_inputs, embed, forward_sites, run_kept
+from circuitpath.analysis.discovery.graph import GROUPS, LOGITS, site_activations
+
+
+@pytest.fixture(scope="module", params=["attn_out", "normalized"])
+def model_and_inputs(request):
+    """An untrained model of each residual: z_O = z_A + MLP(z̄_A), or z̄_A + MLP(z̄_A)."""
+    model = CrossAttentionTransformer(ModelConfig(d_model=16, n_ctx=8, seed=3, residual=request.param)).eval()
+    return model, make_split(TaskConfig(n_ctx=8, k=3, n_train=100), 4).x_test[:300]
+
+
+def test_nodes_and_edges_follow_the_computation():
+    graph = ModelGraph(n_ctx=12, d_mlp=128)
+    assert len(graph.nodes) == 2 * 12 + 128 + 4 and len(graph.edges) == 2 * 12 + 2 * 128 + 3
+    g = graph.to_networkx()
+    assert nx.is_directed_acyclic_graph(g)
+    assert all(nx.has_path(g, node, LOGITS) for node in g)  # nothing dangles
+    assert set(g.predecessors("attn")) == {f"v{t}" for t in range(12)} | {f"a{t}" for t in range(12)}
+    assert set(g.successors("attn")) == {f"n{j}" for j in range(128)} | {"resid"}
+    assert set(g.predecessors(LOGITS)) == {"mlp", "resid"}
+    # every site is read by a node or an edge, and only the neurons' inputs by an edge alone
+    nodes = {n.site for n in graph.nodes if n.site is not None}
+    edges = {e.site for e in graph.edges}
+    assert nodes | edges == set(range(graph.n_sites))
+    assert edges - nodes == set(range(graph.slices["neuron_in"].start, graph.slices["neuron_in"].stop))
+    assert nodes - edges == {graph.site("attention")}  # z_A reaches the neurons and the residual: no single edge
+
+
+def test_site_forward_pass_is_the_hooked_model(model_and_inputs):
+    model, x = model_and_inputs
+    logits, cache = model.run_with_cache(x)
+    expected = site_activations(cache)  # the residual: hook_resid_post - hook_mlp_out
+    for name, (pattern, values) in {"tables": (TokenAttention.of(model, x).pattern, TokenAttention.of(model, x).values()),
+                                    "embeddings": attention_inputs(model, embed(model, x))}.items():
+        got_logits, acts = forward_sites(model, pattern, values)
+        assert torch.allclose(got_logits, logits, atol=1e-5), name
+        for group in GROUPS:
+            assert torch.allclose(acts[group], expected[group], atol=1e-5), (name, group)
+    assert torch.allclose(TokenAttention.of(model, x).z_attn(), cache["blocks.0.hook_attn_out"], atol=1e-5)
+    carried = {"attn_out": "blocks.0.hook_attn_out", "normalized": "blocks.0.ln2.hook_normalized"}[model.cfg.residual]
+    assert torch.allclose(expected["residual"], cache[carried], atol=1e-5)
+    assert ModelGraph.of(model).residual == model.cfg.residual
+
+
+def test_keeping_sites_matches_the_ablation_engine(model_and_inputs):
+    model, x = model_and_inputs
+    graph = ModelGraph.of(model)
+    logits, cache = model.run_with_cache(x)
+    acts = site_activations(cache)
+    keep = torch.ones(4, graph.n_sites, dtype=torch.bool)
+    keep[1, graph.site("value", 2)] = False
+    keep[2, graph.site("neuron", 7)] = False
+    keep[3, graph.site("attention")] = False
+    kept = run_kept(model, graph, acts, keep)
+    assert torch.allclose(kept[0], logits, atol=1e-5)
+    y = x[:, :3].sum(1) % 4
+    for row, (hook, over, index) in enumerate([("blocks.0.attn.hook_v", ("key_pos",), 2),
+                                               ("blocks.0.mlp.hook_post", ("d_mlp",), 7),
+                                               ("blocks.0.hook_attn_out", (), 0)], start=1):
+        expected = ablate(model, x, y, hook=hook, over=over, method="mean").loss[index]
+        got = torch.nn.functional.cross_entropy(kept[row], y)
+        assert torch.isclose(got, expected, atol=1e-5), hook
+    nothing = run_kept(model, graph, acts, torch.zeros(1, graph.n_sites, dtype=torch.bool))[0]
+    assert torch.allclose(nothing, nothing[:1].expand_as(nothing), atol=1e-5)  # no input reaches the logits
+
+
+def test_position_scores_add_both_ways_a_position_reaches_z_attn():
+    graph = ModelGraph(n_ctx=3, d_mlp=2)
+    sites = torch.zeros(graph.n_sites)
+    sites[graph.slices["value"]] = torch.tensor([1.0, -2.0, 0.0])
+    sites[graph.slices["pattern"]] = torch.tensor([-0.5, 0.0, 0.25])
+    assert graph.position_scores(sites).tolist() == [1.5, 2.0, 0.25]
+
+
+@pytest.mark.parametrize("method", ["zero", "mean", "resample"])
+def test_ablation_scores_are_what_ablate_measures(model_and_inputs, method):
+    from circuitpath.analysis.discovery import Probe, score_sites
+
+    model, x = model_and_inputs
+    y = x[:, :3].sum(1) % 4
+    graph = ModelGraph.of(model)
+    sites = score_sites(model, "ablation", Probe.shuffled(x, y), ablation=method, seed=5).sites
+    for group, hook, over in (("value", "blocks.0.attn.hook_v", ("key_pos",)), ("neuron", "blocks.0.mlp.hook_post", ("d_mlp",)),
+                              ("mlp", "blocks.0.hook_mlp_out", ())):
+        expected = ablate(model, x, y, hook=hook, over=over, method=method, generator=torch.Generator().manual_seed(5))
+        assert torch.allclose(sites[graph.slices[group]], expected.loss - expected.base_loss, atol=1e-5), group
