@@ -6,12 +6,10 @@ import sys
 
 import pytest
 
-from circuitpath import load_run, parse_phases, train, train_many
+from circuitpath import parse_phases, train, train_many
 from circuitpath.branch import BranchError, branch, branch_many, plan_branch
 from circuitpath.runs import STATE_DIR, saved_steps
 from conftest import tiny_config
-
-CLI = [sys.executable, "-m", "circuitpath.cli"]
 
 
 def same_run(a, b) -> None:
@@ -101,26 +99,13 @@ def test_a_killed_branch_resumes_to_the_same_bits(tmp_path):
     same_run(resumed, branch(parent, 10, parse_phases("4:20:1e-2:8"), tmp_path / "whole", progress=False))
 
 
-def test_cli_branches_a_directory_of_runs_and_refuses_bad_input(tmp_path):
-    configs = [tiny_config("2:20:1e-2", seed=s) for s in range(2)]
-    train_many(configs, [tmp_path / "sweep" / "curriculum" / f"seed_{s}" for s in range(2)], progress=False)
-    ok = subprocess.run([*CLI, "branch", str(tmp_path / "sweep"), "--at", "10", "--phases", "4:10:1e-2",
-                         "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
-    assert ok.returncode == 0, ok.stderr
-    for s in range(2):
-        run = load_run(tmp_path / "out" / "curriculum" / f"seed_{s}")
-        assert run.info["branch"]["step"] == 10 and run.status == "completed"
-    for args, message in [
-        (["--at", "7"], "no checkpoint at step 7"),
-        (["--at", "10", "--phases", "4:ten:1e-2"], "a phase is p:steps:lr[:batch_size] with numbers"),
-        (["--at", "10"], "already holds a run; pass --force"),
-    ]:
-        flags = {"--phases": "4:10:1e-2", **dict(zip(args[::2], args[1::2]))}
-        bad = subprocess.run([*CLI, "branch", str(tmp_path / "sweep"), "--out", str(tmp_path / "out"),
-                              *[x for kv in flags.items() for x in kv]], capture_output=True, text=True, timeout=600)
-        assert bad.returncode == 2 and message in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
-    help_text = subprocess.run([*CLI, "branch", "--help"], capture_output=True, text=True, timeout=600).stdout
-    assert "examples:" in help_text and "--new-phase" in help_text
+def test_branch_help_explains_with_examples(capsys):
+    from circuitpath.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["branch", "--help"])
+    help_text = capsys.readouterr().out
+    assert "examples:" in help_text and "--new-phase" in help_text and "--force" in help_text
 
 
 def test_the_branch_benchmark_runs_at_a_small_size():

@@ -1,18 +1,15 @@
 """Outcome prediction: features from real checkpoints, cross-validated AUROC, and sweeps too small to use."""
 
 import json
-import subprocess
-import sys
+import shutil
 
 import numpy as np
 import pytest
 
 from circuitpath import train_many
-from circuitpath.prediction import (PredictionError, circuit_features, cross_validated_auroc, parse_fractions,
-                                    predict_outcomes, step_at)
+from circuitpath.prediction import PredictionError, circuit_features, cross_validated_auroc, step_at
 from conftest import tiny_config
 
-CLI = [sys.executable, "-m", "circuitpath.cli"]
 SEEDS = range(12)  # p = 2, 100 steps at lr 3e-2: seeds 6, 7, 9 and 10 generalise, the others do not
 
 
@@ -37,6 +34,18 @@ def test_auroc_is_one_for_a_separating_feature_and_near_chance_for_noise():
         cross_validated_auroc(separating, np.array([1] + [0] * 31), ["f"])
 
 
+def test_row_wise_auroc_is_sklearns_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from circuitpath.prediction import auroc_rows
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, (50, 13))
+    y[:, 0], y[:, 1] = 0, 1
+    score = rng.integers(0, 4, (50, 13)).astype(float)  # many ties
+    assert auroc_rows(y, score) == pytest.approx([roc_auc_score(a, b) for a, b in zip(y, score)], abs=1e-12)
+
+
 def test_features_are_read_at_the_checkpoint_before_the_fraction(sweep):
     _, runs = sweep
     run = runs[0]
@@ -47,38 +56,33 @@ def test_features_are_read_at_the_checkpoint_before_the_fraction(sweep):
     assert "LLC" not in features  # none saved for this run
 
 
-def test_prediction_scores_both_feature_sets_at_every_fraction(sweep):
-    root, runs = sweep
-    result = predict_outcomes(root, [0.2, 0.5], repeats=3, n=24, progress=False)
-    (group,) = result.groups
-    assert group.name == "fast" and sum(group.generalised) == 4
-    assert [f.fraction for f in group.fractions] == [0.2, 0.5]
-    for f in group.fractions:
-        for score in (f.circuit, f.loss):
-            assert 0 <= score.interval[0] <= score.auroc <= score.interval[1] <= 1
-        assert set(f.loss.features) == {"log10 train loss", "log10 test loss"}
-    text = "\n".join(result.lines())
-    assert "circuit AUROC" in text and "fast" in text
-    json.dumps(result.to_dict())
+def test_prediction_scores_both_feature_sets_at_every_fraction_and_writes_json_and_figures(sweep, capsys):
+    from circuitpath.cli import main
 
-
-def test_a_sweep_too_small_to_cross_validate_is_one_line_exit_2(sweep, tmp_path):
-    _, runs = sweep
-    few = [tiny_config("2:100:3e-2", seed=s) for s in (0, 1, 6)]  # one run generalises
-    train_many(few, [tmp_path / "small" / "x" / f"seed_{s}" for s in (0, 1, 6)], progress=False)
-    done = subprocess.run([*CLI, "predict", str(tmp_path / "small")], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
-    assert "1 of 3 runs generalise; each class needs at least 2" in done.stderr
-    assert not (tmp_path / "small" / "prediction.json").exists()
-    with pytest.raises(Exception, match=r"fractions must lie in \(0, 1\]"):
-        parse_fractions("0,0.5")
-
-
-def test_cli_writes_json_and_figures(sweep):
     root, _ = sweep
-    done = subprocess.run([*CLI, "predict", str(root), "--at", "0.3", "--repeats", "2", "--n", "24"],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    saved = json.loads((root / "prediction.json").read_text())
-    assert saved["groups"][0]["fractions"][0]["steps"] == [30] * 12
+    assert main(["predict", str(root), "--at", "0.2,0.5", "--repeats", "3", "--n", "24"]) == 0
+    text = capsys.readouterr().out
+    assert "circuit AUROC" in text and "fast" in text
+    (group,) = json.loads((root / "prediction.json").read_text())["groups"]
+    assert group["name"] == "fast" and sum(group["generalised"]) == 4
+    assert [f["fraction"] for f in group["fractions"]] == [0.2, 0.5]
+    assert [f["steps"] for f in group["fractions"]] == [[20] * 12, [50] * 12]
+    for f in group["fractions"]:
+        for score in (f["circuit"], f["loss"]):
+            low, high = score["auroc_95"]
+            assert 0 <= low <= score["auroc"] <= high <= 1
+        assert f["loss"]["features"] == ["log10 train loss", "log10 test loss"]
+        assert "attention on first k" in f["circuit"]["features"] and len(f["features"]) == 12
     assert "plotly" in (root / "prediction.html").read_text()
+
+
+def test_a_group_with_one_run_of_a_class_is_skipped_and_named(sweep, tmp_path, capsys):
+    from circuitpath.cli import main
+
+    root, _ = sweep
+    for seed in (0, 1, 6):  # one of them generalises
+        shutil.copytree(root / "fast" / f"seed_{seed}", tmp_path / "small" / "x" / f"seed_{seed}")
+    assert main(["predict", str(tmp_path / "small"), "--repeats", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "x: 1 of 3 runs generalise; each class needs at least 2" in err and "\n" not in err
+    assert not (tmp_path / "small" / "prediction.json").exists()

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
 from circuitpath.branch import find_runs
@@ -151,17 +152,23 @@ def cross_validated_auroc(X: np.ndarray, y: np.ndarray, names: list[str], *, fol
         scores[index // folds, test] = fitted.predict_proba(X[test])[:, 1]
     auroc = float(np.mean([roc_auc_score(y, row) for row in scores]))
     mean_score = scores.mean(0)
-    rng = np.random.default_rng(seed)
-    resampled = []
-    for _ in range(bootstrap):
-        pick = rng.integers(0, len(y), len(y))
-        if 0 < y[pick].sum() < len(pick):
-            resampled.append(roc_auc_score(y[pick], mean_score[pick]))
-    low, high = np.percentile(resampled, [2.5, 97.5])
+    picks = np.random.default_rng(seed).integers(0, len(y), (bootstrap, len(y)))
+    both = (y[picks].sum(1) > 0) & (y[picks].sum(1) < len(y))  # a resample needs both classes
+    low, high = np.percentile(auroc_rows(y[picks][both], mean_score[picks][both]), [2.5, 97.5])
     fitted = model().fit(X, y)
     coefficients = dict(zip(names, fitted[-1].coef_[0].tolist()))
     per_feature = {name: float(roc_auc_score(y, X[:, i])) if np.ptp(X[:, i]) > 0 else 0.5 for i, name in enumerate(names)}
     return Score(list(names), auroc, (float(low), float(high)), per_feature, coefficients)
+
+
+def auroc_rows(y: Int[np.ndarray, "b n"], score: Float[np.ndarray, "b n"]) -> Float[np.ndarray, " b"]:
+    """AUROC of every row at once (the Mann-Whitney form, ties counted half): what `roc_auc_score` gives
+    row by row, fast enough for thousands of bootstrap resamples. Every row needs both classes."""
+    from scipy.stats import rankdata
+
+    positives = y.sum(1)
+    ranks = rankdata(score, axis=1)
+    return ((ranks * y).sum(1) - positives * (positives + 1) / 2) / (positives * (y.shape[1] - positives))
 
 
 # ---- the whole prediction ------------------------------------------------------------------------
@@ -286,5 +293,5 @@ def write_outputs(result: PredictionResult, out: str | Path) -> list[Path]:
     return [out / PREDICTION_JSON, Path(page)]
 
 
-__all__ = ["PredictionError", "PredictionResult", "circuit_features", "cross_validated_auroc", "loss_features",
-           "parse_fractions", "predict_outcomes", "step_at", "write_outputs"]
+__all__ = ["PredictionError", "PredictionResult", "auroc_rows", "circuit_features", "cross_validated_auroc",
+           "loss_features", "parse_fractions", "predict_outcomes", "step_at", "write_outputs"]
