@@ -2,7 +2,6 @@
 
 import json
 import math
-import subprocess
 import sys
 
 import pytest
@@ -12,16 +11,6 @@ from circuitpath import train
 from circuitpath.analysis.llc import LLCSettings
 from circuitpath.errors import ConfigError
 from conftest import tiny_config
-
-CLI = [sys.executable, "-m", "circuitpath.cli"]
-
-try:
-    import devinterp  # noqa: F401
-
-    HAVE_DEVINTERP = True
-except ImportError:
-    HAVE_DEVINTERP = False
-needs_devinterp = pytest.mark.skipif(not HAVE_DEVINTERP, reason="devinterp is not installed (pip install -e '.[llc]')")
 
 QUICK = LLCSettings(num_chains=2, num_draws=30, num_burnin_steps=10, batch_size=8)
 
@@ -42,7 +31,6 @@ def test_settings_are_checked_and_n_beta_defaults_to_n_over_log_n():
     assert LLCSettings(n_beta=5.0).resolved(2048).n_beta == 5.0
 
 
-@needs_devinterp
 def test_the_estimate_is_n_beta_times_the_mean_draw_loss_above_the_checkpoint_loss(run):
     from circuitpath.analysis.llc import estimate_llc
 
@@ -65,18 +53,30 @@ def test_the_estimate_is_n_beta_times_the_mean_draw_loss_above_the_checkpoint_lo
     assert estimate.trace[:, 10:].mean() > estimate.init_loss - 0.05
 
 
-@needs_devinterp
-def test_cli_writes_estimates_settings_and_traces_and_refuses_a_missing_step(run):
-    done = subprocess.run([*CLI, "llc", str(run.path), "--steps", "60,120", "--chains", "2", "--draws", "20",
-                           "--burnin", "5", "--batch-size", "8"], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    assert "SGLD lr 1e-05, localization 10000" in done.stdout
+def test_cli_writes_estimates_settings_and_traces(run, capsys):
+    from circuitpath.cli import main
+
+    assert main(["llc", str(run.path), "--steps", "60,120", "--chains", "2", "--draws", "20", "--burnin", "5",
+                 "--batch-size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "SGLD lr 1e-05, localization 10000, n_beta 10.8, 2 chains x (5 burn-in + 20 draws), batch 8" in out
     saved = json.loads((run.path / "analysis" / "llc.json").read_text())
-    assert [e["step"] for e in saved["estimates"]] == [60, 120]
-    assert saved["settings"]["num_draws"] == 20 and len(saved["estimates"][0]["trace"][0]) == 25
-    assert "plotly" in (run.path / "analysis" / "llc.html").read_text()
-    bad = subprocess.run([*CLI, "llc", str(run.path), "--steps", "61"], capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 2 and "step 61 was not saved" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert [e["step"] for e in saved["estimates"]] == [60, 120] and saved["phase_switches"] == [60]
+    assert saved["settings"] == {"lr": 1e-5, "localization": 1e4, "n_beta": pytest.approx(40 / math.log(40)),
+                                 "num_chains": 2, "num_draws": 20, "num_burnin_steps": 5, "batch_size": 8, "seed": 0}
+    assert [len(chain) for chain in saved["estimates"][0]["trace"]] == [25, 25]
+    page = (run.path / "analysis" / "llc.html").read_text()
+    assert "plotly" in page and "SGLD chains" in page and "Local learning coefficient over training" in page
+
+
+def test_without_devinterp_the_command_says_how_to_install_it(run, monkeypatch, capsys):
+    from circuitpath.cli import main
+
+    for name in ("devinterp", "devinterp.optim", "devinterp.slt.sampler"):
+        monkeypatch.setitem(sys.modules, name, None)  # what an environment without the extra sees
+    assert main(["llc", str(run.path), "--steps", "60"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the LLC needs devinterp" in err and 'pip install -e ".[llc]"' in err and "\n" not in err
 
 
 def test_traces_figure_draws_every_chain():
