@@ -89,3 +89,23 @@ def test_traces_figure_draws_every_chain():
     assert len(traces.data) == 4 * 2
     assert list(llc_figure(result).data[0].x) == list(range(8))
     assert LLCOverTraining.from_dict(json.loads(json.dumps(result.to_dict()))).steps == list(range(8))
+
+
+def test_outcomes_script_groups_runs_by_verdict_and_draws_every_runs_chains(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from circuitpath import train_many
+    from circuitpath.experiments import generalises
+
+    runs = train_many([tiny_config("2:80:3e-2", seed=s) for s in (0, 6)], [tmp_path / "runs" / f"seed_{s}" for s in (0, 6)],
+                      progress=False)
+    assert [generalises(r.final_metrics()) for r in runs] == [False, True]  # seed 6 generalises, seed 0 does not
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "analyses"))
+    import llc_outcomes
+
+    rows = llc_outcomes.main([str(tmp_path / "runs"), "--html", str(tmp_path / "llc.html")], settings=QUICK)
+    assert [(Path(path).name, verdict) for path, verdict, _ in rows] == [("seed_0", "neither"), ("seed_6", "generalises")]
+    assert [estimate.trace.shape for _, _, estimate in rows] == [(2, 40), (2, 40)]
+    page = (tmp_path / "llc.html").read_text()
+    assert "SGLD chains: generalising runs" in page and "SGLD chains: runs that neither" in page
+    assert "generalises: n = 1" in capsys.readouterr().out

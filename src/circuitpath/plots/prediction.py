@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from circuitpath.plots.style import TEMPLATE, title
 from circuitpath.prediction import PredictionResult
 
-TEMPLATE = "plotly_white"
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
 
@@ -26,7 +26,8 @@ def prediction_figure(result: PredictionResult) -> go.Figure:
             ))
     figure.add_hline(y=0.5, line_dash="dot", line_color="grey", annotation_text="chance")
     figure.update_layout(
-        title="Predicting which runs generalise (final test acc ≥ 0.99) from a checkpoint at a fraction of training",
+        **title("Predicting which runs generalise (final test acc ≥ 0.99) from a checkpoint at a fraction of training",
+                "solid: circuit features; dashed: train and test loss alone; bars: 95% bootstrap interval over runs"),
         xaxis_title="fraction of training x", yaxis_title="cross-validated AUROC", yaxis_range=[0, 1.05],
         template=TEMPLATE, legend={"orientation": "h", "y": -0.25})
     return figure
@@ -44,7 +45,7 @@ def feature_importance_figure(result: PredictionResult) -> go.Figure:
     figure = go.Figure(go.Heatmap(z=values, x=columns, y=rows, zmin=0, zmax=1, colorscale="RdBu", zmid=0.5,
                                   text=[[f"{v:.2f}" for v in row] for row in values], texttemplate="%{text}",
                                   colorbar={"title": "own AUROC"}))
-    figure.update_layout(title="Which features carry the prediction: each feature's own AUROC "
-                         "(0.5 none; above, larger values go with generalising; below, smaller ones)",
-                         template=TEMPLATE, height=120 + 28 * max(len(rows), 1))
+    figure.update_layout(**title("Which features carry the prediction: each feature's own AUROC",
+                                 "0.5: none; above, larger values go with generalising; below, smaller ones"),
+                         template=TEMPLATE, height=160 + 28 * max(len(rows), 1))
     return figure

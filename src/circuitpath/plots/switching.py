@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from circuitpath.plots.style import TEMPLATE, title
 from circuitpath.switching import Rate, SwitchResult
-
-TEMPLATE = "plotly_white"
 
 
 def _trace(switches: list[int], rates: list[Rate], name: str, colour: str, dash: str, offset: float) -> go.Scatter:
@@ -35,8 +34,9 @@ def switch_figure(result: SwitchResult) -> go.Figure:
     ])
     s = result.settings
     figure.update_layout(
-        title=f"Generalising against the switch step ({len(s.seeds)} seeds; p = 2 at lr {s.p2_lr:g}, "
-        f"then p = 4 at lr {s.p4_lr:g}, {s.total} steps in all; 0 = p = 4 from scratch)",
+        **title(f"Generalising against the switch step ({len(s.seeds)} seeds)",
+                f"p = 2 at lr {s.p2_lr:g}, then p = 4 at lr {s.p4_lr:g}, {s.total} steps in all; switch step 0 = p = 4 "
+                "from scratch; bars: Wilson 95% intervals"),
         xaxis_title="switch step (p = 2 → p = 4)", yaxis_title="fraction reaching test acc ≥ 0.99",
         yaxis_range=[-0.05, 1.05], template=TEMPLATE, legend={"orientation": "h", "y": -0.2},
     )
