@@ -105,11 +105,12 @@ def summaries_of(data: dict) -> dict[str, ExperimentSummary]:
 
 
 def summary_lines(summaries: dict[str, ExperimentSummary]) -> list[str]:
-    header = f"{'experiment':<12} {'seeds':>5} {'test acc >= 0.99':>17} {'memorised':>10} {'test acc min / median / max':>29}"
+    width = max([len("experiment"), *(len(name) for name in summaries)])
+    header = f"{'experiment':<{width}} {'seeds':>5} {'test acc >= 0.99':>17} {'memorised':>10} {'test acc min / median / max':>29}"
     lines = [header, "-" * len(header)]
     for s in summaries.values():
         spread = f"{min(s.test_acc):.3f} / {statistics.median(s.test_acc):.3f} / {max(s.test_acc):.3f}"
-        lines.append(f"{s.name:<12} {len(s.seeds):>5} {len(s.successes):>8} ({s.success_rate:>5.0%}) "
+        lines.append(f"{s.name:<{width}} {len(s.seeds):>5} {len(s.successes):>8} ({s.success_rate:>5.0%}) "
                      f"{len(s.memorised):>10} {spread:>29}")
     if "scratch" in summaries and "curriculum" in summaries:
         both = set(summaries["scratch"].memorised) & set(summaries["curriculum"].successes)
