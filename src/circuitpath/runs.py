@@ -248,6 +248,10 @@ class RunWriter:
             self.path / CHECKPOINT_DIR / step_file(step), weights, {"step": step, "phase": phase, "model": model_json}
         )
         self.flush_metrics()
+        self.save_state(step, phase, state, meta)
+
+    def save_state(self, step: int, phase: int, state: dict[str, Tensor], meta: dict) -> None:
+        """The optimiser state at `step` and how many metric lines precede it; the last `STATES_KEPT` are kept."""
         save_tensors(
             self.path / STATE_DIR / step_file(step),
             state,

@@ -116,26 +116,51 @@ def resume(paths: list[str | Path], *, device: str = "cpu", progress: bool = Tru
     Runs that were killed before their first checkpoint start again from their initial weights. When
     every run is completed there is nothing to do: they are returned untouched.
     """
-    runs = [load_run(p) for p in paths]
-    if all(run.status == "completed" for run in runs):
-        return runs
-    configs = [run.config for run in runs]
-    _check_group(configs, [run.path for run in runs])
-    torch_device = resolve_device(device)
-    writers = [RunWriter.reopen(run) for run in runs]
+    return resume_groups([paths], device=device, progress=progress)[0]
+
+
+def resume_groups(
+    groups: list[list[str | Path]],
+    *,
+    device: str = "cpu",
+    progress: bool = True,
+    note_resume: bool = True,
+) -> list[list[Run]]:
+    """`resume` for several groups at the same time (each batched, as `train_groups` trains them).
+
+    Every group is read and checked, and every lock taken, before any training starts. A completed
+    group is returned untouched. `note_resume=False` leaves `resumed_from` out of run.json (a branch's
+    first start is no resume).
+    """
+    runs = [[load_run(p) for p in paths] for paths in groups]
+    pending = [i for i, group in enumerate(runs) if not all(run.status == "completed" for run in group)]
+    for i in pending:
+        _check_group([run.config for run in runs[i]], [run.path for run in runs[i]])
+    all_paths = [run.path.resolve() for i in pending for run in runs[i]]
+    if len(set(all_paths)) != len(all_paths):
+        raise ConfigError("two runs share an output directory")
+    torch_device = resolve_device(device) if pending else None
+    writers: list[list[RunWriter]] = []
+    trainers = []
     try:
-        theta, start, adam_state = _restart_point(runs, writers)
-        for writer in writers:
-            writer.set_status("running", resumed_from=start.step(configs[0].train))
+        for i in pending:
+            writers.append([RunWriter.reopen(run) for run in runs[i]])
+            configs = [run.config for run in runs[i]]
+            theta, start, adam_state = _restart_point(runs[i], writers[-1])
+            for writer in writers[-1]:
+                extra = {"resumed_from": start.step(configs[0].train)} if note_resume else {}
+                writer.set_status("running", **extra)
+            if adam_state is not None:
+                adam_state = (adam_state[0].to(torch_device), adam_state[1].to(torch_device), adam_state[2])
+            splits = [[run.data(j) for j in range(len(run.config.train.phases))] for run in runs[i]]
+            trainers.append(GroupTrainer(configs, writers[-1], splits, theta.to(torch_device), start, adam_state))
     except BaseException:
-        for writer in writers:
+        for writer in (w for group in writers for w in group):
             writer.close()
         raise
-    if adam_state is not None:
-        adam_state = (adam_state[0].to(torch_device), adam_state[1].to(torch_device), adam_state[2])
-    splits = [[run.data(i) for i in range(len(run.config.train.phases))] for run in runs]
-    trainer = GroupTrainer(configs, writers, splits, theta.to(torch_device), start, adam_state)
-    return _run([trainer], progress)[0]
+    results = _run(trainers, progress) if trainers else []
+    trained = dict(zip(pending, results))
+    return [trained.get(i, group) for i, group in enumerate(runs)]
 
 
 # ---- the orchestrator: Ctrl-C and CPU threads for every group at once -------------------------------
@@ -256,4 +281,5 @@ def resolve_device(device: str) -> torch.device:
         raise ConfigError(f"unknown device {device!r} (use cpu or cuda)") from None
 
 
-__all__ = ["Interrupted", "checkpoint_schedule", "log_schedule", "resume", "train", "train_groups", "train_many"]
+__all__ = ["Interrupted", "checkpoint_schedule", "log_schedule", "resume", "resume_groups", "train", "train_groups",
+           "train_many"]

@@ -2,8 +2,8 @@
 
 Every mistake a user can make ends in one line on stderr and exit status 2; Ctrl-C during training
 saves a checkpoint and exits with status 130. Each module of this package registers its commands:
-`training` (train), `sweeping` (sweep), `paper` (reproduce) and `probing` (analyze, patch, ablate,
-diagram, show).
+`training` (train), `paper` (reproduce), `sweeping` (sweep), `probing` (analyze, patch, ablate,
+diagram, show), `discovery` (discover) and `branching` (branch, switch, predict, llc).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from circuitpath.cli import discovery, paper, probing, sweeping, training
+    from circuitpath.cli import branching, discovery, paper, probing, sweeping, training
 
     parser = OneLineParser(
         prog="circuitpath",
@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_parsers(sub)
     probing.add_parsers(sub)
     discovery.add_parsers(sub)
+    branching.add_parsers(sub)
     return parser
 
 

@@ -1,0 +1,19 @@
+"""Small statistics shared by the experiments over seeds."""
+
+from __future__ import annotations
+
+import math
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% by default); (0, 1) when n = 0.
+
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at 0 or n successes,
+    which is where rates over a few dozen seeds often sit.
+    """
+    if n == 0:
+        return 0.0, 1.0
+    rate = successes / n
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

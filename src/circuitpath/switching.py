@@ -1,0 +1,312 @@
+"""When should the curriculum switch? Rates of generalising against the switch step, over seeds.
+
+For each seed, one p = 2 run (lr `p2_lr`) is trained to the largest switch step; it is branched at
+every switch step s to p = 4 (lr `p4_lr`) for `total - s` steps, so every run has the same total.
+s = 0 is p = 4 from scratch (a branch at step 0: the same initial weights). Sharing the p = 2 prefix
+through branches costs one p = 2 run per seed instead of one per switch step.
+
+```
+OUT/
+  switch.json                 the settings
+  p2/seed_<N>/                the p = 2 runs
+  switch_<s>/seed_<N>/        the branches (ordinary run directories; run.json names the parent)
+  switch_table.json           per switch step: counts, rates, Wilson 95% intervals, per-seed outcomes
+  switch.html                 the figure
+```
+A crash keeps every finished run and the last checkpoint of the others; `resume_switch` trains
+only what is missing.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from circuitpath.branch import BranchPlan, branch_many, plan_branch
+from circuitpath.config import ModelConfig, Phase, RunConfig, TaskConfig, TrainConfig
+from circuitpath.errors import ConfigError, RunError
+from circuitpath.experiments import GENERALISES, generalises, memorises
+from circuitpath.runs import RUN_JSON, STATE_DIR, load_run, saved_steps
+from circuitpath.stats import wilson_interval
+from circuitpath.storage import read_json, write_atomic, write_json
+
+SWITCH_JSON = "switch.json"
+TABLE_JSON = "switch_table.json"
+FIGURE = "switch.html"
+P2_DIR = "p2"
+
+
+@dataclass(frozen=True)
+class SwitchSettings:
+    """Seeds, switch steps and the settings shared by every run of the experiment."""
+
+    seeds: tuple[int, ...]
+    switch_steps: tuple[int, ...]
+    total: int = 10_000
+    p2_lr: float = 1e-3
+    p4_lr: float = 1e-2
+    task: TaskConfig = field(default_factory=TaskConfig)  # the seed is each run's
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # log and checkpoint settings; phases are set here
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", tuple(sorted(set(self.seeds))))
+        object.__setattr__(self, "switch_steps", tuple(sorted(set(self.switch_steps))))
+        if not self.seeds:
+            raise ConfigError("the switch experiment needs at least one seed")
+        if not self.switch_steps:
+            raise ConfigError("the switch experiment needs at least one switch step")
+        if self.switch_steps[0] < 0 or self.switch_steps[-1] >= self.total:
+            bad = self.switch_steps[0] if self.switch_steps[0] < 0 else self.switch_steps[-1]
+            raise ConfigError(f"switch steps must lie in 0 .. total - 1 = {self.total - 1}, got {bad}")
+        Phase(p=2, steps=self.total, lr=self.p2_lr)  # checks the learning rates
+        Phase(p=4, steps=self.total, lr=self.p4_lr)
+        self.p2_config(self.seeds[0]) if self.switch_steps[-1] > 0 else None
+        self.branch_phases(self.switch_steps[0])
+
+    @classmethod
+    def from_flags(cls, *, seeds, switch_steps, total, p2_lr, p4_lr, n_ctx=None, k=None, n_train=None, n_test=None,
+                   d_model=None, residual=None, checkpoint_every=None) -> SwitchSettings:
+        task = {k_: v for k_, v in (("n_ctx", n_ctx), ("k", k), ("n_train", n_train), ("n_test", n_test)) if v is not None}
+        model = {k_: v for k_, v in (("n_ctx", n_ctx), ("d_model", d_model), ("residual", residual)) if v is not None}
+        if d_model is not None:
+            model["d_mlp"] = None
+        train = {"checkpoint_every": checkpoint_every} if checkpoint_every is not None else {}
+        return cls(tuple(seeds), tuple(switch_steps), total, p2_lr, p4_lr, TaskConfig(**task), ModelConfig(**model),
+                   TrainConfig(**train))
+
+    def to_dict(self) -> dict:
+        return {"seeds": list(self.seeds), "switch_steps": list(self.switch_steps), "total": self.total,
+                "p2_lr": self.p2_lr, "p4_lr": self.p4_lr, "task": asdict(self.task), "model": asdict(self.model),
+                "train": {k: v for k, v in asdict(self.train).items() if k not in ("phases", "extra_checkpoints")}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SwitchSettings:
+        config = RunConfig.from_dict({"task": data["task"], "model": data["model"], "train": data["train"]}, saved=True)
+        return cls(tuple(data["seeds"]), tuple(data["switch_steps"]), data["total"], data["p2_lr"], data["p4_lr"],
+                   config.task, config.model, config.train)
+
+    def p2_config(self, seed: int, steps: int | None = None) -> RunConfig:
+        """The p = 2 run of a seed: to the largest switch step, every switch step checkpointed."""
+        last = self.switch_steps[-1] if steps is None else steps
+        train = replace(self.train, phases=(Phase(p=2, steps=last, lr=self.p2_lr),), seed=seed,
+                        extra_checkpoints=tuple(s for s in self.switch_steps if 0 < s <= last))
+        return RunConfig(task=replace(self.task, seed=seed), model=replace(self.model, seed=seed), train=train)
+
+    def branch_phases(self, switch: int) -> tuple[Phase, ...]:
+        return (Phase(p=4, steps=self.total - switch, lr=self.p4_lr),)
+
+
+def p2_path(out: Path, seed: int) -> Path:
+    return Path(out) / P2_DIR / f"seed_{seed}"
+
+
+def branch_path(out: Path, switch: int, seed: int) -> Path:
+    return Path(out) / f"switch_{switch}" / f"seed_{seed}"
+
+
+# ---- training ------------------------------------------------------------------------------------
+def switch_experiment(out: str | Path, settings: SwitchSettings, *, device: str = "cpu", force: bool = False,
+                      progress: bool = True) -> SwitchResult:
+    """Train the p = 2 runs, branch them at every switch step, and tabulate the outcomes."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out} exists and is not a directory")
+    if (out / SWITCH_JSON).exists() and not force:
+        raise RunError(f"{out} already holds a switch experiment; pass --force to replace it, or --resume to finish it")
+    if out.is_dir() and any(out.iterdir()) and not (out / SWITCH_JSON).exists():
+        raise RunError(f"{out} exists, is not empty and is not a switch experiment; refusing to replace it")
+    if force and (out / SWITCH_JSON).exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / SWITCH_JSON, settings.to_dict())
+    return _finish(out, settings, device, progress)
+
+
+def resume_switch(out: str | Path, *, device: str = "cpu", progress: bool = True) -> SwitchResult:
+    """Train what an interrupted switch experiment is missing; finished runs are kept as they are."""
+    return _finish(Path(out), load_settings(out), device, progress)
+
+
+def load_settings(out: str | Path) -> SwitchSettings:
+    if not (Path(out) / SWITCH_JSON).is_file():
+        raise RunError(f"{out} is not a switch experiment (no {SWITCH_JSON})")
+    return SwitchSettings.from_dict(read_json(Path(out) / SWITCH_JSON))
+
+
+def _finish(out: Path, settings: SwitchSettings, device: str, progress: bool) -> SwitchResult:
+    from circuitpath.train import resume_groups, train_many
+
+    if settings.switch_steps[-1] > 0:
+        paths = [p2_path(out, s) for s in settings.seeds]
+        _unfinished(paths, resume_groups, device, progress)
+        missing = [(settings.p2_config(s), p) for s, p in zip(settings.seeds, paths) if _absent(p)]
+        if missing:
+            train_many([c for c, _ in missing], [p for _, p in missing], device=device, progress=progress)
+    branches = [(s, seed) for s in settings.switch_steps for seed in settings.seeds]
+    _unfinished([branch_path(out, s, seed) for s, seed in branches], resume_groups, device, progress)
+    plans: list[BranchPlan] = []
+    for switch, seed in branches:
+        if _absent(branch_path(out, switch, seed)):
+            parent = load_run(p2_path(out, seed) if settings.switch_steps[-1] > 0 else _scratch_parent(out, settings, seed))
+            plans.append(plan_branch(parent, switch, settings.branch_phases(switch), branch_path(out, switch, seed)))
+    if plans:
+        branch_many(plans, device=device, progress=progress)
+    return tabulate(out)
+
+
+def _scratch_parent(out: Path, settings: SwitchSettings, seed: int) -> Path:
+    """With switch step 0 alone there is no p = 2 phase: a one-step p = 2 run gives the initial weights."""
+    from circuitpath.train import train
+
+    path = p2_path(out, seed)
+    if _absent(path):
+        train(settings.p2_config(seed, steps=1), path, progress=False)
+    return path
+
+
+def _absent(path: Path) -> bool:
+    """No run there yet; a directory left without run.json by a crash during creation is cleared."""
+    if (path / RUN_JSON).is_file():
+        return False
+    if path.is_dir():
+        shutil.rmtree(path)
+    return True
+
+
+def _unfinished(paths: list[Path], resume_groups, device: str, progress: bool) -> None:
+    """Resume the runs that exist and are not completed, grouped by the states they saved."""
+    groups: dict[tuple, list[Path]] = {}
+    for path in paths:
+        if (path / RUN_JSON).is_file() and load_run(path).status != "completed":
+            config = load_run(path).config
+            key = (tuple((ph.p, ph.steps, ph.batch_size) for ph in config.train.phases),
+                   tuple(saved_steps(path / STATE_DIR)))
+            groups.setdefault(key, []).append(path)
+    if groups:
+        resume_groups(list(groups.values()), device=device, progress=progress)
+
+
+# ---- the table -----------------------------------------------------------------------------------
+@dataclass
+class Rate:
+    """k of n, with its Wilson 95% interval."""
+
+    k: int
+    n: int
+
+    @property
+    def rate(self) -> float:
+        return self.k / self.n if self.n else float("nan")
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.k, self.n)
+
+    def text(self) -> str:
+        if self.n == 0:
+            return "-"
+        low, high = self.interval
+        return f"{self.k}/{self.n} {self.rate:4.0%} [{low:.2f}, {high:.2f}]"
+
+    def to_dict(self) -> dict:
+        return {"k": self.k, "n": self.n, "rate": self.rate if self.n else None, "wilson_95": list(self.interval)}
+
+
+@dataclass
+class SwitchRow:
+    """Outcomes of every seed branched at one switch step."""
+
+    switch: int
+    seeds: list[int]
+    final_test_acc: list[float]
+    generalised: list[bool]
+    memorised: list[bool]
+    p2_test_acc: list[float | None]  # the p = 2 run's test acc at the switch (None at step 0)
+
+    @property
+    def p2_solved(self) -> list[bool]:
+        return [acc is not None and acc >= 0.99 for acc in self.p2_test_acc]
+
+    def rate(self, among: list[bool] | None = None) -> Rate:
+        keep = [True] * len(self.seeds) if among is None else among
+        return Rate(sum(g for g, k in zip(self.generalised, keep) if k), sum(keep))
+
+    def split(self) -> tuple[Rate, Rate]:
+        """Rate of generalising among seeds whose p = 2 phase had, and had not, generalised at the switch."""
+        solved = self.p2_solved
+        return self.rate(solved), self.rate([not s for s in solved])
+
+
+@dataclass
+class SwitchResult:
+    settings: SwitchSettings
+    rows: list[SwitchRow]
+
+    def lines(self) -> list[str]:
+        s = self.settings
+        header = (f"{'switch':>6}  {'generalise (' + GENERALISES + ')':<30}  {'p2 solved at switch':>19}  "
+                  f"{'generalise | p2 solved':<24}  {'generalise | p2 not solved':<26}  {'memorised':>9}")
+        lines = [f"p = 2 at lr {s.p2_lr:g}, then p = 4 at lr {s.p4_lr:g}; {s.total} steps in all; "
+                 f"{len(s.seeds)} seeds; [Wilson 95% interval]", header, "-" * len(header)]
+        for row in self.rows:
+            solved, unsolved = row.split()
+            lines.append(f"{row.switch:>6}  {row.rate().text():<30}  {sum(row.p2_solved):>19}  {solved.text():<24}  "
+                         f"{unsolved.text():<26}  {sum(row.memorised):>9}")
+        return lines
+
+    def to_dict(self) -> dict:
+        rows = []
+        for row in self.rows:
+            solved, unsolved = row.split()
+            rows.append({"switch": row.switch, "generalise": row.rate().to_dict(),
+                         "generalise_if_p2_solved": solved.to_dict(), "generalise_if_p2_not_solved": unsolved.to_dict(),
+                         "memorised": sum(row.memorised), "seeds": row.seeds, "final_test_acc": row.final_test_acc,
+                         "generalised": row.generalised, "p2_test_acc_at_switch": row.p2_test_acc})
+        return {"settings": self.settings.to_dict(), "criterion": GENERALISES, "p2_solved": "p = 2 test acc >= 0.99",
+                "rows": rows}
+
+
+def tabulate(out: str | Path) -> SwitchResult:
+    """Final outcome of every branch and the p = 2 run's state at each switch."""
+    out = Path(out)
+    settings = load_settings(out)
+    rows = []
+    for switch in settings.switch_steps:
+        finals, p2_acc = [], []
+        for seed in settings.seeds:
+            run = load_run(branch_path(out, switch, seed))
+            if run.status != "completed":
+                raise RunError(f"{run.path} is not completed (status {run.status}); finish it with --resume {out}")
+            finals.append(run.final_metrics())
+            p2_acc.append(_p2_test_acc(out, seed, switch))
+        rows.append(SwitchRow(switch, list(settings.seeds), [m["test_acc"] for m in finals],
+                              [generalises(m) for m in finals], [memorises(m) for m in finals], p2_acc))
+    return SwitchResult(settings, rows)
+
+
+def _p2_test_acc(out: Path, seed: int, switch: int) -> float | None:
+    if switch == 0:
+        return None
+    lines = [m for m in load_run(p2_path(out, seed)).metrics if m["step"] == switch and m["phase"] == 0]
+    if not lines:
+        raise RunError(f"{p2_path(out, seed)} has no metrics at step {switch}")
+    return lines[0]["test_acc"]
+
+
+def write_outputs(result: SwitchResult, out: str | Path) -> list[Path]:
+    """switch_table.json and switch.html in `out`."""
+    import json
+
+    from circuitpath.plots.html import write_html
+    from circuitpath.plots.switching import switch_figure
+
+    out = Path(out)
+    write_atomic(out / TABLE_JSON, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
+    page = write_html([switch_figure(result)], out / FIGURE, "circuitpath switch")
+    return [out / TABLE_JSON, Path(page)]
+
+
+__all__ = ["SwitchResult", "SwitchRow", "SwitchSettings", "resume_switch", "switch_experiment", "tabulate",
+           "write_outputs"]
