@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from circuitpath.analysis.probes import UpdateChanges, constant_inputs, first_k_inputs, token_focus
-from circuitpath.claims import Claim, wilson
+from circuitpath.claims import Claim
+from circuitpath.stats import wilson_interval as wilson
 
 
 @pytest.mark.parametrize("successes, n, low, high", [

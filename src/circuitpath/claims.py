@@ -22,6 +22,7 @@ from circuitpath.analysis.clusters import find_clusters
 from circuitpath.analysis.probes import attention_at, constant_inputs, first_k_inputs, token_focus, update_changes
 from circuitpath.experiments import FITS, GENERALISES_AT, MEMORISED_BELOW, generalises, memorises
 from circuitpath.runs import Run
+from circuitpath.stats import wilson_interval
 
 # ---- thresholds, stated once -------------------------------------------------------------------
 # A run fits its training set, generalises and memorises as `experiments` says (FITS, GENERALISES_AT,
@@ -38,19 +39,6 @@ PROBES = 1024
 """Test inputs probed per seed (Fig. 3)."""
 BARRIER_POINTS = 11
 """Points on the straight line between two solutions (both ends included)."""
-Z95 = 1.959963984540054
-
-
-def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a binomial rate (95% by default)."""
-    if n == 0:
-        return 0.0, 1.0
-    rate = successes / n
-    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 @dataclass
 class Claim:
     """One claim of the paper, measured on several seeds."""
@@ -81,7 +69,7 @@ class Claim:
 
     @property
     def interval(self) -> tuple[float, float]:
-        return wilson(self.count, self.n)
+        return wilson_interval(self.count, self.n)
 
     @property
     def seeds_holding(self) -> list[int]:
@@ -295,4 +283,4 @@ def per_seed_lines(claims: list[Claim]) -> list[str]:
             for c in claims]
 
 
-__all__ = ["Claim", "MEASURES", "measure", "table", "wilson"]
+__all__ = ["Claim", "MEASURES", "measure", "table"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion (95% by default); (0, 1) when n = 0.
 
     Unlike the normal approximation it stays inside [0, 1] and is not empty at 0 or n successes,
