@@ -74,8 +74,11 @@ def test_kill_9_at_random_moments_then_resume_gives_identical_bits(tmp_path, uni
 
 def test_ctrl_c_saves_a_checkpoint_marks_the_run_and_exits_130(tmp_path, uninterrupted):
     out = tmp_path / "run"
+    # a terminal's Ctrl-C reaches a process whose SIGINT is at its default; a parent that ignores
+    # SIGINT (as some test runners and libraries leave it) would pass that on, so reset it
     process = subprocess.Popen([*CLI, "train", "--out", str(out), *FLAGS], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # as early as the run has a checkpoint: the whole run is the window, so a loaded machine that
     # starves this process for a while cannot let the run finish first; stopped while signalled
     wait_for(lambda: len(saved_steps(out / "checkpoints")) > 0 or process.poll() is not None)
