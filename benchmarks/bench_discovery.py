@@ -8,7 +8,8 @@ steps so that each has over 100) into a temporary directory, one per core (about
 
 Prints, for the final checkpoint of the first run, the time to score every node and edge by
 attribution patching and by activation patching on 1 024 inputs (target: >= 10x); for the final
-checkpoint of every run, the Spearman correlation of their position scores (target: >= 0.9); and
+checkpoint of every run, the Spearman correlation of their position scores (target: >= 0.9; the
+position score is the mean over inputs of each input's |change|, the mean change is shown beside it); and
 the wall time of all three methods over 100 checkpoints of the first run (target: < 60 s, 2 cores).
 """
 
@@ -61,13 +62,16 @@ def agreement(runs, n: int) -> str:
     for run in runs:
         model, step = run.model_at(), run.steps[-1]
         probe, graph, k = probe_of(run, run.phase_at(step), n, seed=0), ModelGraph.of(model), run.config.task.k
-        patched = graph.position_scores(patching_scores(model, probe).sites)
+        patched = patching_scores(model, probe)
         for label, options in (("attribution", {}), ("attribution, IG 8 steps", {"ig_steps": 8})):
-            scores = graph.position_scores(attribution_scores(model, probe, **options).sites)
-            rows.append((f"{run.path.name} step {step}", label, f"{spearman(scores, patched):.3f}",
-                         f"{float(auroc(scores, k)):.3f}", f"{float(auroc(patched, k)):.3f}"))
+            scored = attribution_scores(model, probe, **options)
+            for kind in ("magnitude", "sites"):  # mean |change| (the position score), and |mean change|
+                scores, truth = (graph.position_scores(getattr(s, kind)) for s in (scored, patched))
+                rows.append((f"{run.path.name} step {step}", label, "mean |change|" if kind == "magnitude" else
+                             "|mean change|", f"{spearman(scores, truth):.3f}", f"{float(auroc(scores, k)):.3f}",
+                             f"{float(auroc(truth, k)):.3f}"))
     return ("position scores against activation patching (Spearman), and each one's AUROC against the truth\n"
-            + table(rows, ("checkpoint", "method", "Spearman", "AUROC", "AUROC patching")))
+            + table(rows, ("checkpoint", "method", "over inputs", "Spearman", "AUROC", "AUROC patching")))
 
 
 def timeline(run, n: int, count: int = 100) -> str:

@@ -34,9 +34,12 @@ def test_hand_set_model_computes_the_sum_exactly(summing):
                                                                           ("ablation", {"ablation": "resample"})])
 def test_every_method_finds_the_summed_positions_of_the_hand_set_model(summing, method, options):
     model, x, y = summing
-    positions = ModelGraph.of(model).position_scores(score_sites(model, method, Probe.shuffled(x, y), **options).sites)
-    assert auroc(positions, K) == 1.0 and precision_at_k(positions, K) == 1.0
-    assert positions[:K].min() > 1e3 * positions[K:].max()
+    scored = score_sites(model, method, Probe.shuffled(x, y), **options)
+    for scores in (scored.magnitude, scored.sites):
+        positions = ModelGraph.of(model).position_scores(scores)
+        assert auroc(positions, K) == 1.0 and precision_at_k(positions, K) == 1.0
+        assert positions[:K].min() > 1e3 * positions[K:].max()
+    assert (scored.magnitude >= scored.sites.abs() * (1 - 1e-5) - 1e-7).all()  # a mean of |x| is at least |mean of x|
 
 
 def test_faithfulness_of_the_hand_set_model_ends_at_its_accuracy(summing):
@@ -53,9 +56,10 @@ def test_shuffled_labels_score_near_chance():
     """Trained on labels that no position carries, no method should prefer the first k positions.
 
     Under that null each AUROC (6 summed against 6 spurious positions) has standard deviation 0.173
-    (Mann-Whitney), so the mean of 8 seeds has 0.061 and the band 0.5 +- 0.2 is 3.3 of them. These
-    8 seeds give attribution 0.42, patching 0.33, ablation 0.44; seeds 8-31 (left out for time) gave
-    0.46, 0.49, 0.47, and no position is favoured on average. The band is not vacuous: corrupting only the first k positions (the usual patching setup) lifts
+    (Mann-Whitney), so the mean of 8 seeds has 0.061 and the band 0.5 +- 0.2 is 3.3 of them. Position
+    scores from the mean |change|: these 8 seeds give attribution 0.46, patching 0.49, ablation 0.45;
+    seeds 8-31 (left out for time) gave 0.46, 0.46, 0.46 (from the signed means: 0.42, 0.33, 0.44
+    and 0.46, 0.49, 0.47), and no position is favoured on average. The band is not vacuous: corrupting only the first k positions (the usual patching setup) lifts
     activation patching (of the loss, as the corrupted inputs' labels are unknown) above it on the
     same model (0.94 at seed 0: the spurious positions' values no longer differ, only their
     attention weights), because the truth leaks into the corruption.
@@ -65,11 +69,11 @@ def test_shuffled_labels_score_near_chance():
         model, x, y = shuffled_label_model(seed)
         graph = ModelGraph.of(model)
         for method in METHODS:
-            sites = score_sites(model, method, Probe.shuffled(x, y, seed)).sites
+            sites = score_sites(model, method, Probe.shuffled(x, y, seed)).magnitude
             means[method] = means.get(method, 0.0) + float(auroc(graph.position_scores(sites), 6)) / 8
         if seed == 0:
             leaky = corrupt_positions(x, list(range(6)), 2, torch.Generator().manual_seed(0))
-            sites = score_sites(model, "patching", Probe(x, y, leaky, y), metric="loss").sites
+            sites = score_sites(model, "patching", Probe(x, y, leaky, y), metric="loss").magnitude
             assert auroc(graph.position_scores(sites), 6) > 0.7
     for method, mean in means.items():
         assert 0.3 <= mean <= 0.7, (method, mean)
@@ -83,10 +87,13 @@ def test_attribution_equals_activation_patching_where_the_logits_are_linear(summ
     trained, x, y = shuffled_label_model(1, steps=100)
     for model, probe in ((trained, Probe.shuffled(x, y)), (summing[0], Probe.shuffled(*summing[1:]))):
         graph = ModelGraph.of(model)
-        attribution, patching = (score_sites(model, m, probe).sites for m in ("attribution", "patching"))
+        a_scores, p_scores = (score_sites(model, m, probe) for m in ("attribution", "patching"))
+        attribution, patching = a_scores.sites, p_scores.sites
         for group in ("neuron", "mlp", "residual"):
             where = graph.slices[group]
             assert torch.allclose(attribution[where], patching[where], rtol=1e-4, atol=1e-5), group
+            # exact for each input alone, so the means of |change| agree too
+            assert torch.allclose(a_scores.magnitude[where], p_scores.magnitude[where], rtol=1e-4, atol=1e-5), group
     where = graph.slices["value"]
     assert (attribution[where][:K].abs() < 0.1 * patching[where][:K].abs()).all()
 

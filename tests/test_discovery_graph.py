@@ -7,8 +7,17 @@ import torch
 from circuitpath import CrossAttentionTransformer, ModelConfig, TaskConfig, make_split
 from circuitpath.analysis.ablation import ablate
 from circuitpath.analysis.discovery import ModelGraph
-from circuitpath.analysis.discovery.forward import TokenAttention, attention_inputs, embed, forward_sites, run_kept
+from circuitpath.analysis.discovery.forward import (
+    TokenAttention,
+    attention_inputs,
+    embed,
+    forward_from_attention,
+    forward_sites,
+    late_gradients,
+    run_kept,
+)
 from circuitpath.analysis.discovery.graph import GROUPS, LOGITS, site_activations
+from circuitpath.analysis.patching import METRICS
 
 
 @pytest.fixture(scope="module", params=["attn_out", "normalized"])
@@ -49,6 +58,24 @@ def test_site_forward_pass_is_the_hooked_model(model_and_inputs):
     carried = {"attn_out": "blocks.0.hook_attn_out", "normalized": "blocks.0.ln2.hook_normalized"}[model.cfg.residual]
     assert torch.allclose(expected["residual"], cache[carried], atol=1e-5)
     assert ModelGraph.of(model).residual == model.cfg.residual
+
+
+@pytest.mark.parametrize("metric", ["logit_diff", "loss"])
+def test_hand_derived_site_gradients_are_autograds(model_and_inputs, metric):
+    model, x = model_and_inputs
+    generator = torch.Generator().manual_seed(1)
+    labels = [torch.randint(0, model.cfg.n_tokens, (x.shape[0],), generator=generator) for _ in range(2)]
+    of_logits = lambda logits: METRICS[metric](logits, *labels)
+    z_attn = TokenAttention.of(model, x).z_attn()
+    with torch.no_grad():
+        logits, acts, grads = late_gradients(model, z_attn, of_logits)
+    expected_logits, expected_acts = forward_from_attention(model, z_attn.clone().requires_grad_(True))
+    late = list(expected_acts)
+    expected = dict(zip(late, torch.autograd.grad(of_logits(expected_logits), [expected_acts[g] for g in late])))
+    assert torch.allclose(logits, expected_logits, atol=1e-5)
+    for group in late:
+        assert torch.allclose(acts[group], expected_acts[group], atol=1e-5), group
+        assert torch.allclose(grads[group], expected[group], rtol=1e-4, atol=1e-8), group
 
 
 def test_keeping_sites_matches_the_ablation_engine(model_and_inputs):

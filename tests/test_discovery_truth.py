@@ -51,7 +51,7 @@ def _timeline(values: list[list[float]], phases: list[int]) -> DiscoveryTimeline
     steps = [10 * i for i in range(len(values))]
     return DiscoveryTimeline(run="r", steps=steps, k=2, graph=graph, config=DiscoveryConfig(methods=("patching",)),
                              phases=phases, phase_switches=[], accuracy=torch.zeros(len(values)),
-                             sites={"patching": sites}, totals={"patching": torch.zeros(len(values))}, counts=[0],
+                             sites={"patching": sites}, magnitude={"patching": sites.abs()}, totals={"patching": torch.zeros(len(values))}, counts=[0],
                              faithfulness={"patching": torch.zeros(len(values), 1)})
 
 

@@ -131,7 +131,7 @@ def fast_path_safe(w: dict[str, Tensor]) -> bool:
     return bool(2 * w["W_Q"].norm(dim=-1).max() < SAFE_SPREAD)
 
 
-def _rms_backward(grad: Tensor, x: Tensor, norm: Tensor, root: Tensor) -> Tensor:
+def rms_backward(grad: Tensor, x: Tensor, norm: Tensor, root: Tensor) -> Tensor:
     """Gradient of x / norm, norm = root + eps, root = sqrt(mean(x**2)), given the output's gradient."""
     d = x.shape[-1]
     dot = (grad * x).sum(-1, keepdim=True)
@@ -194,9 +194,9 @@ def fast_loss_and_grad(w: dict[str, Tensor], data: Encoded, cfg: ModelConfig) ->
     g_b_in = g_pre.sum(1)
     g_w_in = z_bar.transpose(1, 2) @ g_pre
     if cfg.residual == "attn_out":
-        g_z_attn = _rms_backward(g_pre @ w["W_in"].transpose(1, 2), z_attn, norm2, root2) + g_z_out
+        g_z_attn = rms_backward(g_pre @ w["W_in"].transpose(1, 2), z_attn, norm2, root2) + g_z_out
     else:
-        g_z_attn = _rms_backward(torch.baddbmm(g_z_out, g_pre, w["W_in"].transpose(1, 2)), z_attn, norm2, root2)
+        g_z_attn = rms_backward(torch.baddbmm(g_z_out, g_pre, w["W_in"].transpose(1, 2)), z_attn, norm2, root2)
     g_den = -(g_z_attn * z_attn).sum(-1, keepdim=True) / den
     g_mixed = torch.cat([g_z_attn / den, g_den], dim=2)
     # backward: the table
@@ -207,7 +207,7 @@ def fast_loss_and_grad(w: dict[str, Tensor], data: Encoded, cfg: ModelConfig) ->
     g_w_v = z.transpose(1, 2) @ g_zv
     g_w_q = (z.transpose(1, 2) @ g_scores).squeeze(2)
     g_z = torch.baddbmm(g_scores * w["W_Q"][:, None, :], g_zv, w["W_V"].transpose(1, 2))
-    g_resid = _rms_backward(g_z, resid, norm1, root1).view(runs, v, n_ctx, d)
+    g_resid = rms_backward(g_z, resid, norm1, root1).view(runs, v, n_ctx, d)
     g_w_e = g_resid.sum(2)
     if cfg.tied:
         g_w_e = g_w_e + g_w_u.transpose(1, 2)

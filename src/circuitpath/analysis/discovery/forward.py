@@ -17,6 +17,8 @@ from torch import Tensor
 
 from circuitpath.analysis.discovery.graph import GROUPS, ModelGraph
 from circuitpath.analysis.replacing import DEFAULT_MAX_BATCH
+from circuitpath.engine import rms_backward as _rms_backward
+from circuitpath.model import root_mean_square
 
 
 def embed(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
@@ -87,6 +89,36 @@ def forward_from_attention(model, z_attn: Float[Tensor, "batch d_model"]) -> tup
     residual = block.residual(z_attn, z_bar).clone()  # a copy, so that its gradient is the residual path's alone
     logits = (residual + mlp_out) @ model.W_U
     return logits, {"attention": z_attn, "neuron_in": pre, "neuron": post, "mlp": mlp_out, "residual": residual}
+
+
+def late_gradients(model, z_attn: Float[Tensor, "rows d_model"], metric_of_logits
+                   ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+    """`forward_from_attention`, and the gradient of `metric_of_logits(logits)` (a scalar) at each of
+    its sites, derived by hand: autograd only for the metric's few [rows, n_tokens] operations.
+
+    With r the residual path and z_O = r + MLP(z̄_A): g_mlp = g_r = g_logits W_Uᵀ, g_neuron =
+    g_mlp W_outᵀ, g_neuron_in = GELU'(pre) g_neuron, and g_attention is the RMS norm's backward of
+    g_neuron_in W_inᵀ (+ g_r where r = z̄_A), + g_r where r = z_A. A test holds it to autograd."""
+    block = model.blocks[0]
+    mlp, z_bar = block.mlp, block.ln2(z_attn)
+    pre = torch.addmm(mlp.b_in, z_bar, mlp.W_in)
+    post = F.gelu(pre)
+    mlp_out = mlp.from_post(post)
+    residual = block.residual(z_attn, z_bar)
+    logits = ((residual + mlp_out) @ model.W_U).requires_grad_(True)
+    with torch.enable_grad():
+        (g_logits,) = torch.autograd.grad(metric_of_logits(logits), [logits])
+    g_out = g_logits @ model.W_U.T  # the gradient at the MLP output and at the residual path
+    g_post = g_out @ mlp.W_out.T
+    g_pre = torch.ops.aten.gelu_backward(g_post, pre)
+    g_bar = g_pre @ mlp.W_in.T
+    normalized = block.residual_carries != "attn_out"
+    root = root_mean_square(z_attn)
+    g_attn = _rms_backward(g_bar + g_out if normalized else g_bar, z_attn, root + block.ln2.eps, root)
+    acts = {"attention": z_attn, "neuron_in": pre, "neuron": post, "mlp": mlp_out, "residual": residual}
+    grads = {"attention": g_attn if normalized else g_attn + g_out, "neuron_in": g_pre, "neuron": g_post,
+             "mlp": g_out, "residual": g_out}
+    return logits.detach(), acts, grads
 
 
 def site_means(acts: dict[str, Tensor]) -> dict[str, Tensor]:

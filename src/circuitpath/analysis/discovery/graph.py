@@ -133,7 +133,11 @@ class ModelGraph:
         return {node.name: node for node in self.nodes}
 
     def position_scores(self, sites: Float[Tensor, "... site"]) -> Float[Tensor, "... key_pos"]:
-        """How much each key position matters: |value t| + |pattern t|, the two ways it reaches z_A."""
+        """How much each key position matters: |value t| + |pattern t|, the two ways it reaches z_A.
+
+        Given `SiteScores.magnitude` (the mean over inputs of each input's |effect|), this is how much
+        the output depends on the position; given signed mean effects (`SiteScores.sites`), effects of
+        opposite sign on different inputs cancel."""
         return sites[..., self.slices["value"]].abs() + sites[..., self.slices["pattern"]].abs()
 
     def to_networkx(self, sites: Float[Tensor, " site"] | None = None) -> nx.DiGraph:
@@ -155,9 +159,11 @@ def site_activations(cache: dict[str, Tensor]) -> dict[str, Tensor]:
     return acts
 
 
-def reduce_to_sites(per_group: dict[str, Tensor], graph: ModelGraph) -> Float[Tensor, " site"]:
-    """Sum each group's [batch, units] tensor (whole activations: [batch, ...]) to one number per site."""
-    sites = torch.cat([per_group[g].sum(0) if over else per_group[g].sum().reshape(1) for g, (_, over) in GROUPS.items()])
-    if sites.shape[0] != graph.n_sites:
-        raise InputError(f"{sites.shape[0]} site scores for a graph of {graph.n_sites} sites")
-    return sites
+def site_sums(per_group: dict[str, Tensor], graph: ModelGraph) -> tuple[Float[Tensor, " site"], Float[Tensor, " site"]]:
+    """Each group's [batch, units] tensor (whole activations: [batch, ...], an input's entry the sum
+    over its units) summed over the batch to one number per site, and the same sum of |entries|."""
+    per_input = [per_group[g] if over else per_group[g].flatten(1).sum(1, keepdim=True) for g, (_, over) in GROUPS.items()]
+    signed = torch.cat([t.sum(0) for t in per_input])
+    if signed.shape[0] != graph.n_sites:
+        raise InputError(f"{signed.shape[0]} site scores for a graph of {graph.n_sites} sites")
+    return signed, torch.cat([t.abs().sum(0) for t in per_input])

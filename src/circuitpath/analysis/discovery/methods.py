@@ -27,7 +27,7 @@ from functools import cached_property, lru_cache
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitpath.analysis.ablation import METHODS as ABLATIONS
@@ -37,9 +37,10 @@ from circuitpath.analysis.discovery.forward import (
     attention_inputs,
     embed,
     forward_from_attention,
+    late_gradients,
     token_tables,
 )
-from circuitpath.analysis.discovery.graph import GROUPS, ModelGraph, reduce_to_sites, site_activations
+from circuitpath.analysis.discovery.graph import GROUPS, ModelGraph, site_activations, site_sums
 from circuitpath.analysis.patching import METRICS, axis_masks
 from circuitpath.analysis.replacing import RESID_POST, run_replaced
 from circuitpath.errors import InputError
@@ -74,7 +75,8 @@ class SiteScores:
 
     method: str
     metric: str  # what the score is a change of
-    sites: Tensor  # [n_sites]
+    sites: Tensor  # [n_sites] the mean over inputs of each input's change
+    magnitude: Tensor  # [n_sites] the mean over inputs of |each input's change|: what `position_scores` reads
     clean: float  # metric of the intact clean run
     total: float  # metric(clean) - metric(corrupted run); for ablation, loss with every site ablated - intact
 
@@ -100,17 +102,18 @@ def attribution_scores(model, probe: Probe, metric: str = "logit_diff", ig_steps
         corrupted_logits, corrupted_acts = forward_from_attention(model, corrupted.z_attn())
         path = _path(model, probe, ig_steps) if ig_steps else None
         z_attn = clean.z_attn() if path is None else model.blocks[0].attn.mix(*path)
-    with torch.enable_grad():
-        logits, acts = forward_from_attention(model, z_attn.requires_grad_(True))
-        value = fn(logits.view(steps, batch, -1), *(y.expand(steps, -1) for y in labels)).mean()
-        grads = dict(zip(LATE, torch.autograd.grad(value, [acts[g] for g in LATE])))
-    # the metric is the mean over the m copies, so summing their gradients averages them
-    per_copy = lambda t: t.view(steps, batch, *t.shape[1:])
-    products = {g: (acts[g].detach()[-batch:] - corrupted_acts[g]) * per_copy(grads[g]).sum(0) for g in LATE}
-    products.update(_position_products(clean, corrupted, per_copy(grads["attention"]), path))
-    metric_clean = float(fn(logits.detach()[-batch:], *labels))
-    total = metric_clean - float(fn(corrupted_logits, *labels))
-    return SiteScores("attribution", metric, reduce_to_sites(products, ModelGraph.of(model)).cpu(), metric_clean, total)
+        of_logits = lambda logits: fn(logits.view(steps, batch, -1), *(y.expand(steps, -1) for y in labels)).mean()
+        logits, acts, grads = late_gradients(model, z_attn, of_logits)
+        # the metric is the mean over the m copies, so summing their gradients averages them
+        per_copy = lambda t: t.view(steps, batch, *t.shape[1:])
+        averaged = (lambda t: t) if steps == 1 else (lambda t: per_copy(t).sum(0))
+        products = {g: (acts[g][-batch:] - corrupted_acts[g]) * averaged(grads[g]) for g in LATE}
+        products.update(_position_products(clean, corrupted, per_copy(grads["attention"]), path))
+        metric_clean = float(fn(logits[-batch:], *labels))
+        total = metric_clean - float(fn(corrupted_logits, *labels))
+        # the metric is a mean over the batch, so each product is 1/batch of that input's estimated change
+        signed, absolute = site_sums(products, ModelGraph.of(model))
+    return SiteScores("attribution", metric, signed.cpu(), absolute.cpu(), metric_clean, total)
 
 
 def _path(model, probe: Probe, steps: int) -> tuple[Tensor, Tensor]:
@@ -172,6 +175,11 @@ def _replace_each_site(runs: ProbeRuns, replacements: dict[str, Tensor]) -> list
     return out
 
 
+def per_input(fn, logits: Float[Tensor, "... batch n_tokens"], *labels: Tensor) -> Float[Tensor, "... batch"]:
+    """A metric of `METRICS` (a mean over the batch) for each input alone."""
+    return fn(logits.unsqueeze(-2), *(y.expand(logits.shape[:-1]).unsqueeze(-1) for y in labels))
+
+
 @torch.no_grad()
 def patching_scores(model, probe: Probe, metric: str = "logit_diff", runs: ProbeRuns | None = None) -> SiteScores:
     """metric(clean) - metric(clean with one site from the corrupted run), every site in batched passes."""
@@ -179,10 +187,11 @@ def patching_scores(model, probe: Probe, metric: str = "logit_diff", runs: Probe
     runs = runs or ProbeRuns(model, probe)
     fn, labels = METRICS[metric], (runs.probe.labels, runs.probe.corrupted_labels)
     (clean_logits, _), (corrupted_logits, corrupted_cache) = runs.clean, runs.corrupted
-    base = fn(clean_logits, *labels)
+    base = per_input(fn, clean_logits, *labels)
     patched = _replace_each_site(runs, site_activations(corrupted_cache))
-    scores = [base - fn(logits, *(y.expand(len(logits), -1) for y in labels)) for logits in patched]
-    return SiteScores("patching", metric, torch.cat(scores).cpu(), float(base), float(base - fn(corrupted_logits, *labels)))
+    changes = torch.cat([base - per_input(fn, logits, *labels) for logits in patched])  # [sites, batch]
+    return SiteScores("patching", metric, changes.mean(1).cpu(), changes.abs().mean(1).cpu(), float(base.mean()),
+                      float(base.mean() - fn(corrupted_logits, *labels)))
 
 
 @torch.no_grad()
@@ -195,12 +204,12 @@ def ablation_scores(model, probe: Probe, method: str = "mean", seed: int = 0, ru
     acts = site_activations(cache)
     # one resampling order for every site
     knock = lambda activation: replacement_for(activation, method, torch.Generator().manual_seed(seed))
-    base = F.cross_entropy(logits, y)
+    base = F.cross_entropy(logits, y, reduction="none")
     knocked = _replace_each_site(runs, {group: knock(act) for group, act in acts.items()})
-    scores = [F.cross_entropy(k.transpose(1, 2), y.expand(len(k), -1), reduction="none").mean(-1) - base for k in knocked]
+    changes = torch.cat([F.cross_entropy(k.transpose(1, 2), y.expand(len(k), -1), reduction="none") - base for k in knocked])
     # everything knocked out at once: the MLP output and the residual path together
-    total = F.cross_entropy((knock(acts["mlp"]) + knock(acts["residual"])) @ model.W_U, y) - base
-    return SiteScores("ablation", "loss", torch.cat(scores).cpu(), float(base), float(total))
+    total = F.cross_entropy((knock(acts["mlp"]) + knock(acts["residual"])) @ model.W_U, y) - base.mean()
+    return SiteScores("ablation", "loss", changes.mean(1).cpu(), changes.abs().mean(1).cpu(), float(base.mean()), float(total))
 
 
 def score_sites(model, method: str, probe: Probe, *, metric: str = "logit_diff", ig_steps: int = 0,

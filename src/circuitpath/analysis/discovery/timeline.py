@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from circuitpath.analysis.ablation import METHODS as ABLATIONS
 from circuitpath.analysis.discovery.graph import ModelGraph, site_activations
-from circuitpath.analysis.discovery.methods import DIFFERENTIABLE, METHODS, Probe, ProbeRuns, score_sites
+from circuitpath.analysis.discovery.methods import DIFFERENTIABLE, METHODS, Probe, ProbeRuns, SiteScores, score_sites
 from circuitpath.analysis.discovery.prune import DiscoveredCircuit, check_rule, greedy, prune
 from circuitpath.analysis.discovery.truth import auroc, faithfulness, faithfulness_counts, first_reaching, precision_at_k
 from circuitpath.errors import CheckpointError, ConfigError, InputError, RunError
@@ -83,7 +83,8 @@ class DiscoveryTimeline:
     phases: list[int]
     phase_switches: list[int]
     accuracy: Tensor  # [n_steps] the intact model on the probe
-    sites: dict[str, Tensor]  # method -> [n_steps, n_sites]
+    sites: dict[str, Tensor]  # method -> [n_steps, n_sites] (SiteScores.sites)
+    magnitude: dict[str, Tensor]  # method -> [n_steps, n_sites] (SiteScores.magnitude)
     totals: dict[str, Tensor]  # method -> [n_steps] (SiteScores.total)
     counts: list[int]  # the n of the faithfulness curves
     faithfulness: dict[str, Tensor]  # method -> [n_steps, len(counts)]
@@ -94,8 +95,9 @@ class DiscoveryTimeline:
         return list(self.sites)
 
     def positions(self, method: str) -> Tensor:
-        """[n_steps, key_pos] how much each key position matters (`ModelGraph.position_scores`)."""
-        return self.graph.position_scores(self.sites[method])
+        """[n_steps, key_pos] how much the output depends on each key position: `ModelGraph.position_scores`
+        of the mean over inputs of each input's |change|."""
+        return self.graph.position_scores(self.magnitude[method])
 
     def auroc(self, method: str) -> Tensor:
         return auroc(self.positions(method), self.k)
@@ -176,13 +178,15 @@ def discover(run: Run, config: DiscoveryConfig = DiscoveryConfig(), steps: list[
     return DiscoveryTimeline(
         run=run.path.name, steps=steps, k=run.config.task.k, graph=graph, config=config, phases=phases,
         phase_switches=run.phase_boundaries(), accuracy=torch.tensor(accuracy),
-        sites={m: torch.stack(column(m, 0)) for m in results}, totals={m: torch.tensor(column(m, 1)) for m in results},
+        sites={m: torch.stack([r.sites for r in column(m, 0)]) for m in results},
+        magnitude={m: torch.stack([r.magnitude for r in column(m, 0)]) for m in results},
+        totals={m: torch.tensor(column(m, 1)) for m in results},
         counts=counts, faithfulness={m: torch.stack(column(m, 2)) for m in results},
         circuits={m: column(m, 3) for m in results})
 
 
 def score_checkpoint(model, probe: Probe, graph: ModelGraph, config: DiscoveryConfig, counts: list[int], step: int
-                     ) -> tuple[float, dict[str, tuple[Tensor, float, Tensor, DiscoveredCircuit]]]:
+                     ) -> tuple[float, dict[str, tuple[SiteScores, float, Tensor, DiscoveredCircuit]]]:
     """The model's accuracy on the probe, and per method: site scores, total effect, faithfulness
     curve and pruned circuit."""
     runs = ProbeRuns(model, probe)  # the cached clean and corrupted runs, shared by the methods
@@ -194,7 +198,7 @@ def score_checkpoint(model, probe: Probe, graph: ModelGraph, config: DiscoveryCo
         info = {"method": method, "step": step, "metric": scored.metric}
         circuit = (greedy(model, graph, acts, scored.sites, config.parameter, **info) if config.rule == "acdc"
                    else prune(graph, scored.sites, config.rule, config.parameter, **info))
-        out[method] = (scored.sites, scored.total, faithfulness(model, graph, acts, probe.labels, scored.sites, counts), circuit)
+        out[method] = (scored, scored.total, faithfulness(model, graph, acts, probe.labels, scored.sites, counts), circuit)
     return float((logits.argmax(-1) == probe.labels).float().mean()), out
 
 
@@ -223,10 +227,12 @@ def save_timeline(timeline: DiscoveryTimeline, directory: str | Path) -> list[Pa
         "residual": timeline.graph.residual, "config": asdict(timeline.config), "steps": timeline.steps,
         "phases": timeline.phases, "phase_switches": timeline.phase_switches, "accuracy": timeline.accuracy.tolist(),
         "faithfulness_counts": timeline.counts, "methods": methods,
-        "position_score": "|value t| + |pattern t|; truth: positions 0..k-1 are in the circuit",
+        "position_score": "mean over inputs of |change| at value t + the same at pattern t; "
+                          "truth: positions 0..k-1 are in the circuit",
     }
     written = [directory / TIMELINE_JSON, directory / SCORES]
-    save_tensors(written[1], {f"{m}.sites": timeline.sites[m] for m in timeline.methods}, {"run": timeline.run})
+    save_tensors(written[1], {f"{m}.{kind}": getattr(timeline, kind)[m] for m in timeline.methods
+                              for kind in ("sites", "magnitude")}, {"run": timeline.run})
     for m, circuits in timeline.circuits.items():
         for circuit in circuits:
             path = directory / "circuits" / f"{circuit_file(m, circuit.step)}.json"
@@ -250,6 +256,8 @@ def load_timeline(directory: str | Path) -> DiscoveryTimeline:
         graph=ModelGraph(summary["n_ctx"], summary["d_mlp"], summary["residual"]), config=config,
         phases=summary["phases"], phase_switches=summary["phase_switches"], accuracy=torch.tensor(summary["accuracy"]),
         sites={m: tensors[f"{m}.sites"] for m in methods},
+        # saved before magnitudes were kept: the signed means stand in (position scores from |mean change|)
+        magnitude={m: tensors.get(f"{m}.magnitude", tensors[f"{m}.sites"].abs()) for m in methods},
         totals={m: torch.tensor(summary["methods"][m]["total"]) for m in methods},
         counts=summary["faithfulness_counts"],
         faithfulness={m: torch.tensor(summary["methods"][m]["faithfulness"]) for m in methods}, circuits=circuits)
