@@ -113,6 +113,7 @@ def test_switch_refuses_bad_steps_and_an_existing_experiment_and_writes_nothing(
     for argv, message in [
         (["--at", "0,x"], "switch steps are comma-separated integers, got '0,x'"),
         (["--at", "0,30", "--total", "30"], "switch steps must lie in 0 .. total - 1 = 29, got 30"),
+        (["--at", "0", "--total", "0"], "the total number of steps must be at least 1, got 0"),
         (["--seeds", "x"], "seeds are N, N-M or a comma-separated list of them, got 'x'"),
         (["--p2-lr", "0"], "lr must be a positive number, got 0.0"),
     ]:

@@ -57,6 +57,8 @@ class SwitchSettings:
             raise ConfigError("the switch experiment needs at least one seed")
         if not self.switch_steps:
             raise ConfigError("the switch experiment needs at least one switch step")
+        if self.total < 1:
+            raise ConfigError(f"the total number of steps must be at least 1, got {self.total}")
         if self.switch_steps[0] < 0 or self.switch_steps[-1] >= self.total:
             bad = self.switch_steps[0] if self.switch_steps[0] < 0 else self.switch_steps[-1]
             raise ConfigError(f"switch steps must lie in 0 .. total - 1 = {self.total - 1}, got {bad}")
