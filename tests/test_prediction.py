@@ -30,6 +30,10 @@ def test_auroc_is_one_for_a_separating_feature_and_near_chance_for_noise():
     assert score.auroc == 1.0 and score.interval == (1.0, 1.0) and score.per_feature_auroc["f"] == 1.0
     noise = cross_validated_auroc(rng.normal(size=(len(y), 3)), y, ["a", "b", "c"], repeats=5)
     assert 0.2 < noise.auroc < 0.8 and noise.interval[0] < 0.5 < noise.interval[1]
+    # the interval is the bootstrap of the point's own statistic, so it holds the point
+    for spread in (0.3, 0.6, 1.0):
+        weak = cross_validated_auroc(np.c_[y + rng.normal(0, spread, len(y))], y, ["w"], repeats=5)
+        assert weak.interval[0] <= weak.auroc <= weak.interval[1] and weak.interval[0] < weak.interval[1], spread
     with pytest.raises(PredictionError, match="1 generalise and 31 do not; each class needs at least 2"):
         cross_validated_auroc(separating, np.array([1] + [0] * 31), ["f"])
 

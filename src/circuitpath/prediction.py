@@ -116,7 +116,7 @@ class Score:
 
     features: list[str]
     auroc: float  # mean over repeats of the out-of-fold AUROC
-    interval: tuple[float, float]  # 95% bootstrap over runs
+    interval: tuple[float, float]  # 95% bootstrap over runs of that mean
     per_feature_auroc: dict[str, float]
     coefficients: dict[str, float]  # standardised, fitted on every run
 
@@ -151,10 +151,11 @@ def cross_validated_auroc(X: np.ndarray, y: np.ndarray, names: list[str], *, fol
         fitted = model().fit(X[train], y[train])
         scores[index // folds, test] = fitted.predict_proba(X[test])[:, 1]
     auroc = float(np.mean([roc_auc_score(y, row) for row in scores]))
-    mean_score = scores.mean(0)
     picks = np.random.default_rng(seed).integers(0, len(y), (bootstrap, len(y)))
-    both = (y[picks].sum(1) > 0) & (y[picks].sum(1) < len(y))  # a resample needs both classes
-    low, high = np.percentile(auroc_rows(y[picks][both], mean_score[picks][both]), [2.5, 97.5])
+    picks = picks[(y[picks].sum(1) > 0) & (y[picks].sum(1) < len(y))]  # a resample needs both classes
+    # the same statistic on each resample of runs: the mean over repeats of each repeat's AUROC
+    resampled = auroc_rows(np.tile(y[picks], (repeats, 1)), scores[:, picks].reshape(-1, len(y)))
+    low, high = np.percentile(resampled.reshape(repeats, -1).mean(0), [2.5, 97.5])
     fitted = model().fit(X, y)
     coefficients = dict(zip(names, fitted[-1].coef_[0].tolist()))
     per_feature = {name: float(roc_auc_score(y, X[:, i])) if np.ptp(X[:, i]) > 0 else 0.5 for i, name in enumerate(names)}
