@@ -179,6 +179,16 @@ def test_sweep_cli_resume_finishes_unfinished_runs(tmp_path, capsys):
     assert main(["sweep", "--resume", str(tmp_path)]) == 2
 
 
+def test_sweep_cli_sets_the_model_size(tmp_path, capsys):
+    out = tmp_path / "small"
+    assert main(["sweep", "--out", str(out), *CLI_SMALL, "--d-model", "2", "--d-mlp", "8"]) == 0
+    capsys.readouterr()
+    model = load_run(out / "a" / "seed_1").config.model
+    assert (model.d_model, model.d_mlp, model.n_ctx) == (2, 8, 6)
+    assert main(["sweep", "--out", str(tmp_path / "wide"), *CLI_SMALL, "--d-model", "4"]) == 0
+    assert load_run(tmp_path / "wide" / "a" / "seed_0").config.model.d_mlp == 16  # 4 d
+
+
 def exit_status(argv):
     """main's status, also for the usage mistakes that argparse ends with SystemExit."""
     try:
@@ -203,6 +213,7 @@ def snapshot(path):
     (["--chunk", "2"], "--address, --cpus, --chunk and --retries apply to --backend ray"),
     (["--seeds", "0-x"], "seeds are N, N-M or a comma-separated list of them, got '0-x'"),
     (["--chunks", "2"], "unrecognized arguments: --chunks 2"),
+    (["--d-mlp", "0"], "d_mlp must be >= 1, got 0"),
     (["--backend", "ray", "--chunk", "two"], "argument --chunk: invalid int value: 'two'"),
 ])
 def test_bad_sweep_flags_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args, message):

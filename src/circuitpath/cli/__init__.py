@@ -26,6 +26,8 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 def add_task_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-ctx", "-T", type=int, help="sequence length T (default 12)")
     parser.add_argument("--n-train", type=int, help="training sequences (default 2048)")
+    parser.add_argument("--d-model", type=int, help="width d (default 32)")
+    parser.add_argument("--d-mlp", type=int, help="MLP width h (default 4 x d-model, also when --d-model is given)")
     add_residual_flag(parser)
 
 
@@ -40,7 +42,8 @@ def add_residual_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def model_from_flags(args: argparse.Namespace, task: TaskConfig) -> ModelConfig:
-    return ModelConfig(n_ctx=task.n_ctx, **({"residual": args.residual} if args.residual else {}))
+    given = {k: getattr(args, k) for k in ("residual", "d_model", "d_mlp") if getattr(args, k) is not None}
+    return ModelConfig(n_ctx=task.n_ctx, **given)
 
 
 def add_checkpoint_flags(parser: argparse.ArgumentParser, verb: str, default_n: int) -> None:

@@ -83,7 +83,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from circuitpath.sweep import parse_experiments, parse_seeds, read_summary, resume_sweep, summary_lines, sweep
     from circuitpath.sweep.spec import check_keep
 
-    new_sweep = ("out", "seeds", "experiments", "n_ctx", "n_train", "residual", "force")
+    new_sweep = ("out", "seeds", "experiments", "n_ctx", "n_train", "d_model", "d_mlp", "residual", "force")
     if args.summary is not None:
         extra = _given(args, ("resume", "keep_checkpoints", *new_sweep, *RAY_FLAGS))
         if extra or args.backend != "local" or args.device != "cpu":
