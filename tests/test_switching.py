@@ -8,7 +8,15 @@ import pytest
 from circuitpath import ModelConfig, TaskConfig, TrainConfig, load_run, train
 from circuitpath.errors import ConfigError, RunError
 from circuitpath.stats import wilson_interval
-from circuitpath.switching import SwitchSettings, branch_path, p2_path, resume_switch, switch_experiment, tabulate
+from circuitpath.switching import (
+    Rate,
+    SwitchSettings,
+    branch_path,
+    p2_path,
+    resume_switch,
+    switch_experiment,
+    tabulate,
+)
 from test_branch import same_run
 
 
@@ -50,7 +58,15 @@ def test_every_branch_has_the_total_and_equals_its_curriculum_from_scratch(tmp_p
     for row in result.rows:
         assert row.rate().n == 3 and row.rate().k == sum(acc >= 0.99 for acc in row.final_test_acc)
         solved, unsolved = row.split()
-        assert solved.n + unsolved.n == 3 and solved.k + unsolved.k == row.rate().k
+        if row.switch == 0:  # p = 4 from scratch: no p = 2 phase to split by
+            assert solved.n == unsolved.n == 0
+        else:
+            assert solved.n + unsolved.n == 3 and solved.k + unsolved.k == row.rate().k
+    pooled = [line for line in result.lines() if line.startswith("all switch steps > 0 together")]
+    solved, unsolved = (sum((row.split()[i] for row in result.rows), Rate(0, 0)) for i in (0, 1))
+    assert solved.n + unsolved.n == 6  # 3 seeds at each of the switches 10 and 30
+    assert pooled == [f"all switch steps > 0 together: generalise {solved.text()} when p = 2 was solved at the "
+                      f"switch, {unsolved.text()} when it was not"]
 
 
 def test_a_crash_halfway_keeps_what_finished_and_resume_trains_the_rest(tmp_path):

@@ -215,6 +215,9 @@ class Rate:
     def to_dict(self) -> dict:
         return {"k": self.k, "n": self.n, "rate": self.rate if self.n else None, "wilson_95": list(self.interval)}
 
+    def __add__(self, other: Rate) -> Rate:
+        return Rate(self.k + other.k, self.n + other.n)
+
 
 @dataclass
 class SwitchRow:
@@ -236,9 +239,11 @@ class SwitchRow:
         return Rate(sum(g for g, k in zip(self.generalised, keep) if k), sum(keep))
 
     def split(self) -> tuple[Rate, Rate]:
-        """Rate of generalising among seeds whose p = 2 phase had, and had not, generalised at the switch."""
+        """Rate of generalising among seeds whose p = 2 phase had, and had not, generalised at the switch
+        (at step 0 there is no p = 2 phase: both are empty)."""
         solved = self.p2_solved
-        return self.rate(solved), self.rate([not s for s in solved])
+        had_p2 = [acc is not None for acc in self.p2_test_acc]
+        return self.rate(solved), self.rate([h and not s for h, s in zip(had_p2, solved)])
 
 
 @dataclass
@@ -254,8 +259,13 @@ class SwitchResult:
                  f"{len(s.seeds)} seeds; [Wilson 95% interval]", header, "-" * len(header)]
         for row in self.rows:
             solved, unsolved = row.split()
-            lines.append(f"{row.switch:>6}  {row.rate().text():<30}  {sum(row.p2_solved):>19}  {solved.text():<24}  "
+            count = "- (no p = 2)" if row.switch == 0 else sum(row.p2_solved)
+            lines.append(f"{row.switch:>6}  {row.rate().text():<30}  {count:>19}  {solved.text():<24}  "
                          f"{unsolved.text():<26}  {sum(row.memorised):>9}")
+        pooled = [sum((row.split()[i] for row in self.rows), Rate(0, 0)) for i in (0, 1)]
+        if pooled[0].n + pooled[1].n:
+            lines.append(f"all switch steps > 0 together: generalise {pooled[0].text()} when p = 2 was solved at the "
+                         f"switch, {pooled[1].text()} when it was not")
         return lines
 
     def to_dict(self) -> dict:
