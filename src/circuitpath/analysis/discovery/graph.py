@@ -166,4 +166,4 @@ def site_sums(per_group: dict[str, Tensor], graph: ModelGraph) -> tuple[Float[Te
     signed = torch.cat([t.sum(0) for t in per_input])
     if signed.shape[0] != graph.n_sites:
         raise InputError(f"{signed.shape[0]} site scores for a graph of {graph.n_sites} sites")
-    return signed, torch.cat([t.abs().sum(0) for t in per_input])
+    return signed, torch.cat([torch.linalg.vector_norm(t, 1, dim=0) for t in per_input])  # sum of |entries|
