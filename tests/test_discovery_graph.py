@@ -14,6 +14,7 @@ from circuitpath.analysis.discovery.forward import (
     forward_from_attention,
     forward_sites,
     late_gradients,
+    metric_gradient,
     run_kept,
 )
 from circuitpath.analysis.discovery.graph import GROUPS, LOGITS, site_activations
@@ -65,10 +66,11 @@ def test_hand_derived_site_gradients_are_autograds(model_and_inputs, metric):
     model, x = model_and_inputs
     generator = torch.Generator().manual_seed(1)
     labels = [torch.randint(0, model.cfg.n_tokens, (x.shape[0],), generator=generator) for _ in range(2)]
+    labels[1][:50] = labels[0][:50]  # rows whose corrupted answer is the clean one (logit diff 0)
     of_logits = lambda logits: METRICS[metric](logits, *labels)
     z_attn = TokenAttention.of(model, x).z_attn()
     with torch.no_grad():
-        logits, acts, grads = late_gradients(model, z_attn, of_logits)
+        logits, acts, grads = late_gradients(model, z_attn, metric_gradient(metric, *labels))
     expected_logits, expected_acts = forward_from_attention(model, z_attn.clone().requires_grad_(True))
     late = list(expected_acts)
     expected = dict(zip(late, torch.autograd.grad(of_logits(expected_logits), [expected_acts[g] for g in late])))

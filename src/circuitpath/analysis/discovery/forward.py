@@ -17,6 +17,7 @@ from torch import Tensor
 
 from circuitpath.analysis.discovery.graph import GROUPS, ModelGraph
 from circuitpath.analysis.replacing import DEFAULT_MAX_BATCH
+from circuitpath.errors import InputError
 from circuitpath.engine import rms_backward as _rms_backward
 from circuitpath.model import root_mean_square
 
@@ -87,14 +88,14 @@ def forward_from_attention(model, z_attn: Float[Tensor, "batch d_model"]) -> tup
     post = F.gelu(pre)
     mlp_out = mlp.from_post(post)
     residual = block.residual(z_attn, z_bar).clone()  # a copy, so that its gradient is the residual path's alone
-    logits = (residual + mlp_out) @ model.W_U
+    logits = _times_w_u(residual + mlp_out, model.W_U)
     return logits, {"attention": z_attn, "neuron_in": pre, "neuron": post, "mlp": mlp_out, "residual": residual}
 
 
-def late_gradients(model, z_attn: Float[Tensor, "rows d_model"], metric_of_logits
+def late_gradients(model, z_attn: Float[Tensor, "rows d_model"], logits_gradient
                    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
-    """`forward_from_attention`, and the gradient of `metric_of_logits(logits)` (a scalar) at each of
-    its sites, derived by hand: autograd only for the metric's few [rows, n_tokens] operations.
+    """`forward_from_attention`, and the gradient of a metric at each of its sites, derived by hand
+    from the metric's gradient at the logits, `logits_gradient(logits)` (`metric_gradient`).
 
     With r the residual path and z_O = r + MLP(z̄_A): g_mlp = g_r = g_logits W_Uᵀ, g_neuron =
     g_mlp W_outᵀ, g_neuron_in = GELU'(pre) g_neuron, and g_attention is the RMS norm's backward of
@@ -105,11 +106,10 @@ def late_gradients(model, z_attn: Float[Tensor, "rows d_model"], metric_of_logit
     post = F.gelu(pre)
     mlp_out = mlp.from_post(post)
     residual = block.residual(z_attn, z_bar)
-    logits = ((residual + mlp_out) @ model.W_U).requires_grad_(True)
-    with torch.enable_grad():
-        (g_logits,) = torch.autograd.grad(metric_of_logits(logits), [logits])
+    logits = _times_w_u(residual + mlp_out, model.W_U)
+    g_logits = logits_gradient(logits)
     g_out = g_logits @ model.W_U.T  # the gradient at the MLP output and at the residual path
-    g_post = g_out @ mlp.W_out.T
+    g_post = g_logits @ (model.W_U.T @ mlp.W_out.T)  # [n_tokens, d_mlp] first: 2x faster than via g_out
     g_pre = torch.ops.aten.gelu_backward(g_post, pre)
     g_bar = g_pre @ mlp.W_in.T
     normalized = block.residual_carries != "attn_out"
@@ -118,7 +118,26 @@ def late_gradients(model, z_attn: Float[Tensor, "rows d_model"], metric_of_logit
     acts = {"attention": z_attn, "neuron_in": pre, "neuron": post, "mlp": mlp_out, "residual": residual}
     grads = {"attention": g_attn if normalized else g_attn + g_out, "neuron_in": g_pre, "neuron": g_post,
              "mlp": g_out, "residual": g_out}
-    return logits.detach(), acts, grads
+    return logits, acts, grads
+
+
+def metric_gradient(metric: str, labels: Int[Tensor, " rows"], corrupted_labels: Int[Tensor, " rows"]):
+    """The gradient at the logits [rows, n_tokens] of a metric of `patching.METRICS` averaged over the
+    rows: logit_diff (logit of the label - logit of the corrupted label) or loss (cross-entropy)."""
+    def gradient(logits: Tensor) -> Tensor:
+        rows = logits.shape[0]
+        if metric == "logit_diff":
+            g = logits.new_zeros(logits.shape).scatter_(1, labels[:, None], 1.0 / rows)
+            return g.scatter_add_(1, corrupted_labels[:, None], logits.new_full((rows, 1), -1.0 / rows))
+        if metric == "loss":
+            return logits.softmax(-1).scatter_add_(1, labels[:, None], logits.new_full((rows, 1), -1.0)).div_(rows)
+        raise InputError(f"no gradient for metric {metric!r}")
+    return gradient
+
+
+def _times_w_u(z_out: Float[Tensor, "rows d_model"], w_u: Float[Tensor, "d_model n_tokens"]) -> Tensor:
+    """z_O W_U computed as (W_Uᵀ z_Oᵀ)ᵀ: with 4 output columns this orientation is ~1.5x faster on the CPU."""
+    return (w_u.T @ z_out.T).T
 
 
 def site_means(acts: dict[str, Tensor]) -> dict[str, Tensor]:

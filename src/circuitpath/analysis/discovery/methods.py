@@ -38,6 +38,7 @@ from circuitpath.analysis.discovery.forward import (
     embed,
     forward_from_attention,
     late_gradients,
+    metric_gradient,
     token_tables,
 )
 from circuitpath.analysis.discovery.graph import GROUPS, ModelGraph, site_activations, site_sums
@@ -102,8 +103,8 @@ def attribution_scores(model, probe: Probe, metric: str = "logit_diff", ig_steps
         corrupted_logits, corrupted_acts = forward_from_attention(model, corrupted.z_attn())
         path = _path(model, probe, ig_steps) if ig_steps else None
         z_attn = clean.z_attn() if path is None else model.blocks[0].attn.mix(*path)
-        of_logits = lambda logits: fn(logits.view(steps, batch, -1), *(y.expand(steps, -1) for y in labels)).mean()
-        logits, acts, grads = late_gradients(model, z_attn, of_logits)
+        # the metric is the mean over the m copies of the mean over the batch: one mean over every row
+        logits, acts, grads = late_gradients(model, z_attn, metric_gradient(metric, *(y.repeat(steps) for y in labels)))
         # the metric is the mean over the m copies, so summing their gradients averages them
         per_copy = lambda t: t.view(steps, batch, *t.shape[1:])
         averaged = (lambda t: t) if steps == 1 else (lambda t: per_copy(t).sum(0))
