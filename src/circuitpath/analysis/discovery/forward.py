@@ -1,9 +1,11 @@
 """The forward pass written over the graph's sites: with gradients at every site, or with sites knocked out.
 
 `forward_sites` runs the model from the attention's inputs and returns every site's activation as a
-tensor autograd can differentiate against (attribution patching). `run_kept` runs it with, for each of many
-masks, the sites left out of the mask replaced by their mean (faithfulness curves, greedy pruning).
-Both are built from the model's own submodules; a test holds them to the hooked forward pass.
+tensor autograd can differentiate against. `late_gradients` runs it from z_A and returns a metric's
+gradient at every site from z_A on, derived by hand (attribution patching). `run_kept` runs it with,
+for each of many masks, the sites left out of the mask replaced by their mean (faithfulness curves,
+greedy pruning). All are built from the model's own submodules; tests hold them to the hooked
+forward pass and to autograd.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from torch import Tensor
 
 from circuitpath.analysis.discovery.graph import GROUPS, ModelGraph
 from circuitpath.analysis.replacing import DEFAULT_MAX_BATCH
-from circuitpath.errors import InputError
 from circuitpath.engine import rms_backward as _rms_backward
+from circuitpath.errors import InputError
 from circuitpath.model import root_mean_square
 
 
