@@ -21,8 +21,9 @@ def add_parsers(sub) -> None:
         description="Score every node and edge of the model's graph (each key position's value and attention "
         "weight, the attention output, each MLP neuron, the MLP output, the residual path) at each checkpoint with "
         "attribution patching, activation patching and/or ablation, on the first --n test inputs of the "
-        "checkpoint's phase. Prints per step the AUROC and precision@k of the position scores against the truth "
-        "(positions 0..k-1 are summed), and writes RUN/analysis/discovery/: timeline.json, scores.safetensors "
+        "checkpoint's phase. Prints per step the AUROC and precision@k of the position scores (how much the output "
+        "depends on a position: the mean over inputs of each input's |change| when its value or attention weight "
+        "is replaced) against the truth (positions 0..k-1 are summed), and writes RUN/analysis/discovery/: timeline.json, scores.safetensors "
         "and each pruned circuit as JSON and SVG in circuits/; and a page of figures (--out).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=Path, nargs="+", metavar="RUN")
