@@ -65,8 +65,9 @@ def test_every_branch_has_the_total_and_equals_its_curriculum_from_scratch(tmp_p
     pooled = [line for line in result.lines() if line.startswith("all switch steps > 0 together")]
     solved, unsolved = (sum((row.split()[i] for row in result.rows), Rate(0, 0)) for i in (0, 1))
     assert solved.n + unsolved.n == 6  # 3 seeds at each of the switches 10 and 30
-    assert pooled == [f"all switch steps > 0 together: generalise {solved.text()} when p = 2 was solved at the "
-                      f"switch, {unsolved.text()} when it was not"]
+    assert pooled == [f"all switch steps > 0 together: {solved.k} of {solved.n} branches generalise when p = 2 was "
+                      f"solved at the switch, {unsolved.k} of {unsolved.n} when it was not (a seed counts once per "
+                      "switch step)"]
 
 
 def test_a_crash_halfway_keeps_what_finished_and_resume_trains_the_rest(tmp_path):

@@ -262,10 +262,11 @@ class SwitchResult:
             count = "- (no p = 2)" if row.switch == 0 else sum(row.p2_solved)
             lines.append(f"{row.switch:>6}  {row.rate().text():<30}  {count:>19}  {solved.text():<24}  "
                          f"{unsolved.text():<26}  {sum(row.memorised):>9}")
-        pooled = [sum((row.split()[i] for row in self.rows), Rate(0, 0)) for i in (0, 1)]
-        if pooled[0].n + pooled[1].n:
-            lines.append(f"all switch steps > 0 together: generalise {pooled[0].text()} when p = 2 was solved at the "
-                         f"switch, {pooled[1].text()} when it was not")
+        solved, unsolved = (sum((row.split()[i] for row in self.rows), Rate(0, 0)) for i in (0, 1))
+        if solved.n + unsolved.n:  # branches, not seeds: a seed counts once per switch step, so no interval
+            lines.append(f"all switch steps > 0 together: {solved.k} of {solved.n} branches generalise when p = 2 was "
+                         f"solved at the switch, {unsolved.k} of {unsolved.n} when it was not (a seed counts once per "
+                         "switch step)")
         return lines
 
     def to_dict(self) -> dict:
