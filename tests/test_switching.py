@@ -8,8 +8,8 @@ import pytest
 from circuitpath import ModelConfig, TaskConfig, TrainConfig, load_run, train
 from circuitpath.errors import ConfigError, RunError
 from circuitpath.stats import wilson_interval
+from circuitpath.stats import Rate
 from circuitpath.switching import (
-    Rate,
     SwitchSettings,
     branch_path,
     p2_path,

@@ -22,7 +22,7 @@ from circuitpath.analysis.clusters import find_clusters
 from circuitpath.analysis.probes import attention_at, constant_inputs, first_k_inputs, token_focus, update_changes
 from circuitpath.experiments import FITS, GENERALISES_AT, MEMORISED_BELOW, generalises, memorises
 from circuitpath.runs import Run
-from circuitpath.stats import wilson_interval
+from circuitpath.stats import Rate
 
 # ---- thresholds, stated once -------------------------------------------------------------------
 # A run fits its training set, generalises and memorises as `experiments` says (FITS, GENERALISES_AT,
@@ -65,11 +65,11 @@ class Claim:
 
     @property
     def rate(self) -> float:
-        return self.count / self.n if self.n else float("nan")
+        return Rate(self.count, self.n).rate
 
     @property
     def interval(self) -> tuple[float, float]:
-        return wilson_interval(self.count, self.n)
+        return Rate(self.count, self.n).interval
 
     @property
     def seeds_holding(self) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -17,3 +18,31 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class Rate:
+    """k of n, with its Wilson 95% interval."""
+
+    k: int
+    n: int
+
+    @property
+    def rate(self) -> float:
+        return self.k / self.n if self.n else float("nan")
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.k, self.n)
+
+    def text(self) -> str:
+        if self.n == 0:
+            return "-"
+        low, high = self.interval
+        return f"{self.k}/{self.n} {self.rate:4.0%} [{low:.2f}, {high:.2f}]"
+
+    def to_dict(self) -> dict:
+        return {"k": self.k, "n": self.n, "rate": self.rate if self.n else None, "wilson_95": list(self.interval)}
+
+    def __add__(self, other: Rate) -> Rate:
+        return Rate(self.k + other.k, self.n + other.n)

@@ -28,7 +28,7 @@ from circuitpath.config import ModelConfig, Phase, RunConfig, TaskConfig, TrainC
 from circuitpath.errors import ConfigError, RunError
 from circuitpath.experiments import GENERALISES, generalises, memorises
 from circuitpath.runs import RUN_JSON, STATE_DIR, load_run, saved_steps
-from circuitpath.stats import wilson_interval
+from circuitpath.stats import Rate
 from circuitpath.storage import read_json, write_atomic, write_json
 
 SWITCH_JSON = "switch.json"
@@ -191,34 +191,6 @@ def _unfinished(paths: list[Path], resume_groups, device: str, progress: bool) -
 
 
 # ---- the table -----------------------------------------------------------------------------------
-@dataclass
-class Rate:
-    """k of n, with its Wilson 95% interval."""
-
-    k: int
-    n: int
-
-    @property
-    def rate(self) -> float:
-        return self.k / self.n if self.n else float("nan")
-
-    @property
-    def interval(self) -> tuple[float, float]:
-        return wilson_interval(self.k, self.n)
-
-    def text(self) -> str:
-        if self.n == 0:
-            return "-"
-        low, high = self.interval
-        return f"{self.k}/{self.n} {self.rate:4.0%} [{low:.2f}, {high:.2f}]"
-
-    def to_dict(self) -> dict:
-        return {"k": self.k, "n": self.n, "rate": self.rate if self.n else None, "wilson_95": list(self.interval)}
-
-    def __add__(self, other: Rate) -> Rate:
-        return Rate(self.k + other.k, self.n + other.n)
-
-
 @dataclass
 class SwitchRow:
     """Outcomes of every seed branched at one switch step."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from circuitpath.plots.style import TEMPLATE, title
-from circuitpath.switching import Rate, SwitchResult
+from circuitpath.stats import Rate
+from circuitpath.switching import SwitchResult
 
 
 def _trace(switches: list[int], rates: list[Rate], name: str, colour: str, dash: str, offset: float) -> go.Scatter:
