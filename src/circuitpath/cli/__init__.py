@@ -26,9 +26,13 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 def add_task_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-ctx", "-T", type=int, help="sequence length T (default 12)")
     parser.add_argument("--n-train", type=int, help="training sequences (default 2048)")
+    add_size_flags(parser)
+    add_residual_flag(parser)
+
+
+def add_size_flags(parser) -> None:
     parser.add_argument("--d-model", type=int, help="width d (default 32)")
     parser.add_argument("--d-mlp", type=int, help="MLP width h (default 4 x d-model, also when --d-model is given)")
-    add_residual_flag(parser)
 
 
 def task_from_flags(args: argparse.Namespace) -> TaskConfig:

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from circuitpath.cli import add_residual_flag, add_run_flags
+from circuitpath.cli import add_residual_flag, add_run_flags, add_size_flags
 from circuitpath.config import Phase, RunConfig, parse_phases
 from circuitpath.errors import ConfigError
 from circuitpath.experiments import summary_table
@@ -31,8 +31,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     task.add_argument("--n-test", type=int, help="test sequences when p**T is too large to enumerate (default 2048)")
     task.add_argument("--data-seed", type=int, help="seed of the train/test draw (default: --seed)")
     model = parser.add_argument_group("model")
-    model.add_argument("--d-model", type=int, help="width d (default 32)")
-    model.add_argument("--d-mlp", type=int, help="MLP width h (default 4 x d-model, also when --d-model is given)")
+    add_size_flags(model)
     model.add_argument("--n-tokens", type=int, help="embedding rows, >= every phase's p (default 4)")
     model.add_argument("--untied", action="store_true", default=None, help="learn W_U apart from W_E")
     add_residual_flag(model)
