@@ -16,6 +16,7 @@ compiled function keeps a run's bits independent of its batch-mates, and how far
 # %%
 from __future__ import annotations
 
+import argparse
 import inspect
 import sys
 import time
@@ -53,6 +54,7 @@ def group(split, runs: int):
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()  # --help; no options
     split, before = make_split(TaskConfig(), 4), bmm_engine()
     compiled = torch.compile(engine.fast_loss_and_grad, dynamic=False)
     variants = {"engine (now)": engine.fast_loss_and_grad, "bmm scores (before)": before.fast_loss_and_grad,
