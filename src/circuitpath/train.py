@@ -26,6 +26,7 @@ from circuitpath.config import RunConfig
 from circuitpath.data import make_split
 from circuitpath.engine import Executor, Layout, ThreadTuner
 from circuitpath.errors import ConfigError
+from circuitpath.heap import keep_freed_memory
 from circuitpath.loop import GroupTrainer, Interrupted, Position, checkpoint_schedule, log_schedule
 from circuitpath.model import init_weights
 from circuitpath.runs import CHECKPOINT_DIR, STATE_DIR, Run, RunWriter, load_run, saved_steps, step_file
@@ -174,6 +175,8 @@ def _run(trainers: list[GroupTrainer], progress: bool) -> list[list[Run]]:
     """
     cores = os.cpu_count() or 1
     on_cpu = trainers[0].theta.device.type == "cpu"
+    if on_cpu:
+        keep_freed_memory()  # no page faults for the activations each step frees and takes again
     units = sum(len(Executor(len(t.writers), t.theta.device).chunks) for t in trainers)
     parallel = on_cpu and units > 1
     stop = threading.Event()
