@@ -2,7 +2,8 @@
 
 Run: python benchmarks/bench_train.py
 The paper's configuration: T = 12, n = 2048 full batch, d = 32, n_tokens = 4, p = 4, Adam.
-circuitpath's step is the training loop's: `engine.Executor` with the orchestrator's thread settings.
+circuitpath's step is the training loop's: `engine.Executor` with the orchestrator's thread settings,
+and malloc set as `train` sets it (common.py; the reference runs under the same setting).
 """
 
 # %%
@@ -14,12 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 import torch.nn.functional as F
 
-from common import measure, table
+from common import MALLOC, measure, table
 from reference import reference_forward
 
 from circuitpath.config import ModelConfig, TaskConfig
 from circuitpath.data import make_split
-from circuitpath.engine import Adam, Encoded, Executor, Layout
+from circuitpath.engine import Adam, Encoded, Executor, Layout, ThreadTuner
 from circuitpath.model import init_weights
 
 POOL = ThreadPoolExecutor(os.cpu_count() or 1)  # as train.py's orchestrator shares one
@@ -45,6 +46,8 @@ def engine_step(split, runs: int):
     adam = Adam(theta, torch.full((runs,), 1e-2))
     executor = Executor(runs, torch.device("cpu"), POOL)
     single = len(executor.chunks) > 1
+    if not single and (os.cpu_count() or 1) > 1:  # a lone chunk picks its threads by measured speed, as in train
+        executor.tuner = ThreadTuner(tuple(sorted({1, torch.get_num_threads()})))
 
     def step():
         threads = torch.get_num_threads()
@@ -66,7 +69,8 @@ def main() -> None:
     reference = seconds[next(iter(seconds))]
     rows = [(name, f"{seconds[name] / s * 1e3:.2f}", f"{reference / (seconds[name] / s):.1f}x")
             for name, s in sizes.items()]
-    print(f"training step at the paper's size, {os.cpu_count()} CPU cores, torch {torch.__version__}")
+    print(f"training step at the paper's size, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+          f"{MALLOC}")
     print(table(rows, ("implementation", "ms per run-step", "speed-up")))
 
 

@@ -1,4 +1,8 @@
-"""Shared benchmark helpers: side-by-side timing in one process, best of interleaved rounds."""
+"""Shared benchmark helpers: side-by-side timing in one process, best of interleaved rounds.
+
+Importing it sets malloc as circuitpath's commands and training do (`heap.keep_freed_memory`), for
+every candidate of a benchmark alike; CIRCUITPATH_MALLOC=default measures under glibc's defaults.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,10 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the plain reference implementation the tests use
+
+from circuitpath.heap import keep_freed_memory  # noqa: E402
+
+MALLOC = "freed memory kept" if keep_freed_memory() else "glibc's malloc defaults"
 
 
 def measure(candidates: dict[str, Callable[[], object]], rounds: int = 20, seconds: float = 0.1) -> dict[str, float]:

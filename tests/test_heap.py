@@ -10,19 +10,19 @@ import pytest
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 
-# Forty 1 MiB activations taken and freed, as an engine step does: with glibc's defaults they come from
-# the heap after the first step, but the freed top of the heap (40 MiB) passes the trim threshold
-# (raised to 2 MiB by then) and goes back to the kernel at every step.
+# Forty 2 MiB activations taken and freed, as an engine step does: with glibc's defaults each is
+# mapped on its own, or it comes from the heap and the freed top of the heap (80 MiB) passes the
+# trim threshold (at most 64 MiB however malloc adapted it) and goes back to the kernel at every step.
 STEPS = """
 import json, resource, sys, torch
 from circuitpath.heap import keep_freed_memory
 kept = keep_freed_memory()
 def step():
-    blocks = [torch.empty(2**18).fill_(1.0) for _ in range(40)]
+    blocks = [torch.empty(2**19).fill_(1.0) for _ in range(40)]
     del blocks
 step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(50):
+for _ in range(20):
     step()
 print(json.dumps({"kept": kept, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
 """
@@ -38,7 +38,7 @@ def test_freed_blocks_are_reused_without_page_faults():
     default = _run(STEPS, CIRCUITPATH_MALLOC="default")
     kept = _run(STEPS)
     assert default["kept"] is False and kept["kept"] is True
-    pages = 50 * 40 * 2**20 // 4096  # every page of every block, every step
+    pages = 20 * 40 * 2**21 // 4096  # every page of every block, every step
     assert default["faults"] > pages // 2  # the pattern does fault under glibc's defaults
     assert kept["faults"] < pages // 50
 
@@ -55,3 +55,14 @@ train(tiny_config(), {str(tmp_path / "run")!r}, progress=False)
 print(json.dumps({{"before": before, "after": heap._kept}}))
 """
     assert _run(code) == {"before": False, "after": True}
+
+
+def test_every_command_sets_the_thresholds(tmp_path):
+    code = f"""
+import json
+from circuitpath import heap
+from circuitpath.cli import main
+status = main(["sweep", "--summary", {str(tmp_path / "missing")!r}])
+print(json.dumps({{"status": status, "kept": heap._kept}}))
+"""
+    assert _run(code) == {"status": 2, "kept": True}

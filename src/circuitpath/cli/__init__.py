@@ -15,6 +15,7 @@ from typing import Sequence
 
 from circuitpath.config import RESIDUALS, ModelConfig, TaskConfig
 from circuitpath.errors import CircuitPathError
+from circuitpath.heap import keep_freed_memory
 from circuitpath.loop import Interrupted
 
 
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()  # training and analyses retake the memory they free at every step or checkpoint
     try:
         return args.handler(args)
     except Interrupted as stop:
