@@ -3,12 +3,12 @@
 Every step of the engine allocates and frees the same activations, a few MiB each for a chunk of
 4 runs. With glibc's defaults a freed block of that size goes back to the kernel (it was mapped
 on its own, or it sat at the top of the heap past the trim threshold), and the next step takes it
-back page by page: measured, a chunk of 4 paper-sized runs took 1-1.4 million page faults in 500 steps,
-~30% of its time in the kernel, and more when two processes faulted at once, as Ray workers
-do (`python benchmarks/bench_heap.py`). Setting glibc's mmap and trim thresholds once keeps those
+back page by page: measured, a chunk of 4 paper-sized runs alone in a process, as a Ray task
+trains it, took 0.9-1.4 million page faults in 500 steps and spent 20-30% of its time in the
+kernel (`python benchmarks/bench_heap.py`). Setting glibc's mmap and trim thresholds once keeps those
 blocks in the heap, where the next step reuses them. Training sets them (`train.py`), and so does
-every `circuitpath` command, since analyses free and retake their activations too (activation
-patching ran 1.3-2x faster with them in side-by-side runs); a notebook may call `keep_freed_memory`.
+every `circuitpath` command, since analyses free and retake their activations too; a notebook may
+call `keep_freed_memory` itself.
 
 The cost: a process keeps the memory it freed, up to `TRIM_THRESHOLD` per malloc arena, instead of
 returning it. Set CIRCUITPATH_MALLOC=default to leave malloc as the process had it. On a C library
