@@ -66,3 +66,10 @@ status = main(["sweep", "--summary", {str(tmp_path / "missing")!r}])
 print(json.dumps({{"status": status, "kept": heap._kept}}))
 """
     assert _run(code) == {"status": 2, "kept": True}
+
+
+def test_an_unknown_setting_is_refused_in_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "circuitpath.cli", "sweep", "--summary", str(tmp_path)],
+                         env={**os.environ, "CIRCUITPATH_MALLOC": "off"}, capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == "circuitpath: error: CIRCUITPATH_MALLOC must be 'kept' or 'default', got 'off'"

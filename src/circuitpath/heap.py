@@ -11,7 +11,8 @@ every `circuitpath` command, since analyses free and retake their activations to
 call `keep_freed_memory` itself.
 
 The cost: a process keeps the memory it freed, up to `TRIM_THRESHOLD` per malloc arena, instead of
-returning it. Set CIRCUITPATH_MALLOC=default to leave malloc as the process had it. On a C library
+returning it. Set CIRCUITPATH_MALLOC=default to leave malloc as the process had it (`kept`, or
+unset, sets the thresholds). On a C library
 without `mallopt` (macOS, Windows) nothing changes.
 """
 
@@ -20,6 +21,8 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+
+from circuitpath.errors import ConfigError
 
 #: Blocks up to this size come from the heap, not from a mapping of their own (glibc allows up to 32 MiB).
 MMAP_THRESHOLD = 32 * 2**20
@@ -36,7 +39,10 @@ def keep_freed_memory() -> bool:
     global _kept
     if _kept:
         return True
-    if os.environ.get(OPT_OUT) == "default" or not sys.platform.startswith("linux"):
+    choice = os.environ.get(OPT_OUT) or "kept"
+    if choice not in ("kept", "default"):
+        raise ConfigError(f"{OPT_OUT} must be 'kept' or 'default', got {choice!r}")
+    if choice == "default" or not sys.platform.startswith("linux"):
         return False
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is None:

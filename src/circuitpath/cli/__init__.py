@@ -91,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    keep_freed_memory()  # training and analyses retake the memory they free at every step or checkpoint
     try:
+        keep_freed_memory()  # training and analyses retake the memory they free at every step or checkpoint
         return args.handler(args)
     except Interrupted as stop:
         print(f"circuitpath: {stop}", file=sys.stderr)
