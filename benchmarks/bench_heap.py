@@ -69,6 +69,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best is kept (default 2)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    for flag in ("steps", "rounds"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if args.child:
         return child(args.steps, [int(s) for s in args.child.split(",")])
     layouts = {"one process alone": [[0, 1, 2, 3]], "two processes at once": [[0, 1, 2, 3], [4, 5, 6, 7]]}
