@@ -103,21 +103,16 @@ def late_gradients(model, z_attn: Float[Tensor, "rows d_model"], logits_gradient
     g_mlp W_outᵀ, g_neuron_in = GELU'(pre) g_neuron, and g_attention is the RMS norm's backward of
     g_neuron_in W_inᵀ (+ g_r where r = z̄_A), + g_r where r = z_A. A test holds it to autograd."""
     block = model.blocks[0]
-    mlp, z_bar = block.mlp, block.ln2(z_attn)
-    pre = torch.addmm(mlp.b_in, z_bar, mlp.W_in)
-    post = F.gelu(pre)
-    mlp_out = mlp.from_post(post)
-    residual = block.residual(z_attn, z_bar)
-    logits = _times_w_u(residual + mlp_out, model.W_U)
+    mlp = block.mlp
+    logits, acts = forward_from_attention(model, z_attn)
     g_logits = logits_gradient(logits)
     g_out = g_logits @ model.W_U.T  # the gradient at the MLP output and at the residual path
     g_post = g_logits @ (model.W_U.T @ mlp.W_out.T)  # [n_tokens, d_mlp] first: 2x faster than via g_out
-    g_pre = torch.ops.aten.gelu_backward(g_post, pre)
+    g_pre = torch.ops.aten.gelu_backward(g_post, acts["neuron_in"])
     g_bar = g_pre @ mlp.W_in.T
     normalized = block.residual_carries != "attn_out"
     root = root_mean_square(z_attn)
     g_attn = _rms_backward(g_bar + g_out if normalized else g_bar, z_attn, root + block.ln2.eps, root)
-    acts = {"attention": z_attn, "neuron_in": pre, "neuron": post, "mlp": mlp_out, "residual": residual}
     grads = {"attention": g_attn if normalized else g_attn + g_out, "neuron_in": g_pre, "neuron": g_post,
              "mlp": g_out, "residual": g_out}
     return logits, acts, grads
