@@ -17,26 +17,23 @@ import subprocess
 import sys
 import time
 
-SETTINGS = {"2 threads per kernel": 2, "1 thread per kernel": 1, "tuned (what `train` does)": 0}
+SETTINGS = {"2 threads per kernel": 2, "1 thread per kernel (what `train` does)": 1}
 
 
 def child(threads: int, seconds: float) -> None:
-    """Print the best ms per training step (paper size, one run) over rounds of ~0.2 s; threads 0
-    lets the package's ThreadTuner choose, as a lone `circuitpath train` does."""
+    """Print the best ms per training step (paper size, one run) over rounds of ~0.2 s."""
     import torch
 
     from circuitpath import CrossAttentionTransformer, ModelConfig
-    from circuitpath.engine import Adam, Encoded, Executor, Layout, ThreadTuner
+    from circuitpath.engine import Adam, Encoded, Executor, Layout
 
-    tuner = ThreadTuner((1, torch.get_num_threads())) if threads == 0 else None
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     cfg = ModelConfig()
     layout = Layout.of(cfg)
     theta = layout.pack([CrossAttentionTransformer(cfg).weights()])
     x = torch.randint(0, 4, (1, 2048, 12), generator=torch.Generator().manual_seed(0))
     data, adam = Encoded.of(x, x[:, :, :5].sum(-1) % 4, 4), Adam(theta, torch.tensor([1e-3]))
-    executor = Executor(1, torch.device("cpu"), tuner=tuner)
+    executor = Executor(1, torch.device("cpu"))
     best, end = float("inf"), time.perf_counter() + seconds
     while time.perf_counter() < end:
         start, steps = time.perf_counter(), 0

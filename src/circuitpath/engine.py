@@ -8,12 +8,14 @@ Two facts make it cheaper than running `CrossAttentionTransformer` S times:
 
 The S runs' weights live side by side in one flat buffer `theta` [S, P], so Adam is a handful of
 whole-buffer operations. Tests hold this engine to the hooked model (logits and gradients).
+
+Same config, same bytes: on the CPU a run's arithmetic is one fixed sequence of single-threaded
+kernel calls on tensors of fixed shapes and alignment, whatever else trains beside it (see `Executor`).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -26,9 +28,15 @@ from circuitpath.config import ModelConfig
 from circuitpath.model import root_mean_square, weight_shapes
 
 
+#: A parameter row is padded to a multiple of this many floats (128 bytes). Every row then starts at
+#: the same alignment, and an elementwise kernel's vector body and scalar tail (whose rounding may
+#: differ) never split a row at a place that depends on how many rows the buffer holds.
+ROW_ALIGN = 32
+
+
 @dataclass(frozen=True)
 class Layout:
-    """Where each weight lives in a flat parameter row of length `size`."""
+    """Where each weight lives in a flat parameter row of length `size` (zero-padded to `ROW_ALIGN`)."""
 
     cfg: ModelConfig
     shapes: dict[str, tuple[int, ...]]
@@ -41,7 +49,11 @@ class Layout:
         for name, shape in shapes.items():
             offsets[name] = (start, start + math.prod(shape))
             start += math.prod(shape)
-        return cls(cfg, shapes, offsets, start)
+        return cls(cfg, shapes, offsets, -(-start // ROW_ALIGN) * ROW_ALIGN)
+
+    def pad(self, rows: Float[Tensor, "runs used"]) -> Float[Tensor, "runs P"]:
+        """Rows of the weights' values (or of their gradients, or of an optimiser state) with the padding added."""
+        return F.pad(rows, (0, self.size - rows.shape[-1]))
 
     def views(self, theta: Float[Tensor, "runs P"]) -> dict[str, Tensor]:
         """Weight views [runs, *shape] into theta (gradients flow back into theta)."""
@@ -53,9 +65,9 @@ class Layout:
 
     def pack(self, weights: list[dict[str, Tensor]]) -> Float[Tensor, "runs P"]:
         """Stack the weight dicts of several runs into one flat buffer."""
-        return torch.stack(
+        return self.pad(torch.stack(
             [torch.cat([w[name].reshape(-1).float() for name in self.shapes]) for w in weights]
-        )
+        ))
 
     def unpack(self, row: Float[Tensor, " P"]) -> dict[str, Tensor]:
         """The weight dict of one run (contiguous CPU copies, ready for safetensors)."""
@@ -75,6 +87,10 @@ class Encoded:
 
     def rows(self, runs: slice) -> Encoded:
         return Encoded(self.onehot[runs], self.index[runs], self.targets[runs])
+
+    def copy(self) -> Encoded:
+        """The same sequences in buffers of their own (freshly allocated, so aligned as any new tensor)."""
+        return Encoded(self.onehot.clone(), self.index.clone(), self.targets.clone())
 
     @classmethod
     def of(cls, x: Int[Tensor, "runs batch pos"], y: Int[Tensor, "runs batch"], n_tokens: int) -> Encoded:
@@ -223,7 +239,7 @@ def loss_and_grad(
     weights = layout.views(theta)
     if fast_path_safe(weights):
         losses, grads = fast_loss_and_grad(weights, data, layout.cfg)
-        return losses, torch.cat([g.reshape(theta.shape[0], -1) for g in grads], dim=1)
+        return losses, layout.pad(torch.cat([g.reshape(theta.shape[0], -1) for g in grads], dim=1))
     return autograd_loss_and_grad(theta, layout, data)
 
 
@@ -245,100 +261,45 @@ def evaluate(
     return run_losses(logits, data.targets), accuracy
 
 
-class ThreadTuner:
-    """Kernel threads for a group that trains as one chunk: whichever of `choices` is faster now.
-
-    On a quiet 2-core machine two threads per kernel make a lone run's step ~1.4x faster; beside
-    another busy process they make it many times slower, since each of the step's ~100 small
-    parallel regions waits for a thread whose core is taken. A run's results are identical with
-    any thread count (tests/test_train.py), so the choice is free to follow the machine. The
-    current setting is timed on every step; every `period` steps each other setting is tried for
-    `trial` steps (one, if its first step is twice as slow) and the faster median wins. The period
-    doubles, up to `max_period`, while the choice stands, so trials cost little; a current setting
-    that slows down by half brings the next trial forward.
-    """
-
-    def __init__(self, choices: tuple[int, ...], period: int = 100, trial: int = 3, max_period: int = 3200):
-        self.choices, self.trial, self.min_period, self.max_period = choices, trial, period, max_period
-        self.best, self.period, self.calls, self.next_trial = choices[0], period, 0, trial  # start safe
-        self.recent: list[float] = []  # the current setting's last step times
-        self.reference: float | None = None  # their median when it was chosen: a slowdown brings a trial forward
-        self.queue: list[int] = []  # settings still to try in this trial
-        self.tried: dict[int, list[float]] = {}
-
-    def threads(self) -> int:
-        return self.queue[0] if self.queue else self.best
-
-    def record(self, threads: int, seconds: float) -> None:
-        self.calls += 1
-        if not self.queue:
-            self.recent = (self.recent + [seconds])[-self.trial:]
-            slowed = self.reference is not None and _median(self.recent) > 1.5 * self.reference
-            if (self.calls >= self.next_trial or slowed) and len(self.choices) > 1:
-                self.queue = [c for c in self.choices if c != self.best for _ in range(self.trial)]
-                self.tried = {}
-            return
-        self.queue.pop(0)
-        self.tried.setdefault(threads, []).append(seconds)
-        if seconds >= 2 * _median(self.recent):  # clearly slower: no more steps of it this time
-            self.queue = [c for c in self.queue if c != threads]
-        if not self.queue:
-            self._decide()
-
-    def _decide(self) -> None:
-        faster = [c for c, times in self.tried.items() if _median(times) < 0.95 * _median(self.recent)]
-        if faster:
-            self.best = min(faster, key=lambda c: _median(self.tried[c]))
-            self.recent, self.period = self.tried[self.best], self.min_period
-        else:
-            self.period = min(2 * self.period, self.max_period)
-        self.next_trial = self.calls + self.period
-        self.reference = _median(self.recent)
-
-    def time(self, fn):
-        threads = self.threads()
-        torch.set_num_threads(threads)
-        start = time.perf_counter()
-        result = fn()
-        self.record(threads, time.perf_counter() - start)
-        return result
-
-
-def _median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
-
-
 class Executor:
-    """Runs the engine over S runs in cache-sized chunks, spread over a worker pool when given one.
+    """Runs the engine over S runs chunk by chunk, spread over a worker pool when given one.
 
-    Measured on 2 cores at the paper's size: one [32, 2048, 128] activation no longer fits in cache
-    and a step costs ~2.0 ms a run; chunks of 4 runs on two workers with single-threaded kernels
-    cost 1.3-1.4 ms a run (benchmarks/bench_train.py). On a GPU all runs go in one chunk. The pool is
-    shared by every group training at once, so a core freed by one group serves the others.
+    On the CPU every run is a chunk of its own and every kernel runs on one thread (the caller sets
+    it: `train` does), so a run's arithmetic is the same sequence of kernel calls, on tensors of the
+    same shapes and alignment, alone or in any group, on any backend: batched products take another
+    code path for a batch of one (pytorch's bmm), a product split over threads sums in another order
+    (pytorch/pytorch#88718), and both would make a run's bytes depend on its batch-mates or on the
+    thread count. Parallelism is across runs: one worker per core. Each chunk's sequences are copied
+    into their own buffers (`split`), so their alignment does not depend on their row in the group.
+    One run to a chunk is also the fastest on one core at the paper's size: a [2048, 128]
+    activation fits in a core's cache, four runs' do not (benchmarks/bench_train.py).
+    On a GPU all runs go in one chunk (nothing is promised about its bytes).
     """
 
-    CHUNK = 4
-
-    def __init__(self, runs: int, device: torch.device, pool: ThreadPoolExecutor | None = None,
-                 tuner: ThreadTuner | None = None):
-        size = self.CHUNK if device.type == "cpu" else max(runs, 1)
+    def __init__(self, runs: int, device: torch.device, pool: ThreadPoolExecutor | None = None):
+        size = 1 if device.type == "cpu" else max(runs, 1)
         self.chunks = [slice(i, min(i + size, runs)) for i in range(0, runs, size)]
         self.pool = pool if len(self.chunks) > 1 else None
-        self.tuner = tuner
 
-    def _map(self, fn):
+    def split(self, data: Encoded) -> list[Encoded]:
+        """Each chunk's rows of `data`, in buffers of their own (one chunk on a GPU: `data` itself)."""
+        if len(self.chunks) == 1:
+            return [data]
+        return [data.rows(rows).copy() for rows in self.chunks]
+
+    def _map(self, fn, parts: list[Encoded]):
+        jobs = list(zip(self.chunks, parts))
         if self.pool is None:
-            return [fn(rows) for rows in self.chunks]
-        return list(self.pool.map(fn, self.chunks))
+            return [fn(*job) for job in jobs]
+        return list(self.pool.map(lambda job: fn(*job), jobs))
 
-    def loss_and_grad(self, theta: Tensor, layout: Layout, data: Encoded) -> tuple[Tensor, Tensor]:
-        step = lambda: self._map(lambda rows: loss_and_grad(theta[rows], layout, data.rows(rows)))  # noqa: E731
-        parts = step() if self.tuner is None else self.tuner.time(step)
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    def loss_and_grad(self, theta: Tensor, layout: Layout, parts: list[Encoded]) -> tuple[Tensor, Tensor]:
+        out = self._map(lambda rows, data: loss_and_grad(theta[rows], layout, data), parts)
+        return torch.cat([p[0] for p in out]), torch.cat([p[1] for p in out])
 
-    def evaluate(self, theta: Tensor, layout: Layout, data: Encoded) -> tuple[Tensor, Tensor]:
-        parts = self._map(lambda rows: evaluate(theta[rows], layout, data.rows(rows)))
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    def evaluate(self, theta: Tensor, layout: Layout, parts: list[Encoded]) -> tuple[Tensor, Tensor]:
+        out = self._map(lambda rows, data: evaluate(theta[rows], layout, data), parts)
+        return torch.cat([p[0] for p in out]), torch.cat([p[1] for p in out])
 
 
 class Adam:

@@ -74,9 +74,8 @@ class Position:
 class GroupTrainer:
     """The loop of one group, shared by fresh and resumed training.
 
-    The orchestrator in `train.py` sets `stop` (Ctrl-C), `pool` (the shared CPU workers), `tuner`
-    (kernel threads of a lone group), `progress` and `bar_position` (one progress bar per group)
-    before calling `run`.
+    The orchestrator in `train.py` sets `stop` (Ctrl-C), `pool` (the shared CPU workers), `progress`
+    and `bar_position` (one progress bar per group) before calling `run`.
     """
 
     def __init__(self, configs, writers, splits, theta, start: Position, adam_state=None):
@@ -90,7 +89,6 @@ class GroupTrainer:
         self._epoch: tuple[int, int] | None = None  # (phase, epoch) of the cached orders
         self.stop = threading.Event()
         self.pool = None
-        self.tuner = None  # engine.ThreadTuner when this group trains alone on the CPU
         self.progress = True
         self.bar_position = 0
 
@@ -119,7 +117,7 @@ class GroupTrainer:
         first_step = start.step(self.train_cfg)
         name = self.writers[0].path.name
         desc = name if len(self.writers) == 1 else f"{self.writers[0].path.parent.name} ({len(self.writers)} runs)"
-        executor = Executor(len(self.writers), self.theta.device, self.pool, self.tuner)
+        executor = Executor(len(self.writers), self.theta.device, self.pool)
         with tqdm(total=total, initial=first_step, desc=desc, unit="step", dynamic_ncols=True,
                   disable=None if self.progress else True, mininterval=0.5,
                   position=self.bar_position, leave=True) as bar:
@@ -134,12 +132,12 @@ class GroupTrainer:
         device = self.theta.device
         x_train = torch.stack([s[index].x_train for s in self.splits]).to(device)
         y_train = torch.stack([s[index].y_train for s in self.splits]).to(device)
-        full = Encoded.of(x_train, y_train, self.model_cfg.n_tokens)
-        test = Encoded.of(
+        full = self.executor.split(Encoded.of(x_train, y_train, self.model_cfg.n_tokens))
+        test = self.executor.split(Encoded.of(
             torch.stack([s[index].x_test for s in self.splits]).to(device),
             torch.stack([s[index].y_test for s in self.splits]).to(device),
             self.model_cfg.n_tokens,
-        )
+        ))
         lrs = torch.tensor([c.train.phases[index].lr for c in self.configs])
         adam = Adam(self.theta, lrs)
         if adam_state is not None:
@@ -157,7 +155,7 @@ class GroupTrainer:
             self.bar.update(1)
         self._record(phase_start + phase.steps, index, phase.steps, adam, full, test, skip_checkpoint=False)
 
-    def _minibatch(self, x_train, y_train, phase: int, local: int, batch_size: int) -> Encoded:
+    def _minibatch(self, x_train, y_train, phase: int, local: int, batch_size: int) -> list[Encoded]:
         """The batch of step `local` of a phase: the next slice of this epoch's order of the training set."""
         per_epoch = x_train.shape[1] // batch_size
         epoch, at = divmod(local, per_epoch)
@@ -166,7 +164,7 @@ class GroupTrainer:
             self._orders = torch.stack([epoch_order(c.train.seed, phase, epoch, x_train.shape[1]) for c in self.configs])
         rows = self._orders[:, at * batch_size:(at + 1) * batch_size].to(x_train.device)
         x = torch.gather(x_train, 1, rows[:, :, None].expand(-1, -1, x_train.shape[2]))
-        return Encoded.of(x, torch.gather(y_train, 1, rows), self.model_cfg.n_tokens)
+        return self.executor.split(Encoded.of(x, torch.gather(y_train, 1, rows), self.model_cfg.n_tokens))
 
     def _record(self, step, index, local, adam, full, test, skip_checkpoint) -> None:
         if step in self.log_steps:
@@ -174,7 +172,7 @@ class GroupTrainer:
         if step in self.checkpoint_steps and not skip_checkpoint:
             self._save(step, index, local, adam)
 
-    def _log(self, step: int, index: int, full: Encoded, test: Encoded) -> None:
+    def _log(self, step: int, index: int, full: list[Encoded], test: list[Encoded]) -> None:
         train_loss, train_acc = self.executor.evaluate(self.theta, self.layout, full)
         test_loss, test_acc = self.executor.evaluate(self.theta, self.layout, test)
         values = torch.stack([train_loss, train_acc, test_loss, test_acc]).cpu().tolist()

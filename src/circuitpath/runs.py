@@ -2,7 +2,7 @@
 
 ```
 RUN/
-  run.json                               config, status, package version
+  run.json                               config, status, package version, platform (torch, device, CPU kernels)
   metrics.jsonl                          one line per logged step
   data/phase_N.safetensors               the exact train/test tensors of phase N
   checkpoints/step_XXXXXXX.safetensors   weights by contract name (metadata: step, phase, model config)
@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from circuitpath import platform
 from circuitpath.config import RunConfig
 from circuitpath.data import Split
 from circuitpath.errors import CheckpointError, CircuitPathError, RunError
@@ -202,7 +203,8 @@ class RunWriter:
                 raise RunError(f"{path} already holds a run; pass --force to replace it")
 
     @classmethod
-    def create(cls, path: Path, config: RunConfig, splits: list[Split], force: bool = False) -> RunWriter:
+    def create(cls, path: Path, config: RunConfig, splits: list[Split], force: bool = False,
+               device: str = "cpu") -> RunWriter:
         path = Path(path)
         cls.check_target(path, force)
         if (path / RUN_JSON).is_file():  # force: replace, but never under another writer's feet
@@ -224,6 +226,7 @@ class RunWriter:
             "created": _now(),
             "updated": _now(),
             "config": config.to_dict(),
+            platform.KEY: platform.current(device),  # what the run's bytes depend on besides its config
         }
         writer = cls(path, config, info, lock)
         write_json(path / RUN_JSON, info)

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import torch
 
+from circuitpath import platform
 from circuitpath.config import RunConfig
 from circuitpath.data import make_split
-from circuitpath.engine import Executor, Layout, ThreadTuner
-from circuitpath.errors import ConfigError
+from circuitpath.engine import Executor, Layout
+from circuitpath.errors import ConfigError, RunError
 from circuitpath.heap import keep_freed_memory
 from circuitpath.loop import GroupTrainer, Interrupted, Position, checkpoint_schedule, log_schedule
 from circuitpath.model import init_weights
@@ -70,9 +71,10 @@ def train_many(
     device: str = "cpu",
     force: bool = False,
     progress: bool = True,
+    workers: int | None = None,
 ) -> list[Run]:
     """Train S runs of one structure in one batched computation, each into its own run directory."""
-    return train_groups([(configs, outs)], device=device, force=force, progress=progress)[0]
+    return train_groups([(configs, outs)], device=device, force=force, progress=progress, workers=workers)[0]
 
 
 def train_groups(
@@ -81,8 +83,12 @@ def train_groups(
     device: str = "cpu",
     force: bool = False,
     progress: bool = True,
+    workers: int | None = None,
 ) -> list[list[Run]]:
-    """Train several groups at the same time (each batched); every target is checked before any is written."""
+    """Train several groups at the same time (each batched); every target is checked before any is written.
+
+    `workers`: CPU worker threads (default: one per core); a run's bytes do not depend on it.
+    """
     groups = [(list(configs), [Path(o) for o in outs]) for configs, outs in groups]
     all_outs = [out for _, outs in groups for out in outs]
     if len({o.resolve() for o in all_outs}) != len(all_outs):
@@ -98,7 +104,7 @@ def train_groups(
         for (configs, outs), group_splits in zip(groups, splits):
             writers.append([])
             for config, out, split in zip(configs, outs, group_splits):
-                writers[-1].append(RunWriter.create(out, config, split, force=force))
+                writers[-1].append(RunWriter.create(out, config, split, force=force, device=torch_device.type))
     except BaseException:
         for writer in (w for group in writers for w in group):  # no half-written set of runs is left
             writer.close()
@@ -108,16 +114,18 @@ def train_groups(
     for (configs, _), group_writers, group_splits in zip(groups, writers, splits):
         theta = Layout.of(configs[0].model).pack([init_weights(c.model) for c in configs]).to(torch_device)
         trainers.append(GroupTrainer(configs, group_writers, group_splits, theta, Position()))
-    return _run(trainers, progress)
+    return _run(trainers, progress, workers)
 
 
-def resume(paths: list[str | Path], *, device: str = "cpu", progress: bool = True) -> list[Run]:
+def resume(paths: list[str | Path], *, device: str = "cpu", progress: bool = True, workers: int | None = None,
+           allow_other_platform: bool = False) -> list[Run]:
     """Continue runs of one group from their last common saved state; the result equals an uninterrupted run.
 
     Runs that were killed before their first checkpoint start again from their initial weights. When
     every run is completed there is nothing to do: they are returned untouched.
     """
-    return resume_groups([paths], device=device, progress=progress)[0]
+    return resume_groups([paths], device=device, progress=progress, workers=workers,
+                         allow_other_platform=allow_other_platform)[0]
 
 
 def resume_groups(
@@ -126,17 +134,23 @@ def resume_groups(
     device: str = "cpu",
     progress: bool = True,
     note_resume: bool = True,
+    workers: int | None = None,
+    allow_other_platform: bool = False,
 ) -> list[list[Run]]:
     """`resume` for several groups at the same time (each batched, as `train_groups` trains them).
 
     Every group is read and checked, and every lock taken, before any training starts. A completed
     group is returned untouched. `note_resume=False` leaves `resumed_from` out of run.json (a branch's
-    first start is no resume).
+    first start is no resume). A run written on another platform (torch version, device, CPU kernel
+    set: see `platform`) is refused unless `allow_other_platform`: its bytes would differ from an
+    uninterrupted run's.
     """
     runs = [[load_run(p) for p in paths] for paths in groups]
     pending = [i for i, group in enumerate(runs) if not all(run.status == "completed" for run in group)]
     for i in pending:
         _check_group([run.config for run in runs[i]], [run.path for run in runs[i]])
+        for run in runs[i]:
+            platform.check(run.info.get(platform.KEY), f"the run {run.path}", allow=allow_other_platform, device=device)
     all_paths = [run.path.resolve() for i in pending for run in runs[i]]
     if len(set(all_paths)) != len(all_paths):
         raise ConfigError("two runs share an output directory")
@@ -159,33 +173,30 @@ def resume_groups(
         for writer in (w for group in writers for w in group):
             writer.close()
         raise
-    results = _run(trainers, progress) if trainers else []
+    results = _run(trainers, progress, workers) if trainers else []
     trained = dict(zip(pending, results))
     return [trained.get(i, group) for i, group in enumerate(runs)]
 
 
 # ---- the orchestrator: Ctrl-C and CPU threads for every group at once -------------------------------
-def _run(trainers: list[GroupTrainer], progress: bool) -> list[list[Run]]:
+def _run(trainers: list[GroupTrainer], progress: bool, workers: int | None) -> list[list[Run]]:
     """Run the groups' loops, concurrently when there are several, and collect their runs.
 
-    On the CPU, several groups or a group of several chunks run with single-threaded kernels, one
-    worker per core; that beats two threads inside each small kernel (see engine.Executor). A lone
-    chunk picks its kernel threads by measured speed (engine.ThreadTuner), which keeps it fast on a
-    quiet machine and on one where another process holds a core.
+    On the CPU every kernel runs on one thread, whatever the caller set: a run's bytes must not
+    depend on the thread count (engine.Executor). The cores are used across runs instead: one
+    worker per core (`workers`, default all the cores) takes the runs of every group in turn.
     """
-    cores = os.cpu_count() or 1
     on_cpu = trainers[0].theta.device.type == "cpu"
     if on_cpu:
         keep_freed_memory()  # no page faults for the activations each step frees and takes again
     units = sum(len(Executor(len(t.writers), t.theta.device).chunks) for t in trainers)
     parallel = on_cpu and units > 1
+    cores = min(workers or os.cpu_count() or 1, units)
     stop = threading.Event()
-    with _stop_on_ctrl_c(stop), _kernel_threads(1 if parallel else None), ThreadPoolExecutor(cores if parallel else 1) as pool:
+    with _stop_on_ctrl_c(stop), _kernel_threads(1 if on_cpu else None), ThreadPoolExecutor(cores if parallel else 1) as pool:
         for position, trainer in enumerate(trainers):
             trainer.stop, trainer.progress, trainer.bar_position = stop, progress, position
             trainer.pool = pool if parallel else None
-            if on_cpu and not parallel and cores > 1:
-                trainer.tuner = ThreadTuner(tuple(sorted({1, torch.get_num_threads()})))
         if len(trainers) == 1 or not on_cpu:
             outcomes = [_outcome(t.run) for t in trainers]
         else:
@@ -243,7 +254,12 @@ def _restart_point(runs: list[Run], writers: list[RunWriter]):
     Everything is read and checked before anything on disk is changed.
     """
     common = set.intersection(*(set(saved_steps(run.path / STATE_DIR)) for run in runs))
-    if not common:  # killed before the first checkpoint: start over
+    if not common:  # killed before the first checkpoint: start over, unless the run starts from another's weights
+        for run in runs:
+            if run.info.get("branch"):
+                raise RunError(f"{run.path} is a branch of {run.info['branch'].get('parent')} at step "
+                               f"{run.info['branch'].get('step')}, but its starting state is not in {run.path / STATE_DIR}; "
+                               "create the branch again with circuitpath branch")
         for writer in writers:
             _drop_after(writer.path, -1)
             writer.metrics = []
@@ -259,9 +275,10 @@ def _restart_point(runs: list[Run], writers: list[RunWriter]):
     phase, local = int(meta["phase"]), int(json.loads(meta["local"]))
     if local == runs[0].config.train.phases[phase].steps:  # saved at a phase's end: next phase, fresh Adam
         return theta, Position(phase + 1, 0, False), None
+    layout = Layout.of(runs[0].config.model)  # states saved before rows were padded are padded here
     adam_state = (
-        torch.stack([tensors["m"] for tensors, _ in states]),
-        torch.stack([tensors["v"] for tensors, _ in states]),
+        layout.pad(torch.stack([tensors["m"] for tensors, _ in states])),
+        layout.pad(torch.stack([tensors["v"] for tensors, _ in states])),
         int(json.loads(meta["adam_step"])),
     )
     return theta, Position(phase, local, True), adam_state

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from circuitpath.config import ModelConfig, TaskConfig
-from circuitpath.engine import Executor
 from circuitpath.errors import ConfigError, RunError
 from circuitpath.runs import RUN_JSON, RunWriter
 from circuitpath.storage import RunLock
@@ -128,8 +127,12 @@ def resume_sweep(
     backend: str = "local",
     ray: RayOptions | None = None,
     progress: bool = True,
+    allow_other_platform: bool = False,
 ) -> dict[str, ExperimentSummary]:
-    """Finish every run of a sweep that has not completed, prune as the sweep says, rewrite summary.json."""
+    """Finish every run of a sweep that has not completed, prune as the sweep says, rewrite summary.json.
+
+    A started run written on another platform (see `platform`) is refused unless `allow_other_platform`.
+    """
     out = Path(out)
     ray = _check_backend(backend, ray)
     spec = load_spec(out)
@@ -137,7 +140,7 @@ def resume_sweep(
         spec["keep_checkpoints"] = check_keep(keep_checkpoints)
     pending = pending_runs(out, spec)
     if pending:
-        with _backend(ray, device, pending) as train_pending:
+        with _backend(ray, device, pending, allow_other_platform) as train_pending:
             (out / SUMMARY_JSON).unlink(missing_ok=True)
             write_spec(out, spec)
             train_pending(out, spec, progress)
@@ -162,23 +165,25 @@ def _conclude(out: Path, spec: dict) -> dict[str, ExperimentSummary]:
 
 
 @contextmanager
-def _backend(ray: RayOptions | None, device: str, pending: dict[str, list[int]]):
+def _backend(ray: RayOptions | None, device: str, pending: dict[str, list[int]], allow_other_platform: bool = False):
     """Check the device and reach the cluster before anything is written; yield what trains `pending`."""
     if ray is None:
         resolve_device(device)
-        yield lambda out, spec, progress: [train_chunk(spec, name, seeds, out, device=device, progress=progress)
+        yield lambda out, spec, progress: [train_chunk(spec, name, seeds, out, device=device, progress=progress,
+                                                       allow_other_platform=allow_other_platform)
                                            for name, seeds in pending.items()]
         return
     from circuitpath.sweep import ray_backend  # ConfigError, saying how to install it, when Ray is missing
 
     if device != "cuda":
         resolve_device(device)  # a GPU may be on the cluster's nodes rather than here: Ray checks that
-    size = ray.chunk or (Executor.CHUNK if device != "cuda" else max(len(seeds) for seeds in pending.values()))
+    size = ray.chunk or (ray_backend.RUNS_PER_CPU if device != "cuda" else max(len(seeds) for seeds in pending.values()))
     jobs = [(name, seeds[i:i + size]) for name, seeds in pending.items() for i in range(0, len(seeds), size)]
     with ray_backend.connected(ray.address, ray.cpus):
         resources = ray_backend.task_resources(device, size)
         yield lambda out, spec, progress: ray_backend.run_chunks(
-            out, spec, jobs, device=device, resources=resources, retries=ray.retries, progress=progress)
+            out, spec, jobs, device=device, resources=resources, retries=ray.retries, progress=progress,
+            allow_other_platform=allow_other_platform)
 
 
 def _remove_runs(paths: list[Path]) -> None:

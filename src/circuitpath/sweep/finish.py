@@ -68,7 +68,8 @@ def _clear_stub(path: Path) -> None:
         lock.release()
 
 
-def finish_runs(run_configs: list[RunConfig], paths: list[Path], *, device: str = "cpu", progress: bool = True) -> int:
+def finish_runs(run_configs: list[RunConfig], paths: list[Path], *, device: str = "cpu", progress: bool = True,
+                workers: int | None = None, allow_other_platform: bool = False) -> int:
     """Resume the started runs, train the stubs and missing ones; return how many runs were trained.
 
     Started runs are resumed in groups that saved their last state at the same step (a run of a
@@ -82,9 +83,9 @@ def finish_runs(run_configs: list[RunConfig], paths: list[Path], *, device: str 
             _clear_stub(path)
     last_state = lambda p: max(saved_steps(p / STATE_DIR), default=-1)  # noqa: E731
     for _, group in groupby(sorted(started, key=last_state), key=last_state):
-        resume(list(group), device=device, progress=progress)
+        resume(list(group), device=device, progress=progress, workers=workers, allow_other_platform=allow_other_platform)
     if fresh:
-        train_many([c for c, _ in fresh], [p for _, p in fresh], device=device, progress=progress)
+        train_many([c for c, _ in fresh], [p for _, p in fresh], device=device, progress=progress, workers=workers)
     return len(started) + len(fresh)
 
 
@@ -98,10 +99,11 @@ def _completed(path: Path) -> bool:
 
 
 def train_chunk(spec: dict, experiment: str, seeds: list[int], out: str | Path, device: str = "cpu",
-                progress: bool = False) -> list[int]:
+                progress: bool = False, workers: int | None = None, allow_other_platform: bool = False) -> list[int]:
     """Finish the runs of some seeds of one experiment and prune them as the spec says; safe to repeat."""
     paths = [run_path(out, experiment, s) for s in seeds]
-    finish_runs(configs(spec, experiment, seeds), paths, device=device, progress=progress)
+    finish_runs(configs(spec, experiment, seeds), paths, device=device, progress=progress, workers=workers,
+                allow_other_platform=allow_other_platform)
     if spec["keep_checkpoints"] == "ends":
         for path in paths:
             prune_checkpoints(path)

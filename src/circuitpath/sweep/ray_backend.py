@@ -6,9 +6,9 @@ same path (a shared file system). A task whose worker dies is retried (Ray's `ma
 retry resumes or replaces what the dead attempt left, run by run. Every node needs circuitpath and
 torch installed, at the versions of the machine that starts the sweep.
 
-CPU threads: a task reserves one CPU per engine chunk of its seeds (`Executor.CHUNK` runs each,
-one task by default) and trains with single-threaded kernels, as the local backend does when it has
-several chunks to spread over the cores.
+CPU threads: a task reserves one CPU per `RUNS_PER_CPU` of its seeds (one such task by default) and
+trains them with single-threaded kernels on one worker thread per reserved CPU, as the local backend
+does over the machine's cores; a run's bytes are the same either way (engine.Executor).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from circuitpath.engine import Executor
 from circuitpath.errors import CircuitPathError, ConfigError, RunError
 from circuitpath.sweep.finish import train_chunk
 from circuitpath.sweep.spec import SWEEP_JSON
@@ -35,6 +34,8 @@ except ImportError:
     raise ConfigError("--backend ray needs Ray, which is not installed; install it with: pip install ray "
                       "(or pip install -e '.[ray]' in a circuitpath checkout)") from None
 
+#: Seeds of a Ray task per CPU it reserves (the default task size on the CPU).
+RUNS_PER_CPU = 4
 #: Object store of a local Ray instance: tasks exchange only seeds and a small spec.
 LOCAL_OBJECT_STORE = 100 * 2**20
 CONNECT_TIMEOUT_S = 5.0
@@ -88,31 +89,33 @@ def task_resources(device: str, chunk: int) -> dict:
         if not any(res.get("GPU", 0) >= 1 for res in nodes):
             raise ConfigError("device 'cuda' was asked for but no node of the Ray cluster has a GPU")
         return {"num_cpus": 1, "num_gpus": 1}
-    cpus = math.ceil(chunk / Executor.CHUNK)
+    cpus = math.ceil(chunk / RUNS_PER_CPU)
     largest = max((res.get("CPU", 0) for res in nodes), default=0)
     if cpus > largest:
         raise ConfigError(f"--chunk {chunk} needs {cpus} CPUs in one task, but the largest Ray node has {largest:g}; "
-                          f"use --chunk {int(largest) * Executor.CHUNK} or less")
+                          f"use --chunk {int(largest) * RUNS_PER_CPU} or less")
     return {"num_cpus": cpus}
 
 
-def train_chunk_task(spec: dict, experiment: str, seeds: list[int], out: str, device: str) -> list[int]:
-    """The body of a Ray task: single-threaded kernels, then `finish.train_chunk`."""
+def train_chunk_task(spec: dict, experiment: str, seeds: list[int], out: str, device: str,
+                     allow_other_platform: bool = False) -> list[int]:
+    """The body of a Ray task: `finish.train_chunk` on one worker thread per CPU the task reserved."""
     if not (Path(out) / SWEEP_JSON).is_file():
         raise RunError(f"{out} is not visible on Ray node {socket.gethostname()}: --out must be on a file system "
                        "that every node of the cluster sees at the same path")
     torch.set_num_threads(1)
-    return train_chunk(spec, experiment, seeds, out, device=device)
+    return train_chunk(spec, experiment, seeds, out, device=device, workers=math.ceil(len(seeds) / RUNS_PER_CPU),
+                       allow_other_platform=allow_other_platform)
 
 
 def run_chunks(out: Path, spec: dict, jobs: list[tuple[str, list[int]]], *, device: str, resources: dict,
-               retries: int, progress: bool) -> None:
+               retries: int, progress: bool, allow_other_platform: bool = False) -> None:
     """Run one task per (experiment, seeds) job, a progress bar over finished runs; raise the first failure."""
     remote = ray.remote(train_chunk_task)
     pending = {}
     for experiment, seeds in jobs:
         ref = remote.options(**resources, max_retries=retries, name=f"{experiment} seeds {seeds[0]}..{seeds[-1]}")
-        pending[ref.remote(spec, experiment, seeds, str(out.resolve()), device)] = (experiment, seeds)
+        pending[ref.remote(spec, experiment, seeds, str(out.resolve()), device, allow_other_platform)] = (experiment, seeds)
     failures = []
     with tqdm(total=sum(len(seeds) for _, seeds in jobs), desc=f"{out.name} on Ray", unit="run",
               disable=None if progress else True, dynamic_ncols=True) as bar:
