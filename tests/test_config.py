@@ -36,6 +36,13 @@ def test_bad_phases(text, message):
     (lambda: RunConfig(model=ModelConfig(n_ctx=8)), r"model.n_ctx \(8\) must equal task.n_ctx \(12\)"),
     (lambda: RunConfig(train=TrainConfig(phases=(Phase(5, 10, 1e-2),))), "p = 5 exceeds the model's n_tokens = 4"),
     (lambda: RunConfig(train=TrainConfig(phases=(Phase(4, 10, 1e-2, batch_size=5000),))), "batch_size must be <= n_train"),
+    (lambda: ModelConfig(init="paper"), "init must be one of ordered, shared_stream, got 'paper'"),
+    (lambda: ModelConfig(d_mlp=4096, init="shared_stream"), "d_mlp must be <= 2048 with init shared_stream, got 4096"),
+    (lambda: ModelConfig(d_model=8, d_mlp=4, init="shared_stream"), r"d_mlp must be >= d_model \(8\) with init shared_stream, got 4"),
+    (lambda: RunConfig(model=ModelConfig(n_tokens=3), train=TrainConfig(phases=parse_phases("2:5:1e-3,4:5:1e-3"))),
+     "phase p = 4 exceeds the model's n_tokens = 3"),
+    (lambda: RunConfig(model=ModelConfig(n_tokens=2), train=TrainConfig(phases=parse_phases("3:5:1e-3"))),
+     "phase p = 3 exceeds the model's n_tokens = 2"),
 ])
 def test_bad_values_raise_naming_the_value(build, message):
     with pytest.raises(ConfigError, match=message):
@@ -53,3 +60,20 @@ def test_dict_round_trip_and_unknown_keys():
         RunConfig.from_dict({"optimiser": {}})
     with pytest.raises(ConfigError, match=r"train.phases\[\]"):
         RunConfig.from_dict({"train": {"phases": [{"p": 2, "steps": 3}]}})
+
+
+def test_configs_saved_before_the_draw_options_load_as_todays_draws():
+    saved = RunConfig().to_dict()
+    del saved["task"]["with_replacement"], saved["model"]["init"]
+    config = RunConfig.from_dict(saved, saved=True)
+    assert config.task.with_replacement is False and config.model.init == "ordered"
+    new = RunConfig(task=TaskConfig(with_replacement=True), model=ModelConfig(d_model=2, d_mlp=32, init="shared_stream"))
+    assert RunConfig.from_dict(new.to_dict(), saved=True) == new
+
+
+def test_with_replacement_lifts_the_limit_on_n_train():
+    with pytest.raises(ConfigError, match="n_train must be < p\\*\\*n_ctx"):
+        RunConfig(task=TaskConfig(n_ctx=4, k=2, n_train=20), model=ModelConfig(n_ctx=4), train=TrainConfig(phases=parse_phases("2:5:1e-3")))
+    config = RunConfig(task=TaskConfig(n_ctx=4, k=2, n_train=20, with_replacement=True), model=ModelConfig(n_ctx=4),
+                       train=TrainConfig(phases=parse_phases("2:5:1e-3")))
+    assert config.task.n_train == 20

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -62,3 +63,23 @@ def test_any_prefix_of_the_test_set_is_a_uniform_sample():
     # in sorted order the first 256 of 2048 would all start with three zeros
     assert first[:, :3].sum() > 0
     assert 0.4 < first.float().mean().item() < 0.6
+
+
+def test_with_replacement_is_the_paper_pipelines_draw():
+    split = make_split(TaskConfig(n_ctx=12, k=5, n_train=2048, n_test=2048, seed=4, with_replacement=True), p=2)
+    rng = np.random.default_rng(4)  # src/factorization/data/modular.py: the training set, then the test set
+    x_train, x_test = rng.integers(0, 2, (2048, 12)), rng.integers(0, 2, (2048, 12))
+    assert np.array_equal(split.x_train.numpy(), x_train) and np.array_equal(split.x_test.numpy(), x_test)
+    assert np.array_equal(split.y_train.numpy(), x_train[:, :5].sum(1) % 2)
+    assert np.array_equal(split.y_test.numpy(), x_test[:, :5].sum(1) % 2)
+    assert split.x_train.dtype == torch.int64
+    train, test = rows(split.x_train), rows(split.x_test)
+    assert len(train) < 2048 and train & test  # 2 048 draws among 4 096 sequences repeat and overlap
+
+
+def test_with_replacement_draws_more_sequences_than_exist():
+    task = TaskConfig(n_ctx=4, k=2, n_train=100, n_test=30, with_replacement=True)
+    split = make_split(task, p=2)
+    assert (len(split.x_train), len(split.x_test)) == (100, 30) and len(rows(split.x_train)) <= 16
+    with pytest.raises(ConfigError, match="with_replacement must be true or false, got 'yes'"):
+        TaskConfig(with_replacement="yes")

@@ -1,3 +1,4 @@
+import math
 import re
 
 import pytest
@@ -5,7 +6,7 @@ import torch
 from transformer_lens import ActivationCache
 
 from circuitpath import CrossAttentionTransformer, HookError, InputError, ModelConfig
-from circuitpath.model import weight_shapes
+from circuitpath.model import init_weights, weight_shapes
 from reference import reference_forward
 
 #: The contract: every hook point, in the order the forward pass reaches it.
@@ -161,3 +162,42 @@ def test_bad_tokens_raise_a_clear_error(tokens, message):
 def test_unknown_hook_lists_the_valid_ones():
     with pytest.raises(HookError, match="unknown hook 'blocks.0.hook_q'.*blocks.0.attn.hook_pattern"):
         random_model().check_hook("blocks.0.hook_q")
+
+
+def paper_init(seed, d, h, n_tokens, n_ctx):
+    """projects/visualization/train.py lines 119, 149-163 and set_parameters, written out with torch.nn."""
+    torch.manual_seed(seed)
+    params = torch.rand(2048, 2 * d + 2)[:h] * 2 - 1
+    emb, pos = torch.nn.Embedding(n_tokens, d), torch.nn.Embedding(n_ctx, d)
+    query, value = torch.nn.Linear(d, 1, bias=False), torch.nn.Linear(d, d, bias=False)
+    torch.nn.Linear(d, h), torch.nn.Linear(h, d)  # fc1, fc2: drawn, then overwritten from params
+    output = torch.nn.Linear(d, n_tokens, bias=False)
+    a, b = 1 / math.sqrt(d), 1 / math.sqrt(h)
+    fc1, b1, fc2, b2 = params[:, :d] * a, params[:, 2 * d] * a, params[:, d:2 * d].T * b, params[:d, 2 * d + 1] * b
+    return {"W_E": emb.weight, "W_pos": pos.weight, "W_Q": query.weight[0], "W_V": value.weight.T,
+            "W_in": fc1.T, "b_in": b1, "W_out": fc2.T, "b_out": b2, "W_U": output.weight.T}
+
+
+@pytest.mark.parametrize("seed, d, h, n_tokens", [(0, 2, 32, 3), (20, 2, 32, 4), (5, 4, 6, 4)])
+def test_shared_stream_init_is_the_paper_pipelines_bit_for_bit(seed, d, h, n_tokens):
+    cfg = ModelConfig(d_model=d, d_mlp=h, n_tokens=n_tokens, n_ctx=12, seed=seed, tied=False, init="shared_stream")
+    expected = paper_init(seed, d, h, n_tokens, 12)
+    weights = init_weights(cfg)
+    for name, shape in weight_shapes(cfg).items():
+        assert weights[name].shape == shape and torch.equal(weights[name], expected[name].detach()), name
+
+
+def test_the_shared_stream_keeps_its_rows_across_mlp_widths():
+    small, large = (init_weights(ModelConfig(d_model=2, d_mlp=h, n_tokens=4, init="shared_stream", seed=1)) for h in (8, 32))
+    assert torch.equal(small["W_in"], large["W_in"][:, :8]) and torch.equal(small["b_in"], large["b_in"][:8])
+    torch.testing.assert_close(small["W_out"] * math.sqrt(8), large["W_out"][:8] * math.sqrt(32))
+    for name in ("W_E", "W_pos", "W_Q", "W_V"):  # drawn after the whole stream, whatever h
+        assert torch.equal(small[name], large[name])
+
+
+def test_the_default_init_is_unchanged_by_the_option():
+    ordered = init_weights(ModelConfig(seed=2))
+    assert ModelConfig().init == "ordered"
+    generator = torch.Generator().manual_seed(2)
+    assert torch.equal(ordered["W_E"], torch.randn(4, 32, generator=generator))
+    assert not torch.equal(ordered["W_E"], init_weights(ModelConfig(seed=2, init="shared_stream"))["W_E"])

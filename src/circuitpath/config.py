@@ -26,6 +26,15 @@ RESIDUALS = {
 #: The residual of runs saved before the option existed.
 LEGACY_RESIDUAL = "normalized"
 
+#: How the initial weights are drawn from `ModelConfig.seed` (`model.init_weights`).
+INITS = {
+    "ordered": "each weight in contract order from one generator: N(0, 1) embeddings, U(+-1/sqrt(fan_in)) elsewhere",
+    "shared_stream": "as the paper's d = 2 pipeline (projects/visualization/train.py): the MLP from the first h "
+                     "rows of one torch.rand(MLP_STREAM_ROWS, 2d + 2) draw, then PyTorch's module initialisations",
+}
+#: Rows of the one draw the "shared_stream" MLP is sliced from (train.py, `MAX_FFN_DIM = 2048`): h <= this.
+MLP_STREAM_ROWS = 2048
+
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
@@ -58,6 +67,10 @@ class TaskConfig:
     """Test sequences per phase when p**T is too large to enumerate (otherwise: all the rest)."""
     seed: int = 0
     """Seed of the train/test draw; the split of a phase depends on (seed, p) only."""
+    with_replacement: bool = False
+    """False: distinct sequences, train and test disjoint. True: n_train then n_test sequences drawn
+    uniformly with replacement from `numpy.random.default_rng(seed)`, so rows may repeat and the two
+    sets overlap (the paper's d = 2 pipeline, src/factorization/data/modular.py)."""
 
     def __post_init__(self) -> None:
         _check_int("n_ctx", self.n_ctx, 1)
@@ -66,10 +79,14 @@ class TaskConfig:
         _check_int("n_train", self.n_train, 1)
         _check_int("n_test", self.n_test, 1)
         _check_int("seed", self.seed, 0)
+        _check(isinstance(self.with_replacement, bool),
+               f"with_replacement must be true or false, got {self.with_replacement!r}")
 
     def check_modulus(self, p: int) -> None:
         """Raise ConfigError unless p admits n_train training sequences and a non-empty test set."""
         _check_int("p", p, 2)
+        if self.with_replacement:
+            return  # any number of sequences can be drawn
         total = p**self.n_ctx
         _check(
             self.n_train < total,
@@ -99,6 +116,9 @@ class ModelConfig:
     """RMS(x) = x / (sqrt(mean(x**2)) + eps)."""
     seed: int = 0
     """Seed of the initial weights."""
+    init: str = "ordered"
+    """How the initial weights are drawn from `seed`: "ordered" or "shared_stream" (the paper's d = 2
+    pipeline, which needs d_model <= d_mlp <= MLP_STREAM_ROWS). See `INITS`."""
 
     def __post_init__(self) -> None:
         _check_int("d_model", self.d_model, 1)
@@ -115,6 +135,16 @@ class ModelConfig:
             f"eps must be a positive number, got {self.eps!r}",
         )
         _check_int("seed", self.seed, 0)
+        _check(isinstance(self.init, str) and self.init in INITS, f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.init == "shared_stream":
+            self._check_stream()
+
+    def _check_stream(self) -> None:
+        """The shared draw has MLP_STREAM_ROWS rows, and b_out takes its first d_model of the h kept."""
+        _check(self.d_mlp <= MLP_STREAM_ROWS,
+               f"d_mlp must be <= {MLP_STREAM_ROWS} with init shared_stream, got {self.d_mlp}")
+        _check(self.d_mlp >= self.d_model,
+               f"d_mlp must be >= d_model ({self.d_model}) with init shared_stream, got {self.d_mlp}")
 
     # ---- what TransformerLens's ActivationCache reads from a model's config ----------------------
     @property
@@ -152,7 +182,7 @@ class ModelConfig:
         return None  # every layer is an attention block (TransformerLens reads this for SSM layers)
 
     def to_shape(self) -> tuple:
-        """What two models must share for their weights to be mixed or compared (all but the seed)."""
+        """What two models must share for their weights to be mixed or compared (all but seed and init)."""
         return (self.d_model, self.d_mlp, self.n_tokens, self.n_ctx, self.tied, self.residual, self.eps)
 
 

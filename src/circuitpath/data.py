@@ -1,9 +1,14 @@
-"""Sparse modular addition: x in F_p^T, y = (x_1 + ... + x_k) mod p, train and test sets disjoint."""
+"""Sparse modular addition: x in F_p^T, y = (x_1 + ... + x_k) mod p.
+
+Train and test sets are distinct and disjoint, or (`TaskConfig.with_replacement`) drawn with replacement
+as the paper's d = 2 pipeline draws them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from jaxtyping import Int
 from torch import Tensor
@@ -34,9 +39,12 @@ def make_split(task: TaskConfig, p: int) -> Split:
 
     When p**T <= ENUMERATE_LIMIT the test set is every sequence not drawn for training; otherwise
     n_test further distinct sequences are drawn. Both sets are in random order, so any prefix of
-    them is a uniform sample (analyses probe with the first n test sequences).
+    them is a uniform sample (analyses probe with the first n test sequences). With
+    `task.with_replacement`, see `draw_with_replacement`.
     """
     task.check_modulus(p)
+    if task.with_replacement:
+        return draw_with_replacement(task, p)
     generator = torch.Generator().manual_seed(task.seed * 1_000_003 + p)
     total = p**task.n_ctx
     if total <= ENUMERATE_LIMIT:
@@ -47,6 +55,19 @@ def make_split(task: TaskConfig, p: int) -> Split:
         n_test = min(task.n_test, total - task.n_train)
         rows = _distinct_rows(generator, p, task.n_ctx, task.n_train + n_test)
         x_train, x_test = rows[: task.n_train], rows[task.n_train :]
+    return Split(x_train, targets(x_train, p, task.k), x_test, targets(x_test, p, task.k))
+
+
+def draw_with_replacement(task: TaskConfig, p: int) -> Split:
+    """n_train then n_test sequences, uniform with replacement, from one `default_rng(task.seed)`.
+
+    As src/factorization/data/modular.py (`SMADataset`: `rng.integers(0, p, (nb_data, seq_length))`)
+    called by projects/visualization/train.py for the training then the test set: rows may repeat,
+    and the test set overlaps the training set.
+    """
+    rng = np.random.default_rng(task.seed)
+    x_train = torch.from_numpy(rng.integers(0, p, (task.n_train, task.n_ctx))).long()
+    x_test = torch.from_numpy(rng.integers(0, p, (task.n_test, task.n_ctx))).long()
     return Split(x_train, targets(x_train, p, task.k), x_test, targets(x_test, p, task.k))
 
 
