@@ -49,6 +49,9 @@ def add_parsers(sub) -> None:
                       help="train only the runs of SWEEP that have not completed, then rewrite its summary")
     mode.add_argument("--summary", type=Path, metavar="SWEEP",
                       help="print the table of a finished sweep from SWEEP/summary.json (no checkpoint is read)")
+    mode.add_argument("--allow-other-platform", action="store_true",
+                      help="with --resume: continue runs written under another torch version, device or CPU kernel "
+                      "set (ATEN_CPU_CAPABILITY); their bytes then differ from uninterrupted runs'")
     where = sweep.add_argument_group("where to train")
     where.add_argument("--backend", default="local", metavar="local|ray",
                        help="local: this machine (default); ray: chunks of seeds as tasks on a Ray cluster "
@@ -93,6 +96,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     if args.resume is not None and (extra := _given(args, new_sweep)):
         raise ConfigError(f"--resume continues a sweep as it was configured; drop {', '.join(extra)}")
+    if args.allow_other_platform and args.resume is None:
+        raise ConfigError("--allow-other-platform applies to --resume SWEEP only")
+    from circuitpath.cli.training import warn_capability
+
+    warn_capability()
     if args.keep_checkpoints is not None:
         check_keep(args.keep_checkpoints)
     ray = _ray_options(args)
@@ -126,4 +134,5 @@ def _resume(args: argparse.Namespace, ray, resume_sweep):
     print(f"{count} unfinished run{'s' * (count != 1)} to train" if count else f"nothing to train: every run of {args.resume} has "
           "completed", file=sys.stderr)
     return resume_sweep(args.resume, device=args.device, keep_checkpoints=args.keep_checkpoints,
+                        allow_other_platform=args.allow_other_platform,
                         backend=args.backend, ray=ray)

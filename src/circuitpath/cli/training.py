@@ -51,6 +51,9 @@ def add_parsers(sub) -> None:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--out", type=Path, help="run directory to create")
     train.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    train.add_argument("--allow-other-platform", action="store_true",
+                       help="with --resume: continue a run written under another torch version, device or CPU kernel "
+                       "set (ATEN_CPU_CAPABILITY); its bytes then differ from an uninterrupted run's")
     train.add_argument("--config", type=Path, help="JSON or TOML file with task, model and train sections")
     phases = train.add_argument_group("phases (either --phases, or --p/--steps/--lr for a single phase)")
     phases.add_argument("--phases", help="comma-separated p:steps:lr[:batch_size], e.g. 2:3000:1e-3,4:7000:1e-2")
@@ -64,6 +67,16 @@ def add_parsers(sub) -> None:
 
 
 # ---- train ---------------------------------------------------------------------------------------
+def warn_capability() -> None:
+    """One line on stderr when ATEN_CPU_CAPABILITY asks for a CPU kernel set torch does not run."""
+    import sys
+
+    from circuitpath.platform import capability_request
+
+    if (line := capability_request()) is not None:
+        print(f"circuitpath: {line}", file=sys.stderr)
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
@@ -132,6 +145,9 @@ def _phases(args: argparse.Namespace, base: tuple[Phase, ...], given_file: bool)
 def cmd_train(args: argparse.Namespace) -> int:
     from circuitpath.train import resume, train
 
+    warn_capability()
+    if args.allow_other_platform and args.resume is None:
+        raise ConfigError("--allow-other-platform applies to --resume RUN only")
     if args.resume is not None:
         if args.out is not None or args.config is not None:
             raise ConfigError("--resume continues a run as it was configured; drop --out and --config")
@@ -140,7 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if load_run(args.resume).status == "completed":
             print(f"{args.resume} is already completed; nothing to resume")
             return 0
-        (run,) = resume([args.resume], device=args.device)
+        (run,) = resume([args.resume], device=args.device, allow_other_platform=args.allow_other_platform)
     else:
         if args.out is None:
             raise ConfigError("--out is required (the run directory to create), or --resume RUN")
