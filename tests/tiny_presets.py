@@ -23,9 +23,14 @@ def tiny_experiments(residual: str = "attn_out") -> dict[str, presets.Experiment
         "curriculum": ((Phase(2, 10, 1e-2), Phase(4, 20, 1e-2)), 8, schedule),
         "small_curriculum": ((Phase(2, 10, 1e-2), Phase(4, 20, 1e-2)), 2, schedule),
         "small_scratch": ((Phase(4, 30, 1e-2),), 2, schedule),
+        "vis_p2": ((Phase(2, 10, 1e-2, batch_size=BATCH),), 2, schedule),
+        "vis_finetune": ((Phase(2, 10, 1e-2, batch_size=BATCH), Phase(4, 20, 1e-2, batch_size=BATCH)), 2, schedule),
+        "vis_scratch": ((Phase(4, 30, 1e-2, batch_size=BATCH),), 2, schedule),
     }
     out = {}
     for name, (phases, d, train) in recipes.items():
-        model = ModelConfig(n_ctx=TASK.n_ctx, d_model=d, d_mlp=8 if d == 2 else None, residual=residual)
-        out[name] = replace(real[name], task=TASK, model=model, train=TrainConfig(phases=phases, **train))
+        model = ModelConfig(n_ctx=TASK.n_ctx, d_model=d, d_mlp=8 if d == 2 else None, residual=residual,
+                            n_tokens=real[name].model.n_tokens, init=real[name].model.init)
+        task = replace(TASK, with_replacement=real[name].task.with_replacement)
+        out[name] = replace(real[name], task=task, model=model, train=TrainConfig(phases=phases, **train))
     return out

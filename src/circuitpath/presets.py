@@ -2,16 +2,18 @@
 
 Every figure of the paper was drawn by a notebook of its code (facebookresearch/pal,
 `projects/visualization/notebooks/`), each in its own setting. The settings below were read from
-those notebooks; each experiment's docstring names the notebook and cell of every value. What the
-notebooks leave open is said where it is decided.
+those notebooks, and for Figs. 3-4 from the scripts whose runs their notebooks read (the d = 2
+pipeline: `projects/visualization/train.py`, `finetune.py`); each experiment's docstring names the
+file and line or cell of every value. What the code leaves open is said where it is decided.
 
 Common to all (both notebooks, `Model` class, cells 9-10 of graph.ipynb and 8-9 of
 factorization.ipynb): token embedding tied to the unembedding, learned positions, RMS norms, one
 query, no key, an MLP with biases and GELU, and the residual `out + mlp(norm2(out))`, i.e. the MLP
 added to the un-normalised attention output (`residual="attn_out"`). Adam, with a fresh optimiser
-for each phase. Our data differ in one way on purpose: training and test sequences are distinct
-and disjoint (the notebooks draw both with replacement from one random stream), and the test set
-is larger (2 048 sequences, or every other sequence when p^T is small) than the notebooks' 128.
+for each phase. The notebooks' presets differ in one way on purpose: training and test sequences
+are distinct and disjoint (the notebooks draw both with replacement from one random stream), and the
+test set is larger (2 048 sequences, or every other sequence when p^T is small) than the notebooks'
+128. The `vis_*` presets draw as their scripts do (`TaskConfig.with_replacement`, `ModelConfig.init`).
 
 | experiment         | figures    | T  | d  | h   | phases (p:steps:lr[:batch])        | source |
 |--------------------|------------|----|----|-----|------------------------------------|--------|
@@ -20,9 +22,13 @@ is larger (2 048 sequences, or every other sequence when p^T is small) than the 
 | `curriculum`       | 3, 5, 6, 7 | 12 | 32 | 128 | 2:3000:1e-3, 4:7000:1e-2           | factorization.ipynb |
 | `small_curriculum` | 3, 4       | 12 | 2  | 32  | 2:3000:1e-3, 4:7000:1e-2           | factorization.ipynb |
 | `small_scratch`    | 4          | 12 | 2  | 32  | 4:10000:1e-2                       | factorization.ipynb |
+| `vis_p2`           | 3          | 12 | 2  | 32  | 2:64000:3e-3:32 (1 000 epochs)     | train.py |
+| `vis_finetune`     | 3, 4       | 12 | 2  | 32  | 2:64000:3e-3:32, 4:64000:3e-3:32   | train.py, finetune.py |
+| `vis_scratch`      | 4          | 12 | 2  | 32  | 4:64000:3e-3:32                    | train.py at p = 4 |
 
-Every experiment has k = 5, n = 2 048 training sequences and n_tokens = 4 embedding rows, and is
-trained for several seeds; a seed sets the data, the initial weights and the mini-batch order.
+Every experiment has k = 5, n = 2 048 training sequences and n_tokens = 4 embedding rows (the
+`vis_*` ones: an option, 3 in train.py's grid), and is trained for several seeds; a seed sets the
+data, the initial weights and the mini-batch order.
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ from circuitpath.errors import ConfigError
 
 #: Updates in one epoch of Fig. 2's run: 2 048 sequences in mini-batches of 32 (graph.ipynb, cell 7).
 EPOCH = 2048 // 32
+
+#: The d = 2 pipeline (projects/visualization/train.py, `ExperimentConfig` lines 58-81 and the grid of
+#: `run_grid` lines 382-399): lr 3e-3, mini-batches of 32, 1 000 epochs of 2 048 // 32 updates.
+VIS_LR, VIS_BATCH, VIS_STEPS = 3e-3, 32, 1000 * EPOCH
 
 #: Learning rate of the scratch run (Fig. 5). factorization.ipynb cell 16 sets lr = 1e-3 and then
 #: overrides it with lr = 1e-2; only 1e-3 draws the paper's own Fig. 5 curve (numbers in `scratch`).
@@ -170,6 +180,77 @@ def small_scratch(residual: str, d_mlp: int) -> Experiment:
                       TrainConfig(phases=(Phase(p=4, steps=10_000, lr=1e-2),)), small_scratch.__doc__ or "")
 
 
+def vis_setting(n_tokens: int, residual: str) -> tuple[TaskConfig, ModelConfig]:
+    """The task and model of the d = 2 pipeline (facebookresearch/pal, projects/visualization/).
+
+    - T = 12, k = 5, n = 2 048 (train.py lines 60-63, `seq_length`, `sparsity_index`, `nb_data`).
+    - Data with replacement (src/factorization/data/modular.py lines 50-51:
+      `rng.integers(0, p, (nb_data, seq_length))`, target the sum of the first k mod p), the training
+      set then a test set of as many drawn after it from the same `np.random.default_rng(seed)`
+      (train.py lines 116-117, 134-144): `TaskConfig(with_replacement=True)`.
+    - d = 2, h = 32 (train.py line 72 `emb_dim = 2`; `run_experiments` line 257 and the grid line 393
+      `ffn_dim = 32`), MLP biases (grid line 394 `ffn_bias`), GELU (line 396), tied output
+      (softmax_model.py line 238), residual `out + mlp(norm2(out))` (line 248, `residual="attn_out"`).
+    - n_tokens embedding rows: `nb_emb`, 3 in the grid (line 392; the model is built with
+      `vocab_size = nb_emb`, lines 159-162); a p = 4 fine-tune needs 4.
+    - Initial weights: `init="shared_stream"` (train.py lines 119, 149-163 and `set_parameters`,
+      softmax_model.py lines 151-178; see `model.shared_stream_weights`).
+    """
+    task = TaskConfig(with_replacement=True)
+    model = ModelConfig(d_model=2, d_mlp=32, n_tokens=n_tokens, residual=residual, init="shared_stream")
+    return task, model
+
+
+def vis_train(*ps: int) -> TrainConfig:
+    """Phases of 1 000 epochs at lr 3e-3 in shuffled mini-batches of 32, one per modulus, a new Adam each.
+
+    train.py: `batch_size = 32`, `nb_epochs = 1_000`, `lr = 3e-3` (lines 66-68, grid 387-389), Adam
+    (line 177), `DataLoader(shuffle=True)` each epoch (modular.py lines 66-71). finetune.py: the last
+    saved weights (line 126), new data for its p (lines 133-143), the same optimisation inherited from
+    the pretrained run (grid lines 313-318, 323, 353-355) and a new Adam (line 158). The batches'
+    order is ours (a function of seed, phase and epoch), not the DataLoader's torch stream. The scripts
+    evaluate and save every epoch; we log every 10 epochs and checkpoint every 50 (24 log-spaced
+    before), phase ends included (Fig. 3 reads epochs 0 and 1 000, attn.ipynb cell 2).
+    """
+    phases = tuple(Phase(p=p, steps=VIS_STEPS, lr=VIS_LR, batch_size=VIS_BATCH) for p in ps)
+    return TrainConfig(phases=phases, log_every=10 * EPOCH, checkpoint_every=50 * EPOCH, dense_checkpoints=24)
+
+
+def vis_p2(residual: str, n_tokens: int) -> Experiment:
+    """Fig. 3: the d = 2 pipeline's pretraining, p = 2, as train.py's `grid --ablation seed` runs it.
+
+    attn.ipynb (cell 0: a run under `save_ext = 'seed'`) draws the input and the attention at epochs 0
+    and 1 000 of one such run (cell 2). `vis_setting` and `vis_train` give every value's source.
+    """
+    task, model = vis_setting(n_tokens, residual)
+    return Experiment("vis_p2", (3,), task, model, vis_train(2), vis_p2.__doc__ or "")
+
+
+def vis_finetune(residual: str, n_tokens: int, finetune_p: int = 4) -> Experiment:
+    """Fig. 4: the pretraining of `vis_p2`, then finetune.py on p = `finetune_p` (4 by default).
+
+    finetuning.ipynb and spikes.ipynb (cell 0) read a run under `finetune/seed`. The modulus: the
+    paper's text and Fig. 4b (16 clusters, sums of k = 5 tokens mod 4) say p = 4; finetune.py's own
+    default and grid say 3 (`FinetuneConfig.vocab_size = 3`, line 64; grid line 312), which the
+    grid's `nb_emb = 3` admits; p = 4 needs n_tokens = 4. The fine-tune is the second phase of one
+    run: its weights at the switch are the pretraining's last (finetune.py line 126). Its data come
+    from `default_rng(seed)` with the pretraining's seed, as `finetune.py run --seed SEED` draws them
+    (its grid, lines 319 and 295, gives every fine-tune seed 0); the same stream then gives p = 4
+    sequences whose tokens' high bit is the p = 2 sequences' token (numpy's bounded integers).
+    """
+    task, model = vis_setting(n_tokens, residual)
+    return Experiment("vis_finetune", (3, 4), task, model, vis_train(2, finetune_p), vis_finetune.__doc__ or "")
+
+
+def vis_scratch(residual: str, n_tokens: int) -> Experiment:
+    """Fig. 4's counterpart: p = 4 alone in the d = 2 pipeline's settings (train.py with vocab_size = 4).
+
+    The paper: the 16 clusters "could not emerge from p = 4 only on the considered model size".
+    """
+    task, model = vis_setting(n_tokens, residual)
+    return Experiment("vis_scratch", (4,), task, model, vis_train(4), vis_scratch.__doc__ or "")
+
+
 @dataclass(frozen=True)
 class Figure:
     """A figure of the paper: the experiments it needs and what it shows."""
@@ -190,11 +271,17 @@ FIGURES: dict[int, Figure] = {
 
 
 def experiments(residual: str = "attn_out", batch_size: int = 32, small_d_mlp: int = 32,
-                scratch_lr: float = SCRATCH_LR) -> dict[str, Experiment]:
-    """Every experiment of the paper, in its settings; the arguments change what a user may vary."""
+                scratch_lr: float = SCRATCH_LR, vis_n_tokens: int = 4, vis_finetune_p: int = 4) -> dict[str, Experiment]:
+    """Every experiment of the paper, in its settings; the arguments change what a user may vary.
+
+    `vis_n_tokens`: embedding rows of the d = 2 pipeline (3 in its grid, 4 for a p = 4 fine-tune);
+    `vis_finetune_p`: the modulus of its fine-tune (4 as the paper says, 3 as finetune.py does).
+    """
     return {e.name: e for e in (
         minibatch(residual, batch_size), scratch(residual, scratch_lr), curriculum(residual),
-        small_curriculum(residual, small_d_mlp), small_scratch(residual, small_d_mlp))}
+        small_curriculum(residual, small_d_mlp), small_scratch(residual, small_d_mlp),
+        vis_p2(residual, vis_n_tokens), vis_finetune(residual, vis_n_tokens, vis_finetune_p),
+        vis_scratch(residual, vis_n_tokens))}
 
 
 def parse_figures(text: str) -> list[int]:
