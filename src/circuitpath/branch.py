@@ -38,13 +38,14 @@ from __future__ import annotations
 import json
 import shutil
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from circuitpath import platform
 from circuitpath.config import Phase, RunConfig
-from circuitpath.data import make_split
+from circuitpath.data import Split, make_split
 from circuitpath.engine import Layout
 from circuitpath.errors import CheckpointError, CircuitPathError, RunError
 from circuitpath.loop import checkpoint_schedule
@@ -70,6 +71,7 @@ class BranchPlan:
     out: Path
     continues: bool  # the first new phase continues the parent's phase at `step` (Adam carries on)
     restart: int  # the step training starts from: `step`, or the start of the parent's phase (replay)
+    splits: list[Split] = field(default_factory=list, repr=False, compare=False)  # every phase's data, read and checked
 
     @property
     def replays(self) -> bool:
@@ -107,13 +109,22 @@ def branch_config(parent: RunConfig, step: int, phases: tuple[Phase, ...], new_p
     return RunConfig(task=parent.task, model=parent.model, train=new_train), continues
 
 
-def plan_branch(parent: Run, step: int, phases: tuple[Phase, ...], out: str | Path, new_phase: bool = False) -> BranchPlan:
-    """Check that `parent` can be branched at `step` with `phases` into `out`; nothing is written."""
+def plan_branch(parent: Run, step: int, phases: tuple[Phase, ...], out: str | Path, new_phase: bool = False, *,
+                allow_other_platform: bool = False, device: str = "cpu") -> BranchPlan:
+    """Check that `parent` can be branched at `step` with `phases` into `out`; nothing is written.
+
+    Every file of the parent that the branch reads (checkpoints up to the restart step, the state
+    it restarts from, metric lines, data) is read and checked here, so a bad one stops the branch
+    before its directory exists. A parent written on another platform is refused unless
+    `allow_other_platform` (see `circuitpath.platform`).
+    """
     if not phases:
         raise BranchError("a branch needs at least one new phase")
     if step not in parent.steps:
         raise BranchError(f"{parent.path} has no checkpoint at step {step}; "
                           f"saved steps near it: {_near(parent.steps, step)}")
+    platform.check(parent.info.get(platform.KEY), f"the parent run {parent.path}", allow=allow_other_platform,
+                   device=device)
     try:
         config, continues = branch_config(parent.config, step, tuple(phases), new_phase)
     except CircuitPathError as error:
@@ -126,8 +137,17 @@ def plan_branch(parent: Run, step: int, phases: tuple[Phase, ...], out: str | Pa
                               f"its phase's start {restart} to replay it from; pass --new-phase to restart Adam at {step}")
     if step == 0 and not _same_weights(init_weights(config.model), parent.weights_at(0)):
         raise BranchError(f"{parent.path}'s step-0 checkpoint is not what its model seed initialises; cannot branch at 0")
-    _metric_lines(parent, restart)  # the parent's records reach the restart step
-    return BranchPlan(parent, step, config, Path(out), continues, restart)
+    if step > 0:
+        _metric_lines(parent, restart)  # the parent's records reach the restart step
+        for saved in (s for s in parent.steps if s <= max(step, restart)):
+            load_tensors(parent.checkpoint_path(saved))  # copied byte for byte, or compared with the replay
+    return BranchPlan(parent, step, config, Path(out), continues, restart, _splits(parent, step, config))
+
+
+def _splits(parent: Run, step: int, config: RunConfig) -> list[Split]:
+    """The branch's data: the parent's for the phases it keeps (read and checked), new draws for the new ones."""
+    kept = 0 if step == 0 else parent.phase_at(step) + 1
+    return [parent.data(i) if i < kept else make_split(config.task, ph.p) for i, ph in enumerate(config.train.phases)]
 
 
 def branch_many(plans: list[BranchPlan], *, device: str = "cpu", force: bool = False, progress: bool = True) -> list[Run]:
@@ -138,7 +158,7 @@ def branch_many(plans: list[BranchPlan], *, device: str = "cpu", force: bool = F
     made: list[Path] = []
     try:
         for plan in plans:
-            _create(plan, force)
+            _create(plan, force, device)
             made.append(plan.out)
     except BaseException:
         for path in made:  # no half-written set of branches is left
@@ -158,11 +178,12 @@ def branch_many(plans: list[BranchPlan], *, device: str = "cpu", force: bool = F
 
 
 def branch(parent: str | Path | Run, step: int, phases: tuple[Phase, ...], out: str | Path, *,
-           new_phase: bool = False, device: str = "cpu", force: bool = False, progress: bool = True) -> Run:
+           new_phase: bool = False, device: str = "cpu", force: bool = False, progress: bool = True,
+           allow_other_platform: bool = False) -> Run:
     """Branch one run at `step` with `phases` into `out`, train it, and return it."""
     parent = parent if isinstance(parent, Run) else load_run(parent)
-    return branch_many([plan_branch(parent, step, phases, out, new_phase)], device=device, force=force,
-                       progress=progress)[0]
+    plan = plan_branch(parent, step, phases, out, new_phase, allow_other_platform=allow_other_platform, device=device)
+    return branch_many([plan], device=device, force=force, progress=progress)[0]
 
 
 def find_runs(root: str | Path) -> list[Path]:
@@ -190,24 +211,23 @@ def _check_targets(plans: list[BranchPlan], force: bool) -> None:
         RunWriter.check_target(plan.out, force)
 
 
-def _create(plan: BranchPlan, force: bool) -> None:
-    parent, config = plan.parent, plan.config
-    kept = len(config.train.phases) if plan.step == 0 else parent.phase_at(plan.step) + 1
-    splits = [parent.data(i) if i < kept and plan.step > 0 else make_split(config.task, ph.p)
-              for i, ph in enumerate(config.train.phases)]
-    writer = RunWriter.create(plan.out, config, splits, force=force)
+def _create(plan: BranchPlan, force: bool, device: str = "cpu") -> None:
+    """The branch's directory, its run.json naming the parent, and the parent's records; removed if any step fails."""
+    writer = RunWriter.create(plan.out, plan.config, plan.splits, force=force, device=str(device))
     try:
         writer.set_status("running", **{BRANCH_KEY: plan.describe()})
         if plan.step > 0:
             _copy_records(plan, writer)
-    finally:
+    except BaseException:
         writer.close()
+        shutil.rmtree(plan.out, ignore_errors=True)
+        raise
+    writer.close()
 
 
 def _copy_records(plan: BranchPlan, writer: RunWriter) -> None:
     """The parent's checkpoints and metric lines up to the restart step, and a state to restart from."""
     parent, restart = plan.parent, plan.restart
-    load_tensors(parent.checkpoint_path(restart))  # refuses a corrupted starting point
     for step in (s for s in parent.steps if s <= restart):
         write_atomic(writer.path / CHECKPOINT_DIR / step_file(step), parent.checkpoint_path(step).read_bytes())
     writer.metrics = _metric_lines(parent, restart)

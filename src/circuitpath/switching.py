@@ -126,33 +126,61 @@ def switch_experiment(out: str | Path, settings: SwitchSettings, *, device: str 
     return _finish(out, settings, device, progress)
 
 
-def resume_switch(out: str | Path, *, device: str = "cpu", progress: bool = True) -> SwitchResult:
-    """Train what an interrupted switch experiment is missing; finished runs are kept as they are."""
-    return _finish(Path(out), load_settings(out), device, progress)
+def resume_switch(out: str | Path, *, device: str = "cpu", progress: bool = True,
+                  allow_other_platform: bool = False) -> SwitchResult:
+    """Train what an interrupted switch experiment is missing; finished runs are kept as they are.
+
+    Every finished p = 2 run is checked as a branch's parent (platform, files) before anything is written.
+    """
+    settings = load_settings(out)
+    ready = _plan_ready(Path(out), settings, device, allow_other_platform)
+    return _finish(Path(out), settings, device, progress, allow_other_platform, ready)
 
 
 def load_settings(out: str | Path) -> SwitchSettings:
-    if not (Path(out) / SWITCH_JSON).is_file():
+    path = Path(out) / SWITCH_JSON
+    if not path.is_file():
         raise RunError(f"{out} is not a switch experiment (no {SWITCH_JSON})")
-    return SwitchSettings.from_dict(read_json(Path(out) / SWITCH_JSON))
+    try:
+        return SwitchSettings.from_dict(read_json(path))
+    except (KeyError, TypeError, AttributeError) as error:
+        raise RunError(f"{path} is not a switch experiment's settings (bad or missing entry {error})") from None
 
 
-def _finish(out: Path, settings: SwitchSettings, device: str, progress: bool) -> SwitchResult:
-    from circuitpath.train import resume_groups, train_many
+def _plan_ready(out: Path, settings: SwitchSettings, device: str, allow: bool) -> dict[tuple[int, int], BranchPlan]:
+    """Plan (and so check) every missing branch whose p = 2 parent is finished; by (switch, seed). Writes nothing."""
+    plans = {}
+    for seed in settings.seeds:
+        if not (p2_path(out, seed) / RUN_JSON).is_file() or (parent := load_run(p2_path(out, seed))).status != "completed":
+            continue
+        for switch in (s for s in settings.switch_steps if not (branch_path(out, s, seed) / RUN_JSON).is_file()):
+            plans[switch, seed] = plan_branch(parent, switch, settings.branch_phases(switch),
+                                              branch_path(out, switch, seed), allow_other_platform=allow, device=device)
+    return plans
 
+
+def _finish(out: Path, settings: SwitchSettings, device: str, progress: bool, allow: bool = False,
+            ready: dict[tuple[int, int], BranchPlan] | None = None) -> SwitchResult:
+    from circuitpath.train import train_many
+
+    ready = dict(ready or {})
     if settings.switch_steps[-1] > 0:
         paths = [p2_path(out, s) for s in settings.seeds]
-        _unfinished(paths, resume_groups, device, progress)
+        _unfinished(paths, device, progress, allow)
         missing = [(settings.p2_config(s), p) for s, p in zip(settings.seeds, paths) if _absent(p)]
         if missing:
             train_many([c for c, _ in missing], [p for _, p in missing], device=device, progress=progress)
     branches = [(s, seed) for s in settings.switch_steps for seed in settings.seeds]
-    _unfinished([branch_path(out, s, seed) for s, seed in branches], resume_groups, device, progress)
+    _unfinished([branch_path(out, s, seed) for s, seed in branches], device, progress, allow)
     plans: list[BranchPlan] = []
     for switch, seed in branches:
-        if _absent(branch_path(out, switch, seed)):
+        if not _absent(branch_path(out, switch, seed)):
+            continue
+        if (switch, seed) not in ready:
             parent = load_run(p2_path(out, seed) if settings.switch_steps[-1] > 0 else _scratch_parent(out, settings, seed))
-            plans.append(plan_branch(parent, switch, settings.branch_phases(switch), branch_path(out, switch, seed)))
+            ready[switch, seed] = plan_branch(parent, switch, settings.branch_phases(switch),
+                                              branch_path(out, switch, seed), allow_other_platform=allow, device=device)
+        plans.append(ready[switch, seed])
     if plans:
         branch_many(plans, device=device, progress=progress)
     return tabulate(out)
@@ -177,8 +205,10 @@ def _absent(path: Path) -> bool:
     return True
 
 
-def _unfinished(paths: list[Path], resume_groups, device: str, progress: bool) -> None:
+def _unfinished(paths: list[Path], device: str, progress: bool, allow: bool) -> None:
     """Resume the runs that exist and are not completed, grouped by the states they saved."""
+    from circuitpath.train import resume_groups
+
     groups: dict[tuple, list[Path]] = {}
     for path in paths:
         if (path / RUN_JSON).is_file() and load_run(path).status != "completed":
@@ -187,7 +217,7 @@ def _unfinished(paths: list[Path], resume_groups, device: str, progress: bool) -
                    tuple(saved_steps(path / STATE_DIR)))
             groups.setdefault(key, []).append(path)
     if groups:
-        resume_groups(list(groups.values()), device=device, progress=progress)
+        resume_groups(list(groups.values()), device=device, progress=progress, allow_other_platform=allow)
 
 
 # ---- the table -----------------------------------------------------------------------------------

@@ -70,6 +70,9 @@ def add_parsers(sub) -> None:
                         help="start a new phase (fresh Adam) even when the first new phase matches RUN's")
     branch.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     branch.add_argument("--force", action="store_true", help="replace existing runs at the output paths")
+    branch.add_argument("--allow-other-platform", action="store_true",
+                        help="branch a run written under another torch version, device or CPU kernel set "
+                        "(ATEN_CPU_CAPABILITY) anyway: continuing it here gives other bytes than an uninterrupted run")
     branch.set_defaults(handler=cmd_branch)
 
     switch = sub.add_parser("switch", help="rates of generalising against the curriculum's switch step, over seeds",
@@ -84,6 +87,10 @@ def add_parsers(sub) -> None:
     switch.add_argument("--p4-lr", type=float, default=1e-2, help="learning rate of the p = 4 phase (default 1e-2)")
     switch.add_argument("--out", type=Path, default=Path("runs/switch"), help="output directory (default runs/switch)")
     switch.add_argument("--resume", type=Path, metavar="DIR", help="finish an interrupted switch experiment")
+    switch.add_argument("--allow-other-platform", action="store_true",
+                        help="with --resume: continue runs written under another torch version, device or CPU kernel "
+                        "set (ATEN_CPU_CAPABILITY) anyway; continuing them here gives other bytes than an "
+                        "uninterrupted run")
     switch.add_argument("--n-ctx", "-T", type=int, help="sequence length T (default 12)")
     switch.add_argument("--k", type=int, help="number of leading tokens summed (default 5)")
     switch.add_argument("--n-train", type=int, help="training sequences (default 2048)")
@@ -149,7 +156,8 @@ def cmd_branch(args: argparse.Namespace) -> int:
         for parent in parents:
             relative = Path(parent.name) if parent == root else parent.relative_to(root)
             targets.append((parent, args.out if single else args.out / relative))
-    plans = [plan_branch(load_run(parent), args.at, phases, out, args.new_phase) for parent, out in targets]
+    plans = [plan_branch(load_run(parent), args.at, phases, out, args.new_phase,
+                         allow_other_platform=args.allow_other_platform, device=args.device) for parent, out in targets]
     runs = branch_many(plans, device=args.device, force=args.force)
     if len(runs) <= 8:
         print(summary_table({str(run.path): run for run in runs}))
@@ -165,8 +173,10 @@ def cmd_switch(args: argparse.Namespace) -> int:
     from circuitpath.sweep import parse_seeds
     from circuitpath.switching import SwitchSettings, resume_switch, switch_experiment, write_outputs
 
+    if args.allow_other_platform and args.resume is None:
+        raise ConfigError("--allow-other-platform applies to --resume DIR only: a new experiment makes its own runs")
     if args.resume is not None:
-        result = resume_switch(args.resume, device=args.device)
+        result = resume_switch(args.resume, device=args.device, allow_other_platform=args.allow_other_platform)
         out = args.resume
     else:
         settings = SwitchSettings.from_flags(
