@@ -102,6 +102,36 @@ def test_keeping_sites_matches_the_ablation_engine(model_and_inputs):
     assert torch.allclose(nothing, nothing[:1].expand_as(nothing), atol=1e-5)  # no input reaches the logits
 
 
+def kept_one_by_one(model, acts, graph, keep):
+    """The plain reading of mean-ablating the sites a mask leaves out: one mask at a time, in forward order."""
+    block, means, out = model.blocks[0], {group: value.mean(0) for group, value in acts.items()}, []
+    for row in keep:
+        def pick(group, value):
+            kept = row[graph.slices[group]].float()
+            kept = kept[:, None] if group == "value" else kept  # value: [key_pos] over [batch, key_pos, d_model]
+            return kept * value + (1 - kept) * means[group]
+        z_attn = pick("attention", (pick("pattern", acts["pattern"])[..., None] * pick("value", acts["value"])).sum(1))
+        z_bar = block.ln2(z_attn)
+        post = pick("neuron", torch.nn.functional.gelu(pick("neuron_in", z_bar @ block.mlp.W_in + block.mlp.b_in)))
+        mlp = pick("mlp", post @ block.mlp.W_out + block.mlp.b_out)
+        out.append((pick("residual", block.residual(z_attn, z_bar)) + mlp) @ model.W_U)
+    return torch.stack(out)
+
+
+def test_keeping_sites_of_many_masks_is_keeping_them_one_by_one(model_and_inputs):
+    model, x = model_and_inputs
+    graph = ModelGraph.of(model)
+    acts = site_activations(model.run_with_cache(x)[1])
+    generator = torch.Generator().manual_seed(4)
+    keep = torch.rand(12, graph.n_sites, generator=generator) < 0.6
+    keep[6:] = keep[:6]  # masks that share their sites before the neurons and differ after
+    keep[6:, graph.slices["neuron"].start:] = torch.rand(6, graph.n_sites - graph.slices["neuron"].start, generator=generator) < 0.5
+    with torch.no_grad():
+        expected = kept_one_by_one(model, acts, graph, keep)
+    for max_batch in (10_000, 300):  # every distinct choice in one pass, or one a pass
+        assert torch.allclose(run_kept(model, graph, acts, keep, max_batch=max_batch), expected, atol=1e-5)
+
+
 def test_position_scores_add_both_ways_a_position_reaches_z_attn():
     graph = ModelGraph(n_ctx=3, d_mlp=2)
     sites = torch.zeros(graph.n_sites)

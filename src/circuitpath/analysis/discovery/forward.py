@@ -154,34 +154,71 @@ def run_kept(
     """Logits with, for each mask, every site the mask leaves out replaced by its mean over the batch.
 
     `acts` are the site activations of the inputs (`forward_sites` or `site_activations`); `means`
-    default to their batch means. At most `max_batch` rows (masks x batch) go through a pass.
+    default to their batch means. The layers up to the MLP's nonlinearity run once per distinct
+    choice of the sites before it (the masks of a faithfulness curve share a few), at most
+    `max_batch` rows (choices x batch) a pass; after it the logits are linear in the neurons, the
+    MLP output and the residual path, so a mask's logits are a few small products.
     """
     means = site_means(acts) if means is None else means
     batch, keep = acts["attention"].shape[0], keep.to(acts["attention"].device)
-    chunks = keep.split(max(1, max_batch // batch))
-    return torch.cat([_run_chunk(model, graph, acts, means, chunk) for chunk in chunks])
+    choices, which = torch.unique(keep[:, : graph.slices["neuron"].start].to(torch.uint8), dim=0, return_inverse=True)
+    terms = _attention_terms(acts)
+    late = _LateLogits(model, graph, means, keep)
+    out = acts["attention"].new_empty(keep.shape[0], batch, model.W_U.shape[1])
+    per_pass = max(1, max_batch // batch)
+    for first in range(0, len(choices), per_pass):
+        chunk = choices[first : first + per_pass].bool()
+        for offset, (post, residual) in enumerate(zip(*_up_to_neurons(model, graph, terms, acts, means, chunk))):
+            rows = (which == first + offset).nonzero().squeeze(1)
+            out[rows] = late(rows, post, residual)
+    return out
 
 
-def _run_chunk(model, graph, acts, means, keep) -> Tensor:
-    block = model.blocks[0]
-    k = {group: keep[:, graph.slices[group]].to(acts["attention"].dtype) for group in GROUPS}
-    a, v, a_mean, v_mean = acts["pattern"], acts["value"], means["pattern"], means["value"]
-    # z_A = sum_t a'_t v'_t with a' = k a + (1 - k) mean(a), v' likewise: four products over key_pos
-    mix = lambda weights, term: torch.einsum("mt,btd->mbd", weights, term)
-    z_attn = (mix(k["pattern"] * k["value"], a.unsqueeze(-1) * v)
-              + mix(k["pattern"] * (1 - k["value"]), a.unsqueeze(-1) * v_mean)
-              + mix((1 - k["pattern"]) * k["value"], a_mean[:, None] * v)
-              + (((1 - k["pattern"]) * (1 - k["value"])) @ (a_mean[:, None] * v_mean))[:, None])
+def _attention_terms(acts: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """a_t v_t and v_t, each [key_pos, batch x d_model], the layout a mask's weights over key_pos multiply."""
+    values = acts["value"].transpose(0, 1)  # [key_pos, batch, d_model]
+    return (acts["pattern"].T.unsqueeze(-1) * values).flatten(1), values.flatten(1)
+
+
+def _up_to_neurons(model, graph, terms, acts, means, keep) -> tuple[Tensor, Tensor]:
+    """The neurons and the residual path [choice, batch, ...] for each choice of kept early sites.
+
+    With a' = k a + (1 - k) mean(a) and v' likewise, z_A = sum_t a'_t v'_t is the sum of four
+    products: k^a k^v (a v), (1 - k^a) k^v mean(a) v, k^a (1 - k^v) a mean(v), and the means' product."""
+    block, (products, values) = model.blocks[0], terms
+    k = {group: keep[:, graph.slices[group]] for group in ("value", "pattern", "attention", "neuron_in")}
+    kp, kv = k["pattern"].to(values.dtype), k["value"].to(values.dtype)
+    a_mean, v_mean = means["pattern"], means["value"]
+    z_attn = ((kp * kv) @ products + ((1 - kp) * kv * a_mean) @ values).view(keep.shape[0], -1, v_mean.shape[-1])
+    z_attn += ((kp * (1 - kv))[:, None, :] * acts["pattern"]) @ v_mean  # [choice, batch, key_pos] x [key_pos, d_model]
+    z_attn += (((1 - kp) * (1 - kv) * a_mean) @ v_mean)[:, None]
     z_attn = _keep(z_attn, means["attention"], k["attention"])
     z_bar = block.ln2(z_attn)
-    pre = _keep(z_bar @ block.mlp.W_in + block.mlp.b_in, means["neuron_in"], k["neuron_in"])
-    post = _keep(F.gelu(pre), means["neuron"], k["neuron"])
-    mlp_out = _keep(post @ block.mlp.W_out + block.mlp.b_out, means["mlp"], k["mlp"])
-    residual = _keep(block.residual(z_attn, z_bar), means["residual"], k["residual"])
-    return (residual + mlp_out) @ model.W_U
+    pre = torch.addmm(block.mlp.b_in, z_bar.flatten(0, 1), block.mlp.W_in).view(*z_bar.shape[:2], -1)
+    return F.gelu(_keep(pre, means["neuron_in"], k["neuron_in"])), block.residual(z_attn, z_bar)
+
+
+class _LateLogits:
+    """A mask's logits from its choice's neurons and residual path: (residual' + post' W_out + b_out) W_U,
+    a primed term its mean where the mask drops it. The logits are linear in post' = mean + k (post -
+    mean), so the neurons add post (k W_out W_U) - mean (k W_out W_U) to the MLP's mean logits."""
+
+    def __init__(self, model, graph: ModelGraph, means: dict[str, Tensor], keep: Tensor):
+        self.w_u, self.mean_post = model.W_U, means["neuron"]
+        self.to_logits = model.W_out @ self.w_u  # [d_mlp, n_tokens]
+        self.k = {group: keep[:, graph.slices[group]] for group in ("neuron", "mlp", "residual")}
+        self.mlp_base = (means["neuron"] @ model.W_out + model.b_out) @ self.w_u  # every neuron at its mean
+        self.mlp_mean, self.residual_mean = means["mlp"] @ self.w_u, means["residual"] @ self.w_u
+
+    def __call__(self, rows: Tensor, post: Float[Tensor, "batch d_mlp"], residual: Float[Tensor, "batch d_model"]) -> Tensor:
+        weights = self.k["neuron"][rows, :, None] * self.to_logits  # [mask, d_mlp, n_tokens]
+        neurons = torch.einsum("bh,mho->mbo", post, weights) - (self.mean_post @ weights)[:, None]
+        mlp = torch.where(self.k["mlp"][rows, :, None], self.mlp_base + neurons, self.mlp_mean)
+        return mlp + torch.where(self.k["residual"][rows, :, None], residual @ self.w_u, self.residual_mean)
 
 
 def _keep(value: Tensor, mean: Tensor, keep: Tensor) -> Tensor:
-    """value [mask, batch, units] where keep [mask, units or 1] is 1, the mean elsewhere."""
-    keep = keep[:, None, :]
-    return keep * value + (1 - keep) * mean
+    """value [choice, batch, units] where keep [choice, units or 1] holds, the mean elsewhere."""
+    if bool(keep.all()):
+        return value
+    return torch.where(keep[:, None, :], value, mean)
