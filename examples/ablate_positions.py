@@ -1,13 +1,11 @@
 # %% [markdown]
 # Ablate attention positions: knock out each key position's value (and the sets "first k" and
 # "spurious") with its mean over the inputs, and see which positions the model cannot do without.
-# Run: python examples/ablate_positions.py [RUN_DIR]   (e.g. runs/curriculum after `circuitpath reproduce`)
+# Run: python examples/ablate_positions.py [RUN_DIR]   (e.g. runs/curriculum/seed_0 after `circuitpath reproduce`)
 
 # %%
-import sys
-
 import circuitpath as cp
-from _demo import demo_run
+from _demo import command_line, demo_run
 from circuitpath.analysis.ablation import ablate, position_sets
 
 
@@ -25,4 +23,4 @@ def main(run_dir: str | None = None) -> None:
 
 # %%
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else None)
+    command_line(main)

@@ -1,14 +1,14 @@
 # %% [markdown]
 # Find the circuit at every checkpoint with three methods and grade each against the truth: the
 # task sums positions 0..k-1, so a method that works ranks them above the others (AUROC 1).
-# Run: python examples/discover_circuit.py [RUN_DIR]   (e.g. runs/curriculum after `circuitpath reproduce`)
+# Run: python examples/discover_circuit.py [RUN_DIR]   (e.g. runs/curriculum/seed_0 after `circuitpath reproduce`)
 
 # %%
-import sys
 import tempfile
 from pathlib import Path
 
 import circuitpath as cp
+from _demo import command_line
 from circuitpath.analysis.discovery import DiscoveryConfig, discover, discovery_dir, pruning_story, save_timeline
 from circuitpath.plots.discovery import DISCOVERY_NOTES, discovery_figures, write_discovered_svg
 from circuitpath.plots.html import write_html
@@ -17,9 +17,11 @@ from circuitpath.plots.html import write_html
 def main(run_dir: str | None = None) -> None:
     if run_dir is None:
         run_dir = str(Path(tempfile.mkdtemp()) / "discover")
-        # the paper's p = 2 phase (~10 s); better: `circuitpath reproduce`, then pass runs/curriculum
+        # the paper's p = 2 phase (~10 s); better: `circuitpath reproduce`, then pass runs/curriculum/seed_0
         cp.train(cp.RunConfig(train=cp.TrainConfig(phases=cp.parse_phases("2:3000:1e-3"))), run_dir)
     run = cp.load_run(run_dir)
+    if not run.steps:
+        raise cp.CheckpointError(f"{run.path} has no checkpoint")
     steps = run.steps[:: max(1, len(run.steps) // 12)] + run.steps[-1:]  # about a dozen checkpoints
     timeline = discover(run, DiscoveryConfig(n=512), sorted(set(steps)))
 
@@ -44,4 +46,4 @@ def main(run_dir: str | None = None) -> None:
 
 # %%
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else None)
+    command_line(main)

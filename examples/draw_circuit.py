@@ -1,13 +1,11 @@
 # %% [markdown]
 # Draw the circuit a checkpoint uses: each component weighted by the accuracy it loses when
 # mean-ablated, small ones pruned; written as interactive HTML and as a static SVG.
-# Run: python examples/draw_circuit.py [RUN_DIR]   (e.g. runs/curriculum after `circuitpath reproduce`)
+# Run: python examples/draw_circuit.py [RUN_DIR]   (e.g. runs/curriculum/seed_0 after `circuitpath reproduce`)
 
 # %%
-import sys
-
 import circuitpath as cp
-from _demo import demo_run
+from _demo import command_line, demo_run
 from circuitpath.analysis.circuit import circuit_graph
 from circuitpath.plots.circuit import circuit_figure, write_circuit_svg
 from circuitpath.plots.html import write_html
@@ -27,4 +25,4 @@ def main(run_dir: str | None = None) -> None:
 
 # %%
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else None)
+    command_line(main)

@@ -2,15 +2,13 @@
 # Which key positions carry the answer? Redraw one position's token at a time, patch that position's
 # value vector back from the clean run, and see how much of the clean logit difference returns
 # (0 = as corrupted, 1 = as clean), on the inputs whose answer the redraw flips.
-# Run: python examples/patch_positions.py [RUN_DIR]   (e.g. runs/curriculum after `circuitpath reproduce`)
+# Run: python examples/patch_positions.py [RUN_DIR]   (e.g. runs/curriculum/seed_0 after `circuitpath reproduce`)
 
 # %%
-import sys
-
 import torch
 
 import circuitpath as cp
-from _demo import demo_run
+from _demo import command_line, demo_run
 from circuitpath.analysis.patching import position_patching
 
 
@@ -31,4 +29,4 @@ def main(run_dir: str | None = None) -> None:
 
 # %%
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else None)
+    command_line(main)

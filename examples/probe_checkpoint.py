@@ -3,20 +3,18 @@
 # Run: python examples/probe_checkpoint.py [RUN_DIR]
 
 # %%
-import sys
-
 from transformer_lens import ActivationCache
 
 import circuitpath as cp
-from _demo import demo_run
+from _demo import command_line, demo_run
 
 
 def main(run_dir: str | None = None) -> None:
     if run_dir is None:
         run_dir = demo_run("probe")
     run = cp.load_run(run_dir)
+    model = run.model_at()  # the last checkpoint
     step = run.steps[-1]
-    model = run.model_at(step)
     split = run.data()
     logits, raw = model.run_with_cache(split.x_test[:512])
     cache = ActivationCache(raw, model)
@@ -29,4 +27,4 @@ def main(run_dir: str | None = None) -> None:
 
 # %%
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else None)
+    command_line(main)

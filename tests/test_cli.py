@@ -200,3 +200,61 @@ def test_an_output_in_a_missing_directory_is_refused_before_any_work(trained_run
     err = capsys.readouterr().err.strip()
     assert err == "circuitpath: error: --out: directory /nonexistent_dir does not exist"
     assert not Path("/nonexistent_dir").exists() and snapshot(trained_run.path) == before
+
+
+# ---- an experiment directory is not a run: its runs are named ------------------------------------
+@pytest.fixture
+def experiment(trained_run, tmp_path):
+    """runs/curriculum/seed_0..seed_2 as `circuitpath reproduce` lays them out."""
+    import shutil
+
+    root = tmp_path / "runs"
+    for seed in range(3):
+        shutil.copytree(trained_run.path, root / "curriculum" / f"seed_{seed}")
+    return root
+
+
+@pytest.mark.parametrize("command", [["patch"], ["ablate"], ["diagram"], ["show"], ["analyze"], ["llc"],
+                                     ["branch", "--at", "10", "--phases", "4:5:1e-2", "--out", "OUT"]])
+def test_a_command_given_an_experiment_directory_names_its_runs(experiment, capsys, command):
+    before = snapshot(experiment)
+    argv = [command[0], str(experiment / "curriculum"), *command[1:]]
+    code = main([str(experiment / "out") if part == "OUT" else part for part in argv])
+    err = capsys.readouterr().err.strip()
+    if command[0] == "branch":  # branch takes a directory of runs: it branches every seed
+        assert code == 0 and sorted(p.name for p in (experiment / "out").iterdir()) == ["seed_0", "seed_1", "seed_2"]
+        return
+    assert code == 2 and "\n" not in err, err
+    assert err == (f"circuitpath: error: {experiment / 'curriculum'} holds runs seed_0..seed_2, not a run: pass one "
+                   f"of them, e.g. {experiment / 'curriculum' / 'seed_0'}")
+    assert snapshot(experiment) == before
+
+
+def test_the_seed_reproduce_drew_is_the_example(experiment, capsys):
+    (experiment / "claims.json").write_text(json.dumps({"experiments": {"curriculum": {}}, "shown_seed": 2}))
+    assert main(["patch", str(experiment / "curriculum")]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"e.g. {experiment / 'curriculum' / 'seed_2'} (the seed reproduce drew)")
+    assert main(["show", str(experiment)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"circuitpath: error: {experiment} holds runs curriculum/seed_0..seed_2, not a run: pass one of them, "
+        f"e.g. {experiment / 'curriculum' / 'seed_2'} (the seed reproduce drew)")
+    (experiment / "claims.json").write_text('{"shown_seed": ')  # unreadable: the first run is the example
+    assert main(["show", str(experiment)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"e.g. {experiment / 'curriculum' / 'seed_0'}")
+
+
+def test_a_directory_without_runs_says_so(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["show", str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err.strip() == f"circuitpath: error: {tmp_path / 'empty'} is not a run directory (no run.json)"
+
+
+def test_help_examples_name_runs_that_reproduce_writes(capsys):
+    for command in ["analyze", "patch", "ablate", "diagram", "branch", "llc"]:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        for path in (word for word in text.split() if word.startswith("runs/")):
+            if path.split("/")[1] in ("curriculum", "scratch") and path not in ("runs/curriculum", "runs/curriculum_lr3e-2"):
+                assert path.split("/")[2].startswith("seed_"), (command, path)

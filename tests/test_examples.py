@@ -49,3 +49,55 @@ def test_the_demo_run_is_short():
         sys.path.remove(str(EXAMPLES))
         sys.modules.pop("_demo", None)
     assert DEMO.train.total_steps <= 500 and DEMO.task.n_ctx == 8
+
+
+# ---- bad paths: one line, exit status 2, never a traceback ---------------------------------------
+NAMES = ["ablate_positions", "discover_circuit", "draw_circuit", "patch_positions", "probe_checkpoint"]
+
+
+@pytest.fixture(scope="module")
+def bad_paths(tmp_path_factory):
+    """An experiment directory of seed_N runs, a missing one, a run with its last checkpoint cut, and one with none."""
+    import shutil
+
+    from circuitpath import train
+    from conftest import tiny_config
+
+    root = tmp_path_factory.mktemp("bad")
+    run = train(tiny_config("4:20:1e-2"), root / "curriculum" / "seed_0", progress=False)
+    shutil.copytree(run.path, root / "curriculum" / "seed_1")
+    shutil.copytree(run.path, root / "cut")
+    last = root / "cut" / "checkpoints" / "step_0000020.safetensors"
+    last.write_bytes(last.read_bytes()[:100])
+    shutil.copytree(run.path, root / "empty")
+    shutil.rmtree(root / "empty" / "checkpoints")
+    return {
+        "experiment": (root / "curriculum", "holds runs seed_0, seed_1, not a run: pass one of them, e.g. "),
+        "missing": (root / "nowhere", "nowhere is not a run directory"),
+        "cut checkpoint": (root / "cut", "step_0000020.safetensors is truncated or corrupted"),
+        "no checkpoint": (root / "empty", "has no checkpoint"),
+    }
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("case", ["experiment", "missing", "cut checkpoint", "no checkpoint"])
+def test_an_example_given_a_bad_run_ends_in_one_line(example, bad_paths, monkeypatch, capsys, name, case):
+    path, message = bad_paths[case]
+    module = example(name)
+    monkeypatch.setattr(sys, "argv", [f"{name}.py", str(path)])
+    with pytest.raises(SystemExit) as done:
+        module.command_line(module.main)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line and not line.startswith("discover ")]
+    assert done.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"{name}.py: error: ") and message in lines[0], lines
+
+
+def test_probe_checkpoint_on_an_experiment_directory_names_its_runs(bad_paths):
+    import subprocess
+
+    path, _ = bad_paths["experiment"]
+    done = subprocess.run([sys.executable, str(EXAMPLES / "probe_checkpoint.py"), str(path)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (f"probe_checkpoint.py: error: {path} holds runs seed_0, seed_1, not a run: pass one of "
+                           f"them, e.g. {path / 'seed_0'}\n")

@@ -172,7 +172,7 @@ def load_run(path: str | Path) -> Run:
     if not path.is_dir():
         raise RunError(f"{path} is not a run directory (it does not exist or is not a directory)")
     if not (path / RUN_JSON).is_file():
-        raise RunError(f"{path} is not a run directory (no {RUN_JSON})")
+        raise RunError(_not_a_run(path))
     info = read_json(path / RUN_JSON)
     if not isinstance(info, dict) or "config" not in info:
         raise RunError(f"{path / RUN_JSON} has no 'config' entry")
@@ -181,6 +181,56 @@ def load_run(path: str | Path) -> Run:
     except CircuitPathError as error:
         raise RunError(f"{path / RUN_JSON}: {error}") from None
     return Run(path=path, config=config, info=info)
+
+
+_SEED_DIR = re.compile(r"^seed_(\d+)$")
+
+
+def _not_a_run(path: Path) -> str:
+    """Why `path` is not a run; when it holds runs (an experiment's seed_N, a sweep's), which, and one to pass."""
+    inside = [run.parent.relative_to(path) for depth in ("*", "*/*") for run in path.glob(f"{depth}/{RUN_JSON}")]
+    if not inside:
+        return f"{path} is not a run directory (no {RUN_JSON})"
+    inside.sort(key=lambda rel: [(int(m[1]), "") if (m := _SEED_DIR.match(part)) else (-1, part) for part in rel.parts])
+    example = _drawn_run(path) or path / inside[0]
+    return f"{path} holds runs {_run_names(inside)}, not a run: pass one of them, e.g. {example}"
+
+
+def _run_names(runs: list[Path]) -> str:
+    """'seed_0..seed_7', or 'curriculum/seed_0..seed_7, scratch/seed_0..seed_7', or the first few names."""
+    groups: dict[Path, list[Path]] = {}
+    for rel in runs:
+        groups.setdefault(rel.parent, []).append(rel)
+    parts = []
+    for parent, members in groups.items():
+        seeds = [int(m[1]) for rel in members if (m := _SEED_DIR.match(rel.name))]
+        if len(seeds) == len(members) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+            parts.append(f"{members[0]}..{members[-1].name}")
+        else:
+            parts.extend(str(rel) for rel in members)
+    return ", ".join(parts[:6]) + (f" and {len(parts) - 6} more" if len(parts) > 6 else "")
+
+
+def _drawn_run(path: Path) -> str | None:
+    """The run of the seed `circuitpath reproduce` drew, from claims.json in `path` or beside it (None if none)."""
+    for claims, experiment in ((path / "claims.json", None), (path.parent / "claims.json", path.name)):
+        record = _claims_record(claims)
+        if record is None or (experiment is not None and experiment not in record["experiments"]):
+            continue
+        run = (path if experiment else path / next(iter(record["experiments"]))) / f"seed_{record['shown_seed']}"
+        if (run / RUN_JSON).is_file():
+            return f"{run} (the seed reproduce drew)"
+    return None
+
+
+def _claims_record(path: Path) -> dict[str, Any] | None:
+    """claims.json's record when it names experiments and an integer shown seed, else None."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(record, dict) and isinstance(record.get("experiments"), dict) and record["experiments"]
+    return record if ok and isinstance(record.get("shown_seed"), int) else None
 
 
 class RunWriter:

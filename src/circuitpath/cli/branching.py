@@ -10,15 +10,16 @@ from circuitpath.config import parse_phases
 from circuitpath.errors import ConfigError
 
 EPILOG_BRANCH = """examples:
-  circuitpath branch runs/curriculum --at 1000 --phases 4:9000:1e-2 --out runs/switch_1000
-  circuitpath branch runs/sweep --at 3000 --phases 4:7000:3e-2 --out runs/sweep_lr3e-2
-  circuitpath branch runs/scratch --at 10000 --phases 4:5000:1e-2 --out runs/scratch_longer
+  circuitpath branch runs/curriculum/seed_0 --at 1000 --phases 4:9000:1e-2 --out runs/switch_1000
+  circuitpath branch runs/curriculum --at 3000 --phases 4:7000:3e-2 --out runs/curriculum_lr3e-2
+  circuitpath branch runs/scratch/seed_0 --at 10000 --phases 4:5000:1e-2 --out runs/scratch_longer
 
 A branch's phases are RUN's phases cut at STEP followed by --phases. When the first new phase has
 the p, lr and batch size of RUN's phase at STEP, it continues that phase (Adam's moments carry on;
 --new-phase restarts them). Metrics and checkpoints up to STEP are copied from RUN, and run.json
 names the parent. A directory of runs (a sweep) is branched run by run into OUT/<same relative
-path>, all at once, batched."""
+path>, all at once, batched: runs/curriculum above is every seed_<N> run that
+`circuitpath reproduce` wrote."""
 
 EPILOG_SWITCH = """examples:
   circuitpath switch --seeds 0-31 --at 0,250,500,1000,2000,3000,5000 --total 10000 --out runs/switch
@@ -45,9 +46,9 @@ over runs. Each group of runs (a sweep's experiment, a switch step) is predicted
 --pool. Writes DIR/prediction.json and DIR/prediction.html."""
 
 EPILOG_LLC = """examples:
-  circuitpath llc runs/curriculum
-  circuitpath llc runs/scratch --steps 1000,5000,10000 --chains 4 --draws 200
-  circuitpath llc runs/curriculum --sgld-lr 3e-6 --localization 1000
+  circuitpath llc runs/curriculum/seed_0
+  circuitpath llc runs/scratch/seed_0 --steps 1000,5000,10000 --chains 4 --draws 200
+  circuitpath llc runs/curriculum/seed_0 --sgld-lr 3e-6 --localization 1000
 
 Estimates the local learning coefficient with devinterp's SGLD sampler (pip install -e ".[llc]"):
 lambda = n_beta * (mean sampled loss - loss at the checkpoint), on the training data of the phase

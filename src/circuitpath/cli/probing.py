@@ -19,7 +19,9 @@ def add_parsers(sub) -> None:
         description="Analyse saved runs: accuracy curves, attention of the query over training, ablation "
         "of key positions, and, for runs of one model shape, the loss barrier between the first two runs' "
         "final checkpoints and their parameter trajectories. Writes a self-contained report.html.",
-        epilog="examples:\n  circuitpath analyze runs/curriculum\n  circuitpath analyze runs/scratch runs/curriculum --out runs/report.html",
+        epilog="examples:\n  circuitpath analyze runs/curriculum/seed_0\n"
+        "  circuitpath analyze runs/scratch/seed_0 runs/curriculum/seed_0 --out runs/seed_0.html\n"
+        "(runs/<experiment>/seed_<N> are the runs `circuitpath reproduce` writes)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     analyze.add_argument("runs", type=Path, nargs="+", metavar="RUN")
@@ -33,8 +35,8 @@ def add_parsers(sub) -> None:
         "the checkpoint belongs to; corrupted inputs redraw the tokens at --corrupt positions. With "
         "--corrupt each, one position at a time is redrawn and its value (blocks.0.attn.hook_v) patched "
         "back; the printed fraction is 0 = as corrupted, 1 = as clean, on the inputs whose answer flips.",
-        epilog="examples:\n  circuitpath patch runs/curriculum --corrupt each\n  circuitpath patch runs/curriculum\n"
-        "  circuitpath patch runs/curriculum --step 3000 --hook blocks.0.mlp.hook_post --over d_mlp --metric accuracy",
+        epilog="examples:\n  circuitpath patch runs/curriculum/seed_0 --corrupt each\n  circuitpath patch runs/curriculum/seed_0\n"
+        "  circuitpath patch runs/curriculum/seed_0 --step 3000 --hook blocks.0.mlp.hook_post --over d_mlp --metric accuracy",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_checkpoint_flags(patch, "patch", default_n=1024)
@@ -49,9 +51,9 @@ def add_parsers(sub) -> None:
         description="Replace parts of an activation by zeros, their mean, or values from other inputs, "
         "and print accuracy and loss on the train and test data of the phase the checkpoint belongs to, "
         "before and after. For key positions, the sets 'first k' and 'spurious' are ablated too.",
-        epilog="examples:\n  circuitpath ablate runs/curriculum\n"
-        "  circuitpath ablate runs/scratch --method resample --step 5000\n"
-        "  circuitpath ablate runs/curriculum --hook blocks.0.hook_attn_out --over ''",
+        epilog="examples:\n  circuitpath ablate runs/curriculum/seed_0\n"
+        "  circuitpath ablate runs/scratch/seed_0 --method resample --step 5000\n"
+        "  circuitpath ablate runs/curriculum/seed_0 --hook blocks.0.hook_attn_out --over ''",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_checkpoint_flags(ablate, "ablate", default_n=2048)
@@ -64,7 +66,7 @@ def add_parsers(sub) -> None:
         "position's value, the attention output, the MLP, the residual path), on the test data of the "
         "phase the checkpoint belongs to; prune those below --threshold, and draw input positions -> "
         "attention -> MLP -> logits as OUT.html and OUT.svg.",
-        epilog="example:\n  circuitpath diagram runs/curriculum --out runs/curriculum/circuit",
+        epilog="example:\n  circuitpath diagram runs/curriculum/seed_0 --out runs/curriculum/seed_0/circuit_final",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     diagram.add_argument("run", type=Path, metavar="RUN")
