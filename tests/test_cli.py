@@ -258,3 +258,60 @@ def test_help_examples_name_runs_that_reproduce_writes(capsys):
         for path in (word for word in text.split() if word.startswith("runs/")):
             if path.split("/")[1] in ("curriculum", "scratch") and path not in ("runs/curriculum", "runs/curriculum_lr3e-2"):
                 assert path.split("/")[2].startswith("seed_"), (command, path)
+
+
+# ---- show: what is on disk, checked ---------------------------------------------------------------
+def test_show_names_the_platform_and_a_truncated_last_checkpoint(trained_run, capsys):
+    from circuitpath.platform import describe
+
+    assert main(["show", str(trained_run.path)]) == 0
+    out = capsys.readouterr().out
+    assert f"platform: {describe(trained_run.info['platform'])}\n" in out and "unreadable" not in out
+    last = trained_run.path / "checkpoints" / "step_0000040.safetensors"
+    last.write_bytes(last.read_bytes()[:-7])
+    assert main(["show", str(trained_run.path)]) == 2
+    captured = capsys.readouterr()
+    assert "; unreadable: checkpoints/step_0000040.safetensors\n" in captured.out
+    err = captured.err.strip()
+    assert err.startswith(f"circuitpath: error: {last} is truncated or corrupted (") and "\n" not in err, err
+
+
+def test_show_lists_every_unreadable_file_and_a_run_without_a_platform(trained_run, capsys):
+    info = json.loads((trained_run.path / "run.json").read_text())
+    info.pop("platform")
+    (trained_run.path / "run.json").write_text(json.dumps(info))
+    (trained_run.path / "data" / "phase_1.safetensors").unlink()
+    state = trained_run.path / "state" / "step_0000040.safetensors"
+    raw = bytearray(state.read_bytes())
+    raw[-1] ^= 1
+    state.write_bytes(bytes(raw))
+    assert main(["show", str(trained_run.path)]) == 2
+    captured = capsys.readouterr()
+    assert "platform: an unrecorded platform (written before circuitpath recorded it)" in captured.out
+    assert "; unreadable: state/step_0000040.safetensors, data/phase_1.safetensors\n" in captured.out
+    assert captured.err.strip() == (f"circuitpath: error: {state} is corrupted (its checksum does not match its "
+                                    "contents) (and 1 more unreadable, listed above)")
+
+
+# ---- --n: exactly as given, or refused ------------------------------------------------------------
+@pytest.mark.parametrize("command, message", [
+    (["patch"], "--n 999999 is more than the 4056 test inputs of phase 1 (p = 4); pass at most 4056"),
+    (["patch", "--corrupt", "each"], "--n 999999 is more than the 4056 test inputs of phase 1 (p = 4)"),
+    (["ablate"], "--n 999999 is more than the 40 train inputs of phase 1 (p = 4); pass at most 40"),
+    (["diagram"], "--n 999999 is more than the 4056 test inputs of phase 1 (p = 4)"),
+])
+def test_an_n_beyond_the_data_is_refused_not_cut(trained_run, capsys, command, message):
+    before = snapshot(trained_run.path)
+    assert main([command[0], str(trained_run.path), *command[1:], "--n", "999999"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"circuitpath: error: {message}" or (message in err and "\n" not in err), err
+    assert snapshot(trained_run.path) == before
+
+
+def test_the_number_of_inputs_used_is_printed(trained_run, capsys):
+    assert main(["ablate", str(trained_run.path), "--n", "30"]) == 0
+    assert "on 30 train and 30 test inputs" in capsys.readouterr().out
+    assert main(["ablate", str(trained_run.path)]) == 0  # left out: up to 2048 of each set
+    assert "on 40 train and 2048 test inputs" in capsys.readouterr().out
+    assert main(["patch", str(trained_run.path), "--n", "40"]) == 0
+    assert ", 40 test inputs, positions [0, 1, 2] corrupted" in capsys.readouterr().out

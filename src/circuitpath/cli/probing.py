@@ -34,12 +34,14 @@ def add_parsers(sub) -> None:
         "the --over axes, and print the metric for each index. Clean inputs are the test set of the phase "
         "the checkpoint belongs to; corrupted inputs redraw the tokens at --corrupt positions. With "
         "--corrupt each, one position at a time is redrawn and its value (blocks.0.attn.hook_v) patched "
-        "back; the printed fraction is 0 = as corrupted, 1 = as clean, on the inputs whose answer flips.",
+        "back; the printed fraction is 0 = as corrupted, 1 = as clean, on the inputs whose answer flips. "
+        f"{N_RULE.format(default=1024, data='test set')}",
         epilog="examples:\n  circuitpath patch runs/curriculum/seed_0 --corrupt each\n  circuitpath patch runs/curriculum/seed_0\n"
         "  circuitpath patch runs/curriculum/seed_0 --step 3000 --hook blocks.0.mlp.hook_post --over d_mlp --metric accuracy",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_checkpoint_flags(patch, "patch", default_n=1024)
+    patch.set_defaults(n=None)  # left out: up to 1024; given: exactly that many, or refused
     patch.add_argument("--metric", default="logit_diff", help="logit_diff (default), loss or accuracy")
     patch.add_argument("--corrupt", default=None,
                        help="positions to redraw: N, N-M or a comma-separated list, e.g. 0-4 (default: the first k); "
@@ -50,13 +52,15 @@ def add_parsers(sub) -> None:
         "ablate", help="ablate key positions, MLP neurons or the attention output; accuracy and loss",
         description="Replace parts of an activation by zeros, their mean, or values from other inputs, "
         "and print accuracy and loss on the train and test data of the phase the checkpoint belongs to, "
-        "before and after. For key positions, the sets 'first k' and 'spurious' are ablated too.",
+        "before and after. For key positions, the sets 'first k' and 'spurious' are ablated too. "
+        f"{N_RULE.format(default=2048, data='train set and the test set')}",
         epilog="examples:\n  circuitpath ablate runs/curriculum/seed_0\n"
         "  circuitpath ablate runs/scratch/seed_0 --method resample --step 5000\n"
         "  circuitpath ablate runs/curriculum/seed_0 --hook blocks.0.hook_attn_out --over ''",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_checkpoint_flags(ablate, "ablate", default_n=2048)
+    ablate.set_defaults(n=None)
     ablate.add_argument("--method", default="mean", help="zero, mean (default) or resample")
     ablate.set_defaults(handler=cmd_ablate)
 
@@ -65,14 +69,16 @@ def add_parsers(sub) -> None:
         description="Measure how much accuracy each component loses when mean-ablated (each key "
         "position's value, the attention output, the MLP, the residual path), on the test data of the "
         "phase the checkpoint belongs to; prune those below --threshold, and draw input positions -> "
-        "attention -> MLP -> logits as OUT.html and OUT.svg.",
+        "attention -> MLP -> logits as OUT.html and OUT.svg. "
+        f"{N_RULE.format(default=2048, data='test set')}",
         epilog="example:\n  circuitpath diagram runs/curriculum/seed_0 --out runs/curriculum/seed_0/circuit_final",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     diagram.add_argument("run", type=Path, metavar="RUN")
     diagram.add_argument("--step", type=int, help="checkpoint step (default: the last)")
     diagram.add_argument("--threshold", type=float, default=0.05, help="smallest accuracy loss kept (default 0.05)")
-    diagram.add_argument("--n", type=int, default=2048, help="test inputs measured (default 2048)")
+    diagram.add_argument("--n", type=int, help="test inputs measured (default 2048, or all when there are fewer); "
+                         "more than the test set holds is refused")
     diagram.add_argument("--out", type=Path, help="path prefix of the .html and .svg files, in an existing "
                          "directory (default RUN/circuit)")
     diagram.add_argument("--device", default="cpu", help="cpu (default) or cuda")
@@ -85,6 +91,25 @@ def add_parsers(sub) -> None:
 
 
 # ---- shared --------------------------------------------------------------------------------------
+#: What --n does, said in each probing command's description.
+N_RULE = ("--n inputs are the first of the phase's {data}: left out, up to {default} are used; given, exactly that "
+          "many, and an --n beyond the data is refused. The number used is printed.")
+
+
+def check_n(n: int | None) -> None:
+    if n is not None and n < 1:
+        raise ConfigError(f"--n must be >= 1, got {n}")
+
+
+def first_n(x, n: int | None, default: int, what: str):
+    """The first `n` rows of `x`; an `n` beyond them is refused; left out (None), up to `default` rows."""
+    if n is None:
+        return x[:default]
+    if n > len(x):
+        raise ConfigError(f"--n {n} is more than the {len(x)} {what}; pass at most {len(x)}")
+    return x[:n]
+
+
 def check_writable_dir(directory: Path, flag: str) -> None:
     """Refuse, before any work, an output whose directory does not exist or cannot be written."""
     if not directory.is_dir():
@@ -144,14 +169,14 @@ def cmd_patch(args: argparse.Namespace) -> int:
     from circuitpath.train import resolve_device
 
     run = load_run(args.run)
-    if args.n < 1:
-        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    check_n(args.n)
     task = run.config.task
     each = args.corrupt is not None and args.corrupt.strip() == "each"
     positions = None if each else list(range(task.k)) if args.corrupt is None else parse_positions(args.corrupt, task.n_ctx)
     step, phase = checkpoint_phase(run, args.step)
+    p = run.config.train.phases[phase].p
+    clean = first_n(run.data(phase).x_test, args.n, 1024, f"test inputs of phase {phase} (p = {p})")
     model = run.model_at(step, device=resolve_device(args.device))
-    p, clean = run.config.train.phases[phase].p, run.data(phase).x_test[: args.n]
     if each:
         return _patch_each(args, run, model, step, phase, clean, p)
     corrupted = corrupt_positions(clean, positions, p, torch.Generator().manual_seed(0))
@@ -159,7 +184,7 @@ def cmd_patch(args: argparse.Namespace) -> int:
     result = patch(model, args.hook, clean, corrupted, targets(clean, p, task.k), targets(corrupted, p, task.k),
                    over=over, metric=args.metric)
     print(f"{run.path} step {step} (phase {phase}, p = {p}): patching {args.hook} over "
-          f"{', '.join(over) or 'the whole activation'}, {len(clean)} inputs, positions {positions} corrupted")
+          f"{', '.join(over) or 'the whole activation'}, {len(clean)} test inputs, positions {positions} corrupted")
     print(f"{result.metric}: clean {result.clean:.4f}, corrupted {result.corrupted:.4f}")
     effects = result.effects.reshape(-1).tolist()
     if over:
@@ -183,7 +208,7 @@ def _patch_each(args, run, model, step: int, phase: int, clean, p: int) -> int:
                           f"drop {', '.join(changed)}")
     result = position_patching(model, clean, p, run.config.task.k, generator=torch.Generator().manual_seed(0))
     print(f"{run.path} step {step} (phase {phase}, p = {p}): each key position redrawn alone and its value "
-          f"patched back, {len(clean)} inputs")
+          f"patched back, {len(clean)} test inputs")
     print(f"{result.metric}; 0 = as corrupted, 1 = as clean")
     for label, restored, flipped in zip(result.labels, result.normalized().tolist(), result.measured.tolist()):
         shown = "no answer flips: nothing to restore" if flipped == 0 else f"{restored:+.3f} ({flipped} inputs flip)"
@@ -200,18 +225,19 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from circuitpath.train import resolve_device
 
     run = load_run(args.run)
-    if args.n < 1:
-        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    check_n(args.n)
     step, phase = checkpoint_phase(run, args.step)
+    p, task, split = run.config.train.phases[phase].p, run.config.task, run.data(phase)
+    inputs = {name: (first_n(x, args.n, 2048, f"{name} inputs of phase {phase} (p = {p})"), y)
+              for name, x, y in (("train", split.x_train, split.y_train), ("test", split.x_test, split.y_test))}
     model = run.model_at(step, device=resolve_device(args.device))
     over = tuple(a for a in args.over.split(",") if a)
-    task, split = run.config.task, run.data(phase)
     sets = position_sets(task.k, task.n_ctx) if over in (("key_pos",), ("pos",)) else None
-    results = {name: ablate(model, x[: args.n], y[: args.n], hook=args.hook, over=over, sets=sets,
-                            method=args.method, generator=torch.Generator().manual_seed(0))
-               for name, x, y in (("train", split.x_train, split.y_train), ("test", split.x_test, split.y_test))}
-    print(f"{run.path} step {step} (phase {phase}, p = {run.config.train.phases[phase].p}): {args.method}-ablating "
-          f"{args.hook} over {', '.join(over) or 'the whole activation'}")
+    results = {name: ablate(model, x, y[: len(x)], hook=args.hook, over=over, sets=sets, method=args.method,
+                            generator=torch.Generator().manual_seed(0)) for name, (x, y) in inputs.items()}
+    print(f"{run.path} step {step} (phase {phase}, p = {p}): {args.method}-ablating {args.hook} over "
+          f"{', '.join(over) or 'the whole activation'}, on {len(inputs['train'][0])} train and "
+          f"{len(inputs['test'][0])} test inputs")
     train, test = results["train"], results["test"]
     width = max(len(n) for n in train.names + ["intact"])
     print(f"{'ablated':<{width}}  train acc  train loss  test acc  test loss")
@@ -232,26 +258,26 @@ def cmd_diagram(args: argparse.Namespace) -> int:
     run = load_run(args.run)
     if not 0 <= args.threshold <= 1:
         raise ConfigError(f"--threshold must be between 0 and 1, got {args.threshold}")
-    if args.n < 1:
-        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    check_n(args.n)
     prefix = args.out or run.path / "circuit"
     check_writable_dir(prefix.parent, "--out")
     step, phase = checkpoint_phase(run, args.step)
+    split, p = run.data(phase), run.config.train.phases[phase].p
+    x = first_n(split.x_test, args.n, 2048, f"test inputs of phase {phase} (p = {p})")
     model = run.model_at(step, device=resolve_device(args.device))
-    split = run.data(phase)
-    circuit = circuit_graph(model, split.x_test[: args.n], split.y_test[: args.n], run.config.task.k, args.threshold)
-    p = run.config.train.phases[phase].p
+    circuit = circuit_graph(model, x, split.y_test[: len(x)], run.config.task.k, args.threshold)
     title = f"{run.path.name} at step {step} (p = {p}): circuit (accuracy {circuit.base_accuracy:.3f})"
     html = write_html([circuit_figure(circuit, title)], prefix.with_suffix(".html"), title)
     svg = write_circuit_svg(circuit, prefix.with_suffix(".svg"), title)
     for name, effect in circuit.effects.items():
         print(f"  {name:<10} accuracy lost when ablated {effect:+.4f}{'' if name not in circuit.pruned else '  (pruned)'}")
-    print(f"diagram written to {html} and {svg}")
+    print(f"measured on {len(x)} test inputs of phase {phase}; diagram written to {html} and {svg}")
     return 0
 
 
 # ---- show -----------------------------------------------------------------------------------------
 def cmd_show(args: argparse.Namespace) -> int:
+    from circuitpath.platform import describe
     from circuitpath.runs import load_run
 
     run = load_run(args.run)
@@ -260,10 +286,33 @@ def cmd_show(args: argparse.Namespace) -> int:
     if status == "running" and not run.is_being_written():
         status = f"interrupted (marked running, but no process is writing it; resume with circuitpath train --resume {run.path})"
     print(f"run {run.path}  status: {status}  circuitpath {run.info.get('circuitpath', '?')}")
+    print(f"platform: {describe(run.info.get('platform'))}")
     print(json.dumps(run.config.to_dict(), indent=2))
-    print(f"{len(steps)} checkpoints" + (f", steps {steps[0]}..{steps[-1]}" if steps else ""))
+    bad = unreadable_files(run)
+    print(f"{len(steps)} checkpoints" + (f", steps {steps[0]}..{steps[-1]}" if steps else "")
+          + (f"; unreadable: {', '.join(str(path.relative_to(run.path)) for path, _ in bad)}" if bad else ""))
     if run.metrics:
         print(summary_table({run.path.name: run}))
+    if bad:
+        more = f" (and {len(bad) - 1} more unreadable, listed above)" if len(bad) > 1 else ""
+        raise CheckpointError(f"{bad[0][1]}{more}")
     return 0
 
 
+def unreadable_files(run) -> list[tuple[Path, str]]:
+    """Every tensor file of a run (checkpoints, resume states, each phase's data) that is missing or fails its
+    checksum, with the reason; checkpoints first."""
+    from circuitpath.errors import CircuitPathError
+    from circuitpath.runs import CHECKPOINT_DIR, DATA_DIR, STATE_DIR, data_file
+    from circuitpath.storage import load_tensors
+
+    paths = [*sorted((run.path / CHECKPOINT_DIR).glob("*.safetensors")),
+             *sorted((run.path / STATE_DIR).glob("*.safetensors")),
+             *(run.path / DATA_DIR / data_file(i) for i in range(len(run.config.train.phases)))]
+    bad = []
+    for path in paths:
+        try:
+            load_tensors(path)
+        except CircuitPathError as error:
+            bad.append((path, str(error)))
+    return bad
