@@ -52,6 +52,19 @@ def test_faithfulness_of_the_hand_set_model_ends_at_its_accuracy(summing):
     assert curve[-1] == 1.0 and curve[0] < 0.5  # every node kept: the model; none: one constant answer
 
 
+
+def test_faithfulness_of_several_methods_at_once_is_each_alone(summing):
+    model, x, y = summing
+    graph, probe = ModelGraph.of(model), Probe.shuffled(x, y)
+    acts = site_activations(model.run_with_cache(x)[1])
+    sites = torch.stack([score_sites(model, m, probe).sites for m in METHODS])
+    sites[2] = torch.randn(graph.n_sites, generator=torch.Generator().manual_seed(0))  # a ranking unlike the others
+    counts = faithfulness_counts(len(graph.nodes) - 1)
+    together = faithfulness(model, graph, acts, y, sites, counts)
+    assert together.shape == (3, len(counts))
+    for row, alone in zip(together, sites):
+        assert torch.equal(row, faithfulness(model, graph, acts, y, alone, counts))
+
 def test_shuffled_labels_score_near_chance():
     """Trained on labels that no position carries, no method should prefer the first k positions.
 

@@ -152,3 +152,23 @@ def test_ablation_scores_are_what_ablate_measures(model_and_inputs, method):
                               ("mlp", "blocks.0.hook_mlp_out", ())):
         expected = ablate(model, x, y, hook=hook, over=over, method=method, generator=torch.Generator().manual_seed(5))
         assert torch.allclose(sites[graph.slices[group]], expected.loss - expected.base_loss, atol=1e-5), group
+
+
+def test_replacing_each_site_is_the_patching_engine(model_and_inputs):
+    from circuitpath.analysis.discovery import Probe
+    from circuitpath.analysis.discovery.methods import ProbeRuns, _replace_each_site
+    from circuitpath.analysis.patching import axis_masks
+    from circuitpath.analysis.replacing import RESID_POST, run_replaced
+
+    model, x = model_and_inputs
+    runs = ProbeRuns(model, Probe.shuffled(x, x[:, :3].sum(1) % 4, seed=2))
+    (_, cache), (_, corrupted) = runs.clean, runs.corrupted
+    replacements = site_activations(corrupted)
+    got = _replace_each_site(runs, replacements)
+    for (group, (hook, over)), logits in zip(GROUPS.items(), got, strict=True):
+        replacement = replacements[group]
+        if group == "residual":  # hook_resid_post with the residual path's part swapped
+            replacement = cache[RESID_POST] - site_activations(cache)["residual"] + replacement
+        masks = axis_masks(cache[hook].shape[1:], hook, over)
+        expected = run_replaced(model, hook, runs.probe.clean, cache, replacement, masks)
+        assert logits.shape == expected.shape and torch.allclose(logits, expected, atol=1e-5), group

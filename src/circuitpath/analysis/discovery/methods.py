@@ -8,7 +8,7 @@ clean inputs (`Probe.clean`):
   = m the gradient is averaged over m inputs on the straight line from the corrupted to the clean
   embeddings (integrated gradients, as EAP-IG does);
 - activation patching: metric(clean) - metric(clean with this site's activation from the corrupted
-  run), every site in batched passes (`replacing.run_replaced`, the engine of `patch`);
+  run), every site in batched passes (what `replacing.run_replaced`, the engine of `patch`, gives);
 - ablation: loss with the site knocked out (zero, mean or resample, as `ablation.ablate` does)
   minus the intact loss.
 
@@ -23,7 +23,7 @@ patching: where the logits are linear in a site (neurons, MLP output, residual) 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -42,8 +42,7 @@ from circuitpath.analysis.discovery.forward import (
     token_tables,
 )
 from circuitpath.analysis.discovery.graph import GROUPS, ModelGraph, site_activations, site_sums
-from circuitpath.analysis.patching import METRICS, axis_masks
-from circuitpath.analysis.replacing import RESID_POST, run_replaced
+from circuitpath.analysis.patching import METRICS
 from circuitpath.errors import InputError
 
 METHODS = ("attribution", "patching", "ablation")
@@ -157,23 +156,28 @@ class ProbeRuns:
             return self.model.run_with_cache(self.probe.corrupted)
 
 
-@lru_cache(maxsize=64)
-def _masks(shape: tuple[int, ...], hook: str, over: tuple[str, ...]) -> Tensor:
-    return axis_masks(torch.Size(shape), hook, over)
-
-
 def _replace_each_site(runs: ProbeRuns, replacements: dict[str, Tensor]) -> list[Tensor]:
     """For each group, logits [sites, batch, n_tokens] of the clean inputs with one of its sites taken
-    from the group's replacement, every site in batched passes (`replacing.run_replaced`)."""
-    (_, cache), out = runs.clean, []
-    residual = site_activations(cache)["residual"]
-    for group, (hook, over) in GROUPS.items():
-        replacement = replacements[group]
-        if group == "residual":  # hook_resid_post with the residual path's part swapped
-            replacement = cache[RESID_POST] - residual + replacement
-        masks = _masks(tuple(cache[hook].shape[1:]), hook, over).to(residual.device)
-        out.append(run_replaced(runs.model, hook, runs.probe.clean, cache, replacement, masks))
+    from the group's replacement (what `replacing.run_replaced` gives for one-site masks, held to it
+    by a test). From z_A on the logits are linear in a site: the cached logits plus its change times
+    a fixed matrix. A value or a weight of the pattern moves z_A, and the layers after it run again
+    on every position's copy of the batch."""
+    model, (logits, cache) = runs.model, runs.clean
+    acts = site_activations(cache)
+    pattern, values, z_attn = acts["pattern"], acts["value"], acts["attention"]
+    moved = {"value": pattern.unsqueeze(-1) * (replacements["value"] - values),  # [batch, key_pos, d_model]
+             "pattern": (replacements["pattern"] - pattern).unsqueeze(-1) * values}
+    out = [_logits_from_attention(model, z_attn + moved[group].transpose(0, 1)) for group in ("value", "pattern")]
+    out.append(_logits_from_attention(model, replacements["attention"][None]))
+    to_logits = model.W_out @ model.W_U  # [d_mlp, n_tokens]: what a neuron's change adds to each logit
+    for change in (F.gelu(replacements["neuron_in"]) - acts["neuron"], replacements["neuron"] - acts["neuron"]):
+        out.append(logits + change.T.unsqueeze(-1) * to_logits.unsqueeze(1))
+    out.extend((logits + (replacements[group] - acts[group]) @ model.W_U)[None] for group in ("mlp", "residual"))
     return out
+
+
+def _logits_from_attention(model, z_attn: Float[Tensor, "copies batch d_model"]) -> Float[Tensor, "copies batch n_tokens"]:
+    return forward_from_attention(model, z_attn.flatten(0, 1))[0].view(*z_attn.shape[:2], -1)
 
 
 def per_input(fn, logits: Float[Tensor, "... batch n_tokens"], *labels: Tensor) -> Float[Tensor, "... batch"]:

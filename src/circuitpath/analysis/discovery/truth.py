@@ -101,10 +101,14 @@ def faithfulness(
     graph: ModelGraph,
     acts: dict[str, Tensor],
     labels: Int[Tensor, " batch"],
-    sites: Float[Tensor, " site"],
+    sites: Float[Tensor, "*methods site"],
     counts: list[int],
-) -> Float[Tensor, " count"]:
-    """Accuracy with only the top-n nodes (by |score|) kept and the rest mean-ablated, for each n."""
-    keep = keep_top(graph, sites, counts).to(labels.device)
+) -> Float[Tensor, "*methods count"]:
+    """Accuracy with only the top-n nodes (by |score|) kept and the rest mean-ablated, for each n.
+
+    Several rows of scores (e.g. one per method) share one pass, and the masks they have in common
+    before the MLP run once (`run_kept`)."""
+    rows = sites.reshape(-1, sites.shape[-1])
+    keep = torch.cat([keep_top(graph, row, counts) for row in rows]).to(labels.device)
     logits = run_kept(model, graph, acts, keep)
-    return (logits.argmax(-1) == labels).float().mean(-1).cpu()
+    return (logits.argmax(-1) == labels).float().mean(-1).cpu().view(*sites.shape[:-1], len(counts))
