@@ -16,6 +16,7 @@ kernel calls on tensors of fixed shapes and alignment, whatever else trains besi
 from __future__ import annotations
 
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from circuitpath import fused
 from circuitpath.config import ModelConfig
 from circuitpath.model import root_mean_square, weight_shapes
 
@@ -87,6 +89,12 @@ class Encoded:
 
     def rows(self, runs: slice) -> Encoded:
         return Encoded(self.onehot[runs], self.index[runs], self.targets[runs])
+
+    def batch(self, sequences: slice) -> Encoded:
+        """These sequences of every run (views)."""
+        n_ctx = self.index.shape[1] // self.targets.shape[1]
+        return Encoded(self.onehot[:, sequences], self.index[:, sequences.start * n_ctx:sequences.stop * n_ctx],
+                       self.targets[:, sequences])
 
     def copy(self) -> Encoded:
         """The same sequences in buffers of their own (freshly allocated, so aligned as any new tensor)."""
@@ -273,11 +281,18 @@ class Executor:
     into their own buffers (`split`), so their alignment does not depend on their row in the group.
     One run to a chunk is also the fastest on one core at the paper's size: a [2048, 128]
     activation fits in a core's cache, four runs' do not (benchmarks/bench_train.py).
-    On a GPU all runs go in one chunk (nothing is promised about its bytes).
+    On a GPU all runs go in one chunk (nothing is promised about its bytes). Small models on the CPU
+    (`fused.takes_fused_path`, a function of the config) take the fused path instead: one compiled
+    loop per run, a chunk of runs per core.
     """
 
-    def __init__(self, runs: int, device: torch.device, pool: ThreadPoolExecutor | None = None):
-        size = 1 if device.type == "cpu" else max(runs, 1)
+    def __init__(self, runs: int, device: torch.device, pool: ThreadPoolExecutor | None = None,
+                 cfg: ModelConfig | None = None):
+        self.fused = cfg is not None and fused.takes_fused_path(cfg, device)
+        if self.fused:  # one compiled loop per chunk, run after run: any chunking gives the same bytes
+            size = -(-runs // (os.cpu_count() or 1))
+        else:
+            size = 1 if device.type == "cpu" else max(runs, 1)
         self.chunks = [slice(i, min(i + size, runs)) for i in range(0, runs, size)]
         self.pool = pool if len(self.chunks) > 1 else None
 
@@ -285,6 +300,8 @@ class Executor:
         """Each chunk's rows of `data`, in buffers of their own (one chunk on a GPU: `data` itself)."""
         if len(self.chunks) == 1:
             return [data]
+        if self.fused:  # plain loops: alignment changes no result
+            return [data.rows(rows) for rows in self.chunks]
         return [data.rows(rows).copy() for rows in self.chunks]
 
     def _map(self, fn, parts: list[Encoded]):
@@ -294,11 +311,19 @@ class Executor:
         return list(self.pool.map(lambda job: fn(*job), jobs))
 
     def loss_and_grad(self, theta: Tensor, layout: Layout, parts: list[Encoded]) -> tuple[Tensor, Tensor]:
-        out = self._map(lambda rows, data: loss_and_grad(theta[rows], layout, data), parts)
+        if self.fused:
+            step = lambda rows, data: fused.loss_and_grad(theta[rows], layout, data.index, data.targets)  # noqa: E731
+        else:
+            step = lambda rows, data: loss_and_grad(theta[rows], layout, data)  # noqa: E731
+        out = self._map(step, parts)
         return torch.cat([p[0] for p in out]), torch.cat([p[1] for p in out])
 
     def evaluate(self, theta: Tensor, layout: Layout, parts: list[Encoded]) -> tuple[Tensor, Tensor]:
-        out = self._map(lambda rows, data: evaluate(theta[rows], layout, data), parts)
+        if self.fused:
+            step = lambda rows, data: fused.evaluate(theta[rows], layout, data.index, data.targets)  # noqa: E731
+        else:
+            step = lambda rows, data: evaluate(theta[rows], layout, data)  # noqa: E731
+        out = self._map(step, parts)
         return torch.cat([p[0] for p in out]), torch.cat([p[1] for p in out])
 
 

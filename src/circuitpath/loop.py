@@ -117,7 +117,7 @@ class GroupTrainer:
         first_step = start.step(self.train_cfg)
         name = self.writers[0].path.name
         desc = name if len(self.writers) == 1 else f"{self.writers[0].path.parent.name} ({len(self.writers)} runs)"
-        executor = Executor(len(self.writers), self.theta.device, self.pool)
+        executor = Executor(len(self.writers), self.theta.device, self.pool, self.model_cfg)
         with tqdm(total=total, initial=first_step, desc=desc, unit="step", dynamic_ncols=True,
                   disable=None if self.progress else True, mininterval=0.5,
                   position=self.bar_position, leave=True) as bar:
@@ -159,12 +159,13 @@ class GroupTrainer:
         """The batch of step `local` of a phase: the next slice of this epoch's order of the training set."""
         per_epoch = x_train.shape[1] // batch_size
         epoch, at = divmod(local, per_epoch)
-        if self._epoch != (phase, epoch):
+        if self._epoch != (phase, epoch):  # the whole epoch's sequences in their order, encoded once
             self._epoch = (phase, epoch)
-            self._orders = torch.stack([epoch_order(c.train.seed, phase, epoch, x_train.shape[1]) for c in self.configs])
-        rows = self._orders[:, at * batch_size:(at + 1) * batch_size].to(x_train.device)
-        x = torch.gather(x_train, 1, rows[:, :, None].expand(-1, -1, x_train.shape[2]))
-        return self.executor.split(Encoded.of(x, torch.gather(y_train, 1, rows), self.model_cfg.n_tokens))
+            orders = torch.stack([epoch_order(c.train.seed, phase, epoch, x_train.shape[1]) for c in self.configs])
+            orders = orders.to(x_train.device)
+            x = torch.gather(x_train, 1, orders[:, :, None].expand(-1, -1, x_train.shape[2]))
+            self._epoch_data = Encoded.of(x, torch.gather(y_train, 1, orders), self.model_cfg.n_tokens)
+        return self.executor.split(self._epoch_data.batch(slice(at * batch_size, (at + 1) * batch_size)))
 
     def _record(self, step, index, local, adam, full, test, skip_checkpoint) -> None:
         if step in self.log_steps:

@@ -189,7 +189,7 @@ def _run(trainers: list[GroupTrainer], progress: bool, workers: int | None) -> l
     on_cpu = trainers[0].theta.device.type == "cpu"
     if on_cpu:
         keep_freed_memory()  # no page faults for the activations each step frees and takes again
-    units = sum(len(Executor(len(t.writers), t.theta.device).chunks) for t in trainers)
+    units = sum(len(Executor(len(t.writers), t.theta.device, cfg=t.model_cfg).chunks) for t in trainers)
     parallel = on_cpu and units > 1
     cores = min(workers or os.cpu_count() or 1, units)
     stop = threading.Event()

@@ -1,0 +1,79 @@
+"""The fused step of small models: the hooked model's loss and gradients, and the same bytes in any group."""
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from circuitpath import ModelConfig, RunConfig, TaskConfig, TrainConfig, fused, train, train_many
+from circuitpath.config import parse_phases
+from circuitpath.engine import Encoded, Executor, Layout
+from circuitpath.model import CrossAttentionTransformer, init_weights
+
+
+def test_erf_is_libm_erf_to_float32_resolution():
+    fused._kernel()  # compiles erf too
+    xs = [i / 1000 for i in range(-6000, 6001, 7)]
+    assert max(abs(fused.erf(x) - math.erf(x)) for x in xs) < 1e-7
+
+
+@pytest.mark.parametrize("residual", ["attn_out", "normalized"])
+@pytest.mark.parametrize("tied", [True, False])
+def test_loss_gradient_and_accuracy_are_the_hooked_models(tied, residual):
+    cfg = ModelConfig(d_model=2, d_mlp=32, n_ctx=12, tied=tied, residual=residual)
+    layout = Layout.of(cfg)
+    generator = torch.Generator().manual_seed(3)
+    models = [CrossAttentionTransformer(replace(cfg, seed=s)) for s in range(3)]
+    for model in models:  # away from the initial weights, so that every term matters
+        for p in model.parameters():
+            p.data += 0.5 * torch.randn(p.shape, generator=generator)
+    theta = layout.pack([m.weights() for m in models])
+    x = torch.randint(0, 4, (3, 32, 12), generator=generator)
+    y = x[:, :, :5].sum(-1) % 4
+    data = Encoded.of(x, y, 4)
+    losses, grad = fused.loss_and_grad(theta, layout, data.index, data.targets)
+    eval_losses, accuracy = fused.evaluate(theta, layout, data.index, data.targets)
+    for s, model in enumerate(models):
+        logits = model(x[s])
+        loss = F.cross_entropy(logits, y[s])
+        expected = torch.autograd.grad(loss, list(model.parameters()))
+        names = [name for name, _ in model.named_parameters()]
+        torch.testing.assert_close(losses[s], loss.detach(), atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(eval_losses[s], loss.detach(), atol=1e-6, rtol=1e-6)
+        assert accuracy[s] == (logits.argmax(-1) == y[s]).float().mean()
+        got = layout.unpack(grad[s])
+        for name, value in zip(names, expected):
+            key = name.split(".")[-1]
+            torch.testing.assert_close(got[key], value, atol=2e-6, rtol=1e-4, msg=f"{s} {key}")
+        assert not grad[s, sum(v.numel() for v in got.values()):].any()  # the row's padding stays zero
+
+
+def test_the_path_is_a_function_of_the_config():
+    cpu = torch.device("cpu")
+    assert fused.takes_fused_path(ModelConfig(d_model=2, d_mlp=32), cpu)
+    assert not fused.takes_fused_path(ModelConfig(), cpu)
+    assert not fused.takes_fused_path(ModelConfig(d_model=2, d_mlp=32), torch.device("cuda"))
+    assert Executor(32, cpu, cfg=ModelConfig(d_model=2, d_mlp=32)).fused
+
+
+def test_a_small_run_is_the_same_bytes_alone_and_in_a_group(tmp_path):
+    def config(seed, lr=3e-3):
+        return RunConfig(task=TaskConfig(seed=seed, n_train=256), model=ModelConfig(d_model=2, d_mlp=32, seed=seed),
+                         train=TrainConfig(phases=parse_phases(f"2:40:{lr}:32,4:40:{lr}:32"), log_every=10,
+                                           checkpoint_every=40, dense_checkpoints=0))
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        alone = train(config(3), tmp_path / "alone", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    group = train_many([config(s, 1e-2 if s % 2 else 3e-3) for s in (0, 1, 2)] + [config(3)] + [config(4)],
+                       [tmp_path / f"g{s}" for s in range(5)], progress=False, workers=2)
+    assert alone.metrics == group[3].metrics
+    for step in alone.steps:
+        assert (alone.checkpoint_path(step).read_bytes() == group[3].checkpoint_path(step).read_bytes()), step
+    assert alone.metrics[-1]["train_loss"] != alone.metrics[0]["train_loss"]
+    assert init_weights(config(3).model)["W_E"].shape == (4, 2)
