@@ -1,4 +1,4 @@
-"""One self-contained HTML page of text, tables and plotly figures (plotly.js inline, opens offline)."""
+"""One HTML page of text, tables and plotly figures that opens offline (plotly.js inline unless asked beside)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from circuitpath.plots.html import figure_div, plotly_script
 from circuitpath.storage import write_atomic
 
 STYLE = """
@@ -73,20 +74,21 @@ class Page:
     def figures(self) -> int:
         return sum(isinstance(block, Panel) for block in self.blocks)
 
-    def write(self, path: str | Path) -> Path:
+    def write(self, path: str | Path, plotlyjs: str = "inline") -> Path:
+        """The page at `path`; plotly.js embedded (a self-contained file: the default) or written once
+        beside it for every page of the folder ("beside", `plots.html`)."""
+        path = Path(path)
+        script = plotly_script(path, plotlyjs)
         parts, index = [], 0
         for block in self.blocks:
             if isinstance(block, Panel):
-                # auto_play off: plotly would play every frame on load and leave a slider's label on the first
-                parts.append(block.figure.to_html(full_html=False, include_plotlyjs=index == 0,
-                                                  div_id=f"figure-{index}", auto_play=False))
+                parts.append(figure_div(block.figure, index, script is None and index == 0))
                 parts.append(f"<p class='caption'>{html.escape(block.caption)}</p>")
                 index += 1
             else:
                 parts.append(block)
         page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-                f"<style>{STYLE}</style></head><body>\n<h1>{html.escape(self.title)}</h1>\n"
+                f"<style>{STYLE}</style>{script or ''}</head><body>\n<h1>{html.escape(self.title)}</h1>\n"
                 + "\n".join(parts) + "\n</body></html>\n")
-        path = Path(path)
         write_atomic(path, page.encode())
         return path
