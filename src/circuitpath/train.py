@@ -256,7 +256,7 @@ def _restart_point(runs: list[Run], writers: list[RunWriter]):
     common = set.intersection(*(set(saved_steps(run.path / STATE_DIR)) for run in runs))
     if not common:  # killed before the first checkpoint: start over, unless the run starts from another's weights
         for run in runs:
-            if run.info.get("branch"):
+            if (run.info.get("branch") or {}).get("step", 0) > 0:  # a branch at 0 starts from the initial weights
                 raise RunError(f"{run.path} is a branch of {run.info['branch'].get('parent')} at step "
                                f"{run.info['branch'].get('step')}, but its starting state is not in {run.path / STATE_DIR}; "
                                "create the branch again with circuitpath branch")
