@@ -27,9 +27,10 @@ def run_dir(tmp_path_factory):
 
 def test_discover_prints_the_table_and_writes_every_file(run_dir, capsys):
     before = snapshot(run_dir)
-    assert main(["discover", str(run_dir), "--steps", "0,20-40", "--n", "40"]) == 0
+    assert main(["discover", str(run_dir), "--steps", "0,20-40", "--n", "20", "--force"]) == 0
     out = capsys.readouterr().out
-    assert "AUROC" in out and "precision@k" in out and "first step with AUROC >= 0.99" in out
+    assert "AUROC" in out and "precision@k" in out and "first step with AUROC >= 0.99 (of the 4 steps scored, 0-40)" in out
+    assert "4 checkpoints, 20 test inputs each;" in out
     assert out.count("\n     30  ") == 1 and "pruning story (attribution)" in out
     assert snapshot(run_dir) == before  # nothing but analysis files changed
     timeline = load_timeline(discovery_dir(load_run(run_dir)))
@@ -39,11 +40,13 @@ def test_discover_prints_the_table_and_writes_every_file(run_dir, capsys):
     assert summary["methods"]["patching"]["auroc"] == pytest.approx(timeline.auroc("patching").tolist())
     circuits = discovery_dir(load_run(run_dir)) / "circuits"
     assert len(list(circuits.glob("*.json"))) == len(list(circuits.glob("*.svg"))) == 12
-    assert (discovery_dir(load_run(run_dir)) / "discovery.html").stat().st_size > 3_000_000
+    page = discovery_dir(load_run(run_dir)) / "discovery.html"
+    assert page.stat().st_size < 1_000_000 and '<script src="plotly.min.js"' in page.read_text()
+    assert (page.parent / "plotly.min.js").stat().st_size > 3_000_000
 
 
 def test_circuit_json_and_svg_round_trip(run_dir):
-    assert main(["discover", str(run_dir), "--steps", "40", "--n", "40", "--method", "patching", "--keep", "5"]) == 0
+    assert main(["discover", str(run_dir), "--steps", "40", "--n", "20", "--method", "patching", "--keep", "5", "--force"]) == 0
     directory = discovery_dir(load_run(run_dir)) / "circuits"
     data = read_json(directory / "patching_step_0000040.json")
     circuit = DiscoveredCircuit.from_json(data)
@@ -59,8 +62,8 @@ def test_circuit_json_and_svg_round_trip(run_dir):
 
 
 def test_greedy_rule_keeps_a_connected_circuit(run_dir, capsys):
-    assert main(["discover", str(run_dir), "--steps", "40", "--n", "40", "--method", "attribution", "--rule", "acdc",
-                 "--threshold", "0.001"]) == 0
+    assert main(["discover", str(run_dir), "--steps", "40", "--n", "20", "--method", "attribution", "--rule", "acdc",
+                 "--threshold", "0.001", "--force"]) == 0
     circuit = load_timeline(discovery_dir(load_run(run_dir))).circuits["attribution"][0]
     assert circuit.rule == "acdc" and circuit.extra["kl"] >= 0
     targets = {t for _, t, _ in circuit.edges} | {"logits"}
@@ -79,6 +82,7 @@ def test_greedy_rule_keeps_a_connected_circuit(run_dir, capsys):
     (["--metric", "accuracy"], "unknown metric 'accuracy'"),
     (["--out", "/nonexistent/dir/page.html"], "directory /nonexistent/dir does not exist"),
     (["--tol", "1"], "--tol must be in [0, 1)"),
+    (["--n", "999999"], "--n 999999 is more than the"),
 ])
 def test_bad_input_is_one_line_and_changes_nothing(tmp_path, capsys, args, message):
     run = train(tiny_config("4:10:1e-2"), tmp_path / "run", progress=False)
@@ -88,6 +92,53 @@ def test_bad_input_is_one_line_and_changes_nothing(tmp_path, capsys, args, messa
     assert message in err and err.startswith("circuitpath: error:") and "\n" not in err
     assert snapshot(run.path) == before and not (run.path / "analysis").exists()
 
+
+
+def discovery_snapshot(run_path):
+    return {str(f.relative_to(run_path)): f.read_bytes() for f in sorted((run_path / "analysis").rglob("*")) if f.is_file()}
+
+
+def test_an_earlier_discovery_is_replaced_only_with_force(tmp_path, capsys):
+    run = train(tiny_config("4:30:1e-2"), tmp_path / "run", progress=False)
+    directory = discovery_dir(run)
+    assert main(["discover", str(run.path), "--n", "20"]) == 0
+    steps = len(run.steps)
+    (directory / "notes.txt").write_text("mine")  # not discover's: stays through --force
+    before = discovery_snapshot(run.path)
+    capsys.readouterr()
+    for args in (["--steps", "30"], ["--steps", "30", "--out", str(tmp_path / "page.html")]):
+        assert main(["discover", str(run.path), "--n", "20", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"circuitpath: error: {directory} already holds a discovery ({2 + 2 * 3 * steps} files); "
+                       "add --force to replace it")
+        assert discovery_snapshot(run.path) == before and not (tmp_path / "page.html").exists()
+    assert main(["discover", str(run.path), "--n", "20", "--steps", "30", "--method", "patching", "--force"]) == 0
+    out = capsys.readouterr().out
+    assert f"removed the earlier discovery in {directory} ({2 + 2 * 3 * steps + 2} files)" in out
+    assert "first step with AUROC >= 0.99 (of the 1 step scored, 30): patching" in out
+    assert sorted(f.name for f in (directory / "circuits").iterdir()) == ["patching_step_0000030.json", "patching_step_0000030.svg"]
+    assert sorted(f.name for f in directory.iterdir()) == ["circuits", "discovery.html", "notes.txt", "plotly.min.js",
+                                                          "scores.safetensors", "timeline.json"]
+    assert load_timeline(directory).steps == [30]
+
+
+def test_a_page_at_out_is_replaced_only_with_force(tmp_path, capsys):
+    run = train(tiny_config("4:10:1e-2"), tmp_path / "run", progress=False)
+    page = tmp_path / "page.html"
+    page.write_text("an earlier page")
+    assert main(["discover", str(run.path), "--n", "20", "--out", str(page)]) == 2
+    assert capsys.readouterr().err.strip() == f"circuitpath: error: {page} already exists; add --force to replace it"
+    assert page.read_text() == "an earlier page" and not (run.path / "analysis").exists()
+    assert main(["discover", str(run.path), "--n", "20", "--out", str(page), "--force"]) == 0
+    assert "Plotly.newPlot" in page.read_text()
+
+
+def test_the_inputs_used_are_printed_when_a_phase_has_fewer_than_asked(run_dir, capsys):
+    run = load_run(run_dir)
+    sizes = [min(1024, run.data(phase).x_test.shape[0]) for phase in (0, 1)]
+    assert sizes[0] < 1024  # the tiny p = 2 phase has fewer test inputs than the default
+    assert main(["discover", str(run_dir), "--steps", "20,40", "--method", "attribution", "--force"]) == 0
+    assert f"2 checkpoints, test inputs: {sizes[0]} in phase 0, {sizes[1]} in phase 1;" in capsys.readouterr().out
 
 def test_a_run_without_test_data_is_refused(tmp_path, capsys):
     run = train(tiny_config("4:10:1e-2"), tmp_path / "run", progress=False)
@@ -123,7 +174,7 @@ def test_example_runs_on_a_saved_run(run_dir, monkeypatch, capsys):
 def test_several_runs_share_one_page_and_are_all_checked_first(tmp_path, capsys):
     scratch = train(tiny_config("4:20:1e-2"), tmp_path / "scratch", progress=False).path
     curriculum = train(tiny_config("2:10:1e-2,4:10:1e-2"), tmp_path / "curriculum", progress=False).path
-    assert main(["discover", str(scratch), str(curriculum), "--steps", "0,10,20", "--n", "30", "--method", "attribution"]) == 0
+    assert main(["discover", str(scratch), str(curriculum), "--steps", "0,10,20", "--n", "20", "--method", "attribution"]) == 0
     out = capsys.readouterr().out
     assert out.count("first step with AUROC") == 2 and f"figures written to {tmp_path / 'discovery.html'}" in out
     html = (tmp_path / "discovery.html").read_text()
@@ -131,7 +182,7 @@ def test_several_runs_share_one_page_and_are_all_checked_first(tmp_path, capsys)
     # a step that one run lacks stops both before anything is written
     later = train(tiny_config("4:30:1e-2"), tmp_path / "later", progress=False).path
     before = snapshot(scratch), snapshot(later)
-    assert main(["discover", str(later), str(scratch), "--steps", "30", "--n", "30"]) == 2
+    assert main(["discover", str(later), str(scratch), "--steps", "30", "--n", "20"]) == 2
     assert "step 30 was not saved" in capsys.readouterr().err
     assert not (later / "analysis").exists() and (snapshot(scratch), snapshot(later)) == before
 
@@ -145,7 +196,7 @@ def test_a_task_without_spurious_positions_has_no_truth_to_score(tmp_path, capsy
 def test_figures_of_the_section(run_dir):
     from circuitpath.plots.discovery import DISCOVERY_NOTES, discovery_figures
 
-    assert main(["discover", str(run_dir), "--n", "30", "--steps", "0,20-40"]) == 0
+    assert main(["discover", str(run_dir), "--n", "20", "--steps", "0,20-40", "--force"]) == 0
     timeline = load_timeline(discovery_dir(load_run(run_dir)))
     figures = discovery_figures({"a": timeline, "b": timeline})
     assert len(figures) == 1 + 2 * 2 + 1  # AUROC, (circuit slider, faithfulness) per run, pruning story
@@ -161,7 +212,7 @@ def test_page_renders_in_headless_chromium(run_dir):
     import re
     import subprocess
 
-    assert main(["discover", str(run_dir), "--n", "30", "--method", "attribution,ablation"]) == 0
+    assert main(["discover", str(run_dir), "--n", "20", "--method", "attribution,ablation", "--force"]) == 0
     page = discovery_dir(load_run(run_dir)) / "discovery.html"
     done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
                            "--virtual-time-budget=20000", "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=300)

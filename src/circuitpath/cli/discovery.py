@@ -10,7 +10,7 @@ from circuitpath.errors import ConfigError
 EXAMPLES = """examples:
   circuitpath discover runs/curriculum
   circuitpath discover runs/scratch runs/curriculum --out runs/discovery.html
-  circuitpath discover runs/scratch --method attribution --steps 0-3000 --n 512
+  circuitpath discover runs/scratch --method attribution --steps 0-3000 --n 512 --force   # replace an earlier one
   circuitpath discover runs/curriculum --method patching --steps 3000,10000 --rule acdc --threshold 0.02
   circuitpath discover runs/curriculum --method attribution --ig-steps 8 --rule threshold --threshold 0.2"""
 
@@ -32,7 +32,8 @@ def add_parsers(sub) -> None:
     parser.add_argument("--method", default="attribution,patching,ablation",
                         help="comma-separated methods: attribution, patching, ablation (default: all three)")
     parser.add_argument("--steps", help="checkpoints to score, e.g. 0,500,1000-3000 (default: every saved step)")
-    parser.add_argument("--n", type=int, default=1024, help="test inputs per checkpoint (default 1024)")
+    parser.add_argument("--n", type=int, help="test inputs per checkpoint, at most a phase's test set "
+                        "(default 1024, or all of a smaller test set)")
     parser.add_argument("--rule", default="top-n", help="how a circuit is pruned: top-n (default), threshold or acdc")
     parser.add_argument("--keep", type=int, help="nodes kept by --rule top-n (default 16)")
     parser.add_argument("--threshold", type=float,
@@ -44,6 +45,8 @@ def add_parsers(sub) -> None:
     parser.add_argument("--tol", type=float, default=0.01, help="change of share that counts as strengthening an edge (default 0.01)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the corrupting reordering and of resampling (default 0)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--force", action="store_true", help="replace an existing discovery (its timeline, scores, "
+                        "circuits and page; nothing else in the folder)")
     parser.set_defaults(handler=cmd_discover)
 
 
@@ -70,23 +73,57 @@ def cmd_discover(args: argparse.Namespace) -> int:
         raise ConfigError(f"--tol must be in [0, 1), got {args.tol}")
     if args.out is not None and not args.out.parent.is_dir():
         raise ConfigError(f"--out {args.out}: directory {args.out.parent} does not exist")
-    config = DiscoveryConfig(methods=tuple(m.strip() for m in args.method.split(",") if m.strip()), n=args.n,
-                             metric=args.metric, ig_steps=args.ig_steps, ablation=args.ablation, rule=args.rule,
-                             parameter=_parameter(args), seed=args.seed)
+    config = DiscoveryConfig(methods=tuple(m.strip() for m in args.method.split(",") if m.strip()),
+                             **({} if args.n is None else {"n": args.n}), metric=args.metric, ig_steps=args.ig_steps,
+                             ablation=args.ablation, rule=args.rule, parameter=_parameter(args), seed=args.seed)
     names = _names(runs)
-    for run in runs:  # every check on every run before any work
-        plan(run, config, args.steps)
+    out = args.out or (_page(runs[0]) if len(runs) == 1 else runs[0].path.parent / "discovery.html")
+    inputs = [_inputs(run, plan(run, config, args.steps)[2], args.n) for run in runs]  # every check before any work
+    _refuse_to_replace(runs, out, args.force)
     device = resolve_device(args.device)
     timelines = {}
-    for name, run in zip(names, runs):
+    for name, run, used in zip(names, runs, inputs):
         timelines[name] = timeline = discover(run, config, args.steps, device=device)
-        _report(run, timeline, args.tol)
-        _save(run, timeline)
-    out = args.out or (runs[0].path / "analysis" / "discovery" / "discovery.html" if len(runs) == 1
-                       else runs[0].path.parent / "discovery.html")
-    write_html(discovery_figures(timelines), out, "circuit discovery: " + ", ".join(names))
-    print(f"figures written to {out}")
+        _report(run, timeline, args.tol, used)
+        _save(run, timeline, args.force)
+    write_html(discovery_figures(timelines), out, "circuit discovery: " + ", ".join(names), plotlyjs="beside")
+    print(f"figures written to {out} (plotly.js beside it)")
     return 0
+
+
+def _page(run) -> Path:
+    from circuitpath.analysis.discovery import discovery_dir
+
+    return discovery_dir(run) / "discovery.html"
+
+
+def _inputs(run, probes: dict, n: int | None) -> str:
+    """The test inputs each checkpoint is probed with, as the output says it; a --n beyond a phase's
+    test set is refused rather than cut."""
+    sizes = {phase: probe.clean.shape[0] for phase, probe in probes.items()}
+    short = {phase: size for phase, size in sizes.items() if n is not None and size < n}
+    if short:
+        phase, size = next(iter(short.items()))
+        raise ConfigError(f"--n {n} is more than the {size} test inputs of phase {phase} of {run.path}")
+    if len(set(sizes.values())) == 1:
+        return f"{next(iter(sizes.values()))} test inputs each"
+    return "test inputs: " + ", ".join(f"{size} in phase {phase}" for phase, size in sizes.items())
+
+
+def _refuse_to_replace(runs, out: Path, force: bool) -> None:
+    """Without --force, a discovery already saved in a run, or a page at --out, stops everything."""
+    from circuitpath.analysis.discovery import discovery_dir
+    from circuitpath.analysis.discovery.timeline import saved_files
+
+    if force:
+        return
+    for run in runs:
+        found = saved_files(discovery_dir(run))
+        if found:
+            raise ConfigError(f"{discovery_dir(run)} already holds a discovery ({len(found)} files); "
+                              "add --force to replace it")
+    if out.exists():
+        raise ConfigError(f"{out} already exists; add --force to replace it")
 
 
 def _names(runs) -> list[str]:
@@ -96,28 +133,35 @@ def _names(runs) -> list[str]:
     return names
 
 
-def _report(run, timeline, tol: float) -> None:
+def _report(run, timeline, tol: float, inputs: str) -> None:
     from circuitpath.analysis.discovery import pruning_story
     from circuitpath.analysis.discovery.timeline import LEVEL
 
     task = run.config.task
-    print(f"{run.path}: {len(timeline.steps)} checkpoints, up to {timeline.config.n} test inputs each; "
+    print(f"{run.path}: {len(timeline.steps)} checkpoints, {inputs}; "
           f"truth: positions 0-{task.k - 1} of {task.n_ctx} are summed")
     print(_table(timeline))
     firsts = {m: timeline.first_reaching(m) for m in timeline.methods}
-    print(f"first step with AUROC >= {LEVEL}: " + ", ".join(f"{m} {'never' if s is None else s}" for m, s in firsts.items()))
+    steps = timeline.steps
+    scored = f"{len(steps)} step{'s' * (len(steps) > 1)} scored, {steps[0]}" + (f"-{steps[-1]}" if len(steps) > 1 else "")
+    print(f"first step with AUROC >= {LEVEL} (of the {scored}): "
+          + ", ".join(f"{m} {'never' if s is None else s}" for m, s in firsts.items()))
     if len(timeline.steps) >= 2:
         for method in timeline.methods:
             last = pruning_story(timeline, method, tol).last_spurious_strengthened
             print(f"pruning story ({method}): spurious edges last strengthened at step {'never' if last is None else last}")
 
 
-def _save(run, timeline) -> None:
+def _save(run, timeline, force: bool) -> None:
     from circuitpath.analysis.discovery import discovery_dir, save_timeline
-    from circuitpath.analysis.discovery.timeline import circuit_file
+    from circuitpath.analysis.discovery.timeline import circuit_file, remove_saved
     from circuitpath.plots.discovery import write_discovered_svg
 
     directory = discovery_dir(run)
+    if force:  # what an earlier discovery wrote goes first, so that no file of it is left beside the new one
+        removed = remove_saved(directory) + _remove_page(_page(run))
+        if removed:
+            print(f"removed the earlier discovery in {directory} ({removed} files)")
     save_timeline(timeline, directory)
     for method, circuits in timeline.circuits.items():
         for circuit in circuits:
@@ -125,6 +169,19 @@ def _save(run, timeline) -> None:
             write_discovered_svg(circuit, timeline.graph, timeline.k, directory / "circuits" / f"{circuit_file(method, circuit.step)}.svg", title)
     count = sum(len(c) for c in timeline.circuits.values())
     print(f"wrote {directory}: timeline.json, scores.safetensors, {count} circuits (JSON and SVG) in circuits/")
+
+
+def _remove_page(page: Path) -> int:
+    """The default page, and plotly.min.js beside it when no other page is left to load it."""
+    from circuitpath.plots.html import PLOTLY_JS
+
+    removed = [path for path in (page,) if path.is_file()]
+    script = page.parent / PLOTLY_JS
+    if script.is_file() and not [p for p in page.parent.glob("*.html") if p != page]:
+        removed.append(script)
+    for path in removed:
+        path.unlink()
+    return len(removed)
 
 
 def _table(timeline) -> str:

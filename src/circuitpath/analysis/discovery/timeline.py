@@ -219,6 +219,27 @@ def circuit_file(method: str, step: int) -> str:
     return f"{method}_step_{step:07d}"
 
 
+def saved_files(directory: str | Path) -> list[Path]:
+    """The files a saved discovery holds in `directory` (timeline.json, scores.safetensors and each
+    circuit's JSON and SVG), and nothing else that lies there."""
+    directory = Path(directory)
+    names = re.compile(rf"({'|'.join(METHODS)})_step_\d{{7}}\.(json|svg)")
+    circuits = directory / "circuits"
+    found = [directory / name for name in (TIMELINE_JSON, SCORES) if (directory / name).is_file()]
+    return found + sorted(f for f in (circuits.iterdir() if circuits.is_dir() else []) if names.fullmatch(f.name))
+
+
+def remove_saved(directory: str | Path) -> int:
+    """Remove what `saved_files` lists (and circuits/ once empty); how many files went."""
+    files = saved_files(directory)
+    for path in files:
+        path.unlink()
+    circuits = Path(directory) / "circuits"
+    if circuits.is_dir() and not any(circuits.iterdir()):
+        circuits.rmdir()
+    return len(files)
+
+
 def save_timeline(timeline: DiscoveryTimeline, directory: str | Path) -> list[Path]:
     """Write timeline.json, scores.safetensors and circuits/*.json under `directory`; the paths written."""
     directory = Path(directory)
