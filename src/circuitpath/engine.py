@@ -305,10 +305,17 @@ class Executor:
         return [data.rows(rows).copy() for rows in self.chunks]
 
     def _map(self, fn, parts: list[Encoded]):
+        """fn(rows, data) of every chunk, in order; with a pool, its workers each take every n-th chunk
+        (one task a worker and step: fewer hand-overs than a task a chunk)."""
         jobs = list(zip(self.chunks, parts))
         if self.pool is None:
             return [fn(*job) for job in jobs]
-        return list(self.pool.map(lambda job: fn(*job), jobs))
+        workers = min(self.pool._max_workers, len(jobs))
+        shares = self.pool.map(lambda share: [fn(*job) for job in jobs[share::workers]], range(workers))
+        out: list = [None] * len(jobs)
+        for share, results in enumerate(shares):
+            out[share::workers] = results
+        return out
 
     def loss_and_grad(self, theta: Tensor, layout: Layout, parts: list[Encoded]) -> tuple[Tensor, Tensor]:
         if self.fused:
