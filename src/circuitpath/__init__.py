@@ -4,10 +4,13 @@ Reproduces and extends "Easing Optimization Paths: a Circuit Perspective" (Odonn
 Cabannes, ICASSP 2025) on sparse modular addition.
 """
 
+import importlib
+import sys
+import types
+
 __version__ = "0.1.0"
 
 from circuitpath.config import ModelConfig, Phase, RunConfig, TaskConfig, TrainConfig, parse_phases
-from circuitpath.data import Split, make_split
 from circuitpath.errors import (
     CheckpointError,
     CircuitPathError,
@@ -16,9 +19,41 @@ from circuitpath.errors import (
     InputError,
     RunError,
 )
-from circuitpath.model import CrossAttentionTransformer
-from circuitpath.runs import Run, load_run
-from circuitpath.train import Interrupted, resume, train, train_many
+
+#: Names from modules that import torch, loaded on first use (PEP 562): `import circuitpath` and
+#: `circuitpath --help` need no torch.
+LAZY = {
+    "Split": "circuitpath.data", "make_split": "circuitpath.data",
+    "CrossAttentionTransformer": "circuitpath.model",
+    "Run": "circuitpath.runs", "load_run": "circuitpath.runs",
+    "Interrupted": "circuitpath.train", "resume": "circuitpath.train", "train": "circuitpath.train",
+    "train_many": "circuitpath.train",
+}
+
+
+def __getattr__(name: str):
+    if name not in LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(LAZY[name]), name)
+    setattr(sys.modules[__name__], name, value)
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *LAZY])
+
+
+class _Package(types.ModuleType):
+    """Importing the submodule circuitpath.train binds the package's `train` to that module; the
+    package's `train` stays the function, as it was when every name was imported eagerly."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and LAZY.get(name) == value.__name__:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "CheckpointError",

@@ -16,7 +16,6 @@ from typing import Sequence
 from circuitpath.config import RESIDUALS, ModelConfig, TaskConfig
 from circuitpath.errors import CircuitPathError
 from circuitpath.heap import keep_freed_memory
-from circuitpath.loop import Interrupted
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
@@ -94,13 +93,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         keep_freed_memory()  # training and analyses retake the memory they free at every step or checkpoint
         return args.handler(args)
-    except Interrupted as stop:
-        print(f"circuitpath: {stop}", file=sys.stderr)
-        return 130
     except KeyboardInterrupt:
         print("circuitpath: interrupted", file=sys.stderr)
         return 130
     except CircuitPathError as error:
         print(f"circuitpath: error: {error}", file=sys.stderr)
         return 2
+    except Exception as stop:
+        if not _interrupted(stop):
+            raise
+        print(f"circuitpath: {stop}", file=sys.stderr)
+        return 130
+
+
+def _interrupted(error: Exception) -> bool:
+    """Whether training stopped on Ctrl-C after saving (`loop.Interrupted`). Only a command that
+    trained can raise it, and that command imported the loop (and torch): no other command waits for them."""
+    loop = sys.modules.get("circuitpath.loop")
+    return loop is not None and isinstance(error, loop.Interrupted)
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from circuitpath.cli import add_checkpoint_flags
 from circuitpath.errors import CheckpointError, ConfigError
-from circuitpath.experiments import summary_table
 
 
 def add_parsers(sub) -> None:
@@ -277,6 +276,7 @@ def cmd_diagram(args: argparse.Namespace) -> int:
 
 # ---- show -----------------------------------------------------------------------------------------
 def cmd_show(args: argparse.Namespace) -> int:
+    from circuitpath.experiments import summary_table
     from circuitpath.platform import describe
     from circuitpath.runs import load_run
 

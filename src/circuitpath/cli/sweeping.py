@@ -8,7 +8,6 @@ from pathlib import Path
 
 from circuitpath.cli import add_run_flags, add_task_flags, model_from_flags, task_from_flags
 from circuitpath.errors import ConfigError
-from circuitpath.loop import Interrupted
 
 DEFAULT_OUT, DEFAULT_SEEDS, DEFAULT_EXPERIMENTS = Path("runs/sweep"), "0-31", "scratch,curriculum"
 
@@ -83,6 +82,7 @@ def _ray_options(args: argparse.Namespace):
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from circuitpath.loop import Interrupted
     from circuitpath.sweep import parse_experiments, parse_seeds, read_summary, resume_sweep, summary_lines, sweep
     from circuitpath.sweep.spec import check_keep
 

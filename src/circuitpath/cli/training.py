@@ -12,7 +12,6 @@ from typing import Any
 from circuitpath.cli import add_residual_flag, add_run_flags, add_size_flags
 from circuitpath.config import Phase, RunConfig, parse_phases
 from circuitpath.errors import ConfigError
-from circuitpath.experiments import summary_table
 
 EPILOG_TRAIN = """examples:
   circuitpath train --out runs/x --p 4 --steps 1000 --lr 1e-2 --seed 0
@@ -143,6 +142,7 @@ def _phases(args: argparse.Namespace, base: tuple[Phase, ...], given_file: bool)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from circuitpath.experiments import summary_table
     from circuitpath.train import resume, train
 
     warn_capability()

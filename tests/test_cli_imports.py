@@ -1,0 +1,54 @@
+"""`circuitpath --help` answers without importing torch: heavy modules load with the command that needs them."""
+
+import subprocess
+import sys
+
+import pytest
+
+import circuitpath
+
+HEAVY = ("torch", "numpy", "plotly", "transformer_lens")
+PARSE = """
+import sys
+from circuitpath.cli import main
+try:
+    main({argv!r})
+except SystemExit as done:
+    assert done.code == 0, done.code
+print("loaded:", *[name for name in {heavy!r} if name in sys.modules], file=sys.stderr)
+"""
+
+
+def loaded_after(code: str) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stderr.strip().splitlines()[-1].split()[1:]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["discover", "--help"], ["train", "--help"], ["sweep", "--help"],
+                                  ["show", "--help"], ["reproduce", "--help"], ["branch", "--help"]])
+def test_help_imports_no_heavy_module(argv):
+    assert loaded_after(PARSE.format(argv=argv, heavy=HEAVY)) == []
+
+
+def test_the_check_sees_a_heavy_import():
+    code = PARSE.format(argv=["--help"], heavy=HEAVY).replace("import sys\n", "import sys\nimport torch\n", 1)
+    assert "torch" in loaded_after(code)
+
+
+def test_the_package_names_load_on_first_use():
+    code = ("import sys, circuitpath as cp\n"
+            "before = 'torch' in sys.modules\n"
+            "import circuitpath.train\n"  # binds the package's `train` to the submodule, unless kept the function
+            "assert callable(cp.train) and cp.train.__module__ == 'circuitpath.train', cp.train\n"
+            "assert cp.load_run.__module__ == 'circuitpath.runs'\n"
+            "print('loaded:', *(['torch'] if before else []), file=sys.stderr)\n")
+    assert loaded_after(code) == []
+
+
+def test_every_public_name_is_there():
+    assert set(circuitpath.__all__) <= set(dir(circuitpath))
+    for name in circuitpath.__all__:
+        assert getattr(circuitpath, name) is not None, name
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        circuitpath.nothing  # noqa: B018
