@@ -83,30 +83,39 @@ class Layout:
 class Encoded:
     """Sequences of S runs prepared for the engine: one-hot over (token, position) and score indices."""
 
-    onehot: Float[Tensor, "runs batch table"]  # table = n_tokens * n_ctx, index token * n_ctx + pos
+    onehot: Float[Tensor, "runs batch table"] | None  # table = n_tokens * n_ctx; None where only the index is read
     index: Int[Tensor, "runs batch_pos"]
     targets: Int[Tensor, "runs batch"]
 
     def rows(self, runs: slice) -> Encoded:
-        return Encoded(self.onehot[runs], self.index[runs], self.targets[runs])
+        return Encoded(_part(self.onehot, runs), self.index[runs], self.targets[runs])
 
     def batch(self, sequences: slice) -> Encoded:
         """These sequences of every run (views)."""
         n_ctx = self.index.shape[1] // self.targets.shape[1]
-        return Encoded(self.onehot[:, sequences], self.index[:, sequences.start * n_ctx:sequences.stop * n_ctx],
-                       self.targets[:, sequences])
+        return Encoded(_part(self.onehot, (slice(None), sequences)),
+                       self.index[:, sequences.start * n_ctx:sequences.stop * n_ctx], self.targets[:, sequences])
 
     def copy(self) -> Encoded:
         """The same sequences in buffers of their own (freshly allocated, so aligned as any new tensor)."""
-        return Encoded(self.onehot.clone(), self.index.clone(), self.targets.clone())
+        return Encoded(_part(self.onehot, slice(None)).clone(), self.index.clone(), self.targets.clone())
 
     @classmethod
-    def of(cls, x: Int[Tensor, "runs batch pos"], y: Int[Tensor, "runs batch"], n_tokens: int) -> Encoded:
+    def of(cls, x: Int[Tensor, "runs batch pos"], y: Int[Tensor, "runs batch"], n_tokens: int,
+           onehot: bool = True) -> Encoded:
+        """Sequences and targets of each run; `onehot=False` leaves the one-hot table out (the fused
+        path reads only the index)."""
         runs, batch, n_ctx = x.shape
         index = x * n_ctx + torch.arange(n_ctx, device=x.device)
-        onehot = torch.zeros(runs, batch, n_tokens * n_ctx, device=x.device)
-        onehot.scatter_(2, index, 1.0)
-        return cls(onehot, index.reshape(runs, batch * n_ctx), y)
+        table = None
+        if onehot:
+            table = torch.zeros(runs, batch, n_tokens * n_ctx, device=x.device)
+            table.scatter_(2, index, 1.0)
+        return cls(table, index.reshape(runs, batch * n_ctx), y)
+
+
+def _part(tensor: Tensor | None, where) -> Tensor | None:
+    return None if tensor is None else tensor[where]
 
 
 def rms(x: Tensor, eps: float) -> Tensor:

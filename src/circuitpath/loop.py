@@ -132,11 +132,12 @@ class GroupTrainer:
         device = self.theta.device
         x_train = torch.stack([s[index].x_train for s in self.splits]).to(device)
         y_train = torch.stack([s[index].y_train for s in self.splits]).to(device)
-        full = self.executor.split(Encoded.of(x_train, y_train, self.model_cfg.n_tokens))
+        onehot = not self.executor.fused
+        full = self.executor.split(Encoded.of(x_train, y_train, self.model_cfg.n_tokens, onehot))
         test = self.executor.split(Encoded.of(
             torch.stack([s[index].x_test for s in self.splits]).to(device),
             torch.stack([s[index].y_test for s in self.splits]).to(device),
-            self.model_cfg.n_tokens,
+            self.model_cfg.n_tokens, onehot,
         ))
         lrs = torch.tensor([c.train.phases[index].lr for c in self.configs])
         adam = Adam(self.theta, lrs)
@@ -164,7 +165,8 @@ class GroupTrainer:
             orders = torch.stack([epoch_order(c.train.seed, phase, epoch, x_train.shape[1]) for c in self.configs])
             orders = orders.to(x_train.device)
             x = torch.gather(x_train, 1, orders[:, :, None].expand(-1, -1, x_train.shape[2]))
-            self._epoch_data = Encoded.of(x, torch.gather(y_train, 1, orders), self.model_cfg.n_tokens)
+            self._epoch_data = Encoded.of(x, torch.gather(y_train, 1, orders), self.model_cfg.n_tokens,
+                                          not self.executor.fused)
         return self.executor.split(self._epoch_data.batch(slice(at * batch_size, (at + 1) * batch_size)))
 
     def _record(self, step, index, local, adam, full, test, skip_checkpoint) -> None:

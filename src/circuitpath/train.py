@@ -190,8 +190,8 @@ def _run(trainers: list[GroupTrainer], progress: bool, workers: int | None) -> l
     if on_cpu:
         keep_freed_memory()  # no page faults for the activations each step frees and takes again
     units = sum(len(Executor(len(t.writers), t.theta.device, cfg=t.model_cfg).chunks) for t in trainers)
-    parallel = on_cpu and units > 1
     cores = min(workers or os.cpu_count() or 1, units)
+    parallel = on_cpu and cores > 1
     stop = threading.Event()
     with _stop_on_ctrl_c(stop), _kernel_threads(1 if on_cpu else None), ThreadPoolExecutor(cores if parallel else 1) as pool:
         for position, trainer in enumerate(trainers):
