@@ -8,9 +8,9 @@ Run: python benchmarks/bench_engine_variants.py
 - "torch.compile": the engine's function compiled by inductor for the CPU (one compilation per
   group size, timed apart), the fusion the sweeps issue suggested trying.
 
-Per run-step at S = 1 (two kernel threads, as a lone run trains) and for one chunk of S = 4 and
-S = 32 runs on one thread (as a group's chunks train, one per core). Also prints whether the
-compiled function keeps a run's bits independent of its batch-mates, and how far it is from eager.
+Per run-step on one thread, for a chunk of one run (as training runs every run on the CPU) and,
+for comparison, chunks of S = 4 and S = 32 runs. Also prints whether the compiled function keeps a
+run's bits independent of its batch-mates, and how far it is from eager.
 """
 
 # %%
@@ -62,7 +62,7 @@ def main() -> None:
     candidates, compile_seconds = {}, {}
     for runs in (1, 4, 32):
         layout, theta, data = group(split, runs)
-        threads = 2 if runs == 1 else 1
+        threads = 1
         for name, fn in variants.items():
             def step(fn=fn, layout=layout, theta=theta, data=data, threads=threads):
                 torch.set_num_threads(threads)
@@ -76,7 +76,7 @@ def main() -> None:
     rows = []
     for (runs, name), s in seconds.items():
         base = seconds[(runs, "engine (now)")]
-        rows.append((f"S = {runs} ({'2 threads' if runs == 1 else '1 thread'})", name, f"{s / runs * 1e3:.3f}",
+        rows.append((f"S = {runs} (1 thread)", name, f"{s / runs * 1e3:.3f}",
                      f"{s / base:.2f}"))
     print(table(rows, ("group", "variant", "ms per run-step", "time / engine's")))
     print("torch.compile: compiling took " + ", ".join(f"{s:.1f} s at S = {r}" for r, s in compile_seconds.items()))
