@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from circuitpath import platform
+from circuitpath import platform, processes
 from circuitpath.config import RunConfig
 from circuitpath.data import make_split
 from circuitpath.engine import Executor, Layout
@@ -87,7 +87,8 @@ def train_groups(
 ) -> list[list[Run]]:
     """Train several groups at the same time (each batched); every target is checked before any is written.
 
-    `workers`: CPU worker threads (default: one per core); a run's bytes do not depend on it.
+    `workers`: CPU workers (default: one per core): threads, or processes for long torch-engine
+    work (`processes.process_count`); a run's bytes depend on neither.
     """
     groups = [(list(configs), [Path(o) for o in outs]) for configs, outs in groups]
     all_outs = [out for _, outs in groups for out in outs]
@@ -110,6 +111,11 @@ def train_groups(
             writer.close()
             shutil.rmtree(writer.path, ignore_errors=True)
         raise
+    if count := processes.process_count([configs for configs, _ in groups], torch_device, workers):
+        for writer in (w for group in writers for w in group):
+            writer.close()  # created, not started: each process resumes its share from the initial weights
+        return processes.train_in_processes([outs for _, outs in groups], count, progress=progress,
+                                            note_resume=False, allow_other_platform=False)
     trainers = []
     for (configs, _), group_writers, group_splits in zip(groups, writers, splits):
         theta = Layout.of(configs[0].model).pack([init_weights(c.model) for c in configs]).to(torch_device)
@@ -155,6 +161,12 @@ def resume_groups(
     if len(set(all_paths)) != len(all_paths):
         raise ConfigError("two runs share an output directory")
     torch_device = resolve_device(device) if pending else None
+    if pending and (count := processes.process_count([[r.config for r in runs[i]] for i in pending], torch_device,
+                                                      workers)):
+        trained = processes.train_in_processes([[r.path for r in runs[i]] for i in pending], count,
+                                               progress=progress, note_resume=note_resume,
+                                               allow_other_platform=allow_other_platform)
+        return [dict(zip(pending, trained)).get(i, group) for i, group in enumerate(runs)]
     writers: list[list[RunWriter]] = []
     trainers = []
     try:

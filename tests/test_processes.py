@@ -1,0 +1,67 @@
+"""Groups trained across worker processes give the same bytes as in this process."""
+
+import json
+
+import pytest
+import torch
+
+from circuitpath import ModelConfig, RunConfig, TaskConfig, TrainConfig, processes
+from circuitpath.config import parse_phases
+from circuitpath.errors import RunError
+from circuitpath.runs import STATE_DIR, saved_steps, step_file
+from circuitpath.train import resume, train_many
+from conftest import tiny_config
+
+CPU = torch.device("cpu")
+
+
+def paper(seed: int, steps: int) -> RunConfig:
+    return RunConfig(task=TaskConfig(seed=seed), model=ModelConfig(seed=seed),
+                     train=TrainConfig(phases=parse_phases(f"4:{steps}:1e-2")))
+
+
+def test_processes_are_chosen_from_the_configs_for_long_torch_engine_work():
+    assert processes.process_count([[paper(s, 10000) for s in range(8)]], CPU, workers=2) == 2
+    assert processes.process_count([[paper(0, 10000)], [paper(1, 10000)]], CPU, workers=2) == 2  # two groups of one
+    assert processes.process_count([[paper(0, 10000)]], CPU, workers=2) == 0  # one run: nothing to share
+    assert processes.process_count([[paper(s, 10000) for s in range(8)]], CPU, workers=1) == 0
+    assert processes.process_count([[paper(s, 20) for s in range(8)]], CPU, workers=2) == 0  # short: not worth a start
+    small = [RunConfig(task=TaskConfig(seed=s), model=ModelConfig(d_model=2, d_mlp=32, seed=s),
+                       train=TrainConfig(phases=parse_phases("2:64000:3e-3:32"))) for s in range(32)]
+    assert processes.process_count([small], CPU, workers=2) == 0  # the fused path needs no process
+
+
+def _files(run, sub):
+    return {f.name: f.read_bytes() for f in sorted((run.path / sub).iterdir())}
+
+
+def test_runs_trained_in_processes_are_the_bytes_of_runs_trained_here(tmp_path, monkeypatch):
+    configs = [tiny_config("2:20:1e-2,4:20:1e-2:8", seed=s) for s in range(3)]
+    here = train_many(configs, [tmp_path / f"here{s}" for s in range(3)], progress=False, workers=2)
+    monkeypatch.setattr(processes, "MIN_WORK", 0)
+    away = train_many(configs, [tmp_path / f"away{s}" for s in range(3)], progress=False, workers=2)
+    for a, b in zip(here, away):
+        assert b.status == "completed" and "resumed_from" not in b.info
+        assert a.metrics == b.metrics
+        assert _files(a, "checkpoints") == _files(b, "checkpoints")
+
+
+def test_resume_in_processes_reaches_the_uninterrupted_bytes_and_reports_errors(tmp_path, monkeypatch):
+    configs = [tiny_config("2:30:1e-2", seed=s, checkpoint_every=10, dense_checkpoints=0) for s in range(2)]
+    runs = train_many(configs, [tmp_path / f"r{s}" for s in range(2)], progress=False)
+    final = [_files(run, "checkpoints") for run in runs]
+    for run in runs:  # back to the state at step 20, marked interrupted
+        (run.path / STATE_DIR / step_file(saved_steps(run.path / STATE_DIR)[-1])).unlink()
+        info = json.loads((run.path / "run.json").read_text())
+        (run.path / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
+    monkeypatch.setattr(processes, "MIN_WORK", 0)
+    done = resume([run.path for run in runs], progress=False, workers=2)
+    assert [_files(run, "checkpoints") for run in done] == final
+    assert all(run.info["resumed_from"] == 20 for run in done)
+    broken = runs[0].path
+    info = json.loads((broken / "run.json").read_text())
+    (broken / "run.json").write_text(json.dumps({**info, "status": "interrupted", "branch": {"parent": "p", "step": 5}}))
+    for step in saved_steps(broken / STATE_DIR):
+        (broken / STATE_DIR / step_file(step)).unlink()
+    with pytest.raises(RunError, match="is a branch of p at step 5"):
+        resume([run.path for run in runs], progress=False, workers=2)
