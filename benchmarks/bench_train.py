@@ -1,20 +1,27 @@
-"""ms per training step: the plain reference, circuitpath at S = 1 and per run-step at S = 8 and 32,
-each beside the engine's arrangement before runs became bit-identical on any thread count.
+"""ms per training step at the paper's size: the plain reference, circuitpath's step, and whole groups,
+each beside the arrangement before runs became bit-identical on any thread count.
 
-Run: python benchmarks/bench_train.py
-The paper's configuration: T = 12, n = 2048 full batch, d = 32, n_tokens = 4, p = 4, Adam.
-circuitpath's step is the training loop's: `engine.Executor`, one run to a chunk, one thread per
-kernel, one worker per core (as `train.py` sets them), malloc set as `train` sets it (common.py; the
-reference runs under the same setting). "before" is the previous arrangement, kept here only to be
-measured: chunks of 4 runs on the workers, and a lone run on two threads per kernel (the previous
-thread tuner's other choice; its one-thread choice is the same step as today's).
+Run: python benchmarks/bench_train.py [--group-steps 1000]
+The paper's configuration: T = 12, n = 2048 full batch, d = 32, n_tokens = 4, p = 4, Adam; malloc set
+as `train` sets it (common.py), for every candidate.
+- One step, interleaved rounds in this process: a lone run (one thread per kernel, as `train` runs
+  it; before: two threads, the previous thread tuner's other choice), and the CPU cost of a run-step
+  on one core as one run to a chunk (now) and as chunks of 4 runs (before).
+- Whole groups, timed one after another: 8 runs of --group-steps steps through `train_many`, with
+  evaluations and checkpoints, as `train` runs them now (one process per core for long work), in
+  threads with one run to a chunk, and as before (threads, chunks of 4 runs). Includes ~4 s of
+  process start; ms per run-step = wall / (8 x steps).
 """
 
 # %%
 from __future__ import annotations
 
+import argparse
 import os
+import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +29,12 @@ import torch.nn.functional as F
 from common import MALLOC, measure, table
 from reference import reference_forward
 
-from circuitpath.config import ModelConfig, TaskConfig
+from circuitpath import processes
+from circuitpath.config import ModelConfig, RunConfig, TaskConfig, TrainConfig, parse_phases
 from circuitpath.data import make_split
 from circuitpath.engine import Adam, Encoded, Executor, Layout
 from circuitpath.model import init_weights
+from circuitpath.train import train_many
 
 POOL = ThreadPoolExecutor(os.cpu_count() or 1)  # as train.py's orchestrator shares one
 
@@ -45,20 +54,19 @@ def reference_step(split):
 class ChunksOfFour(Executor):
     """The previous arrangement: four runs to a chunk (their bytes depended on their batch-mates)."""
 
-    def __init__(self, runs: int, device: torch.device, pool=None):
-        super().__init__(runs, device, pool)
+    def __init__(self, runs: int, device: torch.device, pool=None, cfg=None):
+        super().__init__(runs, device, pool, cfg)
         self.chunks = [slice(i, min(i + 4, runs)) for i in range(0, runs, 4)]
         self.pool = pool if len(self.chunks) > 1 else None
 
 
-def engine_step(split, runs: int, before: bool = False):
-    """One training-loop step of `runs` runs, as `train.py` runs it (or as it did `before`)."""
+def engine_step(split, runs: int, chunk: int = 1, threads: int = 1, pool=POOL):
+    """One training-loop step of `runs` runs in chunks of `chunk` on `threads` kernel threads."""
     layout = Layout.of(ModelConfig())
     theta = layout.pack([init_weights(ModelConfig(seed=s)) for s in range(runs)])
     adam = Adam(theta, torch.full((runs,), 1e-2))
-    executor = (ChunksOfFour if before else Executor)(runs, torch.device("cpu"), POOL)
+    executor = (ChunksOfFour if chunk == 4 else Executor)(runs, torch.device("cpu"), pool)
     data = executor.split(Encoded.of(split.x_train.expand(runs, -1, -1), split.y_train.expand(runs, -1), 4))
-    threads = 2 if before and runs == 1 else 1
 
     def step():
         previous = torch.get_num_threads()
@@ -69,21 +77,52 @@ def engine_step(split, runs: int, before: bool = False):
     return step
 
 
+def group_seconds(steps: int, arrangement: str) -> float:
+    """Wall seconds of `train_many` on 8 paper-size runs, as `train` runs them or in an older arrangement."""
+    configs = [RunConfig(task=TaskConfig(seed=s), model=ModelConfig(seed=s),
+                         train=TrainConfig(phases=parse_phases(f"4:{steps}:1e-2"))) for s in range(8)]
+    patches = []
+    if arrangement != "now":
+        patches.append(mock.patch.object(processes, "MIN_WORK", float("inf")))
+    if arrangement == "before":
+        patches += [mock.patch("circuitpath.loop.Executor", ChunksOfFour),
+                    mock.patch("circuitpath.train.Executor", ChunksOfFour)]
+    with tempfile.TemporaryDirectory() as out:
+        for patch in patches:
+            patch.start()
+        try:
+            start = time.perf_counter()
+            train_many(configs, [f"{out}/{s}" for s in range(8)], progress=False)
+            return time.perf_counter() - start
+        finally:
+            for patch in patches:
+                patch.stop()
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--group-steps", type=int, default=1000, help="steps of each group run (default 1000)")
+    args = parser.parse_args()
+    if args.group_steps < 1:
+        parser.error(f"--group-steps must be >= 1, got {args.group_steps}")
     split = make_split(TaskConfig(), 4)
     reference_name = "reference (plain PyTorch + torch.optim.Adam)"
-    sizes = {reference_name: (1, False)}
-    for runs in (1, 8, 32):
-        sizes[f"circuitpath, S = {runs}"] = (runs, False)
-        sizes[f"  before, S = {runs}" + (" (two threads)" if runs == 1 else " (chunks of 4)")] = (runs, True)
-    candidates = {name: (reference_step(split) if name == reference_name else engine_step(split, s, before))
-                  for name, (s, before) in sizes.items()}
-    seconds = measure(candidates)
+    steps = {reference_name: (reference_step(split), 1),
+             "circuitpath, lone run (1 thread)": (engine_step(split, 1), 1),
+             "  before: lone run, two threads": (engine_step(split, 1, threads=2), 1),
+             "circuitpath, 8 runs on one core, a run a chunk": (engine_step(split, 8, pool=None), 8),
+             "  before: 8 runs on one core, chunks of 4": (engine_step(split, 8, chunk=4, pool=None), 8)}
+    seconds = measure({name: fn for name, (fn, _) in steps.items()})
     reference = seconds[reference_name]
     rows = [(name, f"{seconds[name] / s * 1e3:.2f}", f"{reference / (seconds[name] / s):.1f}x")
-            for name, (s, _) in sizes.items()]
-    print(f"training step at the paper's size, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-          f"{torch.backends.cpu.get_cpu_capability()}, {MALLOC}")
+            for name, (_, s) in steps.items()]
+    for name, arrangement in (("group of 8 as train runs it (processes)", "now"),
+                              ("  group of 8 in threads, a run a chunk", "threads"),
+                              ("  before: group of 8 in threads, chunks of 4", "before")):
+        per_run_step = group_seconds(args.group_steps, arrangement) / (8 * args.group_steps)
+        rows.append((name, f"{per_run_step * 1e3:.2f}", f"{reference / per_run_step:.1f}x"))
+    print(f"training at the paper's size, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+          f"{torch.backends.cpu.get_cpu_capability()}, {MALLOC}; groups: {args.group_steps} steps")
     print(table(rows, ("implementation", "ms per run-step", "speed-up")))
 
 
