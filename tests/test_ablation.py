@@ -18,7 +18,7 @@ def test_position_ablation_equals_hand_written_hooks(setup, method):
     model, tokens, labels = setup
     sets = position_sets(3, 8)
     result = ablate(model, tokens, labels, sets=sets, method=method, generator=torch.Generator().manual_seed(2))
-    assert result.names[:8] == [f"key_pos {i}" for i in range(8)] and result.names[8:] == list(sets)
+    assert result.names[:8] == [f"v{i}" for i in range(8)] and result.names[8:] == list(sets)
     _, cache = model.run_with_cache(tokens)
     v = cache["blocks.0.attn.hook_v"]
     replacement = {"zero": torch.zeros_like(v), "mean": v.mean(0, keepdim=True).expand_as(v),
@@ -34,7 +34,8 @@ def test_position_ablation_equals_hand_written_hooks(setup, method):
 def test_mlp_neurons_and_whole_attention_output(setup):
     model, tokens, labels = setup
     neurons = ablate(model, tokens, labels, hook="blocks.0.mlp.hook_post", over=("d_mlp",), method="zero")
-    assert len(neurons.names) == 64 and neurons.loss.shape == (64,)
+    assert neurons.names[:2] == ["n0", "n1"] and len(neurons.names) == 64 and neurons.loss.shape == (64,)
+    torch.testing.assert_close(neurons.effect, neurons.base_accuracy - neurons.accuracy)
     whole = ablate(model, tokens, labels, hook="blocks.0.hook_attn_out", over=(), method="mean")
     assert whole.names == ["all"]
     # with z_A replaced by its mean every input gets the same prediction
@@ -57,3 +58,9 @@ def test_position_sets_refuse_k_past_the_sequence():
     with pytest.raises(InputError, match="got 0"):
         position_sets(0, 12)
     assert position_sets(12, 12) == {"first k (0-11)": list(range(12))}
+
+
+def test_resampling_without_a_generator_is_seeded(setup):
+    model, tokens, labels = setup
+    first, again = (ablate(model, tokens, labels, method="resample") for _ in range(2))
+    assert torch.equal(first.loss, again.loss)

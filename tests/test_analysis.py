@@ -210,14 +210,14 @@ def test_circuit_effects_are_ablation_losses_and_small_ones_are_pruned(trained_r
     circuit = circuit_graph(model, x, y, k=3, threshold=0.0)
     by_position = ablate(model, x, y, method="mean")
     for i in range(6):
-        assert circuit.effects[f"x{i}"] == pytest.approx(by_position.base_accuracy - by_position.accuracy[i].item())
+        assert circuit.effects[f"v{i}"] == pytest.approx(by_position.base_accuracy - by_position.accuracy[i].item())
     mlp = ablate(model, x, y, hook="blocks.0.hook_mlp_out", over=(), method="mean")
     assert circuit.effects[MLP] == pytest.approx(mlp.base_accuracy - mlp.accuracy.item())
     assert circuit.graph.nodes[LOGITS]["effect"] == pytest.approx(by_position.base_accuracy)
     strict = circuit_graph(model, x, y, k=3, threshold=0.5)
     assert all(circuit.effects[n] >= 0.5 for n in strict.graph.nodes if n != LOGITS)
     assert set(strict.pruned) == {n for n, e in circuit.effects.items() if e < 0.5} | (
-        {n for n in circuit.effects if n.startswith("x")} if ATTENTION not in strict.graph else set())
+        {n for n in circuit.effects if n.startswith("v")} if ATTENTION not in strict.graph else set())
     svg = write_circuit_svg(circuit, tmp_path / "c.svg", "title & <test>")
     root = ET.parse(svg).getroot()
     circles = root.findall("{http://www.w3.org/2000/svg}circle")
@@ -229,9 +229,35 @@ def test_diagram_cli_writes_html_and_svg(trained_run, tmp_path, capsys):
 
     assert main(["diagram", str(trained_run.path), "--out", str(tmp_path / "c"), "--n", "40"]) == 0
     assert (tmp_path / "c.svg").read_text().startswith("<svg") and (tmp_path / "c.html").stat().st_size > 3_000_000
-    assert "accuracy lost when ablated" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith("  v0         effect ") and "accuracy lost when mean-ablated (intact - ablated)" in out
     assert main(["diagram", str(trained_run.path), "--threshold", "2"]) == 2
     assert "--threshold must be between 0 and 1, got 2.0" in capsys.readouterr().err
+
+
+def test_diagram_measures_where_the_model_has_something_to_lose(trained_run, tmp_path, capsys):
+    from circuitpath.analysis.circuit import choose_inputs, circuit_at
+    from circuitpath.cli import main
+
+    assert choose_inputs("auto", 0.26, 4)[0] == "train" and choose_inputs("auto", 0.9, 4)[0] == "test"
+    assert choose_inputs("test", 0.26, 4)[0] == "test"
+    split = trained_run.data(1)
+    for on, x in (("train", split.x_train), ("test", split.x_test)):
+        circuit = circuit_at(trained_run, on=on, n=30, threshold=0.0)
+        assert circuit.inputs == on and circuit.n_inputs == 30
+        by_hand = circuit_at(trained_run, on=on, n=30, threshold=0.0)
+        assert circuit.effects == by_hand.effects
+    train_circuit = circuit_at(trained_run, on="train", n=30)
+    from circuitpath.analysis.ablation import ablate
+    knocked = ablate(trained_run.model_at(), split.x_train[:30], split.y_train[:30], method="mean")
+    assert train_circuit.effects["v0"] == pytest.approx(knocked.effect[0].item())
+    assert main(["diagram", str(trained_run.path), "--on", "train", "--out", str(tmp_path / "c"), "--n", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "measured on 30 train inputs, as asked" in out
+    assert "circuit on train inputs" in (tmp_path / "c.svg").read_text()
+    with pytest.raises(SystemExit) as exit_:
+        main(["diagram", str(trained_run.path), "--on", "valid"])
+    assert exit_.value.code == 2 and "--on: invalid choice: 'valid'" in capsys.readouterr().err
 
 
 def test_circuit_over_training_measures_each_checkpoint_on_its_phase(trained_run):

@@ -128,7 +128,7 @@ def snapshot(path):
 def test_patch_prints_one_effect_per_position(trained_run, capsys):
     assert main(["patch", str(trained_run.path), "--n", "30"]) == 0
     out = capsys.readouterr().out
-    assert "logit_diff: clean" in out and out.count("\n  key_pos ") == 6
+    assert "logit_diff: clean" in out and all(f"\n  v{t} " in out for t in range(6))
 
 
 @pytest.mark.parametrize("args, message", [
@@ -163,7 +163,7 @@ def test_patch_refuses_a_corrupted_checkpoint_by_name(trained_run, capsys):
 def test_ablate_reports_train_and_test_before_and_after(trained_run, capsys):
     assert main(["ablate", str(trained_run.path), "--method", "zero"]) == 0
     out = capsys.readouterr().out
-    assert "intact" in out and "first k (0-2)" in out and "spurious (3-5)" in out and out.count("key_pos ") == 6
+    assert "intact" in out and "first k (0-2)" in out and "spurious (3-5)" in out and all(f"\nv{t} " in out for t in range(6))
     assert main(["ablate", str(trained_run.path), "--method", "noise"]) == 2
     assert "unknown ablation method 'noise'" in capsys.readouterr().err
 
@@ -179,8 +179,8 @@ def test_patch_each_position_prints_the_fraction_restored(trained_run, capsys):
     assert main(["patch", str(trained_run.path), "--corrupt", "each", "--n", "40"]) == 0
     out = capsys.readouterr().out
     assert "0 = as corrupted, 1 = as clean" in out and "(phase 1, p = 4)" in out
-    rows = [line for line in out.splitlines() if line.startswith("  key_pos ")]
-    assert len(rows) == 6 and rows[0].startswith("  key_pos 0 (summed)") and "inputs flip" in rows[0]
+    rows = [line for line in out.splitlines() if line.startswith("  v")]
+    assert len(rows) == 6 and rows[0].startswith("  v0 (summed)") and "inputs flip" in rows[0]
 
 
 def test_probing_an_earlier_step_uses_the_data_of_its_phase(trained_run, capsys):

@@ -42,15 +42,15 @@ def test_batched_patching_equals_one_forward_per_index_with_hand_written_hooks(s
     model, *inputs = setup
     result = patch(model, hook, *inputs, over=over, metric=metric, max_batch=230)  # several passes
     expected = patch_loop_reference(model, hook, *inputs, over=over, metric=metric)
-    assert result.effects.shape == expected.shape
-    torch.testing.assert_close(result.effects, expected, atol=1e-5, rtol=1e-5)
+    assert result.patched.shape == expected.shape
+    torch.testing.assert_close(result.patched, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_patching_the_whole_attention_output_restores_the_clean_run(setup):
     model, *inputs = setup
     result = patch_attn_out(model, *inputs)
-    assert result.effects.shape == ()
-    assert result.effects.item() == pytest.approx(result.clean, abs=1e-5)
+    assert result.patched.shape == ()
+    assert result.patched.item() == pytest.approx(result.clean, abs=1e-5)
     assert result.clean != pytest.approx(result.corrupted)
     assert result.normalized().item() == pytest.approx(1.0, abs=1e-4)
 
@@ -59,7 +59,34 @@ def test_patching_an_untouched_position_does_nothing(setup):
     model, *inputs = setup
     result = patch_values_by_position(model, *inputs)
     # positions 3.. hold the same tokens in both runs, so their values are identical
-    torch.testing.assert_close(result.effects[3:], torch.full((5,), result.corrupted), atol=1e-5, rtol=0)
+    torch.testing.assert_close(result.patched[3:], torch.full((5,), result.corrupted), atol=1e-5, rtol=0)
+
+
+def test_effects_are_changes_from_the_corrupted_baseline_and_every_index_is_named(setup):
+    model, *inputs = setup
+    result = patch_values_by_position(model, *inputs)
+    torch.testing.assert_close(result.effect, result.patched - result.corrupted)
+    # an untouched position changes nothing: its effect is 0, not the corrupted metric repeated
+    assert result.effect[3:].abs().max() < 1e-5 and result.effect[:3].abs().max() > 1e-3
+    assert result.labels == [f"v{t}" for t in range(8)]
+    neurons = patch(model, "blocks.0.mlp.hook_post", *inputs, over=("d_mlp",))
+    assert neurons.labels[:3] == ["n0", "n1", "n2"] and len(neurons.labels) == model.cfg.d_mlp
+    assert patch(model, "blocks.0.hook_mlp_out", *inputs).labels == ["all"]
+    assert patch(model, "blocks.0.attn.hook_v", *inputs, over=("key_pos", "d_model")).labels[1] == "v0 d_model 1"
+    with pytest.warns(DeprecationWarning, match="patched"):
+        assert result.effects is result.patched
+
+
+def test_corruption_without_a_generator_is_the_same_draw_every_time_and_follows_its_seed():
+    from circuitpath.analysis.patching import position_patching
+
+    clean = torch.randint(0, 4, (64, 8), generator=torch.Generator().manual_seed(3))
+    first, again = corrupt_positions(clean, [0, 1, 2], p=4), corrupt_positions(clean, [0, 1, 2], p=4)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, corrupt_positions(clean, [0, 1, 2], p=4, seed=1))
+    model = CrossAttentionTransformer(ModelConfig(d_model=16, n_ctx=8, seed=4))
+    a, b = position_patching(model, clean, p=4, k=3, seed=5), position_patching(model, clean, p=4, k=3, seed=5)
+    assert a.seed == 5 and torch.equal(a.patched.nan_to_num(), b.patched.nan_to_num())
 
 
 def test_bad_requests(setup):
@@ -111,7 +138,7 @@ def test_position_patching_restores_fully_where_attention_ignores_tokens_and_ski
     model.add_perma_hook("blocks.0.attn.hook_pattern", uniform_on_first(3))
     clean = torch.randint(0, 4, (300, 8))
     result = position_patching(model, clean, p=4, k=3, generator=torch.Generator().manual_seed(0))
-    assert result.effects.shape == (8,) and result.labels[:4] == ["0 (summed)", "1 (summed)", "2 (summed)", "3"]
+    assert result.patched.shape == (8,) and result.labels[:4] == ["v0", "v1", "v2", "v3"]
     # the pattern does not depend on the tokens, so the clean value of the corrupted position is
     # all that differs: patching it back gives exactly the clean run
     assert (result.measured[:3] > 0).all()
@@ -148,7 +175,7 @@ def test_position_patching_equals_one_hand_written_hook_per_position():
             difference = lambda logits: (logits[rows, answer[rows]] - logits[rows, rival[rows]]).mean()
             assert result.measured[position] == flipped.sum()
             if flipped.any():
-                assert result.effects[position].item() == pytest.approx(difference(patched).item(), abs=1e-4)
+                assert result.patched[position].item() == pytest.approx(difference(patched).item(), abs=1e-4)
                 assert result.corrupted[position].item() == pytest.approx(difference(corrupted_logits).item(), abs=1e-4)
                 assert result.clean[position].item() == pytest.approx(difference(clean_logits).item(), abs=1e-4)
 

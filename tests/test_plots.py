@@ -18,14 +18,14 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 def hand_circuit() -> Circuit:
-    """x0..x3 -> attention -> MLP -> logits, and the residual path attention -> logits kept."""
+    """v0..v3 -> attention -> MLP -> logits, and the residual path attention -> logits kept."""
     graph = nx.DiGraph()
     graph.add_node(LOGITS, effect=1.0, layer=3)
     graph.add_node(ATTENTION, effect=0.8, layer=1)
     graph.add_node(MLP, effect=0.7, layer=2)
     for i in range(4):
-        graph.add_node(f"x{i}", effect=0.6, layer=0, summed=i < 3)
-        graph.add_edge(f"x{i}", ATTENTION, effect=0.6)
+        graph.add_node(f"v{i}", effect=0.6, layer=0, summed=i < 3)
+        graph.add_edge(f"v{i}", ATTENTION, effect=0.6)
     graph.add_edge(ATTENTION, MLP, effect=0.7)
     graph.add_edge(MLP, LOGITS, effect=0.7)
     graph.add_edge(ATTENTION, LOGITS, effect=0.3, residual=True)
@@ -170,6 +170,6 @@ def test_diagram_and_patching_pages_render_their_labels_in_headless_chromium(tmp
                            "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    for text in ("attention 0.80", "MLP 0.70", "logits 1.00", "x3 0.60", "0 = as corrupted", "1 = as clean"):
+    for text in ("attn 0.80", "mlp 0.70", "logits 1.00", "v3 0.60", "0 = as corrupted", "1 = as clean"):
         assert f">{text}<" in done.stdout, text
     assert not [line for line in done.stderr.splitlines() if "CONSOLE" in line and "Error" in line]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from jaxtyping import Int
 from torch import Tensor
 
-from circuitpath.analysis.patching import HOOK_AXES, axis_masks, selection_masks
+from circuitpath.analysis.patching import HOOK_AXES, axis_masks, index_names, seeded, selection_masks
 from circuitpath.analysis.replacing import DEFAULT_MAX_BATCH, run_replaced
 from circuitpath.errors import InputError
 from circuitpath.model import CrossAttentionTransformer
@@ -24,7 +24,11 @@ METHODS = ("zero", "mean", "resample")
 
 @dataclass
 class AblationResult:
-    """Accuracy and loss with each named part ablated, next to the intact model's."""
+    """Accuracy and loss with each named part ablated, next to the intact model's.
+
+    Parts are named as `patching.index_names` names them (v3: the value of key position 3, n12: MLP
+    neuron 12), then the named sets. `effect` is the accuracy lost, a change from the intact baseline.
+    """
 
     hook: str
     method: str
@@ -33,6 +37,11 @@ class AblationResult:
     loss: Tensor  # [len(names)]
     base_accuracy: float
     base_loss: float
+
+    @property
+    def effect(self) -> Tensor:
+        """Accuracy lost when each part is ablated: intact - ablated (0: the part does not matter)."""
+        return self.base_accuracy - self.accuracy
 
     def rows(self) -> list[tuple[str, float, float]]:
         return list(zip(self.names, self.accuracy.tolist(), self.loss.tolist()))
@@ -84,7 +93,8 @@ def ablate(
     """Ablate each index of the `over` axes of `hook` alone, then each named set of indices.
 
     `over=()` ablates the whole activation once. `sets` name lists of indices along the single
-    `over` axis (e.g. `position_sets(k, T)`).
+    `over` axis (e.g. `position_sets(k, T)`). Resampling without a `generator` draws from one seeded
+    with `patching.DEFAULT_SEED`.
     """
     model.check_hook(hook)
     device = model.W_E.device
@@ -93,13 +103,13 @@ def ablate(
     activation = cache[hook]
     shape = activation.shape[1:]
     masks = axis_masks(shape, hook, tuple(over))
-    names = [f"{' '.join(over)} {i}" for i in range(masks.shape[0])] if over else ["all"]
+    names = index_names(hook, tuple(over), [shape[HOOK_AXES[hook].index(a)] for a in over])
     if sets:
         if len(over) != 1:
             raise InputError(f"sets of indices need exactly one axis in over, got {over}")
         masks = torch.cat([masks, _set_masks(shape, hook, over[0], sets)])
         names += list(sets)
-    replacement = replacement_for(activation, method, generator)
+    replacement = replacement_for(activation, method, seeded(generator) if method == "resample" else generator)
     ablated = run_replaced(model, hook, tokens, cache, replacement, masks.to(device), max_batch)
     return AblationResult(
         hook=hook,

@@ -4,7 +4,12 @@ Each component's effect is the accuracy lost when it is mean-ablated: a key posi
 the whole attention output, the MLP output, and the residual path that carries the attention's
 output straight to the logits, around the MLP: z_A where the model's residual is "attn_out" (the
 paper's code), z̄_A where it is "normalized" (the text's equation 4). Components whose effect is
-below a threshold are pruned from the graph.
+below a threshold are pruned from the graph. Nodes are named as everywhere (README, "Names"): v3 is
+the value vector of key position 3, then attn, mlp, residual (an edge), logits.
+
+Where the effects are measured matters: a memorising model is at chance on test inputs, so nothing
+it has can cost test accuracy. `circuit_at` measures on training inputs where test accuracy is at
+chance (`on="auto"`), on test inputs otherwise, and the Circuit records which (`inputs`).
 """
 
 from __future__ import annotations
@@ -17,23 +22,29 @@ from jaxtyping import Int
 from torch import Tensor
 
 from circuitpath.analysis.ablation import ablate
-from circuitpath.errors import ConfigError
+from circuitpath.errors import ConfigError, InputError
 from circuitpath.model import CrossAttentionTransformer
 
-ATTENTION, MLP, LOGITS = "attention", "MLP", "logits"
+ATTENTION, MLP, LOGITS, RESIDUAL = "attn", "mlp", "logits", "residual"
+INPUTS = ("train", "test")
+#: Test accuracy within this of chance (1/p) counts as at chance: `on="auto"` then measures on training inputs.
+CHANCE_MARGIN = 0.1
 
 
 @dataclass
 class Circuit:
     graph: nx.DiGraph  # node attribute `effect`, edge attribute `effect`; only kept components
-    effects: dict[str, float]  # every component, kept or not
+    effects: dict[str, float]  # every component, kept or not: accuracy lost when mean-ablated
     base_accuracy: float
     threshold: float
+    inputs: str = "test"  # which inputs the effects are measured on: train or test
+    why: str = ""  # why those inputs (`circuit_at`)
+    n_inputs: int = 0  # how many inputs the effects are measured on
 
     @property
     def pruned(self) -> list[str]:
         """Components measured but left out (the residual path is an edge, not a node)."""
-        kept = set(self.graph.nodes) | ({"residual"} if self.graph.has_edge(ATTENTION, LOGITS) else set())
+        kept = set(self.graph.nodes) | ({RESIDUAL} if self.graph.has_edge(ATTENTION, LOGITS) else set())
         return [name for name in self.effects if name not in kept]
 
 
@@ -75,31 +86,68 @@ def circuit_graph(
     labels: Int[Tensor, " batch"],
     k: int | None = None,
     threshold: float = 0.05,
+    inputs: str = "test",
 ) -> Circuit:
-    """Measure every component's effect by mean ablation and keep those above `threshold`."""
+    """Measure every component's effect by mean ablation on `tokens` and keep those above `threshold`;
+    `inputs` says which split the tokens come from (train or test), for captions."""
+    if inputs not in INPUTS:
+        raise InputError(f"inputs must be train or test, got {inputs!r}")
     positions = ablate(model, tokens, labels, method="mean")
     base = positions.base_accuracy
     whole = {
         ATTENTION: ablate(model, tokens, labels, hook="blocks.0.hook_attn_out", over=(), method="mean"),
         MLP: ablate(model, tokens, labels, hook="blocks.0.hook_mlp_out", over=(), method="mean"),
     }
-    effects = {f"x{i}": base - acc for i, acc in enumerate(positions.accuracy.tolist())}
+    effects = dict(zip(positions.names, positions.effect.tolist()))
     effects[ATTENTION] = base - whole[ATTENTION].accuracy.item()
     effects[MLP] = base - whole[MLP].accuracy.item()
-    effects["residual"] = base - _residual_effect(model, tokens.to(model.W_E.device), labels.to(model.W_E.device))
+    effects[RESIDUAL] = base - _residual_effect(model, tokens.to(model.W_E.device), labels.to(model.W_E.device))
     graph = nx.DiGraph()
     graph.add_node(LOGITS, effect=base, layer=3)
     for node, layer in ((ATTENTION, 1), (MLP, 2)):
         if effects[node] >= threshold:
             graph.add_node(node, effect=effects[node], layer=layer)
-    for i in range(len(positions.names)):
-        name = f"x{i}"
+    for i, name in enumerate(positions.names):
         if effects[name] >= threshold and ATTENTION in graph:
             graph.add_node(name, effect=effects[name], layer=0, summed=k is not None and i < k)
             graph.add_edge(name, ATTENTION, effect=effects[name])
     if ATTENTION in graph and MLP in graph:
         graph.add_edge(ATTENTION, MLP, effect=effects[MLP])
         graph.add_edge(MLP, LOGITS, effect=effects[MLP])
-    if ATTENTION in graph and effects["residual"] >= threshold:
+    if ATTENTION in graph and effects[RESIDUAL] >= threshold:
         graph.add_edge(ATTENTION, LOGITS, effect=effects["residual"], residual=True)
-    return Circuit(graph, effects, base, threshold)
+    return Circuit(graph, effects, base, threshold, inputs, n_inputs=len(tokens))
+
+
+def choose_inputs(on: str, test_accuracy: float, p: int) -> tuple[str, str]:
+    """The split to measure on and why: `on` itself, or for "auto" the training inputs where test
+    accuracy is at chance (within CHANCE_MARGIN of 1/p) and the test inputs otherwise."""
+    if on not in (*INPUTS, "auto"):
+        raise InputError(f"measure on train, test or auto, got {on!r}")
+    if on != "auto":
+        return on, f"{on} inputs, as asked"
+    if test_accuracy <= 1 / p + CHANCE_MARGIN:
+        return "train", f"training inputs: test accuracy {test_accuracy:.3f} is at chance (1/p = {1 / p:.2f})"
+    return "test", f"test inputs: test accuracy {test_accuracy:.3f} is above chance (1/p = {1 / p:.2f})"
+
+
+def circuit_at(run, step: int | None = None, *, on: str = "auto", n: int = 2048, threshold: float = 0.05,
+               device: str | torch.device = "cpu") -> Circuit:
+    """The circuit of `run` at `step` (default: the last), measured on up to `n` first inputs of the split
+    `on` chooses (`choose_inputs`) from the data of the phase the step belongs to (`n_inputs`: how many)."""
+    step = run.steps[-1] if step is None else step
+    phase = run.phase_at(step)
+    split, p, model = run.data(phase), run.config.train.phases[phase].p, run.model_at(step, device=device)
+    x_test, y_test = split.x_test[:n], split.y_test[:n]
+    test_accuracy = accuracy_on(model, x_test, y_test)
+    which, why = choose_inputs(on, test_accuracy, p)
+    x, y = (split.x_train[:n], split.y_train[:n]) if which == "train" else (x_test, y_test)
+    circuit = circuit_graph(model, x, y, run.config.task.k, threshold, which)
+    circuit.why = why
+    return circuit
+
+
+@torch.no_grad()
+def accuracy_on(model: CrossAttentionTransformer, tokens: Tensor, labels: Tensor) -> float:
+    device = model.W_E.device
+    return float((model(tokens.to(device)).argmax(-1) == labels.to(device)).float().mean())

@@ -10,6 +10,7 @@ passes, and only the part of the model after the hook runs again (`replacing`).
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -60,27 +61,64 @@ def accuracy(logits: Tensor, clean_labels: Tensor, corrupted_labels: Tensor) -> 
 
 METRICS: dict[str, Metric] = {"logit_diff": logit_diff, "loss": loss, "accuracy": accuracy}
 
+#: The name of index i of an axis, by hook (README, "Names"): v3 is the value vector of key position 3,
+#: a3 its attention weight, n12 MLP neuron 12; any other axis is its name and the index (`d_model 5`).
+INDEX_PREFIXES: dict[tuple[str, str], str] = {
+    ("blocks.0.attn.hook_v", "key_pos"): "v",
+    ("blocks.0.attn.hook_pattern", "key_pos"): "a",
+    ("blocks.0.mlp.hook_pre", "d_mlp"): "n",
+    ("blocks.0.mlp.hook_post", "d_mlp"): "n",
+}
+
+
+def index_names(hook: str, over: tuple[str, ...], sizes: list[int]) -> list[str]:
+    """One name per index of the `over` axes of `hook`, in the order `axis_masks` makes them."""
+    if not over:
+        return ["all"]
+
+    def name(axis: str, i: int) -> str:
+        prefix = INDEX_PREFIXES.get((hook, axis))
+        return f"{prefix}{i}" if prefix else f"{axis} {i}"
+    return [" ".join(name(a, i) for a, i in zip(over, index))
+            for index in itertools.product(*(range(s) for s in sizes))]
+
 
 @dataclass
 class PatchResult:
-    """Metric after patching each index of `axes` of `hook` from the clean run into the corrupted run.
+    """The metric after patching each index of `axes` of `hook` from the clean run into the corrupted run.
 
+    `patched` is the metric itself; `effect` is the change it makes, from the corrupted baseline
+    (patched - corrupted), and `normalized()` that change as a fraction of clean - corrupted.
     `clean` and `corrupted` are one number when every index shares the corrupted run (`patch`), or a
-    tensor shaped like `effects` when each index has its own (`position_patching`).
+    tensor shaped like `patched` when each index has its own (`position_patching`).
     """
 
     hook: str
     axes: tuple[str, ...]
-    effects: Tensor  # shape: the sizes of `axes` (a scalar tensor when axes is empty)
+    patched: Tensor  # metric after patching; shape: the sizes of `axes` (a scalar tensor when axes is empty)
     clean: float | Tensor  # metric of the clean run
     corrupted: float | Tensor  # metric of the corrupted run, nothing patched
     metric: str
     measured: Tensor | None = None  # inputs each index is measured on, where that differs by index
-    labels: list[str] | None = None  # a name for each index (default: axis and number)
+    labels: list[str] | None = None  # a name for each index, flattened (`index_names`: v3, n12, ...)
+    seed: int | None = None  # seed of the corruption's random draw
+
+    @property
+    def effect(self) -> Tensor:
+        """Change of the metric from the corrupted baseline: patched - corrupted (0: patching does nothing)."""
+        return self.patched - self.corrupted
+
+    @property
+    def effects(self) -> Tensor:
+        """Deprecated: the metric after patching, now `patched` (the change it makes is `effect`)."""
+        warnings.warn("PatchResult.effects is the metric after patching: read .patched (or .effect for the "
+                      "change from the corrupted baseline)", DeprecationWarning, stacklevel=2)
+        return self.patched
 
     def normalized(self) -> Tensor:
-        """0 where patching does nothing, 1 where it restores the clean metric (NaN: nothing measured)."""
-        return (self.effects - self.corrupted) / (self.clean - self.corrupted)
+        """The effect as a fraction of clean - corrupted: 0 as corrupted, 1 the clean metric restored (NaN:
+        nothing measured)."""
+        return (self.patched - self.corrupted) / (self.clean - self.corrupted)
 
 
 def _metric(metric: str | Metric) -> tuple[str, Metric]:
@@ -129,8 +167,11 @@ def patch(
     over: tuple[str, ...] = (),
     metric: str | Metric = "logit_diff",
     max_batch: int = DEFAULT_MAX_BATCH,
+    seed: int | None = None,
 ) -> PatchResult:
     """Patch the clean activation at `hook` into the corrupted run, once per index of the `over` axes.
+
+    `seed` is recorded as the seed the corrupted inputs were drawn with (`corrupt_positions`), when known.
 
     `over=()` patches the whole activation at once. All indices go through batched passes of at
     most `max_batch` sequences (`replacing.run_replaced`).
@@ -147,15 +188,17 @@ def patch(
     masks = axis_masks(clean_cache[hook].shape[1:], hook, tuple(over)).to(device)
     logits = run_replaced(model, hook, corrupted, corrupted_cache, clean_cache[hook], masks, max_batch)
     copies = logits.shape[0]
-    effects = fn(logits, clean_labels.expand(copies, -1), corrupted_labels.expand(copies, -1))
+    patched = fn(logits, clean_labels.expand(copies, -1), corrupted_labels.expand(copies, -1))
     sizes = [clean_cache[hook].shape[1 + HOOK_AXES[hook].index(a)] for a in over]
     return PatchResult(
         hook=hook,
         axes=tuple(over),
-        effects=effects.view(sizes).cpu(),
+        patched=patched.view(sizes).cpu(),
         clean=float(fn(clean_logits, clean_labels, corrupted_labels)),
         corrupted=float(fn(corrupted_logits, clean_labels, corrupted_labels)),
         metric=name,
+        labels=index_names(hook, tuple(over), sizes),
+        seed=seed,
     )
 
 
@@ -176,22 +219,35 @@ patch_mlp_post = _preset("blocks.0.mlp.hook_post", (), "the whole MLP hidden lay
 patch_mlp_neurons = _preset("blocks.0.mlp.hook_post", ("d_mlp",), "each MLP neuron")
 
 
+#: Seed of every corruption drawn without a generator: the same inputs in every run.
+DEFAULT_SEED = 0
+
+
+def seeded(generator: torch.Generator | None, seed: int = DEFAULT_SEED) -> torch.Generator:
+    """`generator`, or a fresh one seeded with `seed`: randomness here never depends on global state."""
+    return generator if generator is not None else torch.Generator().manual_seed(seed)
+
+
 def corrupt_positions(
-    tokens: Int[Tensor, "batch pos"], positions: list[int], p: int, generator: torch.Generator | None = None
+    tokens: Int[Tensor, "batch pos"], positions: list[int], p: int, generator: torch.Generator | None = None,
+    *, seed: int = DEFAULT_SEED,
 ) -> Int[Tensor, "batch pos"]:
-    """A copy of `tokens` with the given positions redrawn uniformly from F_p."""
+    """A copy of `tokens` with the given positions redrawn uniformly from F_p, from `generator` or else
+    from a generator seeded with `seed` (the same draw every time)."""
     corrupted = tokens.clone()
-    fresh = torch.randint(p, (tokens.shape[0], len(positions)), generator=generator)
+    fresh = torch.randint(p, (tokens.shape[0], len(positions)), generator=seeded(generator, seed))
     corrupted[:, positions] = fresh.to(tokens.device)
     return corrupted
 
 
 def redraw_position(
-    tokens: Int[Tensor, "batch pos"], position: int, p: int, generator: torch.Generator | None = None
+    tokens: Int[Tensor, "batch pos"], position: int, p: int, generator: torch.Generator | None = None,
+    *, seed: int = DEFAULT_SEED,
 ) -> Int[Tensor, "batch pos"]:
-    """A copy of `tokens` with the token at `position` replaced by a different one, uniform over the other p - 1."""
+    """A copy of `tokens` with the token at `position` replaced by a different one, uniform over the other
+    p - 1 (drawn from `generator`, or from one seeded with `seed`)."""
     corrupted = tokens.clone()
-    shift = torch.randint(1, p, (tokens.shape[0],), generator=generator).to(tokens.device)
+    shift = torch.randint(1, p, (tokens.shape[0],), generator=seeded(generator, seed)).to(tokens.device)
     corrupted[:, position] = (tokens[:, position] + shift) % p
     return corrupted
 
@@ -207,6 +263,7 @@ def position_patching(
     k: int,
     *,
     generator: torch.Generator | None = None,
+    seed: int = DEFAULT_SEED,
 ) -> PatchResult:
     """Which key position's value carries the answer: corrupt one position at a time, patch it back.
 
@@ -217,8 +274,9 @@ def position_patching(
     the answer there, so the difference is > 0 clean and < 0 corrupted, and
     `normalized()` reads 0 = as corrupted, 1 = as clean. Where no answer flips (a position the model
     ignores: every spurious one of a model that has pruned them) there is nothing to restore: the
-    entry is NaN and `measured` is 0. `measured` counts the flipped inputs of each position; the
-    first k positions (the summed ones) are labelled as such.
+    entry is NaN and `measured` is 0. `measured` counts the flipped inputs of each position; labels
+    name the positions' values v0, v1, ... (the first k are the summed ones). Without a `generator` the
+    redraws come from one seeded with `seed`.
     """
     model.check_tokens(clean)
     n_ctx = clean.shape[1]
@@ -232,7 +290,9 @@ def position_patching(
     clean = clean.to(device)
     clean_logits, clean_cache = model.run_with_cache(clean, names_filter=VALUES)
     answer = clean_logits.argmax(-1, keepdim=True)
-    rows = {"effects": [], "clean": [], "corrupted": [], "measured": []}
+    drawn_with = seed if generator is None else None
+    generator = seeded(generator, seed)
+    rows = {"patched": [], "clean": [], "corrupted": [], "measured": []}
     for position in range(n_ctx):
         corrupted = redraw_position(clean, position, p, generator)
         logits, cache = model.run_with_cache(corrupted)
@@ -245,12 +305,12 @@ def position_patching(
         def difference(out: Tensor) -> Tensor:
             return (out.gather(-1, answer) - out.gather(-1, rival)).squeeze(-1)[flipped].mean()
 
-        for key, out in (("effects", patched), ("clean", clean_logits), ("corrupted", logits)):
+        for key, out in (("patched", patched), ("clean", clean_logits), ("corrupted", logits)):
             rows[key].append(difference(out))
         rows["measured"].append(flipped.sum())
     stacked = {key: torch.stack(values).float().cpu() for key, values in rows.items()}
     return PatchResult(
-        hook=VALUES, axes=("key_pos",), effects=stacked["effects"], clean=stacked["clean"],
+        hook=VALUES, axes=("key_pos",), patched=stacked["patched"], clean=stacked["clean"],
         corrupted=stacked["corrupted"], metric=FLIP_METRIC, measured=stacked["measured"].long(),
-        labels=[f"{t}{' (summed)' if t < k else ''}" for t in range(n_ctx)],
+        labels=index_names(VALUES, ("key_pos",), [n_ctx]), seed=drawn_with,
     )

@@ -45,6 +45,7 @@ def add_parsers(sub) -> None:
     patch.add_argument("--corrupt", default=None,
                        help="positions to redraw: N, N-M or a comma-separated list, e.g. 0-4 (default: the first k); "
                        "or 'each': one position at a time, its value patched back")
+    patch.add_argument("--seed", type=int, default=0, help="seed of the corrupted tokens' draw (default 0, printed)")
     patch.set_defaults(handler=cmd_patch)
 
     ablate = sub.add_parser(
@@ -65,19 +66,24 @@ def add_parsers(sub) -> None:
 
     diagram = sub.add_parser(
         "diagram", help="draw the circuit a checkpoint uses, weighted by ablation effects (HTML and SVG)",
-        description="Measure how much accuracy each component loses when mean-ablated (each key "
-        "position's value, the attention output, the MLP, the residual path), on the test data of the "
-        "phase the checkpoint belongs to; prune those below --threshold, and draw input positions -> "
-        "attention -> MLP -> logits as OUT.html and OUT.svg. "
-        f"{N_RULE.format(default=2048, data='test set')}",
+        description="Measure each component's effect, the accuracy lost when it is mean-ablated (v0, v1, ...: "
+        "each key position's value; attn: the attention output; mlp; residual: the path around the MLP), on "
+        "the --on inputs of the phase the checkpoint belongs to; prune those below --threshold, and draw "
+        "positions -> attn -> mlp -> logits as OUT.html and OUT.svg. By default (--on auto) the effects are "
+        "measured on training inputs where test accuracy is at chance (a memorising model has nothing to "
+        "lose there), on test inputs otherwise; the output says which. "
+        f"{N_RULE.format(default=2048, data='inputs')}",
         epilog="example:\n  circuitpath diagram runs/curriculum/seed_0 --out runs/curriculum/seed_0/circuit_final",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     diagram.add_argument("run", type=Path, metavar="RUN")
     diagram.add_argument("--step", type=int, help="checkpoint step (default: the last)")
     diagram.add_argument("--threshold", type=float, default=0.05, help="smallest accuracy loss kept (default 0.05)")
-    diagram.add_argument("--n", type=int, help="test inputs measured (default 2048, or all when there are fewer); "
-                         "more than the test set holds is refused")
+    diagram.add_argument("--n", type=int, help="inputs measured (default 2048, or all when there are fewer); "
+                         "more than the split holds is refused")
+    diagram.add_argument("--on", choices=("auto", "train", "test"), default="auto",
+                         help="inputs the effects are measured on: train, test, or auto (default: train where "
+                         "test accuracy is at chance, test otherwise)")
     diagram.add_argument("--out", type=Path, help="path prefix of the .html and .svg files, in an existing "
                          "directory (default RUN/circuit)")
     diagram.add_argument("--device", default="cpu", help="cpu (default) or cuda")
@@ -160,8 +166,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 # ---- patch ---------------------------------------------------------------------------------------
 def cmd_patch(args: argparse.Namespace) -> int:
-    import torch
-
     from circuitpath.analysis.patching import corrupt_positions, patch
     from circuitpath.data import targets
     from circuitpath.runs import load_run
@@ -178,25 +182,25 @@ def cmd_patch(args: argparse.Namespace) -> int:
     model = run.model_at(step, device=resolve_device(args.device))
     if each:
         return _patch_each(args, run, model, step, phase, clean, p)
-    corrupted = corrupt_positions(clean, positions, p, torch.Generator().manual_seed(0))
+    corrupted = corrupt_positions(clean, positions, p, seed=args.seed)
     over = tuple(a for a in args.over.split(",") if a)
     result = patch(model, args.hook, clean, corrupted, targets(clean, p, task.k), targets(corrupted, p, task.k),
-                   over=over, metric=args.metric)
+                   over=over, metric=args.metric, seed=args.seed)
     print(f"{run.path} step {step} (phase {phase}, p = {p}): patching {args.hook} over "
-          f"{', '.join(over) or 'the whole activation'}, {len(clean)} test inputs, positions {positions} corrupted")
-    print(f"{result.metric}: clean {result.clean:.4f}, corrupted {result.corrupted:.4f}")
-    effects = result.effects.reshape(-1).tolist()
-    if over:
-        for index, value in enumerate(effects):
-            print(f"  {over[0] if len(over) == 1 else 'index'} {index:>3}: {value:.4f}")
-    else:
-        print(f"  patched: {effects[0]:.4f}")
+          f"{', '.join(over) or 'the whole activation'}, {len(clean)} test inputs, positions {positions} "
+          f"corrupted (seed {args.seed})")
+    print(f"{result.metric}: clean {result.clean:.4f}, corrupted {result.corrupted:.4f}; effect = patched - "
+          f"corrupted (change from the corrupted baseline), restored = effect / (clean - corrupted)")
+    gap = result.clean - result.corrupted
+    width = max(len(label) for label in result.labels)
+    print(f"  {'patched':<{width}}  {'effect':>8}  {'restored':>8}")
+    for label, effect in zip(result.labels, result.effect.reshape(-1).tolist()):
+        restored = f"{effect / gap:+8.3f}" if gap != 0 else f"{'-':>8}"
+        print(f"  {label:<{width}}  {effect:+8.4f}  {restored}")
     return 0
 
 
 def _patch_each(args, run, model, step: int, phase: int, clean, p: int) -> int:
-    import torch
-
     from circuitpath.analysis.patching import position_patching
 
     fixed = {"--hook": (args.hook, "blocks.0.attn.hook_v"), "--over": (args.over, "key_pos"),
@@ -205,13 +209,17 @@ def _patch_each(args, run, model, step: int, phase: int, clean, p: int) -> int:
     if changed:
         raise ConfigError(f"--corrupt each patches blocks.0.attn.hook_v over key_pos with its own metric; "
                           f"drop {', '.join(changed)}")
-    result = position_patching(model, clean, p, run.config.task.k, generator=torch.Generator().manual_seed(0))
-    print(f"{run.path} step {step} (phase {phase}, p = {p}): each key position redrawn alone and its value "
-          f"patched back, {len(clean)} test inputs")
-    print(f"{result.metric}; 0 = as corrupted, 1 = as clean")
-    for label, restored, flipped in zip(result.labels, result.normalized().tolist(), result.measured.tolist()):
-        shown = "no answer flips: nothing to restore" if flipped == 0 else f"{restored:+.3f} ({flipped} inputs flip)"
-        print(f"  key_pos {label:<12} {shown}")
+    k = run.config.task.k
+    result = position_patching(model, clean, p, k, seed=args.seed)
+    print(f"{run.path} step {step} (phase {phase}, p = {p}): each key position redrawn alone (seed {args.seed}) "
+          f"and its value patched back, {len(clean)} test inputs")
+    print(f"{result.metric}; effect = patched - corrupted (change from the corrupted baseline), "
+          f"restored = effect / (clean - corrupted): 0 = as corrupted, 1 = as clean")
+    for i, (label, effect, restored, flipped) in enumerate(zip(
+            result.labels, result.effect.tolist(), result.normalized().tolist(), result.measured.tolist())):
+        shown = ("no answer flips: nothing to restore" if flipped == 0
+                 else f"effect {effect:+.3f}, restored {restored:+.3f} ({flipped} inputs flip)")
+        print(f"  {label + (' (summed)' if i < k else ''):<12} {shown}")
     return 0
 
 
@@ -236,19 +244,22 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                             generator=torch.Generator().manual_seed(0)) for name, (x, y) in inputs.items()}
     print(f"{run.path} step {step} (phase {phase}, p = {p}): {args.method}-ablating {args.hook} over "
           f"{', '.join(over) or 'the whole activation'}, on {len(inputs['train'][0])} train and "
-          f"{len(inputs['test'][0])} test inputs")
+          f"{len(inputs['test'][0])} test inputs" + (" (resampled with seed 0)" if args.method == "resample" else ""))
+    print("effect = accuracy lost when ablated (change from the intact baseline: intact - ablated)")
     train, test = results["train"], results["test"]
     width = max(len(n) for n in train.names + ["intact"])
-    print(f"{'ablated':<{width}}  train acc  train loss  test acc  test loss")
-    print(f"{'intact':<{width}}  {train.base_accuracy:9.4f}  {train.base_loss:10.4f}  {test.base_accuracy:8.4f}  {test.base_loss:9.4f}")
+    print(f"{'ablated':<{width}}  train acc  train effect  train loss  test acc  test effect  test loss")
+    print(f"{'intact':<{width}}  {train.base_accuracy:9.4f}  {0:+12.4f}  {train.base_loss:10.4f}  "
+          f"{test.base_accuracy:8.4f}  {0:+11.4f}  {test.base_loss:9.4f}")
     for (name, tr_acc, tr_loss), (_, te_acc, te_loss) in zip(train.rows(), test.rows()):
-        print(f"{name:<{width}}  {tr_acc:9.4f}  {tr_loss:10.4f}  {te_acc:8.4f}  {te_loss:9.4f}")
+        print(f"{name:<{width}}  {tr_acc:9.4f}  {train.base_accuracy - tr_acc:+12.4f}  {tr_loss:10.4f}  "
+              f"{te_acc:8.4f}  {test.base_accuracy - te_acc:+11.4f}  {te_loss:9.4f}")
     return 0
 
 
 # ---- diagram -------------------------------------------------------------------------------------
 def cmd_diagram(args: argparse.Namespace) -> int:
-    from circuitpath.analysis.circuit import circuit_graph
+    from circuitpath.analysis.circuit import circuit_at
     from circuitpath.plots.circuit import circuit_figure, write_circuit_svg
     from circuitpath.plots.html import write_html
     from circuitpath.runs import load_run
@@ -262,15 +273,18 @@ def cmd_diagram(args: argparse.Namespace) -> int:
     check_writable_dir(prefix.parent, "--out")
     step, phase = checkpoint_phase(run, args.step)
     split, p = run.data(phase), run.config.train.phases[phase].p
-    x = first_n(split.x_test, args.n, 2048, f"test inputs of phase {phase} (p = {p})")
-    model = run.model_at(step, device=resolve_device(args.device))
-    circuit = circuit_graph(model, x, split.y_test[: len(x)], run.config.task.k, args.threshold)
-    title = f"{run.path.name} at step {step} (p = {p}): circuit (accuracy {circuit.base_accuracy:.3f})"
+    checked = "test" if args.on == "auto" else args.on  # auto: refused beyond the test set, printed as used on train
+    first_n(getattr(split, f"x_{checked}"), args.n, 2048, f"{checked} inputs of phase {phase} (p = {p})")
+    circuit = circuit_at(run, step, on=args.on, n=args.n or 2048, threshold=args.threshold,
+                         device=resolve_device(args.device))
+    title = (f"{run.path.name} at step {step} (p = {p}): circuit on {circuit.inputs} inputs "
+             f"(accuracy {circuit.base_accuracy:.3f})")
     html = write_html([circuit_figure(circuit, title)], prefix.with_suffix(".html"), title)
     svg = write_circuit_svg(circuit, prefix.with_suffix(".svg"), title)
     for name, effect in circuit.effects.items():
-        print(f"  {name:<10} accuracy lost when ablated {effect:+.4f}{'' if name not in circuit.pruned else '  (pruned)'}")
-    print(f"measured on {len(x)} test inputs of phase {phase}; diagram written to {html} and {svg}")
+        print(f"  {name:<10} effect {effect:+.4f}{'' if name not in circuit.pruned else '  (pruned)'}")
+    print(f"effect = {circuit.inputs} accuracy lost when mean-ablated (intact - ablated); measured on {circuit.n_inputs} "
+          f"{circuit.why}; phase {phase}; diagram written to {html} and {svg}")
     return 0
 
 

@@ -31,7 +31,7 @@ def _layout(circuit: Circuit) -> dict[str, tuple[float, float]]:
         layers.setdefault(data["layer"], []).append(node)
     width = max(len(nodes) for nodes in layers.values())
     for layer, nodes in layers.items():
-        nodes.sort(key=lambda n: int(n[1:]) if n.startswith("x") and n[1:].isdigit() else 0)
+        nodes.sort(key=lambda n: int(n[1:]) if n.startswith("v") and n[1:].isdigit() else 0)
         offset = (width - len(nodes)) / 2
         for i, node in enumerate(nodes):
             places[node] = (offset + i, float(layer))

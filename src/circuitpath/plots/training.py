@@ -193,7 +193,7 @@ def clusters_figure(result: ClusterResult, title: str) -> go.Figure:
 def circuit_over_training_figure(result, title: str) -> go.Figure:
     """Loss, position effects, attention mass and cluster count against step, phase switches marked."""
     figure = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.05,
-                           subplot_titles=("loss", "accuracy lost when each key position is ablated",
+                           subplot_titles=("loss", "effect: accuracy lost when each position's value (v0, v1, ...) is ablated",
                                            "attention: mass on the first k / largest spurious",
                                            "clusters of z_A (1: no well-separated clusters)"))
     steps = result.steps
@@ -209,7 +209,8 @@ def circuit_over_training_figure(result, title: str) -> go.Figure:
     for step in result.phase_switches:
         figure.add_vline(x=step, line_dash="dot", line_color="grey")
     figure.update_yaxes(type="log", row=1, col=1)
-    figure.update_yaxes(title_text="key position", row=2, col=1)
+    figure.update_yaxes(title_text="value of position", tickvals=list(range(result.position_effects.shape[1])),
+                        ticktext=[f"v{t}" for t in range(result.position_effects.shape[1])], row=2, col=1)
     figure.update_xaxes(title_text="step", row=4, col=1)
     figure.update_layout(**titled(title), template=TEMPLATE, height=900, legend={"orientation": "h", "y": -0.08})
     return figure
@@ -217,7 +218,7 @@ def circuit_over_training_figure(result, title: str) -> go.Figure:
 
 def _index_labels(result: PatchResult, count: int) -> list[str]:
     if result.labels is not None:
-        return [f"{result.axes[0] if result.axes else ''} {label}".strip() for label in result.labels]
+        return list(result.labels)
     return [f"{result.axes[0] if result.axes else 'all'} {i}" for i in range(count)]
 
 
