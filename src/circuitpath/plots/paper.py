@@ -8,6 +8,7 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from circuitpath.analysis.probes import UpdateChanges
+from circuitpath.experiments import FITS, GENERALISES_AT, MEMORISED_BELOW
 
 TEMPLATE = "plotly_white"
 
@@ -58,4 +59,50 @@ def seed_values_figure(series: dict[str, dict[int, float]], title: str, yaxis: s
     for label, value in (thresholds or {}).items():
         figure.add_hline(y=value, line_dash="dot", annotation_text=label)
     figure.update_layout(title=title, yaxis_title=yaxis, showlegend=False, template=TEMPLATE)
+    return figure
+
+
+#: Marker of each seed verdict (experiments.memorises / generalises).
+VERDICTS = {"generalised": "circle", "memorised": "x", "neither": "diamond-open"}
+EXPERIMENT_COLOURS = {"scratch": "rgb(214, 39, 40)", "curriculum": "rgb(31, 119, 180)"}
+
+
+def seed_outcomes_figure(outcomes: dict, switch: dict[int, float], title: str) -> go.Figure:
+    """Train (left) and test (right) accuracy of every seed, one colour per experiment and one marker per
+    verdict; `outcomes` maps experiment -> seed -> an object with train_acc, test_acc and verdict;
+    `switch` (seed -> the curriculum's p = 2 test accuracy at the switch) is drawn in the test panel."""
+    figure = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
+                           subplot_titles=("training accuracy", "test accuracy"))
+    for offset, (name, seeds) in zip((-0.12, 0.12, 0.0), outcomes.items()):
+        colour = EXPERIMENT_COLOURS.get(name, "rgb(90, 90, 90)")
+        for verdict, symbol in VERDICTS.items():
+            rows = [o for o in seeds.values() if o.verdict == verdict]
+            if not rows:
+                continue
+            for col, field in ((1, "train_acc"), (2, "test_acc")):
+                figure.add_trace(go.Scatter(
+                    x=[o.seed + offset for o in rows], y=[getattr(o, field) for o in rows], mode="markers",
+                    name=f"{name}: {verdict} ({len(rows)})", legendgroup=f"{name} {verdict}", showlegend=col == 1,
+                    marker={"symbol": symbol, "size": 11, "color": colour, "line": {"width": 2, "color": colour}},
+                    hovertext=[f"{name} seed {o.seed}: train {o.train_acc:.3f}, test {o.test_acc:.3f}, {verdict}"
+                               for o in rows], hoverinfo="text"), row=1, col=col)
+    if switch:
+        seeds = sorted(switch)
+        figure.add_trace(go.Scatter(
+            x=seeds, y=[switch[s] for s in seeds], mode="markers", name="curriculum: p = 2 test acc at the switch",
+            marker={"symbol": "triangle-up-open", "size": 9, "color": "grey"},
+            hovertext=[f"seed {s}: p = 2 test acc {switch[s]:.3f} at the switch" for s in seeds], hoverinfo="text"),
+            row=1, col=2)
+    figure.add_hline(y=FITS, line_dash="dot", line_color="grey", annotation_text=f"fits (≥ {FITS})",
+                     annotation_position="bottom left", row=1, col=1)
+    figure.add_hline(y=GENERALISES_AT, line_dash="dot", line_color="grey",
+                     annotation_text=f"generalised (≥ {GENERALISES_AT})", annotation_position="bottom left",
+                     row=1, col=2)
+    figure.add_hline(y=MEMORISED_BELOW, line_dash="dot", line_color="grey",
+                     annotation_text=f"memorised below {MEMORISED_BELOW} (and train fits)",
+                     annotation_position="bottom left", row=1, col=2)
+    ticks = sorted({o.seed for seeds in outcomes.values() for o in seeds.values()})
+    figure.update_xaxes(title_text="seed", tickvals=ticks, range=[min(ticks, default=0) - 0.5, max(ticks, default=0) + 0.5])
+    figure.update_yaxes(title_text="accuracy", range=[0, 1.05], row=1, col=1)
+    figure.update_layout(title=title, template=TEMPLATE, legend={"orientation": "h", "y": -0.2})
     return figure

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from circuitpath.analysis.ablation import ablate, position_sets
-from circuitpath.analysis.circuit import circuit_graph
+from circuitpath.analysis.circuit import circuit_at
 from circuitpath.analysis.dynamics import circuit_over_training
 from circuitpath.analysis.patching import position_patching
 from circuitpath.plots import training as plots
@@ -39,7 +39,7 @@ def _final(name: str, run, ctx: Context) -> list[Panel]:
     headline.spurious_ablated_test_acc = by_name.get(list(sets)[-1], float("nan")) if len(sets) > 1 else float("nan")
     p = run.config.train.phases[-1].p
     patched = position_patching(model, split.x_test[:n], p, task.k, generator=torch.Generator().manual_seed(0))
-    circuit = circuit_graph(model, split.x_test[:n], split.y_test[:n], task.k)
+    circuit = circuit_at(run, on="auto", n=n)
     return [
         Panel(plots.ablation_figure(ablations, f"{name}: accuracy with key positions mean-ablated"),
               "Accuracy when one key position's value vector (or a set of them) is replaced by its mean. A circuit "
@@ -50,9 +50,10 @@ def _final(name: str, run, ctx: Context) -> list[Panel]:
               "input; the bar is the fraction of the logit difference restored (0: as corrupted, 1: as clean), on "
               "the inputs whose answer the corruption flips. A circuit of the first k restores them fully; a "
               "position whose corruption flips no answer is marked, not drawn."),
-        Panel(circuit_figure(circuit, f"{name}: the circuit at step {run.steps[-1]}"),
-              "Components kept because ablating them costs accuracy (edge width: that cost): input positions, "
-              "attention, MLP, the residual path, logits."),
+        Panel(circuit_figure(circuit, f"{name}: the circuit at step {run.steps[-1]}, on {circuit.inputs} inputs"),
+              f"Components kept because mean-ablating them costs accuracy (edge width: that cost), measured on "
+              f"{circuit.n_inputs} {circuit.why}: the values of the positions (v0, v1, ...), attn, mlp, the "
+              f"residual path, logits. Compare with the {circuit.inputs} bars of the ablation panel above."),
     ]
 
 

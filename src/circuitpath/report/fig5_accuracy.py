@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
-from circuitpath.experiments import FITS, GENERALISES_AT, MEMORISED_BELOW
+from dataclasses import dataclass
+
+from circuitpath.experiments import GENERALISES, MEMORISES, generalises, memorises
 from circuitpath.plots import training as plots
-from circuitpath.plots.paper import seed_values_figure
+from circuitpath.plots.paper import VERDICTS, seed_outcomes_figure
 from circuitpath.report.page import Panel
 from circuitpath.report.section import Context, Section
+from circuitpath.runs import Run
+
+
+@dataclass(frozen=True)
+class SeedOutcome:
+    """One seed's final accuracies and its verdict, as `experiments` rules (memorised, generalised, neither)."""
+
+    seed: int
+    train_acc: float
+    test_acc: float
+    verdict: str
+
+
+def verdict(metrics: dict) -> str:
+    return "generalised" if generalises(metrics) else "memorised" if memorises(metrics) else "neither"
+
+
+def seed_outcomes(run: Run, seeds: list[int]) -> dict[int, SeedOutcome]:
+    """Every seed's outcome, read from the runs beside `run` (`reproduce` writes EXPERIMENT/seed_N)."""
+    from circuitpath.runs import load_run
+
+    outcomes = {}
+    for seed in seeds:
+        sibling = run.path.parent / f"seed_{seed}"
+        metrics = (run if sibling == run.path else load_run(sibling)).final_metrics()
+        outcomes[seed] = SeedOutcome(seed, metrics["train_acc"], metrics["test_acc"], verdict(metrics))
+    return outcomes
 
 
 def build(ctx: Context) -> list[Panel]:
@@ -18,18 +47,23 @@ def build(ctx: Context) -> list[Panel]:
                     "curriculum's test accuracy follows its training accuracy to 1 after the switch.")]
     claims = ctx.claims
     if "scratch_memorises" in claims and "curriculum_generalises" in claims:
-        series = {"scratch: final test acc": claims["scratch_memorises"].values,
-                  "curriculum: final test acc": claims["curriculum_generalises"].values}
-        if "p2_solved" in claims:
-            series["curriculum: p = 2 test acc at the switch"] = claims["p2_solved"].values
-        panels.append(Panel(
-            seed_values_figure(series, "Final test accuracy of every seed", "test accuracy",
-                               {f"generalises (≥ {GENERALISES_AT})": GENERALISES_AT,
-                                f"memorised if train ≥ {FITS} and test < {MEMORISED_BELOW}": MEMORISED_BELOW}),
-            "One point per seed (hover for the seed). The claim needs the scratch points below the lower line "
-            "and the curriculum points above the upper one; the third column says whether a curriculum that "
-            "failed had already failed its p = 2 pretraining."))
+        seeds = sorted(claims["scratch_memorises"].values)
+        outcomes = {name: seed_outcomes(ctx.runs[name], seeds) for name in ("scratch", "curriculum") if name in ctx.runs}
+        switch = claims["p2_solved"].values if "p2_solved" in claims else {}
+        panels.append(Panel(seed_outcomes_figure(outcomes, switch, "Final train and test accuracy of every seed"),
+                            seeds_caption(outcomes)))
     return panels
+
+
+def seeds_caption(outcomes: dict[str, dict[int, SeedOutcome]]) -> str:
+    """What the per-seed panel shows, with each experiment's verdict counts."""
+    counts = "; ".join(f"{name}: " + ", ".join(f"{sum(o.verdict == v for o in seeds.values())} {v}"
+                                               for v in VERDICTS if any(o.verdict == v for o in seeds.values()))
+                       for name, seeds in outcomes.items())
+    return (f"One point per seed (x: seed), training accuracy left, test accuracy right; the marker says the seed's "
+            f"verdict: memorised ({MEMORISES}), generalised ({GENERALISES}) or neither. The claim needs every scratch "
+            f"seed memorised and every curriculum seed generalised. Here: {counts}. The test panel also shows the "
+            f"curriculum's p = 2 test accuracy at the switch (a failed curriculum had usually failed its pretraining).")
 
 
 SECTION = Section(
