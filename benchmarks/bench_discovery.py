@@ -7,7 +7,8 @@ steps so that each has over 100) into a temporary directory, one per core (about
 --quick uses tiny runs and 64 inputs, only to check that the script works.
 
 Prints, for the final checkpoint of the first run, the time to score every node and edge by
-attribution patching and by activation patching on 1 024 inputs (target: >= 10x); for the final
+attribution patching and by activation patching on 1 024 inputs, on one thread as `discover` runs them
+(target: >= 10x); for the final
 checkpoint of every run, the Spearman correlation of their position scores (target: >= 0.9; the
 position score is the mean over inputs of each input's |change|, the mean change is shown beside it); and
 the wall time of all three methods over 100 checkpoints of the first run (target: < 60 s, 2 cores).
@@ -21,14 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from common import measure, table
 
 from circuitpath import load_run
 from circuitpath.analysis.discovery import DiscoveryConfig, ModelGraph, auroc, discover, spearman
 from circuitpath.analysis.discovery.methods import attribution_scores, patching_scores
 from circuitpath.analysis.discovery.timeline import probe_of
+from circuitpath.analysis.threads import single_threaded
 from circuitpath.config import ModelConfig, TaskConfig, TrainConfig
 from circuitpath.experiments import PAPER_PHASES, experiment_config
 from circuitpath.train import train_groups
@@ -49,11 +49,12 @@ def train_paper_runs(root: Path, quick: bool) -> list:
 def speed(run, n: int) -> str:
     model, step = run.model_at(), run.steps[-1]
     probe = probe_of(run, run.phase_at(step), n, seed=0)
-    seconds = measure({"attribution": lambda: attribution_scores(model, probe),
-                       "patching": lambda: patching_scores(model, probe)}, rounds=10)
+    with single_threaded():  # as `discover` runs them
+        seconds = measure({"attribution": lambda: attribution_scores(model, probe),
+                           "patching": lambda: patching_scores(model, probe)}, rounds=10)
     sites = ModelGraph.of(model).n_sites
     rows = [(name, f"{s * 1e3:.2f}", f"{seconds['patching'] / s:.1f}x") for name, s in seconds.items()]
-    return (f"{run.path.name} step {step}: every node and edge ({sites} sites), {probe.clean.shape[0]} inputs\n"
+    return (f"{run.path.name} step {step}: every node and edge ({sites} sites), {probe.clean.shape[0]} inputs, one thread\n"
             + table(rows, ("method", "ms", "speed-up over patching")))
 
 
@@ -80,8 +81,9 @@ def timeline(run, n: int, count: int = 100) -> str:
     start = time.perf_counter()
     discover(run, DiscoveryConfig(n=n), sorted(set(chosen)), progress=False)
     wall = time.perf_counter() - start
-    return (f"{run.path.name}: attribution, patching and ablation over {len(set(chosen))} checkpoints, {n} inputs, "
-            f"{torch.get_num_threads()} CPU thread(s): {wall:.1f} s wall (target < 60 s on 2 cores)")
+    return (f"{run.path.name}: attribution, patching and ablation over {len(set(chosen))} checkpoints, {n} inputs "
+            f"(discover runs on one thread; no imports, files or page: see bench_discover_cli.py): {wall:.1f} s wall "
+            "(target < 60 s on 2 cores)")
 
 
 def main(argv: list[str] | None = None) -> None:
