@@ -81,7 +81,8 @@ def circuit_figure(circuit: Circuit, title: str) -> go.Figure:
     residual = next((d for _, _, d in graph.edges(data=True) if d.get("residual")), None)
     xs = [x for x, _ in places.values()]
     pruned = ", ".join(circuit.pruned) or "nothing"
-    note = (f"effect = accuracy lost when mean-ablated; pruned below {circuit.threshold}: {pruned}"
+    note = (f"effect = accuracy lost when mean-ablated, on {circuit.n_inputs or ''} {circuit.inputs} inputs; "
+            f"pruned below {circuit.threshold}: {pruned}"
             + ("; dotted arc: the residual path around the MLP" if residual else ""))
     figure.update_layout(
         **titled(title, note), template=TEMPLATE, height=520,

@@ -260,7 +260,8 @@ def patching_figure(result: PatchResult, title: str) -> go.Figure:
         figure = go.Figure(go.Heatmap(z=values.tolist(), colorscale="RdBu", zmid=0,
                                       colorbar={"title": "0 = as corrupted<br>1 = as clean"}))
     note = (f"{result.hook}, metric: {result.metric}. Clean {_describe(result.clean)}, "
-            f"corrupted {_describe(result.corrupted)}; bar = (patched - corrupted) / (clean - corrupted)"
+            f"corrupted {_describe(result.corrupted)}; bar = effect / (clean - corrupted), effect = patched - corrupted"
+            + (f"; corruption seed {result.seed}" if result.seed is not None else "")
             + ("; n = inputs measured." if result.measured is not None else "."))
     figure.update_layout(**titled(title, note), template=TEMPLATE)
     figure.update_layout(margin_r=120)  # room for the 0 and 1 labels

@@ -41,8 +41,8 @@ def _final(name: str, run, ctx: Context) -> list[Panel]:
     patched = position_patching(model, split.x_test[:n], p, task.k, generator=torch.Generator().manual_seed(0))
     circuit = circuit_at(run, on="auto", n=n)
     return [
-        Panel(plots.ablation_figure(ablations, f"{name}: accuracy with key positions mean-ablated"),
-              "Accuracy when one key position's value vector (or a set of them) is replaced by its mean. A circuit "
+        Panel(plots.ablation_figure(ablations, f"{name}: accuracy with each position's value (v0, v1, ...) mean-ablated"),
+              "Accuracy on training and test inputs when one position's value vector (v3: position 3's) or a set of them is replaced by its mean; the circuit below counts the drop from the intact bar as the effect. A circuit "
               "that uses exactly the first k drops to chance for each summed position and not at all for the "
               "spurious set."),
         Panel(plots.patching_figure(patched, f"{name}: patching each key position's value from clean inputs"),
