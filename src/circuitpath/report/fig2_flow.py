@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from circuitpath.analysis.flow import attention_flow
+from circuitpath.analysis.flow import FlowSequence, attention_flow
 from circuitpath.analysis.probes import constant_inputs, update_changes
+from circuitpath.claims import SPURIOUS_PRUNED
 from circuitpath.plots import training as plots
 from circuitpath.plots.graphs import flow_figure
 from circuitpath.plots.paper import update_changes_figure
@@ -26,21 +27,44 @@ def _paper(name: str, run) -> list[Panel]:
     tokens = constant_inputs(p, n_ctx)[-1]  # the paper shows the all-3s input
     label = "".join(map(str, tokens.tolist()))
     dense = leading_updates(run.steps)
-    panels = [Panel(flow_figure(attention_flow(run, tokens), f"{name}: attention flow on the input {label}"),
+    flow = attention_flow(run, tokens)
+    panels = [Panel(flow_figure(flow, f"{name}: attention flow on the input {label}"),
                     f"The paper's Fig. 2: the input {label}, one slider step per checkpoint (every update of the first "
                     f"{len(dense) - 1} updates, sparser later). Red edges grew at the last update, blue ones shrank. "
-                    "Early on some updates thicken a spurious edge (right of the orange positions); at the end the "
-                    "spurious edges are thin.")]
+                    "Early on some updates thicken a spurious edge (right of the orange positions). "
+                    + final_spurious_sentence(flow))]
     if len(dense) > 1:
         changes = update_changes(run, dense, tokens)
         panels.append(Panel(update_changes_figure(changes, tokens.tolist(), f"{name}: change of the attention on "
                                                   f"{label} at each of the first {len(dense) - 1} updates"),
                             "One row per update (mini-batch). Red cells right of the black line are updates that "
                             "reinforced a spurious position: the paper says some do, while the summed positions "
-                            "tend to gain."))
+                            f"tend to gain. Here {int(changes.spurious_increased.sum())} of "
+                            f"{len(changes.spurious_increased)} updates raised the attention on some spurious "
+                            f"position, and the first k's attention moved by "
+                            f"{float(changes.first_k_mass[-1] - changes.first_k_mass[0]):+.3f} over them."))
     panels.append(Panel(plots.accuracy_curves({name: run}),
                         "Training and test accuracy of this mini-batch run, for reading the flow's steps."))
     return panels
+
+
+def spurious_weights(flow: FlowSequence, index: int = -1) -> list[float]:
+    """Attention on each spurious position (position >= k) in the flow graph at `steps[index]`."""
+    graph = flow.graphs[index]
+    return [data["weight"] for node, _, data in graph.edges(data=True)
+            if graph.nodes[node].get("kind") == "input" and not graph.nodes[node]["summed"]]
+
+
+def final_spurious_sentence(flow: FlowSequence) -> str:
+    """What the drawn run's last frame shows of the spurious edges, in numbers, against the claim's threshold."""
+    weights = spurious_weights(flow)
+    if not weights:
+        return "There are no spurious positions (k = T)."
+    total = sum(weights)
+    verdict = ("pruned, as the paper says" if total < SPURIOUS_PRUNED
+               else f"not pruned: the paper's claim asks for under {SPURIOUS_PRUNED}")
+    return (f"At the last step ({flow.steps[-1]}) the spurious positions hold {total:.3f} of the attention in all "
+            f"(the largest edge {max(weights):.3f}): {verdict}.")
 
 
 def leading_updates(steps: list[int]) -> list[int]:
