@@ -1,0 +1,129 @@
+"""Each report figure's caption states what the drawn run's own numbers say, and the figures agree with each other."""
+
+import re
+
+import pytest
+
+from circuitpath import train
+from conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory):
+    """scratch and curriculum runs of seeds 0-2, laid out as `reproduce` lays them out (EXPERIMENT/seed_N)."""
+    root = tmp_path_factory.mktemp("seeds")
+    runs = {}
+    for name, phases in (("scratch", "4:40:3e-2"), ("curriculum", "2:20:1e-2,4:20:3e-2")):
+        runs[name] = {seed: train(tiny_config(phases, seed=seed), root / name / f"seed_{seed}", progress=False)
+                      for seed in range(3)}
+    return runs
+
+
+def test_fig2_caption_states_the_final_spurious_attention_the_claim_measures(seeds):
+    from circuitpath.analysis.flow import attention_flow
+    from circuitpath.analysis.probes import constant_inputs, update_changes
+    from circuitpath.claims import SPURIOUS_PRUNED
+    from circuitpath.report.fig2_flow import final_spurious_sentence, spurious_weights
+
+    run = seeds["scratch"][0]
+    tokens = constant_inputs(4, run.config.task.n_ctx)[-1]
+    flow = attention_flow(run, tokens)
+    sentence = final_spurious_sentence(flow)
+    claimed = update_changes(run, [run.steps[-1]], tokens).spurious_mass[0].item()  # what spurious_pruned reads
+    total, largest = map(float, re.search(r"hold ([\d.]+) .*largest edge ([\d.]+)", sentence).groups())
+    assert total == pytest.approx(claimed, abs=6e-4) and largest == pytest.approx(max(spurious_weights(flow)), abs=6e-4)
+    assert f"({run.steps[-1]})" in sentence
+    assert ("not pruned" in sentence) == (claimed >= SPURIOUS_PRUNED)
+
+
+def test_fig5_seed_panel_shows_train_and_test_and_each_verdict_as_experiments_rule(seeds):
+    from circuitpath.experiments import generalises, memorises
+    from circuitpath.plots.paper import seed_outcomes_figure
+    from circuitpath.report.fig5_accuracy import seed_outcomes, seeds_caption
+
+    outcomes = {name: seed_outcomes(runs[0], [0, 1, 2]) for name, runs in seeds.items()}
+    for name, by_seed in outcomes.items():
+        for seed, outcome in by_seed.items():
+            metrics = seeds[name][seed].final_metrics()
+            assert (outcome.train_acc, outcome.test_acc) == (metrics["train_acc"], metrics["test_acc"])
+            expected = "generalised" if generalises(metrics) else "memorised" if memorises(metrics) else "neither"
+            assert outcome.verdict == expected
+    figure = seed_outcomes_figure(outcomes, {}, "seeds")
+    for name, by_seed in outcomes.items():
+        for seed, outcome in by_seed.items():
+            drawn = [t for t in figure.data if t.name.startswith(f"{name}: {outcome.verdict} (")]
+            train_trace = next(t for t in drawn if t.xaxis == "x")
+            test_trace = next(t for t in drawn if t.xaxis == "x2")
+            i = [round(x) for x in train_trace.x].index(seed)
+            assert train_trace.y[i] == outcome.train_acc and test_trace.y[i] == outcome.test_acc
+    caption = seeds_caption(outcomes)
+    for name, by_seed in outcomes.items():
+        for verdict in {o.verdict for o in by_seed.values()}:
+            assert f"{sum(o.verdict == verdict for o in by_seed.values())} {verdict}" in caption
+
+
+def test_the_report_circuit_is_measured_where_the_ablation_bars_say_it_matters(seeds):
+    from circuitpath.analysis.circuit import choose_inputs
+    from circuitpath.report.circuits import _final
+    from circuitpath.report.section import Context
+
+    run = seeds["scratch"][0]
+    ablation, _, diagram = _final("scratch", run, Context(runs={"scratch": run}, n=40))
+    split = run.data()
+    model = run.model_at()
+    test_acc = float((model(split.x_test[:40]).argmax(-1) == split.y_test[:40]).float().mean())
+    inputs = choose_inputs("auto", test_acc, 4)[0]
+    assert f"on {inputs} inputs" in diagram.figure.layout.title.text and inputs in diagram.caption
+    bars = next(t for t in ablation.figure.data if t.name.startswith(inputs))
+    intact = float(re.search(r"intact ([\d.]+)", bars.name).group(1))
+    labels = {a.text.split()[0]: float(a.text.split()[1]) for a in diagram.figure.layout.annotations}
+    assert any(name in labels for name in bars.x), labels
+    for name, accuracy in zip(bars.x, bars.y):
+        if name in labels:  # every position drawn carries the effect its bar shows: intact - ablated
+            assert labels[name] == pytest.approx(intact - accuracy, abs=0.006)
+
+
+def test_timeline_keeps_every_strong_position_beside_at_most_the_neuron_budget(seeds):
+    from circuitpath.analysis.discovery import DiscoveryConfig, discover
+    from circuitpath.report.timeline import NEURON_BUDGET, POSITION_SHARE, budget_circuits
+
+    run = seeds["curriculum"][0]
+    timeline = discover(run, DiscoveryConfig(methods=("attribution",), n=40), progress=False)
+    circuits = budget_circuits(timeline, "attribution")
+    assert [c.step for c in circuits] == timeline.steps
+    graph = timeline.graph
+    for circuit, magnitude in zip(circuits, timeline.magnitude["attribution"]):
+        size = {n.name: float(magnitude[n.site]) for n in graph.nodes if n.site is not None}
+        positions = [n.name for n in graph.nodes if n.kind in ("value", "pattern")]
+        largest = max(size[p] for p in positions)
+        strong = {p for p in positions if largest > 0 and size[p] >= POSITION_SHARE * largest}
+        assert strong == {n for n in circuit.nodes if n in positions}
+        assert sum(n.startswith("n") for n in circuit.nodes) == min(NEURON_BUDGET, graph.d_mlp)
+        assert {"attn", "mlp", "logits"} <= set(circuit.nodes)
+
+
+def test_auroc_runs_have_their_own_colours_and_never_say_never():
+    import plotly.graph_objects as go
+
+    from circuitpath.report.timeline import recolour_runs
+
+    figure = go.Figure([go.Scatter(name="scratch: attribution (≥ 0.99 from step never)", line={"color": "blue"}),
+                        go.Scatter(name="curriculum: attribution (≥ 0.99 from step 1250)", line={"color": "blue"})])
+    recolour_runs(figure, ["scratch", "curriculum"])
+    assert figure.data[0].line.color != figure.data[1].line.color
+    assert figure.data[0].name == "scratch: attribution (≥ 0.99: not reached)"
+    assert "never" not in " ".join(t.name for t in figure.data)
+
+
+def test_labels_of_close_nodes_fan_out():
+    import plotly.graph_objects as go
+
+    from circuitpath.report.timeline import spread_labels
+
+    xs = [0.0, 10 * 12 / 127, 55 * 11 / 127, 58 * 11 / 127, 59 * 11 / 127, 11.0, 5.5]
+    ys = [2.6, 2.6, 2.6, 2.6, 2.6, 2.6, 1.6]
+    figure = go.Figure(go.Scatter(x=xs, y=ys, mode="markers+text", text=["a", "b", "n55", "n58", "n59", "c", "attn"]))
+    spread_labels(figure)
+    places = list(figure.data[0].textposition)
+    assert len({places[2], places[3], places[4]}) == 3  # n55, n58, n59: three places
+    assert places[0] == places[5] == places[6] == "top center"
