@@ -106,15 +106,16 @@ def test_patching_figure_says_what_0_and_1_mean_and_marks_positions_with_nothing
     from circuitpath.analysis.patching import PatchResult
     from circuitpath.plots.training import patching_figure
 
-    result = PatchResult("blocks.0.attn.hook_v", ("key_pos",), effects=torch.tensor([1.0, 2.0, float("nan")]),
+    result = PatchResult("blocks.0.attn.hook_v", ("key_pos",), patched=torch.tensor([1.0, 2.0, float("nan")]),
                          clean=torch.tensor([3.0, 3.0, float("nan")]), corrupted=torch.tensor([-1.0, 1.0, float("nan")]),
-                         metric="logit diff", measured=torch.tensor([10, 4, 0]), labels=["0 (summed)", "1", "2"])
+                         metric="logit diff", measured=torch.tensor([10, 4, 0]), labels=["v0", "v1", "v2"], seed=3)
     figure = patching_figure(result, "patching")
     assert list(figure.data[0].y) == [0.5, 0.5, 0.0] and figure.data[0].text[2] == ""
     texts = [a.text for a in figure.layout.annotations]
     assert "0 = as corrupted" in texts and "1 = as clean" in texts and "no answer flips" in texts
     assert "0 = as corrupted, 1 = as clean" in figure.layout.yaxis.title.text
-    assert list(figure.data[0].x) == ["key_pos 0 (summed)", "key_pos 1", "key_pos 2"]
+    assert list(figure.data[0].x) == ["v0", "v1", "v2"]
+    assert "effect = patched - corrupted" in figure.layout.title.text and "corruption seed 3" in figure.layout.title.text
 
 
 def test_long_titles_wrap_and_the_accuracy_panel_names_its_axes(trained_run):
