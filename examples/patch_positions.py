@@ -1,12 +1,11 @@
 # %% [markdown]
 # Which key positions carry the answer? Redraw one position's token at a time, patch that position's
 # value vector back from the clean run, and see how much of the clean logit difference returns
-# (0 = as corrupted, 1 = as clean), on the inputs whose answer the redraw flips.
+# (0 = as corrupted, 1 = as clean), on the inputs whose answer the redraw flips. v3 names position 3's
+# value; the effect is the change from the corrupted baseline (patched - corrupted).
 # Run: python examples/patch_positions.py [RUN_DIR]   (e.g. runs/curriculum/seed_0 after `circuitpath reproduce`)
 
 # %%
-import torch
-
 import circuitpath as cp
 from _demo import command_line, demo_run
 from circuitpath.analysis.patching import position_patching
@@ -18,13 +17,15 @@ def main(run_dir: str | None = None) -> None:
     run = cp.load_run(run_dir)
     model, task, p = run.model_at(), run.config.task, run.config.train.phases[-1].p
     clean = run.data().x_test[:1024]
-    result = position_patching(model, clean, p, task.k, generator=torch.Generator().manual_seed(0))
-    print(f"{len(clean)} inputs; {result.metric}")
-    for label, restored, flipped in zip(result.labels, result.normalized().tolist(), result.measured.tolist()):
+    result = position_patching(model, clean, p, task.k, seed=0)
+    print(f"{len(clean)} inputs, redrawn with seed {result.seed}; {result.metric}")
+    rows = zip(result.labels, result.effect.tolist(), result.normalized().tolist(), result.measured.tolist())
+    for t, (label, effect, restored, flipped) in enumerate(rows):
+        label += " (summed)" if t < task.k else ""
         if flipped == 0:
-            print(f"position {label:<12}: no answer flips when it is redrawn: the model ignores it")
+            print(f"{label:<12}: no answer flips when it is redrawn: the model ignores it")
         else:
-            print(f"position {label:<12}: {restored:.3f} of the way back to clean ({flipped} answers flip)")
+            print(f"{label:<12}: effect {effect:+.3f}, {restored:.3f} of the way back to clean ({flipped} answers flip)")
 
 
 # %%
