@@ -192,7 +192,7 @@ def cmd_patch(args: argparse.Namespace) -> int:
     print(f"{result.metric}: clean {result.clean:.4f}, corrupted {result.corrupted:.4f}; effect = patched - "
           f"corrupted (change from the corrupted baseline), restored = effect / (clean - corrupted)")
     gap = result.clean - result.corrupted
-    width = max(len(label) for label in result.labels)
+    width = max(len(label) for label in [*result.labels, "patched"])
     print(f"  {'patched':<{width}}  {'effect':>8}  {'restored':>8}")
     for label, effect in zip(result.labels, result.effect.reshape(-1).tolist()):
         restored = f"{effect / gap:+8.3f}" if gap != 0 else f"{'-':>8}"
