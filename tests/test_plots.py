@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from circuitpath import CrossAttentionTransformer, ModelConfig
-from circuitpath.analysis.circuit import ATTENTION, LOGITS, MLP, Circuit
+from circuitpath.analysis.circuit import ATTENTION, LOGITS, MLP, RESIDUAL, Circuit
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SVG = "{http://www.w3.org/2000/svg}"
@@ -29,7 +29,7 @@ def hand_circuit() -> Circuit:
     graph.add_edge(ATTENTION, MLP, effect=0.7)
     graph.add_edge(MLP, LOGITS, effect=0.7)
     graph.add_edge(ATTENTION, LOGITS, effect=0.3, residual=True)
-    effects = {n: d["effect"] for n, d in graph.nodes(data=True) if n != LOGITS} | {"residual": 0.3}
+    effects = {n: d["effect"] for n, d in graph.nodes(data=True) if n != LOGITS} | {RESIDUAL: 0.3}
     return Circuit(graph, effects, 1.0, 0.05)
 
 

@@ -25,7 +25,7 @@ from circuitpath.analysis.ablation import ablate
 from circuitpath.errors import ConfigError, InputError
 from circuitpath.model import CrossAttentionTransformer
 
-ATTENTION, MLP, LOGITS, RESIDUAL = "attn", "mlp", "logits", "residual"
+ATTENTION, MLP, LOGITS, RESIDUAL = "attn", "mlp", "logits", "resid"  # as discovery names them
 INPUTS = ("train", "test")
 #: Test accuracy within this of chance (1/p) counts as at chance: `on="auto"` then measures on training inputs.
 CHANCE_MARGIN = 0.1
@@ -115,7 +115,7 @@ def circuit_graph(
         graph.add_edge(ATTENTION, MLP, effect=effects[MLP])
         graph.add_edge(MLP, LOGITS, effect=effects[MLP])
     if ATTENTION in graph and effects[RESIDUAL] >= threshold:
-        graph.add_edge(ATTENTION, LOGITS, effect=effects["residual"], residual=True)
+        graph.add_edge(ATTENTION, LOGITS, effect=effects[RESIDUAL], residual=True)
     return Circuit(graph, effects, base, threshold, inputs, n_inputs=len(tokens))
 
 

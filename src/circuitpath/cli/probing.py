@@ -67,7 +67,7 @@ def add_parsers(sub) -> None:
     diagram = sub.add_parser(
         "diagram", help="draw the circuit a checkpoint uses, weighted by ablation effects (HTML and SVG)",
         description="Measure each component's effect, the accuracy lost when it is mean-ablated (v0, v1, ...: "
-        "each key position's value; attn: the attention output; mlp; residual: the path around the MLP), on "
+        "each key position's value; attn: the attention output; mlp; resid: the path around the MLP), on "
         "the --on inputs of the phase the checkpoint belongs to; prune those below --threshold, and draw "
         "positions -> attn -> mlp -> logits as OUT.html and OUT.svg. By default (--on auto) the effects are "
         "measured on training inputs where test accuracy is at chance (a memorising model has nothing to "

@@ -53,7 +53,7 @@ def _final(name: str, run, ctx: Context) -> list[Panel]:
         Panel(circuit_figure(circuit, f"{name}: the circuit at step {run.steps[-1]}, on {circuit.inputs} inputs"),
               f"Components kept because mean-ablating them costs accuracy (edge width: that cost), measured on "
               f"{circuit.n_inputs} {circuit.why}: the values of the positions (v0, v1, ...), attn, mlp, the "
-              f"residual path, logits. Compare with the {circuit.inputs} bars of the ablation panel above."),
+              f"residual path (resid), logits. Compare with the {circuit.inputs} bars of the ablation panel above."),
     ]
 
 
