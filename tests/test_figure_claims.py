@@ -127,3 +127,18 @@ def test_labels_of_close_nodes_fan_out():
     places = list(figure.data[0].textposition)
     assert len({places[2], places[3], places[4]}) == 3  # n55, n58, n59: three places
     assert places[0] == places[5] == places[6] == "top center"
+
+
+def test_circuit_over_training_measures_on_the_inputs_it_is_asked_for(seeds):
+    from circuitpath import InputError
+    from circuitpath.analysis.ablation import ablate
+    from circuitpath.analysis.dynamics import circuit_over_training
+
+    run = seeds["scratch"][0]
+    over = circuit_over_training(run, n=30, points=3, on="train")
+    split, step = run.data(), over.steps[-1]
+    knocked = ablate(run.model_at(step), split.x_train[:30], split.y_train[:30], method="mean")
+    assert over.inputs == "train"
+    assert over.position_effects[-1].tolist() == pytest.approx(knocked.effect.tolist())
+    with pytest.raises(InputError, match="got 'valid'"):
+        circuit_over_training(run, on="valid")

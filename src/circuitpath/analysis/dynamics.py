@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from circuitpath.analysis.clusters import MAX_CLUSTERS, find_clusters
+from circuitpath.errors import InputError
 from circuitpath.runs import Run
 
 
@@ -58,6 +59,7 @@ class CircuitOverTraining:
     test_loss: list[float]
     k: int
     phase_switches: list[int]
+    inputs: str = "test"  # which inputs the effects, attention and clusters are measured on: train or test
 
 
 def _spread(steps: list[int], count: int, keep: list[int]) -> list[int]:
@@ -69,11 +71,15 @@ def _spread(steps: list[int], count: int, keep: list[int]) -> list[int]:
 
 
 @torch.no_grad()
-def circuit_over_training(run: Run, n: int = 256, points: int = 12, max_clusters: int = MAX_CLUSTERS) -> CircuitOverTraining:
+def circuit_over_training(run: Run, n: int = 256, points: int = 12, max_clusters: int = MAX_CLUSTERS,
+                          on: str = "test") -> CircuitOverTraining:
     """Position ablations, attention mass and cluster count at about `points` checkpoints.
 
-    Each checkpoint is measured on the data of the phase it belongs to.
+    Each checkpoint is measured on the `on` inputs (train or test) of the phase it belongs to: a
+    memorising model loses accuracy only on training inputs, where it has something to lose.
     """
+    if on not in ("train", "test"):
+        raise InputError(f"measure on train or test, got {on!r}")
     from circuitpath.analysis.ablation import ablate
 
     steps = _spread(run.steps, points, run.phase_boundaries())
@@ -82,7 +88,7 @@ def circuit_over_training(run: Run, n: int = 256, points: int = 12, max_clusters
     for step in steps:
         phase = run.phase_at(step)
         split, model, p = run.data(phase), run.model_at(step), run.config.train.phases[phase].p
-        x, y = split.x_test[:n], split.y_test[:n]
+        x, y = (split.x_train[:n], split.y_train[:n]) if on == "train" else (split.x_test[:n], split.y_test[:n])
         ablated = ablate(model, x, y, method="mean")
         effects.append(ablated.base_accuracy - ablated.accuracy)
         _, cache = model.run_with_cache(x, names_filter="blocks.0.attn.hook_pattern")
@@ -94,4 +100,4 @@ def circuit_over_training(run: Run, n: int = 256, points: int = 12, max_clusters
         train_loss.append(metric.get("train_loss", float("nan")))
         test_loss.append(metric.get("test_loss", float("nan")))
     return CircuitOverTraining(steps, torch.stack(effects), torch.stack(masses), torch.stack(spurious), clusters,
-                               train_loss, test_loss, k, run.phase_boundaries())
+                               train_loss, test_loss, k, run.phase_boundaries(), on)

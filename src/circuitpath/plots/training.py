@@ -193,7 +193,7 @@ def clusters_figure(result: ClusterResult, title: str) -> go.Figure:
 def circuit_over_training_figure(result, title: str) -> go.Figure:
     """Loss, position effects, attention mass and cluster count against step, phase switches marked."""
     figure = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.05,
-                           subplot_titles=("loss", "effect: accuracy lost when each position's value (v0, v1, ...) is ablated",
+                           subplot_titles=("loss", f"effect: {getattr(result, 'inputs', 'test')} accuracy lost when each position's value (v0, v1, ...) is ablated",
                                            "attention: mass on the first k / largest spurious",
                                            "clusters of z_A (1: no well-separated clusters)"))
     steps = result.steps

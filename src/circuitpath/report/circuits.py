@@ -16,17 +16,19 @@ from circuitpath.report.section import Context, Section
 def build(ctx: Context) -> list[Panel]:
     panels = []
     for name, run in ctx.runs.items():
-        over_training = circuit_over_training(run, n=min(ctx.n, 256))
+        circuit = circuit_at(run, on="auto", n=ctx.n)
+        over_training = circuit_over_training(run, n=min(ctx.n, 256), on=circuit.inputs)
         panels.append(Panel(plots.circuit_over_training_figure(over_training, f"{name}: the circuit over training"),
-                            "On one time axis: the loss, the accuracy lost when each key position is mean-ablated, "
-                            "the attention mass on the first k and the cluster count of z_A. Look for the summed "
-                            "positions' effects rising as the spurious ones vanish, and when that happens relative "
-                            "to the drop of the test loss."))
-        panels.extend(_final(name, run, ctx))
+                            f"On one time axis: the loss, the accuracy lost when each position's value is mean-ablated, "
+                            f"the attention mass on the first k and the cluster count of z_A, all on {circuit.inputs} "
+                            f"inputs, as the final circuit below ({circuit.why}). Look for the summed positions' "
+                            "effects rising as the spurious ones vanish, and when that happens relative to the drop "
+                            "of the test loss."))
+        panels.extend(_final(name, run, ctx, circuit))
     return panels
 
 
-def _final(name: str, run, ctx: Context) -> list[Panel]:
+def _final(name: str, run, ctx: Context, circuit=None) -> list[Panel]:
     split, task, model = run.data(), run.config.task, run.model_at()
     n = ctx.n
     sets = position_sets(task.k, task.n_ctx)
@@ -39,7 +41,7 @@ def _final(name: str, run, ctx: Context) -> list[Panel]:
     headline.spurious_ablated_test_acc = by_name.get(list(sets)[-1], float("nan")) if len(sets) > 1 else float("nan")
     p = run.config.train.phases[-1].p
     patched = position_patching(model, split.x_test[:n], p, task.k, generator=torch.Generator().manual_seed(0))
-    circuit = circuit_at(run, on="auto", n=n)
+    circuit = circuit or circuit_at(run, on="auto", n=n)
     return [
         Panel(plots.ablation_figure(ablations, f"{name}: accuracy with each position's value (v0, v1, ...) mean-ablated"),
               "Accuracy on training and test inputs when one position's value vector (v3: position 3's) or a set of them is replaced by its mean; the circuit below counts the drop from the intact bar as the effect. A circuit "
