@@ -9,6 +9,8 @@ on training alone. `circuitpath discover RUN` runs every method on any run.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import plotly.graph_objects as go
 
 from circuitpath.analysis.discovery import DiscoveryConfig, discover, discovery_dir, save_timeline
@@ -93,8 +95,7 @@ def budget_circuits(timeline: DiscoveryTimeline, method: str) -> list[Discovered
 
 
 def with_circuits(timeline: DiscoveryTimeline, circuits: list[DiscoveredCircuit]) -> DiscoveryTimeline:
-    from dataclasses import replace
-
+    """The timeline with `circuits` drawn for their method (the saved timeline keeps discovery's own)."""
     return replace(timeline, circuits={**timeline.circuits, circuits[0].method: circuits} if circuits else timeline.circuits)
 
 
