@@ -26,8 +26,8 @@ def example(monkeypatch):
 def test_patch_positions_tells_summed_positions_from_ignored_ones(example, trained_run, capsys):
     example("patch_positions").main(str(trained_run.path))
     out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.startswith("position ")]
-    assert len(rows) == 6 and rows[0].startswith("position 0 (summed)")
+    rows = [line for line in out.splitlines() if line.startswith("v")]
+    assert len(rows) == 6 and rows[0].startswith("v0 (summed)")
     assert all("of the way back to clean" in row or "no answer flips" in row for row in rows)
 
 

@@ -135,9 +135,10 @@ def circuit_at(run, step: int | None = None, *, on: str = "auto", n: int = 2048,
                device: str | torch.device = "cpu") -> Circuit:
     """The circuit of `run` at `step` (default: the last), measured on up to `n` first inputs of the split
     `on` chooses (`choose_inputs`) from the data of the phase the step belongs to (`n_inputs`: how many)."""
+    model = run.model_at(step, device=device)  # refuses a run without checkpoints, or a step not saved
     step = run.steps[-1] if step is None else step
     phase = run.phase_at(step)
-    split, p, model = run.data(phase), run.config.train.phases[phase].p, run.model_at(step, device=device)
+    split, p = run.data(phase), run.config.train.phases[phase].p
     x_test, y_test = split.x_test[:n], split.y_test[:n]
     test_accuracy = accuracy_on(model, x_test, y_test)
     which, why = choose_inputs(on, test_accuracy, p)
