@@ -52,3 +52,8 @@ def test_every_public_name_is_there():
         assert getattr(circuitpath, name) is not None, name
     with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
         circuitpath.nothing  # noqa: B018
+
+
+def test_show_reads_and_checks_a_run_without_importing_torch(trained_run):
+    code = PARSE.format(argv=["show", str(trained_run.path)], heavy=HEAVY)
+    assert loaded_after(code) == []

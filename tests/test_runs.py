@@ -96,3 +96,23 @@ def test_a_run_saved_before_the_residual_option_loads_as_the_equation(trained_ru
     old = load_run(trained_run.path)
     assert old.config.model.residual == "normalized"
     assert old.model_at().cfg.residual == "normalized"
+
+
+def test_a_file_is_checked_from_its_raw_bytes_as_loading_checks_it(tmp_path):
+    from circuitpath.errors import CheckpointError
+    from circuitpath.storage import load_tensors, save_tensors, verify_tensors
+
+    path = tmp_path / "t.safetensors"
+    save_tensors(path, {"w": torch.randn(3, 4), "i": torch.arange(5), "e": torch.zeros(0)}, {"step": 3})
+    verify_tensors(path)
+    load_tensors(path)
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 1  # one bit of the last tensor's data
+    path.write_bytes(bytes(raw))
+    for check in (verify_tensors, load_tensors):
+        with pytest.raises(CheckpointError, match="checksum"):
+            check(path)
+    path.write_bytes(bytes(raw[:-10]))
+    for check in (verify_tensors, load_tensors):
+        with pytest.raises(CheckpointError, match="truncated or corrupted"):
+            check(path)

@@ -21,17 +21,19 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from circuitpath import platform
 from circuitpath.config import RunConfig
-from circuitpath.data import Split
 from circuitpath.errors import CheckpointError, CircuitPathError, RunError
-from circuitpath.model import CrossAttentionTransformer
 from circuitpath.storage import RunLock, load_tensors, read_json, save_tensors, write_atomic, write_json
+
+if TYPE_CHECKING:  # torch and the model load with the first tensor read: `circuitpath show` needs neither
+    import torch
+    from torch import Tensor
+
+    from circuitpath.data import Split
+    from circuitpath.model import CrossAttentionTransformer
 
 RUN_JSON = "run.json"
 METRICS = "metrics.jsonl"
@@ -126,6 +128,8 @@ class Run:
 
     def model_at(self, step: int | None = None, device: str | torch.device = "cpu") -> CrossAttentionTransformer:
         """The model at a saved step (the last one when step is None), in eval mode."""
+        from circuitpath.model import CrossAttentionTransformer
+
         step = self.steps[-1] if step is None and self.steps else step
         if step is None:
             raise CheckpointError(f"{self.path} has no checkpoint")
@@ -138,6 +142,8 @@ class Run:
 
     def data(self, phase: int = -1) -> Split:
         """The exact train/test tensors of a phase (default: the last phase)."""
+        from circuitpath.data import Split
+
         n_phases = len(self.config.train.phases)
         index = phase % n_phases if -n_phases <= phase < n_phases else None
         if index is None:

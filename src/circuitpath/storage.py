@@ -10,12 +10,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors_bytes
-from safetensors.torch import save as save_safetensors_bytes
+from typing import TYPE_CHECKING
 
 from circuitpath.errors import CheckpointError, RunError
+
+if TYPE_CHECKING:
+    import torch
 
 #: Metadata key that stores a checksum of the tensor bytes, so corruption is detected on load.
 CHECKSUM_KEY = "sha256"
@@ -52,19 +52,63 @@ def read_json(path: Path) -> Any:
 
 def _digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
     """SHA-256 over metadata, names, dtypes, shapes and bytes: any change to what loads changes it."""
+    import torch
+
+    items = {}
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().cpu().contiguous()
+        data = tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        items[name] = (str(tensor.dtype), list(tensor.shape), data)
+    return _digest_of(items, metadata)
+
+
+def _digest_of(items: dict[str, tuple[str, list[int], bytes]], metadata: dict[str, str]) -> str:
     digest = hashlib.sha256()
     for key in sorted(k for k in metadata if k != CHECKSUM_KEY):
         digest.update(f"{key}={metadata[key]};".encode())
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().cpu().contiguous()
+    for name in sorted(items):
+        dtype, shape, data = items[name]
         digest.update(name.encode())
-        digest.update(str(tensor.dtype).encode() + str(list(tensor.shape)).encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(dtype.encode() + str(shape).encode())
+        digest.update(data)
     return digest.hexdigest()
+
+
+#: safetensors' dtype codes as torch names them (what the checksum hashes).
+_DTYPES = {"F64": "torch.float64", "F32": "torch.float32", "F16": "torch.float16", "BF16": "torch.bfloat16",
+           "I64": "torch.int64", "I32": "torch.int32", "I16": "torch.int16", "I8": "torch.int8",
+           "U8": "torch.uint8", "BOOL": "torch.bool"}
+
+
+def verify_tensors(path: Path) -> None:
+    """Check a file written by `save_tensors` against its checksum from its raw bytes, without torch;
+    CheckpointError if it is missing, truncated or altered."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing") from None
+    try:
+        header_len = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8:8 + header_len])
+        metadata = header.pop("__metadata__", None) or {}
+        start = 8 + header_len
+        items = {}
+        for name, entry in header.items():
+            begin, end = entry["data_offsets"]
+            if not 0 <= begin <= end <= len(raw) - start:
+                raise ValueError(f"{name} lies past the end of the file")
+            items[name] = (_DTYPES[entry["dtype"]], list(entry["shape"]), raw[start + begin:start + end])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path} is truncated or corrupted ({error})") from None
+    if metadata.get(CHECKSUM_KEY) != _digest_of(items, metadata):
+        raise CheckpointError(f"{path} is corrupted (its checksum does not match its contents)")
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """Save tensors atomically as safetensors, with a checksum of their bytes in the metadata."""
+    from safetensors.torch import save as save_safetensors_bytes
+
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     meta = {key: str(value) for key, value in metadata.items()}
     meta[CHECKSUM_KEY] = _digest(tensors, meta)
@@ -84,6 +128,9 @@ def _ordered_metadata(raw: bytes) -> bytes:
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Load a safetensors file written by `save_tensors`; refuse a missing, truncated or altered one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_safetensors_bytes
+
     path = Path(path)
     try:
         raw = path.read_bytes()

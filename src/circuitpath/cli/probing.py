@@ -318,7 +318,7 @@ def unreadable_files(run) -> list[tuple[Path, str]]:
     checksum, with the reason; checkpoints first."""
     from circuitpath.errors import CircuitPathError
     from circuitpath.runs import CHECKPOINT_DIR, DATA_DIR, STATE_DIR, data_file
-    from circuitpath.storage import load_tensors
+    from circuitpath.storage import verify_tensors
 
     paths = [*sorted((run.path / CHECKPOINT_DIR).glob("*.safetensors")),
              *sorted((run.path / STATE_DIR).glob("*.safetensors")),
@@ -326,7 +326,7 @@ def unreadable_files(run) -> list[tuple[Path, str]]:
     bad = []
     for path in paths:
         try:
-            load_tensors(path)
+            verify_tensors(path)  # from the raw bytes: show needs no torch
         except CircuitPathError as error:
             bad.append((path, str(error)))
     return bad
