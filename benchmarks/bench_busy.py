@@ -38,7 +38,7 @@ def child(threads: int, seconds: float) -> None:
     while time.perf_counter() < end:
         start, steps = time.perf_counter(), 0
         while time.perf_counter() - start < 0.2:
-            adam.step(theta, executor.loss_and_grad(theta, layout, data)[1])
+            adam.step(theta, executor.loss_and_grad(theta, layout, [data])[1])
             steps += 1
         best = min(best, (time.perf_counter() - start) / steps)
     print(best * 1e3)

@@ -23,7 +23,7 @@ SETTINGS = {"glibc defaults": {"CIRCUITPATH_MALLOC": "default"}, "freed memory k
 
 
 def child(steps: int, seeds: list[int]) -> None:
-    """Train `seeds` (one engine chunk) with single-threaded kernels; print wall, sys and page faults as JSON."""
+    """Train `seeds` in this process on one worker, single-threaded kernels; print wall, sys and page faults as JSON."""
     import resource
     import tempfile
     import time
@@ -41,7 +41,7 @@ def child(steps: int, seeds: list[int]) -> None:
         sweep_spec.make_out(Path(tmp))
         sweep_spec.write_spec(Path(tmp), spec)
         before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        train_chunk(spec, "scratch", seeds, tmp)
+        train_chunk(spec, "scratch", seeds, tmp, workers=1)
         wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"wall": wall, "sys": after.ru_stime - before.ru_stime, "faults": after.ru_minflt - before.ru_minflt}))
 
