@@ -290,3 +290,38 @@ def test_a_sweep_json_written_before_residual_and_checkpoint_policy_existed_read
     loaded = load_spec(copy)
     assert loaded["keep_checkpoints"] == "all"
     assert {c.model.residual for c in configs(loaded, "a")} == {"normalized"}
+
+
+def test_a_preset_by_name_keeps_its_own_settings_and_draw_options():
+    from circuitpath.presets import experiments
+
+    got = parse_experiments("vis_finetune:vis_n_tokens=3:vis_finetune_p=3,small_curriculum")
+    assert got == {"vis_finetune": {"preset": "vis_finetune", "vis_n_tokens": 3, "vis_finetune_p": 3},
+                   "small_curriculum": {"preset": "small_curriculum"}}
+    spec = json.loads(json.dumps({"seeds": [0, 5], "experiments": got, "task": {}, "model": {"residual": "attn_out"}}))
+    assert configs(spec, "vis_finetune") == [experiments(vis_n_tokens=3, vis_finetune_p=3)["vis_finetune"].config(s)
+                                            for s in (0, 5)]
+    run = configs(spec, "small_curriculum", [2])[0]
+    assert run == experiments()["small_curriculum"].config(2) and run.model.d_model == 2
+
+
+@pytest.mark.parametrize("experiments, message", [
+    ("vis_finetune:vis_n_tokens=3", "phase p = 4 exceeds the model's n_tokens = 3"),
+    ("vis_finetune:vis_finetune_p=5", "phase p = 5 exceeds the model's n_tokens = 4"),
+    ("vis_p2:vis_n_tokens=1", "n_tokens must be >= 2, got 1"),
+    ("vis_p2:colour=3", "bad preset option 'colour=3'"),
+])
+def test_bad_preset_options_exit_2_naming_the_value_and_write_nothing(tmp_path, capsys, experiments, message):
+    out = tmp_path / "sw"
+    assert exit_status(["sweep", "--out", str(out), "--seeds", "0", "--experiments", experiments]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_model_flags_that_a_preset_would_ignore_are_refused(tmp_path, capsys):
+    out = tmp_path / "sw"
+    assert exit_status(["sweep", "--out", str(out), "--seeds", "0", "--experiments", "vis_p2", "--d-model", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--d-model would not apply to the preset vis_p2" in err and "\n" not in err
+    assert not out.exists()

@@ -14,6 +14,8 @@ DEFAULT_OUT, DEFAULT_SEEDS, DEFAULT_EXPERIMENTS = Path("runs/sweep"), "0-31", "s
 EPILOG = """examples:
   circuitpath sweep --seeds 0-31 --experiments scratch,curriculum
   circuitpath sweep --seeds 0-7 --experiments 'fast=4:2000:3e-2' --out runs/fast
+  circuitpath sweep --seeds 0-31 --experiments vis_finetune,vis_scratch --out runs/vis
+  circuitpath sweep --seeds 0-31 --experiments vis_finetune:vis_n_tokens=3:vis_finetune_p=3 --out runs/vis3
   circuitpath sweep --resume runs/sweep
   circuitpath sweep --summary runs/sweep
   circuitpath sweep --seeds 0-255 --keep-checkpoints ends --backend ray --address HEAD:6379 --out /shared/sweep
@@ -36,8 +38,10 @@ def add_parsers(sub) -> None:
     what = sweep.add_argument_group("what to train (a new sweep)")
     what.add_argument("--out", type=Path, help=f"sweep directory to create (default {DEFAULT_OUT})")
     what.add_argument("--seeds", help=f"N, N-M or a list of them (default {DEFAULT_SEEDS})")
-    what.add_argument("--experiments", help="paper experiments by name, or name=p:steps:lr,... separated by ';' "
-                      f"(default {DEFAULT_EXPERIMENTS})")
+    what.add_argument("--experiments", help="paper experiments or figure presets by name (presets.py; a preset's "
+                      "options as NAME:key=INT, e.g. vis_finetune:vis_n_tokens=3:vis_finetune_p=3), or "
+                      f"name=p:steps:lr,... separated by ';' (default {DEFAULT_EXPERIMENTS}); a preset keeps its own "
+                      "task, model and schedule, so only --residual applies to it")
     add_task_flags(what)
     what.add_argument("--keep-checkpoints", metavar="all|ends",
                       help="all (default), or ends: of each completed run keep only the checkpoints at step 0, "
@@ -110,8 +114,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             summaries = _resume(args, ray, resume_sweep)
         else:
             task = task_from_flags(args)
-            summaries = sweep(out, parse_seeds(args.seeds or DEFAULT_SEEDS),
-                              parse_experiments(args.experiments or DEFAULT_EXPERIMENTS), task=task,
+            experiments = parse_experiments(args.experiments or DEFAULT_EXPERIMENTS)
+            _check_preset_flags(args, experiments)
+            summaries = sweep(out, parse_seeds(args.seeds or DEFAULT_SEEDS), experiments, task=task,
                               model=model_from_flags(args, task), device=args.device, force=args.force,
                               keep_checkpoints=args.keep_checkpoints or "all", backend=args.backend, ray=ray)
     except (Interrupted, KeyboardInterrupt):
@@ -124,6 +129,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     page = write_html([sweep_figure(summaries)], out / "sweep.html", "circuitpath sweep")
     print(f"summary written to {out / 'summary.json'}, figure to {page}")
     return 0
+
+
+def _check_preset_flags(args: argparse.Namespace, experiments: dict) -> None:
+    """A preset carries its own task and model: refuse task and model flags that it would ignore."""
+    presets = [name for name, value in experiments.items() if isinstance(value, dict)]
+    if presets and (extra := _given(args, ("n_ctx", "n_train", "d_model", "d_mlp"))):
+        raise ConfigError(f"{', '.join(extra)} would not apply to the preset {presets[0]} (it keeps its own task and "
+                          "model); sweep it apart, or give its phases as name=p:steps:lr")
 
 
 def _resume(args: argparse.Namespace, ray, resume_sweep):

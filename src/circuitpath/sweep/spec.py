@@ -11,10 +11,13 @@ from pathlib import Path
 from circuitpath.config import ModelConfig, RunConfig, TaskConfig, saved_model
 from circuitpath.errors import ConfigError, RunError
 from circuitpath.experiments import PAPER_PHASES, experiment_config
+from circuitpath.presets import experiments as preset_experiments
 from circuitpath.storage import read_json, write_json
 
 SWEEP_JSON = "sweep.json"
 KEEP_CHOICES = ("all", "ends")
+#: Draw options of a preset given by name (`presets.experiments`' integer arguments).
+PRESET_OPTIONS = ("vis_n_tokens", "vis_finetune_p", "small_d_mlp", "batch_size")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -36,22 +39,48 @@ def parse_seeds(text: str) -> list[int]:
     return sorted(seeds)
 
 
-def parse_experiments(text: str) -> dict[str, str]:
-    """`scratch,curriculum` (the paper's) or `name=p:steps:lr,...;name2=...` for custom phases."""
+def parse_experiments(text: str) -> dict[str, str | dict]:
+    """`scratch,curriculum` (the paper's), a figure preset by name, or `name=p:steps:lr,...;name2=...`.
+
+    A preset (`presets.experiments`, e.g. `vis_finetune`, `small_curriculum`) carries its own task,
+    model and schedule; its draw options follow its name as `:key=int`, e.g.
+    `vis_finetune:vis_n_tokens=3:vis_finetune_p=3`. It is stored as `{"preset": name, **options}`.
+    """
     experiments = {}
     for item in (i.strip() for i in text.split(";") if i.strip()):
-        if "=" in item:
+        if "=" in item and ":" not in item.split("=", 1)[0]:
             name, phases = (x.strip() for x in item.split("=", 1))
             experiments[name] = phases
         else:
             for name in (n.strip() for n in item.split(",") if n.strip()):
-                if name not in PAPER_PHASES:
-                    raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(PAPER_PHASES)} "
-                                      "(or give name=p:steps:lr,...)")
-                experiments[name] = PAPER_PHASES[name]
+                name, value = _named(name)
+                experiments[name] = value
     if not experiments:
         raise ConfigError(f"no experiment given in {text!r}")
     return experiments
+
+
+def _named(text: str) -> tuple[str, str | dict]:
+    """A paper experiment's phases, or a preset with its options, by name."""
+    name, *options = text.split(":")
+    if name in PAPER_PHASES and not options:
+        return name, PAPER_PHASES[name]
+    known = preset_experiments()
+    if name not in known:
+        raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(dict.fromkeys([*PAPER_PHASES, *known]))} "
+                          "(or give name=p:steps:lr,...)")
+    spec: dict = {"preset": name}
+    for option in options:
+        key, _, value = option.partition("=")
+        if key not in PRESET_OPTIONS or not value.isdigit():
+            raise ConfigError(f"bad preset option {option!r} in {text!r}; options are "
+                              f"{', '.join(PRESET_OPTIONS)}=INT")
+        spec[key] = int(value)
+    try:  # a run of it checks the options (a phase's p above n_tokens, for one)
+        preset_experiments(**{k: v for k, v in spec.items() if k != "preset"})[name].config(0)
+    except ConfigError as error:
+        raise ConfigError(f"{text!r}: {error}") from None
+    return name, spec
 
 
 def check_keep(keep: str) -> str:
@@ -74,9 +103,15 @@ def make_spec(seeds: list[int], experiments: dict[str, str], task: TaskConfig, m
 
 def configs(spec: dict, experiment: str, seeds: list[int] | None = None) -> list[RunConfig]:
     """The run configs of one experiment, for all of the sweep's seeds or the given ones."""
+    value = spec["experiments"][experiment]
+    seeds = spec["seeds"] if seeds is None else seeds
+    if isinstance(value, dict):
+        options = {k: v for k, v in value.items() if k != "preset"}
+        preset = preset_experiments(residual=spec["model"].get("residual", "attn_out"), **options)[value["preset"]]
+        return [preset.config(seed) for seed in seeds]
     task, model = TaskConfig(**spec["task"]), ModelConfig(**saved_model(spec["model"]))
     return [experiment_config(spec["experiments"][experiment], seed=seed, task=task, model=model)
-            for seed in (spec["seeds"] if seeds is None else seeds)]
+            for seed in seeds]
 
 
 def run_path(out: str | Path, experiment: str, seed: int) -> Path:
