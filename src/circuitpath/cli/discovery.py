@@ -8,11 +8,11 @@ from pathlib import Path
 from circuitpath.errors import ConfigError
 
 EXAMPLES = """examples:
-  circuitpath discover runs/curriculum
-  circuitpath discover runs/scratch runs/curriculum --out runs/discovery.html
-  circuitpath discover runs/scratch --method attribution --steps 0-3000 --n 512 --force   # replace an earlier one
-  circuitpath discover runs/curriculum --method patching --steps 3000,10000 --rule acdc --threshold 0.02
-  circuitpath discover runs/curriculum --method attribution --ig-steps 8 --rule threshold --threshold 0.2"""
+  circuitpath discover runs/curriculum/seed_0
+  circuitpath discover runs/scratch/seed_0 runs/curriculum/seed_0 --out runs/discovery.html
+  circuitpath discover runs/scratch/seed_0 --method attribution --steps 0-3000 --n 512 --force   # replace an earlier one
+  circuitpath discover runs/curriculum/seed_0 --method patching --steps 3000,10000 --rule acdc --threshold 0.02
+  circuitpath discover runs/curriculum/seed_0 --method attribution --ig-steps 8 --rule threshold --threshold 0.2"""
 
 
 def add_parsers(sub) -> None:
@@ -34,10 +34,12 @@ def add_parsers(sub) -> None:
     parser.add_argument("--steps", help="checkpoints to score, e.g. 0,500,1000-3000 (default: every saved step)")
     parser.add_argument("--n", type=int, help="test inputs per checkpoint, at most a phase's test set "
                         "(default 1024, or all of a smaller test set)")
-    parser.add_argument("--rule", default="top-n", help="how a circuit is pruned: top-n (default), threshold or acdc")
+    parser.add_argument("--rule", default="budgets", help="how a circuit is pruned: budgets (default: positions above "
+                        "a share of the largest, the top 8 neurons), top-n, threshold or acdc")
     parser.add_argument("--keep", type=int, help="nodes kept by --rule top-n (default 16)")
     parser.add_argument("--threshold", type=float,
-                        help="--rule threshold: fraction of the largest |score| kept, 0 to 1 (default 0.1); "
+                        help="--rule budgets: share of the largest position score a position needs, 0 to 1 (default 0.1); "
+                        "--rule threshold: fraction of the largest |score| kept, 0 to 1 (default 0.1); "
                         "--rule acdc: largest rise of KL(full || circuit) an edge's removal may cause, >= 0 (default 0.01)")
     parser.add_argument("--metric", default="logit_diff", help="what attribution and patching measure: logit_diff (default) or loss")
     parser.add_argument("--ig-steps", type=int, default=0, help="integrated gradients over this many points (default 0: plain attribution)")
@@ -53,7 +55,7 @@ def add_parsers(sub) -> None:
 def _parameter(args: argparse.Namespace) -> float | None:
     if args.rule == "top-n":
         if args.threshold is not None:
-            raise ConfigError(f"--threshold {args.threshold} applies to --rule threshold or acdc, not top-n (use --keep)")
+            raise ConfigError(f"--threshold {args.threshold} applies to --rule budgets, threshold or acdc, not top-n (use --keep)")
         return args.keep
     if args.keep is not None:
         raise ConfigError(f"--keep {args.keep} applies to --rule top-n, not {args.rule} (use --threshold)")

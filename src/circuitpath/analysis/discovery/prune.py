@@ -1,5 +1,9 @@
-"""A circuit is the graph pruned by a rule: the top n nodes, the nodes above a threshold, or greedy
-removal of edges while the output stays close (ACDC-style).
+"""A circuit is the graph pruned by a rule: separate budgets for positions and neurons, the top n
+nodes, the nodes above a threshold, or greedy removal of edges while the output stays close (ACDC-style).
+
+budgets (the default) keeps every whole component, every position node (value or attention weight)
+whose magnitude (the mean |change| the AUROC ranks) is at least a fraction of the largest position
+node's, and the NEURON_BUDGET neurons of largest magnitude: a position is never dropped for a neuron.
 
 top-n and threshold rank nodes by |score| and keep the edges between kept nodes. The greedy rule
 walks the edges from the weakest (by the method's score) to the strongest and removes each one for
@@ -21,9 +25,21 @@ from circuitpath.analysis.discovery.graph import LOGITS, ModelGraph
 from circuitpath.analysis.discovery.truth import node_order
 from circuitpath.errors import InputError
 
-RULES = ("top-n", "threshold", "acdc")
-#: Default parameter of each rule: nodes kept, fraction of the largest |score|, KL increase allowed.
-DEFAULTS = {"top-n": 16, "threshold": 0.1, "acdc": 0.01}
+RULES = ("budgets", "top-n", "threshold", "acdc")
+#: Default parameter of each rule: share of the largest position kept, nodes kept, fraction of the
+#: largest |score|, KL increase allowed.
+DEFAULTS = {"budgets": 0.1, "top-n": 16, "threshold": 0.1, "acdc": 0.01}
+#: Neurons the budgets rule keeps (those of largest magnitude).
+NEURON_BUDGET = 8
+POSITION_KINDS = ("value", "pattern")
+
+
+def describe_rule(rule: str, parameter: float) -> str:
+    """The rule in words, for a figure's subtitle."""
+    return {"budgets": f"positions scoring >= {parameter:g} x the largest position, top {NEURON_BUDGET} neurons",
+            "top-n": f"top {parameter:g} nodes by |score|",
+            "threshold": f"nodes with |score| >= {parameter:g} x the largest",
+            "acdc": f"edges removed while KL grows by < {parameter:g} each"}.get(rule, f"{rule} {parameter:g}")
 
 
 @dataclass
@@ -63,6 +79,8 @@ def check_rule(rule: str, parameter: float | None) -> float:
     value = DEFAULTS[rule] if parameter is None else parameter
     if rule == "top-n" and (value != int(value) or value < 0):
         raise InputError(f"top-n keeps a whole number of nodes >= 0, got {value}")
+    if rule == "budgets" and not 0 <= value <= 1:
+        raise InputError(f"budgets keeps positions above a fraction of the largest, 0 to 1, got {value}")
     if rule == "threshold" and not 0 <= value <= 1:
         raise InputError(f"threshold must be between 0 and 1 (a fraction of the largest score), got {value}")
     if rule == "acdc" and not 0 <= value < float("inf"):
@@ -78,11 +96,22 @@ def _circuit(graph: ModelGraph, sites: Tensor, kept: set[str], rule: str, parame
     return DiscoveredCircuit(rule=rule, parameter=parameter, nodes=nodes, edges=edges, **info)
 
 
-def prune(graph: ModelGraph, sites: Tensor, rule: str, parameter: float | None = None, **info) -> DiscoveredCircuit:
-    """The circuit by top-n or threshold (the greedy rule needs the model: `greedy`). `info`: method, step, metric."""
+def prune(graph: ModelGraph, sites: Tensor, rule: str, parameter: float | None = None,
+          magnitude: Tensor | None = None, **info) -> DiscoveredCircuit:
+    """The circuit by budgets, top-n or threshold (the greedy rule needs the model: `greedy`). `magnitude`:
+    the mean |change| per site that budgets ranks by (default |sites|). `info`: method, step, metric."""
     value = check_rule(rule, parameter)
     by_site = {n.site: n.name for n in graph.nodes}
-    if rule == "top-n":
+    if rule == "budgets":
+        size = (sites.abs() if magnitude is None else magnitude).tolist()
+        scored = [n for n in graph.nodes if n.site is not None]
+        positions = [n for n in scored if n.kind in POSITION_KINDS]
+        neurons = sorted((n for n in scored if n.kind == "neuron"), key=lambda n: -size[n.site])
+        largest = max((size[n.site] for n in positions), default=0.0)
+        kept = {n.name for n in scored if n.kind not in (*POSITION_KINDS, "neuron")}
+        kept |= {n.name for n in positions if largest > 0 and size[n.site] >= value * largest}
+        kept |= {n.name for n in neurons[:NEURON_BUDGET]}
+    elif rule == "top-n":
         kept = {by_site[s] for s in node_order(graph, sites)[: int(value)]}
     elif rule == "threshold":
         values = sites.abs().tolist()

@@ -46,10 +46,10 @@ class DiscoveryConfig:
     """0: plain attribution patching; m >= 1: integrated gradients over m points (EAP-IG)."""
     ablation: str = "mean"
     """How the ablation method knocks a site out: zero, mean or resample."""
-    rule: str = "top-n"
-    """How a circuit is pruned from the scores: top-n, threshold or acdc."""
+    rule: str = "budgets"
+    """How a circuit is pruned from the scores: budgets, top-n, threshold or acdc."""
     parameter: float | None = None
-    """The rule's parameter: nodes kept (top-n, 16), fraction of the largest score (threshold, 0.1),
+    """The rule's parameter: share of the largest position kept (budgets, 0.1), nodes kept (top-n, 16), fraction of the largest score (threshold, 0.1),
     KL increase allowed per removed edge (acdc, 0.01)."""
     seed: int = 0
     """Seed of the corrupting reordering and of resampling."""
@@ -202,7 +202,7 @@ def score_checkpoint(model, probe: Probe, graph: ModelGraph, config: DiscoveryCo
                              ablation=config.ablation, seed=config.seed, runs=runs)
         info = {"method": method, "step": step, "metric": scored.metric}
         circuit = (greedy(model, graph, acts, scored.sites, config.parameter, **info) if config.rule == "acdc"
-                   else prune(graph, scored.sites, config.rule, config.parameter, **info))
+                   else prune(graph, scored.sites, config.rule, config.parameter, magnitude=scored.magnitude, **info))
         out[method] = (scored, scored.total, circuit)
     # one pass for every method's curve: methods that rank the positions alike share its masks
     curves = faithfulness(model, graph, acts, probe.labels, torch.stack([r[0].sites for r in out.values()]), counts)
