@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from circuitpath.analysis.discovery.graph import ModelGraph
-from circuitpath.analysis.discovery.prune import DiscoveredCircuit
+from circuitpath.analysis.discovery.prune import DiscoveredCircuit, describe_rule
 from circuitpath.analysis.discovery.pruning import PruningStory, pruning_story
 from circuitpath.analysis.discovery.timeline import LEVEL, DiscoveryTimeline
 from circuitpath.plots.style import TEMPLATE
@@ -19,6 +19,10 @@ from circuitpath.storage import write_atomic
 
 METHOD_COLOURS = {"attribution": "rgb(31, 119, 180)", "patching": "rgb(214, 39, 40)", "ablation": "rgb(44, 160, 44)"}
 RUN_DASHES = ["solid", "dash", "dot", "dashdot"]
+RUN_COLOURS = ["rgb(214, 39, 40)", "rgb(31, 119, 180)", "rgb(44, 160, 44)", "rgb(148, 103, 189)"]
+METHOD_DASHES = {"attribution": "solid", "patching": "dash", "ablation": "dot"}
+#: Where the labels of a cluster of nodes that would touch go, in x order (a lone node's label: top center).
+CLUSTER_PLACES = ("top left", "top right", "bottom right", "bottom left")
 SIGN_COLOURS = {True: "rgb(214, 39, 40)", False: "rgb(31, 119, 180)"}  # the score helps / hurts the metric
 WIDTHS = (1.0, 2.5, 4.5, 7.0, 10.0)  # edge widths by fifth of the largest |score|
 
@@ -83,11 +87,32 @@ def _circuit_traces(circuit: DiscoveredCircuit, graph: ModelGraph, k: int) -> li
     names = list(circuit.nodes)
     traces.append(go.Scatter(
         x=[places[n][0] for n in names], y=[places[n][1] for n in names], mode="markers+text", showlegend=False,
-        text=names, textposition="top center", hoverinfo="text",
+        text=names, textposition=label_places([places[n] for n in names]), hoverinfo="text",
         hovertext=[f"{n}: score {s:.4g}" if s is not None else n for n, s in circuit.nodes.items()],
         marker={"size": [10 + 20 * abs(s) / largest if s is not None and largest > 0 else 14 for s in circuit.nodes.values()],
                 "color": [_colour(graph, n, k) for n in names]}))
     return traces
+
+
+def label_places(points: list[tuple[float, float]], near: float = 0.06) -> list[str]:
+    """Text positions: nodes of one row closer than `near` x the row span fan their labels out around
+    them (CLUSTER_PLACES in x order); a lone node's label sits on top."""
+    if not points:
+        return []
+    xs = [x for x, _ in points]
+    span = (max(xs) - min(xs)) or 1.0
+    clusters: list[list[int]] = []
+    for i in sorted(range(len(points)), key=lambda i: (points[i][1], points[i][0])):
+        last = clusters[-1][-1] if clusters else None
+        if last is not None and points[last][1] == points[i][1] and points[i][0] - points[last][0] < near * span:
+            clusters[-1].append(i)
+        else:
+            clusters.append([i])
+    places = ["top center"] * len(points)
+    for cluster in (c for c in clusters if len(c) > 1):
+        for rank, i in enumerate(cluster):
+            places[i] = CLUSTER_PLACES[rank % len(CLUSTER_PLACES)]
+    return places
 
 
 def circuit_timeline_figure(timeline: DiscoveryTimeline, method: str, title: str) -> go.Figure:
@@ -95,7 +120,7 @@ def circuit_timeline_figure(timeline: DiscoveryTimeline, method: str, title: str
     circuits = timeline.circuits[method]
     frames = [go.Frame(data=_circuit_traces(c, timeline.graph, timeline.k), name=str(c.step)) for c in circuits]
     figure = go.Figure(data=frames[-1].data, frames=frames)
-    rule = f"{circuits[-1].rule} {circuits[-1].parameter:g}"
+    rule = describe_rule(circuits[-1].rule, circuits[-1].parameter)
     figure.update_layout(
         **titled(title, f"{method}, {rule}; orange: the k summed positions (v: value, a: attention weight), "
                         "grey: spurious; width: |score|; red: raises the metric, blue: lowers it"),
@@ -114,15 +139,15 @@ def _phase_lines(figure: go.Figure, switches: list[int]) -> None:
 
 
 def auroc_figure(timelines: dict[str, DiscoveryTimeline], title: str = "AUROC of the position scores against step") -> go.Figure:
-    """AUROC per method (colour) and run (dash) against step, with the 0.99 and chance levels."""
+    """AUROC per run (colour) and method (dash) against step, with the 0.99 and chance levels."""
     figure = go.Figure()
     for i, (name, timeline) in enumerate(timelines.items()):
         for method in timeline.methods:
             first = timeline.first_reaching(method)
             figure.add_trace(go.Scatter(
                 x=timeline.steps, y=timeline.auroc(method).tolist(), mode="lines+markers",
-                name=f"{name}: {method} (≥ {LEVEL} from step {first if first is not None else 'never'})",
-                line={"color": METHOD_COLOURS.get(method), "dash": RUN_DASHES[i % len(RUN_DASHES)]}))
+                name=f"{name}: {method} " + (f"(≥ {LEVEL} from step {first})" if first is not None else f"(≥ {LEVEL}: not reached)"),
+                line={"color": RUN_COLOURS[i % len(RUN_COLOURS)], "dash": METHOD_DASHES.get(method, "dashdot")}))
         _phase_lines(figure, timeline.phase_switches)
     figure.add_hline(y=LEVEL, line={"dash": "dash", "color": "black"})
     figure.add_hline(y=0.5, line={"dash": "dot", "color": "grey"})
