@@ -1,5 +1,6 @@
 """`circuitpath discover`: the table, the files it writes, and one-line errors that leave the run as it was."""
 
+import dataclasses
 import hashlib
 import xml.etree.ElementTree as ET
 
@@ -46,7 +47,7 @@ def test_discover_prints_the_table_and_writes_every_file(run_dir, capsys):
 
 
 def test_circuit_json_and_svg_round_trip(run_dir):
-    assert main(["discover", str(run_dir), "--steps", "40", "--n", "20", "--method", "patching", "--keep", "5", "--force"]) == 0
+    assert main(["discover", str(run_dir), "--steps", "40", "--n", "20", "--method", "patching", "--rule", "top-n", "--keep", "5", "--force"]) == 0
     directory = discovery_dir(load_run(run_dir)) / "circuits"
     data = read_json(directory / "patching_step_0000040.json")
     circuit = DiscoveredCircuit.from_json(data)
@@ -75,6 +76,7 @@ def test_greedy_rule_keeps_a_connected_circuit(run_dir, capsys):
     (["--steps", "7"], "step 7 was not saved"),
     (["--steps", "11-19"], "no checkpoint of"),
     (["--rule", "threshold", "--threshold", "1.5"], "threshold must be between 0 and 1"),
+    (["--rule", "budgets", "--threshold", "1.5"], "budgets keeps positions above a fraction of the largest, 0 to 1"),
     (["--rule", "acdc", "--threshold", "-0.1"], "acdc threshold must be a KL increase >= 0"),
     (["--rule", "greedy"], "unknown rule 'greedy'"),
     (["--keep", "4", "--rule", "threshold"], "--keep 4 applies to --rule top-n"),
@@ -159,6 +161,9 @@ def test_help_explains_with_examples(capsys):
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "examples:" in out and "--rule" in out and "AUROC" in out
+    examples = out.split("examples:")[1].split()
+    runs = [word for word in examples if word.startswith("runs/") and not word.endswith(".html")]
+    assert runs and all("/seed_" in word for word in runs), runs  # reproduce writes runs/EXPERIMENT/seed_N
 
 
 def test_example_runs_on_a_saved_run(run_dir, monkeypatch, capsys):
@@ -220,3 +225,58 @@ def test_page_renders_in_headless_chromium(run_dir):
     assert len(re.findall(r'<svg class="main-svg"', done.stdout)) >= 4
     errors = [line for line in done.stderr.splitlines() if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]
     assert not errors, errors
+
+
+def test_budgets_keep_a_position_that_every_neuron_outscores():
+    from circuitpath.analysis.discovery import ModelGraph
+    from circuitpath.analysis.discovery.prune import NEURON_BUDGET, prune
+
+    graph = ModelGraph(n_ctx=6, d_mlp=16)
+    magnitude = torch.zeros(graph.n_sites)
+    for node in graph.nodes:
+        if node.kind == "neuron":
+            magnitude[node.site] = 10.0 + node.index  # every neuron outscores every position
+    v2, v4 = graph.node_by_name["v2"].site, graph.node_by_name["v4"].site
+    magnitude[v2], magnitude[v4] = 1.0, 0.05  # v4: below 0.1 x the largest position
+    budgets = prune(graph, -magnitude, "budgets", magnitude=magnitude)
+    assert "v2" in budgets.nodes and "v4" not in budgets.nodes and budgets.nodes["v2"] == -1.0
+    assert {n for n in budgets.nodes if n.startswith("n")} == {f"n{i}" for i in range(16 - NEURON_BUDGET, 16)}
+    assert "v2" not in prune(graph, magnitude, "top-n", 16).nodes  # the old rule, still there by name
+
+
+def test_auroc_has_one_colour_per_run_and_a_dash_per_method(run_dir):
+    from circuitpath.analysis.discovery import DiscoveryConfig, discover
+    from circuitpath.plots.discovery import auroc_figure
+
+    run = load_run(run_dir)
+    timeline = discover(run, DiscoveryConfig(methods=("attribution", "ablation"), n=20), steps=[0, 40], progress=False)
+    figure = auroc_figure({"a": timeline, "b": timeline})
+    colours = {t.name.split(":")[0]: set() for t in figure.data}
+    dashes = {t.name.split(":")[1].split()[0]: set() for t in figure.data}
+    for trace in figure.data:
+        colours[trace.name.split(":")[0]].add(trace.line.color)
+        dashes[trace.name.split(":")[1].split()[0]].add(trace.line.dash)
+    assert all(len(c) == 1 for c in colours.values()) and colours["a"] != colours["b"]
+    assert all(len(d) == 1 for d in dashes.values()) and dashes["attribution"] != dashes["ablation"]
+    chance = dataclasses.replace(timeline, magnitude={m: torch.ones_like(v) for m, v in timeline.magnitude.items()})
+    assert chance.first_reaching("attribution") is None  # all positions tie: AUROC 0.5
+    names = [t.name for t in auroc_figure({"a": chance}).data]
+    assert all("(≥ 0.99: not reached)" in n and "never" not in n for n in names), names
+
+
+def test_labels_of_close_nodes_fan_out():
+    from circuitpath.analysis.discovery import ModelGraph
+    from circuitpath.plots.discovery import circuit_timeline_figure, label_places, node_places
+
+    graph = ModelGraph(n_ctx=12, d_mlp=128)
+    places = node_places(graph)
+    names = ["v0", "n10", "n55", "n58", "n59", "v11", "attn"]
+    spread = label_places([places[n] for n in names])
+    assert len({spread[2], spread[3], spread[4]}) == 3  # n55, n58, n59: three places
+    assert spread[0] == spread[5] == spread[6] == "top center"
+    circuit = DiscoveredCircuit(rule="budgets", parameter=0.1, nodes={n: 1.0 for n in names} | {"logits": None},
+                                edges=[], method="attribution", step=0)
+    timeline = type("T", (), {"circuits": {"attribution": [circuit]}, "graph": graph, "k": 5})()
+    drawn = circuit_timeline_figure(timeline, "attribution", "t").data[-1]
+    assert list(drawn.textposition) == label_places([places[n] for n in drawn.text])
+    assert len({drawn.textposition[drawn.text.index(n)] for n in ("n55", "n58", "n59")}) == 3
