@@ -228,7 +228,11 @@ def test_diagram_cli_writes_html_and_svg(trained_run, tmp_path, capsys):
     from circuitpath.cli import main
 
     assert main(["diagram", str(trained_run.path), "--out", str(tmp_path / "c"), "--n", "40"]) == 0
-    assert (tmp_path / "c.svg").read_text().startswith("<svg") and (tmp_path / "c.html").stat().st_size > 3_000_000
+    assert (tmp_path / "c.svg").read_text().startswith("<svg")
+    # plotly.js is written once beside the page, which loads it from there
+    page = (tmp_path / "c.html").read_text()
+    assert '<script src="plotly.min.js"' in page and len(page.encode()) < 1_000_000
+    assert (tmp_path / "plotly.min.js").stat().st_size > 3_000_000
     out = capsys.readouterr().out
     assert out.startswith("  v0         effect ") and "accuracy lost when mean-ablated (intact - ablated)" in out
     assert main(["diagram", str(trained_run.path), "--threshold", "2"]) == 2
