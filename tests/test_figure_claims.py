@@ -85,48 +85,27 @@ def test_the_report_circuit_is_measured_where_the_ablation_bars_say_it_matters(s
 
 def test_timeline_keeps_every_strong_position_beside_at_most_the_neuron_budget(seeds):
     from circuitpath.analysis.discovery import DiscoveryConfig, discover
-    from circuitpath.report.timeline import NEURON_BUDGET, POSITION_SHARE, budget_circuits
+    from circuitpath.analysis.discovery.prune import DEFAULTS, NEURON_BUDGET
+    from circuitpath.plots.discovery import circuit_timeline_figure
 
     run = seeds["curriculum"][0]
     timeline = discover(run, DiscoveryConfig(methods=("attribution",), n=40), progress=False)
-    circuits = budget_circuits(timeline, "attribution")
+    circuits = timeline.circuits["attribution"]
     assert [c.step for c in circuits] == timeline.steps
-    graph = timeline.graph
+    assert {c.rule for c in circuits} == {"budgets"}
+    graph, share = timeline.graph, DEFAULTS["budgets"]
     for circuit, magnitude in zip(circuits, timeline.magnitude["attribution"]):
         size = {n.name: float(magnitude[n.site]) for n in graph.nodes if n.site is not None}
         positions = [n.name for n in graph.nodes if n.kind in ("value", "pattern")]
         largest = max(size[p] for p in positions)
-        strong = {p for p in positions if largest > 0 and size[p] >= POSITION_SHARE * largest}
+        strong = {p for p in positions if largest > 0 and size[p] >= share * largest}
         assert strong == {n for n in circuit.nodes if n in positions}
-        assert sum(n.startswith("n") for n in circuit.nodes) == min(NEURON_BUDGET, graph.d_mlp)
+        neurons = sorted((n.name for n in graph.nodes if n.kind == "neuron"), key=lambda name: -size[name])
+        assert {n for n in circuit.nodes if n.startswith("n")} == set(neurons[:NEURON_BUDGET])
         assert {"attn", "mlp", "logits"} <= set(circuit.nodes)
-
-
-def test_auroc_runs_have_their_own_colours_and_never_say_never():
-    import plotly.graph_objects as go
-
-    from circuitpath.report.timeline import recolour_runs
-
-    figure = go.Figure([go.Scatter(name="scratch: attribution (≥ 0.99 from step never)", line={"color": "blue"}),
-                        go.Scatter(name="curriculum: attribution (≥ 0.99 from step 1250)", line={"color": "blue"})])
-    recolour_runs(figure, ["scratch", "curriculum"])
-    assert figure.data[0].line.color != figure.data[1].line.color
-    assert figure.data[0].name == "scratch: attribution (≥ 0.99: not reached)"
-    assert "never" not in " ".join(t.name for t in figure.data)
-
-
-def test_labels_of_close_nodes_fan_out():
-    import plotly.graph_objects as go
-
-    from circuitpath.report.timeline import spread_labels
-
-    xs = [0.0, 10 * 12 / 127, 55 * 11 / 127, 58 * 11 / 127, 59 * 11 / 127, 11.0, 5.5]
-    ys = [2.6, 2.6, 2.6, 2.6, 2.6, 2.6, 1.6]
-    figure = go.Figure(go.Scatter(x=xs, y=ys, mode="markers+text", text=["a", "b", "n55", "n58", "n59", "c", "attn"]))
-    spread_labels(figure)
-    places = list(figure.data[0].textposition)
-    assert len({places[2], places[3], places[4]}) == 3  # n55, n58, n59: three places
-    assert places[0] == places[5] == places[6] == "top center"
+    subtitle = circuit_timeline_figure(timeline, "attribution", "t").layout.title.text
+    assert f"positions scoring >= {share:g} x the largest position, top {NEURON_BUDGET} neurons" in subtitle
+    assert "budgets 0.1" not in subtitle
 
 
 def test_circuit_over_training_measures_on_the_inputs_it_is_asked_for(seeds):

@@ -80,7 +80,9 @@ def test_circuit_timeline_is_drawn_and_saved_beside_each_run(report):
     html = report.read_text()
     assert "Circuit timeline" in html and "AUROC of the position scores" in html
     for name in ("scratch", "curriculum"):
-        saved = json.loads((report.parent / name / "analysis" / "discovery" / "timeline.json").read_text())
+        # the report's own copy: RUN/analysis/discovery/ belongs to `circuitpath discover` and is left alone
+        assert not (report.parent / name / "analysis" / "discovery").exists()
+        saved = json.loads((report.parent / name / "analysis" / "discovery_report" / "timeline.json").read_text())
         assert list(saved["methods"]) == ["attribution"] and len(saved["steps"]) == len(saved["methods"]["attribution"]["auroc"])
         assert all(0 <= a <= 1 for a in saved["methods"]["attribution"]["auroc"])
         headline = json.loads((report.parent / name / "analysis" / "headlines.json").read_text())
