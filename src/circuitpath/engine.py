@@ -328,18 +328,19 @@ class Executor:
         return out
 
     def loss_and_grad(self, theta: Tensor, layout: Layout, parts: list[Encoded]) -> tuple[Tensor, Tensor]:
-        if self.fused:
-            step = lambda rows, data: fused.loss_and_grad(theta[rows], layout, data.index, data.targets)  # noqa: E731
-        else:
-            step = lambda rows, data: loss_and_grad(theta[rows], layout, data)  # noqa: E731
-        out = self._map(step, parts)
-        return torch.cat([p[0] for p in out]), torch.cat([p[1] for p in out])
+        """Each run's loss [runs] and gradient [runs, P]."""
+        return self._each(fused.loss_and_grad if self.fused else loss_and_grad, theta, layout, parts)
 
     def evaluate(self, theta: Tensor, layout: Layout, parts: list[Encoded]) -> tuple[Tensor, Tensor]:
+        """Each run's loss and accuracy [runs] on its sequences."""
+        return self._each(fused.evaluate if self.fused else evaluate, theta, layout, parts)
+
+    def _each(self, fn, theta: Tensor, layout: Layout, parts: list[Encoded]) -> tuple[Tensor, Tensor]:
+        """fn on every chunk (the fused kernels read the index and targets, the engine the encoding), joined."""
         if self.fused:
-            step = lambda rows, data: fused.evaluate(theta[rows], layout, data.index, data.targets)  # noqa: E731
+            step = lambda rows, data: fn(theta[rows], layout, data.index, data.targets)  # noqa: E731
         else:
-            step = lambda rows, data: evaluate(theta[rows], layout, data)  # noqa: E731
+            step = lambda rows, data: fn(theta[rows], layout, data)  # noqa: E731
         out = self._map(step, parts)
         return torch.cat([p[0] for p in out]), torch.cat([p[1] for p in out])
 

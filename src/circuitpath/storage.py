@@ -84,10 +84,7 @@ def verify_tensors(path: Path) -> None:
     """Check a file written by `save_tensors` against its checksum from its raw bytes, without torch;
     CheckpointError if it is missing, truncated or altered."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing") from None
+    raw = _read_raw(path)
     try:
         header_len = int.from_bytes(raw[:8], "little")
         header = json.loads(raw[8:8 + header_len])
@@ -132,10 +129,7 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors.torch import load as load_safetensors_bytes
 
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing") from None
+    raw = _read_raw(path)
     try:
         tensors = load_safetensors_bytes(raw)
         metadata = _read_metadata(raw)
@@ -145,6 +139,13 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if expected is None or expected != _digest(tensors, metadata):
         raise CheckpointError(f"{path} is corrupted (its checksum does not match its contents)")
     return tensors, metadata
+
+
+def _read_raw(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing") from None
 
 
 def _read_metadata(raw: bytes) -> dict[str, str]:
