@@ -22,6 +22,7 @@ import torch
 from circuitpath.analysis.finetune_start import run_finetune_start
 from circuitpath.branch import _create, plan_branch
 from circuitpath.config import Phase
+from circuitpath.fused import _kernel
 from circuitpath.presets import VIS_BATCH, VIS_LR, VIS_STEPS, experiments
 from circuitpath.runs import load_run, step_file
 from circuitpath.stats import wilson_interval
@@ -51,13 +52,15 @@ def pretrain(out: Path, seeds: list[int]) -> None:
               for name, e in (("p2", p2), ("notebook", nb))]
     todo = [g for g in groups if not all((o / "run.json").is_file() for o in g[1])]
     if todo:
+        _kernel()  # compiled once here: two groups' threads compiling it at once raced (see the report)
         train_groups(todo)
 
 
 def branch_variants(out: Path, seeds: list[int]) -> None:
     """Every variant as branches of the p = 2 runs at their last step, trained in one call."""
-    plans = []
+    plans: list[list[Path]] = []
     for index, (name, phases) in enumerate(VARIANTS.items()):
+        plans.append([])
         for seed in seeds:
             target = out / f"variant_{index}" / f"seed_{seed}"
             if (target / "run.json").is_file():
@@ -67,9 +70,10 @@ def branch_variants(out: Path, seeds: list[int]) -> None:
             _create(plan, False)
             if name == RESET:
                 reset_unseen(target, parent.steps[-1])
-            plans.append(target)
-    if plans:
-        resume_groups([plans], note_resume=False)
+            plans[-1].append(target)
+    if any(plans):
+        _kernel()
+        resume_groups([group for group in plans if group], note_resume=False)
 
 
 def reset_unseen(run_dir: Path, step: int) -> None:
@@ -94,14 +98,24 @@ def outcome(run_dir: Path, p: int) -> tuple[bool, bool]:
     return m["train_acc"] >= SOLVED and m["test_acc"] >= SOLVED, m["train_acc"] < 1 / p + 0.05
 
 
+def pretrained(out: Path, seeds: list[int]) -> list[int]:
+    """The seeds whose p = 2 pretraining solved p = 2 (train and test accuracy >= 0.99 at its end)."""
+    metrics = {s: load_run(out / "p2" / f"seed_{s}").final_metrics() for s in seeds}
+    return [s for s, m in metrics.items() if m["train_acc"] >= SOLVED and m["test_acc"] >= SOLVED]
+
+
 def table(out: Path, seeds: list[int]) -> list[str]:
-    rows = [f"{'variant':44s} {'p solved (train & test >= 0.99)':>32s} {'collapsed (train < 1/p + 0.05)':>32s}"]
+    good = pretrained(out, seeds)
+    rows = [f"{'variant':44s} {'p solved (train & test >= 0.99)':>32s} {'collapsed (train < 1/p + 0.05)':>32s} "
+            f"{'best train acc':>14s}  solved | p = 2 solved (seeds {', '.join(map(str, good))})"]
     dirs = {name: out / f"variant_{i}" for i, name in enumerate(VARIANTS)} | {NOTEBOOK: out / "notebook"}
     for name, root in dirs.items():
         p = 3 if name == NOTEBOOK else 4
         results = [outcome(root / f"seed_{s}", p) for s in seeds]
+        best = max(load_run(root / f"seed_{s}").final_metrics()["train_acc"] for s in seeds)
+        sub = sum(outcome(root / f"seed_{s}", p)[0] for s in good)
         rows.append(f"{name:44s} {rate(sum(r[0] for r in results), len(seeds)):>32s} "
-                    f"{rate(sum(r[1] for r in results), len(seeds)):>32s}")
+                    f"{rate(sum(r[1] for r in results), len(seeds)):>32s} {best:>14.3f}  {rate(sub, len(good))}")
     return rows
 
 
