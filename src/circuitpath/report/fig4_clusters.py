@@ -13,6 +13,14 @@ CAPTION = ("Each point is one input's z_A (its first two principal axes when d >
            "cloud) and the adjusted Rand index with each labeling. ")
 PAPER = ("The paper (d = 2): 6 clusters, one per count of ones among the first k, after p = 2; 16, one per sum of the "
          "first k, after fine-tuning on p = 4; not so from p = 4 alone.")
+#: The fine-tune study's headline (analyses/finetune_study.py, seeds 0-31 of the d = 2 pipeline's presets).
+FINETUNE_STUDY = ("The fine-tune of the paper's d = 2 pipeline (vis_finetune) fails in every variant tried: p = 4 solved "
+                  "(train and test acc >= 0.99) on 0/32 seeds [0.00, 0.11] at finetune.py's lr 3e-3 (collapsed to "
+                  "chance on 30/32), at lr 3e-4 (32/32 collapsed), with a warm-up (31/32), with the unseen token rows "
+                  "reset to their initial values (19/32 collapsed, best train acc 0.971), and the notebook's p = 3 "
+                  "fine-tune 0/32 (29/32 collapsed); `python analyses/finetune_study.py`, README 'Why the d = 2 "
+                  "fine-tune fails'. The figure below shows the factorization.ipynb curriculum (small_curriculum), "
+                  "not a fine-tune that worked.")
 
 
 def build(ctx: Context) -> list[Panel]:
@@ -40,6 +48,7 @@ def build(ctx: Context) -> list[Panel]:
 SECTION = Section(
     key="fig4", title="Fig. 4 — clusters of the attention output", figure=4,
     claims=("small_p2_solved", "clusters_p2", "clusters_p4", "clusters_scratch"),
-    intro="What the attention output z_A encodes at the end of each phase: its clusters and the labelings they match.",
+    intro="What the attention output z_A encodes at the end of each phase: its clusters and the labelings they match. "
+    + FINETUNE_STUDY,
     build=build,
 )
