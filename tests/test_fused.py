@@ -77,3 +77,11 @@ def test_a_small_run_is_the_same_bytes_alone_and_in_a_group(tmp_path):
         assert (alone.checkpoint_path(step).read_bytes() == group[3].checkpoint_path(step).read_bytes()), step
     assert alone.metrics[-1]["train_loss"] != alone.metrics[0]["train_loss"]
     assert init_weights(config(3).model)["W_E"].shape == (4, 2)
+
+
+def test_threads_asking_for_the_kernel_at_once_get_one_compiled_step():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        kernels = list(pool.map(lambda _: fused._kernel(), range(8)))
+    assert all(kernel is kernels[0] for kernel in kernels)

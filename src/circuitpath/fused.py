@@ -14,8 +14,8 @@ Tests hold this path to the hooked model (losses and gradients).
 
 from __future__ import annotations
 
-import functools
 import math
+import threading
 
 import numpy as np
 import torch
@@ -305,14 +305,23 @@ def _rms_backward(grad, x, norm, root, out):
         out[i] = grad[i] / norm - x[i] * coefficient
 
 
-@functools.cache
-def _kernel():
-    """The compiled step (numba, imported and compiled at first use; compiled code is cached on disk)."""
-    from numba import njit
+_COMPILED: list = []  # the compiled step, once made
+_COMPILING = threading.Lock()
 
-    jit = njit(cache=True, nogil=True)
-    global erf, _root, _rms_backward, _unpack, _store, _table_backward, _run
-    erf, _root, _rms_backward, _unpack, _store, _table_backward = map(
-        jit, (erf, _root, _rms_backward, _unpack, _store, _table_backward))
-    _run = jit(_run)
-    return jit(_step)
+
+def _kernel():
+    """The compiled step (numba, imported and compiled at first use; compiled code is cached on disk).
+
+    Two groups' threads may ask at once: the lock makes one of them compile (jitting the module's
+    functions twice would fail) and the other wait for it."""
+    with _COMPILING:
+        if not _COMPILED:
+            from numba import njit
+
+            jit = njit(cache=True, nogil=True)
+            global erf, _root, _rms_backward, _unpack, _store, _table_backward, _run
+            erf, _root, _rms_backward, _unpack, _store, _table_backward = map(
+                jit, (erf, _root, _rms_backward, _unpack, _store, _table_backward))
+            _run = jit(_run)
+            _COMPILED.append(jit(_step))
+    return _COMPILED[0]
