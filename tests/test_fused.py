@@ -80,8 +80,12 @@ def test_a_small_run_is_the_same_bytes_alone_and_in_a_group(tmp_path):
 
 
 def test_threads_asking_for_the_kernel_at_once_get_one_compiled_step():
-    from concurrent.futures import ThreadPoolExecutor
+    import subprocess
+    import sys
 
-    with ThreadPoolExecutor(4) as pool:
-        kernels = list(pool.map(lambda _: fused._kernel(), range(8)))
-    assert all(kernel is kernels[0] for kernel in kernels)
+    code = ("from concurrent.futures import ThreadPoolExecutor\nfrom circuitpath import fused\n"
+            "with ThreadPoolExecutor(4) as pool:\n    kernels = list(pool.map(lambda _: fused._kernel(), range(8)))\n"
+            "print(len({id(k) for k in kernels}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)  # a fresh process
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "1"
