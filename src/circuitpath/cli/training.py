@@ -54,6 +54,10 @@ def add_parsers(sub) -> None:
                        help="with --resume: continue a run written under another torch version, device or CPU kernel "
                        "set (ATEN_CPU_CAPABILITY); its bytes then differ from an uninterrupted run's")
     train.add_argument("--config", type=Path, help="JSON or TOML file with task, model and train sections")
+    train.add_argument("--preset", metavar="NAME[:KEY=INT...]",
+                       help="start from a figure preset's run for --seed (e.g. vis_finetune, small_curriculum; "
+                       "draw options as in sweep --experiments, e.g. vis_finetune:vis_n_tokens=3:vis_finetune_p=3); "
+                       "flags given override it")
     phases = train.add_argument_group("phases (either --phases, or --p/--steps/--lr for a single phase)")
     phases.add_argument("--phases", help="comma-separated p:steps:lr[:batch_size], e.g. 2:3000:1e-3,4:7000:1e-2")
     phases.add_argument("--p", type=int, help="modulus of a single phase (default 4)")
@@ -97,7 +101,11 @@ def _set(section: dict[str, Any], key: str, value: Any) -> None:
 
 def build_config(args: argparse.Namespace) -> RunConfig:
     """The run config from an optional file, overridden by the flags given."""
+    if args.preset and args.config:
+        raise ConfigError("--preset and --config both give a starting config; pass one")
     base = RunConfig.from_dict(read_config_file(args.config)) if args.config else RunConfig()
+    if args.preset:
+        base = preset_config(args.preset, args.seed or 0)
     data = base.to_dict()
     task, model, train = data["task"], data["model"], data["train"]
     for section, key in (("task", "seed"), ("model", "seed"), ("train", "seed")):
@@ -117,8 +125,20 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     for key in ("log_every", "checkpoint_every", "dense_checkpoints"):
         _set(train, key, getattr(args, key))
     _set(train, "seed", args.sample_seed)
-    train["phases"] = [vars(ph) for ph in _phases(args, base.train.phases, given_file=args.config is not None)]
+    given = args.config is not None or bool(args.preset)
+    train["phases"] = [vars(ph) for ph in _phases(args, base.train.phases, given_file=given)]
     return RunConfig.from_dict(data)
+
+
+def preset_config(text: str, seed: int) -> RunConfig:
+    """The run of a figure preset (by name, with its draw options) for one seed."""
+    from circuitpath.presets import experiments
+    from circuitpath.sweep.spec import _named
+
+    name, spec = _named(text)
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{name!r} names the paper's phases, not a preset; use --phases {spec}")
+    return experiments(**{k: v for k, v in spec.items() if k != "preset"})[name].config(seed)
 
 
 def _phases(args: argparse.Namespace, base: tuple[Phase, ...], given_file: bool) -> tuple[Phase, ...]:
@@ -149,8 +169,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.allow_other_platform and args.resume is None:
         raise ConfigError("--allow-other-platform applies to --resume RUN only")
     if args.resume is not None:
-        if args.out is not None or args.config is not None:
-            raise ConfigError("--resume continues a run as it was configured; drop --out and --config")
+        if args.out is not None or args.config is not None or args.preset is not None:
+            raise ConfigError("--resume continues a run as it was configured; drop --out, --config and --preset")
         from circuitpath.runs import load_run
 
         if load_run(args.resume).status == "completed":
