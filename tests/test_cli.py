@@ -317,21 +317,17 @@ def test_the_number_of_inputs_used_is_printed(trained_run, capsys):
     assert ", 40 test inputs, positions [0, 1, 2] corrupted" in capsys.readouterr().out
 
 
-def test_train_starts_from_a_preset_with_its_draw_options_and_refuses_a_bad_one(tmp_path):
-    import json
-    import subprocess
-    import sys
-
-    cli = [sys.executable, "-m", "circuitpath.cli", "train"]
+def test_train_starts_from_a_preset_with_its_draw_options_and_refuses_a_bad_one(tmp_path, capsys):
     out = tmp_path / "run"
-    done = subprocess.run([*cli, "--out", str(out), "--preset", "vis_finetune:vis_n_tokens=3:vis_finetune_p=3",
-                           "--seed", "2", "--phases", "2:4:3e-3:32,3:4:3e-3:32"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    assert main(["train", "--out", str(out), "--preset", "vis_finetune:vis_n_tokens=3:vis_finetune_p=3",
+                 "--seed", "2", "--phases", "2:4:3e-3:32,3:4:3e-3:32", "--n-train", "64"]) == 0
     config = json.loads((out / "run.json").read_text())["config"]
     assert config["model"]["n_tokens"] == 3 and config["model"]["d_model"] == 2
     assert config["model"]["init"] == "shared_stream" and config["task"]["with_replacement"] is True
     assert config["task"]["seed"] == 2 and [ph["p"] for ph in config["train"]["phases"]] == [2, 3]
     for preset in ("nope", "vis_p2:vis_n_tokens=1"):
-        done = subprocess.run([*cli, "--out", str(tmp_path / "bad"), "--preset", preset], capture_output=True, text=True)
-        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and preset.split(":")[0] in done.stderr
+        capsys.readouterr()
+        assert main(["train", "--out", str(tmp_path / "bad"), "--preset", preset]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and preset.split(":")[0] in err[0]
         assert not (tmp_path / "bad").exists()
