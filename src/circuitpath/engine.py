@@ -289,8 +289,8 @@ class Executor:
     (pytorch/pytorch#88718), and both would make a run's bytes depend on its batch-mates or on the
     thread count. Parallelism is across runs: one worker per core. Each chunk's sequences are copied
     into their own buffers (`split`), so their alignment does not depend on their row in the group.
-    One run to a chunk is also the fastest on one core at the paper's size: a [2048, 128]
-    activation fits in a core's cache, four runs' do not (benchmarks/bench_train.py).
+    It costs some speed on one core (`benchmarks/bench_train.py`: 2.75 against 2.26 ms a run-step
+    for chunks of 4), which processes across cores win back (`processes.py`).
     On a GPU all runs go in one chunk (nothing is promised about its bytes). Small models on the CPU
     (`fused.takes_fused_path`, a function of the config) take the fused path instead: one compiled
     loop per run, a chunk of runs per core.
