@@ -265,6 +265,7 @@ def _restart_point(runs: list[Run], writers: list[RunWriter]):
 
     Everything is read and checked before anything on disk is changed.
     """
+    layout = Layout.of(runs[0].config.model)
     common = set.intersection(*(set(saved_steps(run.path / STATE_DIR)) for run in runs))
     if not common:  # killed before the first checkpoint: start over, unless the run starts from another's weights
         for run in runs:
@@ -275,11 +276,10 @@ def _restart_point(runs: list[Run], writers: list[RunWriter]):
         for writer in writers:
             _drop_after(writer.path, -1)
             writer.metrics = []
-        theta = Layout.of(runs[0].config.model).pack([init_weights(run.config.model) for run in runs])
-        return theta, Position(), None
+        return layout.pack([init_weights(run.config.model) for run in runs]), Position(), None
     step = max(common)
     states = [load_tensors(run.path / STATE_DIR / step_file(step)) for run in runs]
-    theta = Layout.of(runs[0].config.model).pack([run.weights_at(step) for run in runs])
+    theta = layout.pack([run.weights_at(step) for run in runs])
     for writer, (_, meta) in zip(writers, states):
         writer.metrics = writer.metrics[: int(meta["n_metrics"])]
         _drop_after(writer.path, step)
@@ -287,8 +287,7 @@ def _restart_point(runs: list[Run], writers: list[RunWriter]):
     phase, local = int(meta["phase"]), int(json.loads(meta["local"]))
     if local == runs[0].config.train.phases[phase].steps:  # saved at a phase's end: next phase, fresh Adam
         return theta, Position(phase + 1, 0, False), None
-    layout = Layout.of(runs[0].config.model)  # states saved before rows were padded are padded here
-    adam_state = (
+    adam_state = (  # states saved before rows were padded are padded here
         layout.pad(torch.stack([tensors["m"] for tensors, _ in states])),
         layout.pad(torch.stack([tensors["v"] for tensors, _ in states])),
         int(json.loads(meta["adam_step"])),
