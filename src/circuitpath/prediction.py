@@ -282,17 +282,13 @@ def _predict_group(name, runs, verdicts, fractions, repeats, folds, n, progress)
     return group
 
 
-def write_outputs(result: PredictionResult, out: str | Path) -> list[Path]:
-    from circuitpath.plots.html import write_html
-    from circuitpath.plots.prediction import feature_importance_figure, prediction_figure
-
+def save_prediction(result: PredictionResult, out: str | Path) -> Path:
+    """prediction.json in `out` (its page is drawn by `plots.prediction.write_prediction_page`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / PREDICTION_JSON, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
-    page = write_html([prediction_figure(result), feature_importance_figure(result)], out / PREDICTION_HTML,
-                      "circuitpath predict")
-    return [out / PREDICTION_JSON, Path(page)]
+    return out / PREDICTION_JSON
 
 
 __all__ = ["PredictionError", "PredictionResult", "auroc_rows", "circuit_features", "cross_validated_auroc",
-           "loss_features", "parse_fractions", "predict_outcomes", "step_at", "write_outputs"]
+           "loss_features", "parse_fractions", "predict_outcomes", "save_prediction", "step_at"]

@@ -310,18 +310,14 @@ def _p2_test_acc(out: Path, seed: int, switch: int) -> float | None:
     return lines[0]["test_acc"]
 
 
-def write_outputs(result: SwitchResult, out: str | Path) -> list[Path]:
-    """switch_table.json and switch.html in `out`."""
+def save_table(result: SwitchResult, out: str | Path) -> Path:
+    """switch_table.json in `out` (its page is drawn by `plots.switching.write_switch_page`)."""
     import json
 
-    from circuitpath.plots.html import write_html
-    from circuitpath.plots.switching import switch_figure
-
-    out = Path(out)
-    write_atomic(out / TABLE_JSON, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
-    page = write_html([switch_figure(result)], out / FIGURE, "circuitpath switch")
-    return [out / TABLE_JSON, Path(page)]
+    path = Path(out) / TABLE_JSON
+    write_atomic(path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
+    return path
 
 
-__all__ = ["SwitchResult", "SwitchRow", "SwitchSettings", "resume_switch", "switch_experiment", "tabulate",
-           "write_outputs"]
+__all__ = ["SwitchResult", "SwitchRow", "SwitchSettings", "resume_switch", "save_table", "switch_experiment",
+           "tabulate"]

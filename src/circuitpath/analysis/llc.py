@@ -289,22 +289,24 @@ def load_llc(run: Run) -> LLCOverTraining | None:
     return LLCOverTraining.from_dict(read_json(path)) if path.is_file() else None
 
 
-def write_outputs(result: LLCOverTraining, run: Run) -> list[Path]:
-    """RUN/analysis/llc.json (merged with estimates already there at other steps) and llc.html."""
-    from circuitpath.plots.html import write_html
-    from circuitpath.plots.llc import llc_figure, llc_traces_figure
+def merge_saved(result: LLCOverTraining, run: Run) -> LLCOverTraining:
+    """The result joined with the estimates saved earlier at other steps under the same settings."""
+    old = load_llc(run)
+    if old is None or old.settings != result.settings:
+        return result
+    kept = [e for e in old.estimates if e.step not in set(result.steps)]
+    return LLCOverTraining(result.run, result.settings, sorted(kept + result.estimates, key=lambda e: e.step),
+                           result.phase_switches)
 
+
+def save_llc(result: LLCOverTraining, run: Run) -> Path:
+    """RUN/analysis/llc.json (pass `merge_saved(result, run)` to keep earlier steps; the page is drawn by
+    `plots.llc.write_llc_page`)."""
     folder = run.path / ANALYSIS_DIR
     folder.mkdir(exist_ok=True)
-    old = load_llc(run)
-    if old is not None and old.settings == result.settings:
-        kept = [e for e in old.estimates if e.step not in set(result.steps)]
-        result = LLCOverTraining(result.run, result.settings, sorted(kept + result.estimates, key=lambda e: e.step),
-                                 result.phase_switches)
     write_atomic(folder / LLC_JSON, (json.dumps(result.to_dict()) + "\n").encode())
-    page = write_html([llc_figure(result), llc_traces_figure(result)], folder / LLC_HTML, f"LLC of {run.path.name}")
-    return [folder / LLC_JSON, Path(page)]
+    return folder / LLC_JSON
 
 
 __all__ = ["LLCEstimate", "LLCOverTraining", "LLCSettings", "LLCUnavailable", "estimate_llc", "llc_over_training",
-           "load_llc", "write_outputs"]
+           "load_llc", "merge_saved", "save_llc"]

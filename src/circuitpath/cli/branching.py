@@ -172,7 +172,8 @@ def cmd_branch(args: argparse.Namespace) -> int:
 # ---- switch --------------------------------------------------------------------------------------
 def cmd_switch(args: argparse.Namespace) -> int:
     from circuitpath.sweep import parse_seeds
-    from circuitpath.switching import SwitchSettings, resume_switch, switch_experiment, write_outputs
+    from circuitpath.plots.switching import write_switch_page
+    from circuitpath.switching import SwitchSettings, resume_switch, save_table, switch_experiment
 
     if args.allow_other_platform and args.resume is None:
         raise ConfigError("--allow-other-platform applies to --resume DIR only: a new experiment makes its own runs")
@@ -187,26 +188,29 @@ def cmd_switch(args: argparse.Namespace) -> int:
         result = switch_experiment(args.out, settings, device=args.device, force=args.force)
         out = args.out
     print("\n".join(result.lines()))
-    for path in write_outputs(result, out):
+    for path in (save_table(result, out), write_switch_page(result, out)):
         print(f"written: {path}")
     return 0
 
 
 # ---- predict -------------------------------------------------------------------------------------
 def cmd_predict(args: argparse.Namespace) -> int:
-    from circuitpath.prediction import parse_fractions, predict_outcomes, write_outputs
+    from circuitpath.plots.prediction import write_prediction_page
+    from circuitpath.prediction import parse_fractions, predict_outcomes, save_prediction
 
     result = predict_outcomes(args.dir, parse_fractions(args.at), repeats=args.repeats, folds=args.folds,
                               n=args.n, pool=args.pool)
     print("\n".join(result.lines()))
-    for path in write_outputs(result, args.out or args.dir):
+    out = args.out or args.dir
+    for path in (save_prediction(result, out), write_prediction_page(result, out)):
         print(f"written: {path}")
     return 0
 
 
 # ---- llc -----------------------------------------------------------------------------------------
 def cmd_llc(args: argparse.Namespace) -> int:
-    from circuitpath.analysis.llc import LLCSettings, llc_over_training, write_outputs
+    from circuitpath.analysis.llc import LLCSettings, llc_over_training, merge_saved, save_llc
+    from circuitpath.plots.llc import write_llc_page
     from circuitpath.runs import load_run
 
     run = load_run(args.run)
@@ -217,6 +221,7 @@ def cmd_llc(args: argparse.Namespace) -> int:
     steps = parse_steps(args.steps) if args.steps else None
     result = llc_over_training(run, settings, steps=steps, device=args.device)
     print("\n".join(result.lines()))
-    for path in write_outputs(result, run):
+    result = merge_saved(result, run)
+    for path in (save_llc(result, run), write_llc_page(result, run)):
         print(f"written: {path}")
     return 0

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from circuitpath.analysis.llc import LLCEstimate, LLCOverTraining, LLCSettings
+from circuitpath.analysis.llc import LLC_HTML, LLCEstimate, LLCOverTraining, LLCSettings
+from circuitpath.plots.html import write_html
 from circuitpath.plots.style import TEMPLATE, class_colour, title
+from circuitpath.runs import ANALYSIS_DIR, Run
 
 
 def settings_note(s: LLCSettings) -> str:
@@ -73,3 +77,11 @@ def llc_by_verdict_figure(values: dict[str, list[tuple[str, float, float]]], set
                                  settings_note(settings)),
                          yaxis={"title": "LLC λ̂ (log scale)", "type": "log"}, template=TEMPLATE, showlegend=False)
     return figure
+
+
+def write_llc_page(result: LLCOverTraining, run: Run) -> Path:
+    """RUN/analysis/llc.html: λ̂ over training, then the chains behind each estimate."""
+    folder = run.path / ANALYSIS_DIR
+    folder.mkdir(exist_ok=True)
+    figures = [llc_figure(result), llc_traces_figure(result)]
+    return write_html(figures, folder / LLC_HTML, f"LLC of {run.path.name}")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import plotly.graph_objects as go
 
+from circuitpath.plots.html import write_html
 from circuitpath.plots.style import TEMPLATE, title
-from circuitpath.prediction import PredictionResult
+from circuitpath.prediction import PREDICTION_HTML, PredictionResult
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
@@ -49,3 +52,11 @@ def feature_importance_figure(result: PredictionResult) -> go.Figure:
                                  "0.5: none; above, larger values go with generalising; below, smaller ones"),
                          template=TEMPLATE, height=160 + 28 * max(len(rows), 1))
     return figure
+
+
+def write_prediction_page(result: PredictionResult, out: str | Path) -> Path:
+    """prediction.html in `out`: AUROC over the fraction of training, then the features that tell the outcome."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = [prediction_figure(result), feature_importance_figure(result)]
+    return write_html(figures, out / PREDICTION_HTML, "circuitpath predict")

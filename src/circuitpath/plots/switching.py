@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import plotly.graph_objects as go
 
+from circuitpath.plots.html import write_html
 from circuitpath.plots.style import TEMPLATE, title
 from circuitpath.stats import Rate
-from circuitpath.switching import SwitchResult
+from circuitpath.switching import FIGURE, SwitchResult
 
 
 def _trace(switches: list[int], rates: list[Rate], name: str, colour: str, dash: str, offset: float) -> go.Scatter:
@@ -42,3 +45,8 @@ def switch_figure(result: SwitchResult) -> go.Figure:
         yaxis_range=[-0.05, 1.05], template=TEMPLATE, legend={"orientation": "h", "y": -0.2},
     )
     return figure
+
+
+def write_switch_page(result: SwitchResult, out: str | Path) -> Path:
+    """switch.html in `out`: the switch figure."""
+    return write_html([switch_figure(result)], Path(out) / FIGURE, "circuitpath switch")
