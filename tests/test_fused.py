@@ -7,10 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from circuitpath import ModelConfig, RunConfig, TaskConfig, TrainConfig, fused, train, train_many
+from circuitpath import ModelConfig, RunConfig, TaskConfig, TrainConfig, fused, resume, train, train_many
 from circuitpath.config import parse_phases
 from circuitpath.engine import Encoded, Executor, Layout
 from circuitpath.model import CrossAttentionTransformer, init_weights
+from circuitpath.runs import saved_steps
 
 
 def test_erf_is_libm_erf_to_float32_resolution():
@@ -89,3 +90,44 @@ def test_threads_asking_for_the_kernel_at_once_get_one_compiled_step():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)  # a fresh process
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "1"
+
+
+def test_a_stretch_of_updates_is_adam_on_the_hooked_model():
+    """Five mini-batch updates in one compiled call against torch.optim.Adam on the hooked model."""
+    cfg = ModelConfig(d_model=2, d_mlp=32, n_ctx=12)
+    layout = Layout.of(cfg)
+    generator = torch.Generator().manual_seed(5)
+    models = [CrossAttentionTransformer(replace(cfg, seed=s)) for s in range(2)]
+    theta = layout.pack([m.weights() for m in models])
+    m, v = torch.zeros_like(theta), torch.zeros_like(theta)
+    x = torch.randint(0, 2, (2, 5 * 8, 12), generator=generator)
+    y = x[:, :, :5].sum(-1) % 2
+    data = Encoded.of(x, y, 4, onehot=False)
+    lrs = [3e-3, 1e-2]
+    fused.train_stretch(theta, m, v, lrs, 0, layout, data.index, data.targets, first=0, stride=8, batch=8, count=5)
+    for s, model in enumerate(models):
+        optimiser = torch.optim.Adam(model.parameters(), lr=lrs[s])
+        for u in range(5):
+            optimiser.zero_grad()
+            F.cross_entropy(model(x[s, 8 * u:8 * (u + 1)]), y[s, 8 * u:8 * (u + 1)]).backward()
+            optimiser.step()
+        got = layout.unpack(theta[s])
+        for name, value in model.weights().items():
+            assert not torch.equal(got[name], init_weights(replace(cfg, seed=s))[name]), name  # it moved
+            torch.testing.assert_close(got[name], value.detach(), atol=2e-5, rtol=1e-4, msg=f"{s} {name}")
+
+
+def test_a_small_run_resumed_mid_phase_is_the_uninterrupted_run(tmp_path):
+    from conftest import tiny_config
+    from test_resume import as_killed, assert_same_run
+
+    config = tiny_config("2:40:1e-2:8,4:40:1e-2")
+    config = replace(config, model=replace(config.model, d_model=2, d_mlp=16))
+    assert fused.takes_fused_path(config.model, torch.device("cpu"))
+    full = train(config, tmp_path / "full", progress=False)
+    cut = train(config, tmp_path / "cut", progress=False)
+    assert saved_steps(cut.path / "state") == [70, 80]
+    (cut.path / "state" / "step_0000080.safetensors").unlink()
+    as_killed(cut.path)
+    (resumed,) = resume([cut.path], progress=False)
+    assert_same_run(resumed, full)

@@ -66,6 +66,51 @@ def evaluate(theta: Tensor, layout, index: Tensor, targets: Tensor) -> tuple[Ten
     return torch.from_numpy(losses), torch.from_numpy(correct)
 
 
+def train_stretch(theta: Tensor, m: Tensor, v: Tensor, lrs: np.ndarray, adam_step: int, layout, index: Tensor,
+                  targets: Tensor, first: int, stride: int, batch: int, count: int) -> None:
+    """`count` Adam updates of every run, in place on its weights and moments, in one compiled loop.
+
+    Update u of a run reads its sequences [first + u * stride, + batch) of `index` / `targets`
+    (stride 0: the same full batch each time; stride = batch: this epoch's consecutive mini-batches).
+    `adam_step` is the optimiser's step count before the first of them. Adam is torch.optim.Adam's
+    (betas 0.9, 0.999, eps 1e-8) in float64, stored as float32: a run's bytes are its own, in any group.
+    """
+    cfg = layout.cfg
+    _stretch_kernel()(theta.numpy(), m.numpy(), v.numpy(), np.asarray(lrs, dtype=np.float64), adam_step,
+                      index.numpy(), targets.numpy(), first, stride, batch, count, offsets(layout), cfg.n_ctx,
+                      cfg.d_model, cfg.d_mlp, cfg.n_tokens, cfg.residual == "attn_out", cfg.eps)
+
+
+def _stretch(theta, m, v, lrs, adam_step, index, targets, first, stride, batch, count, off, n_ctx, d, h, nv,
+             attn_out, eps):
+    """Every run in turn, all its updates: gradient of the batch (`_run`), then Adam."""
+    runs, size = theta.shape
+    grad = np.zeros(size, dtype=np.float32)
+    for s in range(runs):
+        for u in range(count):
+            start = first + u * stride
+            w = _unpack(theta[s], off, n_ctx, d, h, nv)
+            g = (np.zeros((nv, d)), np.zeros((n_ctx, d)), np.zeros(d), np.zeros((d, d)), np.zeros((d, h)),
+                 np.zeros(h), np.zeros((d, h)), np.zeros(d), np.zeros((d, nv)))
+            _run(w, g, index[s, start * n_ctx:(start + batch) * n_ctx], targets[s, start:start + batch], n_ctx,
+                 d, h, nv, attn_out, eps, True)
+            _store(g, grad, off, d, h, nv)
+            _adam(theta[s], m[s], v[s], grad, lrs[s], adam_step + u + 1)
+
+
+def _adam(w, m, v, grad, lr, t):
+    """One Adam update of a parameter row (m, v, w in float32; arithmetic in float64)."""
+    bias1 = 1.0 - 0.9**t
+    bias2_sqrt = math.sqrt(1.0 - 0.999**t)
+    for i in range(w.shape[0]):
+        g = np.float64(grad[i])
+        m_i = 0.9 * np.float64(m[i]) + 0.1 * g
+        v_i = 0.999 * np.float64(v[i]) + 0.001 * g * g
+        m[i] = m_i
+        v[i] = v_i
+        w[i] = np.float64(w[i]) - lr * (m_i / bias1) / (math.sqrt(v_i) / bias2_sqrt + 1e-8)
+
+
 def _step(theta, out, losses, index, targets, off, n_ctx, d, h, v, attn_out, eps, backward):
     """Every run in turn. With `backward`, `out` [runs, P] receives gradients; without, `out[:, 0]`
     receives the accuracy. `losses` [runs] receives the mean loss."""
@@ -305,7 +350,7 @@ def _rms_backward(grad, x, norm, root, out):
         out[i] = grad[i] / norm - x[i] * coefficient
 
 
-_COMPILED: list = []  # the compiled step, once made
+_COMPILED: list = []  # the compiled step and stretch, once made
 _COMPILING = threading.Lock()
 
 
@@ -319,9 +364,16 @@ def _kernel():
             from numba import njit
 
             jit = njit(cache=True, nogil=True)
-            global erf, _root, _rms_backward, _unpack, _store, _table_backward, _run
+            global erf, _root, _rms_backward, _unpack, _store, _table_backward, _run, _adam
             erf, _root, _rms_backward, _unpack, _store, _table_backward = map(
                 jit, (erf, _root, _rms_backward, _unpack, _store, _table_backward))
+            _adam = jit(_adam)
             _run = jit(_run)
-            _COMPILED.append(jit(_step))
+            _COMPILED.extend((jit(_step), jit(_stretch)))
     return _COMPILED[0]
+
+
+def _stretch_kernel():
+    """The compiled `_stretch` (made with the step)."""
+    _kernel()
+    return _COMPILED[1]

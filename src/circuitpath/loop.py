@@ -8,6 +8,7 @@ honoured between two steps, after the record of the current step, so the saved s
 
 from __future__ import annotations
 
+import bisect
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from circuitpath import fused
 from circuitpath.config import ModelConfig, TrainConfig
 from circuitpath.engine import Adam, Encoded, Executor, Layout
 from circuitpath.runs import Run, RunWriter, load_run
@@ -86,6 +88,7 @@ class GroupTrainer:
         self.layout = Layout.of(self.model_cfg)
         self.log_steps = set(log_schedule(self.train_cfg))
         self.checkpoint_steps = set(checkpoint_schedule(self.train_cfg))
+        self.record_steps = sorted(self.log_steps | self.checkpoint_steps)
         self._epoch: tuple[int, int] | None = None  # (phase, epoch) of the cached orders
         self.stop = threading.Event()
         self.pool = None
@@ -143,18 +146,51 @@ class GroupTrainer:
         adam = Adam(self.theta, lrs)
         if adam_state is not None:
             adam.load(*adam_state)
-        for local in range(first, phase.steps):
+        local = first
+        while local < phase.steps:
             step = phase_start + local
             if not (skip_first and local == first):
                 self._record(step, index, local, adam, full, test, skip_checkpoint=index > 0 and local == 0)
             if self.stop.is_set():
                 self._save(step, index, local, adam)
                 raise Interrupted([w.path for w in self.writers], step)
-            batch = full if phase.batch_size is None else self._minibatch(x_train, y_train, index, local, phase.batch_size)
-            _, grad = self.executor.loss_and_grad(self.theta, self.layout, batch)
-            adam.step(self.theta, grad)
-            self.bar.update(1)
+            if self.executor.fused:
+                count = self._fused_updates(index, phase_start, local, x_train, y_train, full, adam)
+            else:
+                batch = full if phase.batch_size is None else self._minibatch(x_train, y_train, index, local, phase.batch_size)
+                _, grad = self.executor.loss_and_grad(self.theta, self.layout, batch)
+                adam.step(self.theta, grad)
+                count = 1
+            self.bar.update(count)
+            local += count
         self._record(phase_start + phase.steps, index, phase.steps, adam, full, test, skip_checkpoint=False)
+
+    def _fused_updates(self, index: int, phase_start: int, local: int, x_train, y_train, full, adam: Adam) -> int:
+        """The updates from `local` up to the next record, the epoch's end or the phase's, in one
+        compiled call per chunk (`fused.train_stretch`); returns how many were taken."""
+        phase = self.train_cfg.phases[index]
+        later = bisect.bisect_right(self.record_steps, phase_start + local)
+        end = min(phase.steps, self.record_steps[later] - phase_start if later < len(self.record_steps) else phase.steps)
+        if phase.batch_size is None:
+            parts, first, stride, batch = full, 0, 0, x_train.shape[1]
+        else:
+            batch = phase.batch_size
+            per_epoch = x_train.shape[1] // batch
+            epoch, at = divmod(local, per_epoch)
+            end = min(end, (epoch + 1) * per_epoch)
+            self._minibatch(x_train, y_train, index, local, batch)  # this epoch's order, encoded once
+            parts = [self._epoch_data.rows(rows) for rows in self.executor.chunks]
+            first, stride = at * batch, batch
+        count = end - local
+        lrs = np.array([c.train.phases[index].lr for c in self.configs], dtype=np.float64)
+
+        def stretch(rows: slice, data: Encoded) -> None:
+            fused.train_stretch(self.theta[rows], adam.m[rows], adam.v[rows], lrs[rows], adam.step_count,
+                                self.layout, data.index, data.targets, first, stride, batch, count)
+
+        self.executor._map(stretch, parts)
+        adam.step_count += count
+        return count
 
     def _minibatch(self, x_train, y_train, phase: int, local: int, batch_size: int) -> list[Encoded]:
         """The batch of step `local` of a phase: the next slice of this epoch's order of the training set."""
