@@ -95,7 +95,8 @@ def branch_config(parent: RunConfig, step: int, phases: tuple[Phase, ...], new_p
     local = step - starts[index]
     current = train.phases[index]
     head = list(train.phases[:index]) + ([replace(current, steps=local)] if local > 0 else [])
-    same = (phases[0].p, phases[0].lr, phases[0].batch_size) == (current.p, current.lr, current.batch_size)
+    same = ((phases[0].p, phases[0].lr, phases[0].batch_size, phases[0].k)
+            == (current.p, current.lr, current.batch_size, current.k))
     continues = local > 0 and same and not new_phase
     if continues:
         joined = head[:-1] + [replace(current, steps=local + phases[0].steps)] + list(phases[1:])
@@ -147,7 +148,7 @@ def plan_branch(parent: Run, step: int, phases: tuple[Phase, ...], out: str | Pa
 def _splits(parent: Run, step: int, config: RunConfig) -> list[Split]:
     """The branch's data: the parent's for the phases it keeps (read and checked), new draws for the new ones."""
     kept = 0 if step == 0 else parent.phase_at(step) + 1
-    return [parent.data(i) if i < kept else make_split(config.task, ph.p) for i, ph in enumerate(config.train.phases)]
+    return [parent.data(i) if i < kept else make_split(config.task, ph.p, ph.k) for i, ph in enumerate(config.train.phases)]
 
 
 def branch_many(plans: list[BranchPlan], *, device: str = "cpu", force: bool = False, progress: bool = True) -> list[Run]:

@@ -7,6 +7,7 @@ bad value. `from_dict` refuses unknown keys instead of dropping them.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -36,6 +37,13 @@ INITS = {
 MLP_STREAM_ROWS = 2048
 
 
+#: Which positions a task sums (`TaskConfig.positions`), besides an explicit tuple of positions.
+POSITIONS = {
+    "first": "the first k positions 0..k-1 (the paper's task)",
+    "random": "k positions drawn from the task's seed (`TaskConfig.position_order`)",
+}
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
@@ -52,35 +60,94 @@ def _check_int(name: str, value: Any, low: int) -> None:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """Sparse modular addition: y = (x_1 + ... + x_k) mod p over sequences of length n_ctx.
+    """Sparse modular addition: y = sum of the tokens at the k relevant positions, mod p, over sequences of
+    length n_ctx. The paper's task sums the first k; sparse parity is the case p = 2.
 
-    The modulus p belongs to each training phase (`Phase.p`), so one task serves a curriculum.
+    The modulus p belongs to each training phase (`Phase.p`), and so may k (`Phase.k`), so one task serves a
+    curriculum over either. `relevant_positions(phase)` is the truth every analysis scores against.
     """
 
     n_ctx: int = 12
     """T, the sequence length."""
     k: int = 5
-    """Number of leading tokens that are summed; the other T - k positions are spurious."""
+    """Number of relevant positions summed (a phase may set its own, `Phase.k`); the other T - k are spurious."""
     n_train: int = 2048
     """Training sequences per phase."""
     n_test: int = 2048
     """Test sequences per phase when p**T is too large to enumerate (otherwise: all the rest)."""
     seed: int = 0
-    """Seed of the train/test draw; the split of a phase depends on (seed, p) only."""
+    """Seed of the train/test draw and of random positions; a phase's split depends on (seed, p, k) only."""
     with_replacement: bool = False
     """False: distinct sequences, train and test disjoint. True: n_train then n_test sequences drawn
     uniformly with replacement from `numpy.random.default_rng(seed)`, so rows may repeat and the two
     sets overlap (the paper's d = 2 pipeline, src/factorization/data/modular.py)."""
+    positions: str | tuple[int, ...] = "first"
+    """Which positions are relevant: "first" (0..k-1), "random" (drawn from `seed`, n_ctx and k) or an explicit
+    tuple of k distinct positions in 0..n_ctx-1. See `POSITIONS` and `relevant_positions`."""
 
     def __post_init__(self) -> None:
         _check_int("n_ctx", self.n_ctx, 1)
         _check_int("k", self.k, 1)
+        self._check_positions()
         _check(self.k <= self.n_ctx, f"k must be <= n_ctx ({self.n_ctx}), got {self.k}")
         _check_int("n_train", self.n_train, 1)
         _check_int("n_test", self.n_test, 1)
         _check_int("seed", self.seed, 0)
         _check(isinstance(self.with_replacement, bool),
                f"with_replacement must be true or false, got {self.with_replacement!r}")
+
+    def _check_positions(self) -> None:
+        """A name of `POSITIONS`, or k distinct positions of the sequence (a list read from JSON becomes a tuple)."""
+        if not isinstance(self.positions, (list, tuple)):
+            _check(self.positions in POSITIONS,
+                   f"positions must be one of {', '.join(POSITIONS)} or a list of positions, got {self.positions!r}")
+            return
+        object.__setattr__(self, "positions", tuple(self.positions))
+        given = self.positions
+        _check(len(given) <= self.n_ctx,
+               f"positions names {len(given)} positions, more than the sequence's n_ctx = {self.n_ctx}: {list(given)}")
+        for t in given:
+            _check(_is_int(t) and 0 <= t < self.n_ctx, f"positions must lie in 0..{self.n_ctx - 1}, got {t!r}")
+        _check(len(set(given)) == len(given), f"positions must be distinct, got {list(given)}")
+        _check(len(given) == self.k, f"positions names {len(given)} positions but k = {self.k}: {list(given)}")
+
+    def position_order(self) -> tuple[int, ...]:
+        """The positions in the order phases take them: a phase summing k' uses the first k' of these.
+
+        "random" sorts 0..n_ctx-1 by a SHA-256 of (seed, n_ctx, position): a fixed function of the seed,
+        the same on every platform and version, so the truth of a saved run can always be recomputed.
+        """
+        if self.positions == "first":
+            return tuple(range(self.n_ctx))
+        if self.positions == "random":
+            return tuple(sorted(range(self.n_ctx), key=lambda t: _digest(self.seed, self.n_ctx, t)))
+        return self.positions  # type: ignore[return-value]
+
+    def phase_k(self, phase: Phase | None = None) -> int:
+        """The number of positions summed in `phase` (the task's k when the phase does not set one)."""
+        return self.k if phase is None or phase.k is None else phase.k
+
+    def relevant_positions(self, phase: Phase | None = None) -> tuple[int, ...]:
+        """The truth: the positions summed in `phase` (default: the task's k), in increasing order."""
+        return self.summed_positions(self.phase_k(phase))
+
+    def summed_positions(self, k: int) -> tuple[int, ...]:
+        """The positions a phase summing k uses: the first k of `position_order`, in increasing order."""
+        order = self.position_order()
+        _check(_is_int(k) and 1 <= k <= len(order), f"k must be in 1..{len(order)} (the positions this task can sum), got {k!r}")
+        return tuple(sorted(order[:k]))
+
+    def spurious_positions(self, phase: Phase | None = None) -> tuple[int, ...]:
+        """The positions that do not enter the target in `phase`, in increasing order."""
+        relevant = set(self.relevant_positions(phase))
+        return tuple(t for t in range(self.n_ctx) if t not in relevant)
+
+    def check_phase(self, phase: Phase) -> None:
+        """Raise ConfigError unless the task can be drawn at the phase's modulus and its k."""
+        self.check_modulus(phase.p)
+        if phase.k is not None:
+            order = self.position_order()
+            _check(phase.k <= len(order), f"phase k must be <= {len(order)} (the positions this task can sum), got {phase.k}")
 
     def check_modulus(self, p: int) -> None:
         """Raise ConfigError unless p admits n_train training sequences and a non-empty test set."""
@@ -93,6 +160,10 @@ class TaskConfig:
             f"n_train must be < p**n_ctx = {p}**{self.n_ctx} = {total} (a test set must remain), "
             f"got {self.n_train}",
         )
+
+
+def _digest(seed: int, n_ctx: int, position: int) -> bytes:
+    return hashlib.sha256(f"relevant positions {seed} {n_ctx} {position}".encode()).digest()
 
 
 @dataclass(frozen=True)
@@ -188,7 +259,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class Phase:
-    """One stretch of training on one modulus. A curriculum is several phases in a row."""
+    """One stretch of training on one modulus (and one k). A curriculum is several phases in a row."""
 
     p: int
     """Modulus of the task during this phase."""
@@ -198,6 +269,9 @@ class Phase:
     """Adam learning rate (the optimiser state restarts at each phase)."""
     batch_size: int | None = None
     """Sequences per step, drawn without replacement each step; None means full batch."""
+    k: int | None = None
+    """Relevant positions summed in this phase (a curriculum over k): the first k of the task's
+    `position_order`; None means the task's k."""
 
     def __post_init__(self) -> None:
         _check_int("p", self.p, 2)
@@ -211,18 +285,25 @@ class Phase:
         )
         if self.batch_size is not None:
             _check_int("batch_size", self.batch_size, 1)
+        if self.k is not None:
+            _check_int("k", self.k, 1)
 
     @classmethod
     def parse(cls, text: str) -> Phase:
-        """Parse `p:steps:lr` or `p:steps:lr:batch_size`, e.g. `4:7000:1e-2`."""
+        """Parse `p:steps:lr[:batch_size][:k=K]`, e.g. `4:7000:1e-2` or `2:3000:1e-3:k=3`."""
         parts = text.strip().split(":")
-        _check(len(parts) in (3, 4), f"a phase is p:steps:lr[:batch_size], got {text!r}")
+        keyed = [part for part in parts if "=" in part]
+        parts = [part for part in parts if "=" not in part]
+        form = "p:steps:lr[:batch_size][:k=K]"
+        _check(len(parts) in (3, 4) and len(keyed) <= 1, f"a phase is {form}, got {text!r}")
+        _check(all(part.startswith("k=") for part in keyed), f"a phase's only option is k=K, got {text!r}")
         try:
             p, steps, lr = int(parts[0]), int(parts[1]), float(parts[2])
             batch = int(parts[3]) if len(parts) == 4 else None
+            k = int(keyed[0][2:]) if keyed else None
         except ValueError:
-            raise ConfigError(f"a phase is p:steps:lr[:batch_size] with numbers, got {text!r}") from None
-        return cls(p=p, steps=steps, lr=lr, batch_size=batch)
+            raise ConfigError(f"a phase is {form} with numbers, got {text!r}") from None
+        return cls(p=p, steps=steps, lr=lr, batch_size=batch, k=k)
 
 
 def parse_phases(text: str) -> tuple[Phase, ...]:
@@ -299,7 +380,7 @@ class RunConfig:
                 phase.p <= self.model.n_tokens,
                 f"phase p = {phase.p} exceeds the model's n_tokens = {self.model.n_tokens}",
             )
-            self.task.check_modulus(phase.p)
+            self.task.check_phase(phase)
             if phase.batch_size is not None:
                 _check(
                     phase.batch_size <= self.task.n_train,

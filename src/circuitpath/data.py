@@ -1,16 +1,18 @@
-"""Sparse modular addition: x in F_p^T, y = (x_1 + ... + x_k) mod p.
+"""Sparse modular addition: x in F_p^T, y = the sum of x at the task's relevant positions, mod p.
 
-Train and test sets are distinct and disjoint, or (`TaskConfig.with_replacement`) drawn with replacement
+The relevant positions are the first k (the paper's task), k drawn from the task's seed, or given
+(`TaskConfig.positions`); sparse parity is p = 2. Train and test sets are distinct and disjoint, or (`TaskConfig.with_replacement`) drawn with replacement
 as the paper's d = 2 pipeline draws them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from jaxtyping import Int
+from jaxtyping import Bool, Int
 from torch import Tensor
 
 from circuitpath.config import ENUMERATE_LIMIT, TaskConfig
@@ -29,13 +31,37 @@ class Split:
         return {"x_train": self.x_train, "y_train": self.y_train, "x_test": self.x_test, "y_test": self.y_test}
 
 
-def targets(x: Int[Tensor, "batch pos"], p: int, k: int) -> Int[Tensor, " batch"]:
-    """y = (x_1 + ... + x_k) mod p."""
-    return x[:, :k].sum(dim=1) % p
+def targets(x: Int[Tensor, "batch pos"], p: int, k: int | Sequence[int]) -> Int[Tensor, " batch"]:
+    """y = the sum of x at the relevant positions, mod p: the first k when `k` is a number,
+    y = (x_1 + ... + x_k) mod p, or the positions `k` lists (e.g. `task.relevant_positions(phase)`)."""
+    if isinstance(k, int):
+        return x[:, :k].sum(dim=1) % p
+    return x[:, list(k)].sum(dim=1) % p
 
 
-def make_split(task: TaskConfig, p: int) -> Split:
-    """The train/test split of modulus p, a function of (task.seed, p) only.
+def positions_of(k: int | Sequence[int]) -> tuple[int, ...]:
+    """The relevant positions in increasing order: 0..k-1 for a number k, else the positions given."""
+    return tuple(range(k)) if isinstance(k, int) else tuple(sorted(int(t) for t in k))
+
+
+def relevant_mask(k: int | Sequence[int], n_ctx: int) -> Bool[Tensor, " pos"]:
+    """True at the relevant positions (`positions_of(k)`), False at the spurious ones."""
+    mask = torch.zeros(n_ctx, dtype=torch.bool)
+    mask[list(positions_of(k))] = True
+    return mask
+
+
+def truth_name(k: int | Sequence[int]) -> str:
+    """How labels name the relevant positions: "first k" when they are 0..k-1 (the paper's task), else "relevant"."""
+    positions = positions_of(k)
+    return "first k" if positions == tuple(range(len(positions))) else "relevant"
+
+
+def make_split(task: TaskConfig, p: int, k: int | None = None) -> Split:
+    """The train/test split of modulus p summing k positions (default: the task's k).
+
+    The sequences are a function of (task.seed, p) only, and the targets sum them at
+    `task.summed_positions(k)`: a phase's data depends on (seed, p, k).
 
     When p**T <= ENUMERATE_LIMIT the test set is every sequence not drawn for training; otherwise
     n_test further distinct sequences are drawn. Both sets are in random order, so any prefix of
@@ -44,7 +70,7 @@ def make_split(task: TaskConfig, p: int) -> Split:
     """
     task.check_modulus(p)
     if task.with_replacement:
-        return draw_with_replacement(task, p)
+        return draw_with_replacement(task, p, k)
     generator = torch.Generator().manual_seed(task.seed * 1_000_003 + p)
     total = p**task.n_ctx
     if total <= ENUMERATE_LIMIT:
@@ -55,10 +81,10 @@ def make_split(task: TaskConfig, p: int) -> Split:
         n_test = min(task.n_test, total - task.n_train)
         rows = _distinct_rows(generator, p, task.n_ctx, task.n_train + n_test)
         x_train, x_test = rows[: task.n_train], rows[task.n_train :]
-    return Split(x_train, targets(x_train, p, task.k), x_test, targets(x_test, p, task.k))
+    return _labelled(task, p, k, x_train, x_test)
 
 
-def draw_with_replacement(task: TaskConfig, p: int) -> Split:
+def draw_with_replacement(task: TaskConfig, p: int, k: int | None = None) -> Split:
     """n_train then n_test sequences, uniform with replacement, from one `default_rng(task.seed)`.
 
     As src/factorization/data/modular.py (`SMADataset`: `rng.integers(0, p, (nb_data, seq_length))`)
@@ -68,7 +94,13 @@ def draw_with_replacement(task: TaskConfig, p: int) -> Split:
     rng = np.random.default_rng(task.seed)
     x_train = torch.from_numpy(rng.integers(0, p, (task.n_train, task.n_ctx))).long()
     x_test = torch.from_numpy(rng.integers(0, p, (task.n_test, task.n_ctx))).long()
-    return Split(x_train, targets(x_train, p, task.k), x_test, targets(x_test, p, task.k))
+    return _labelled(task, p, k, x_train, x_test)
+
+
+def _labelled(task: TaskConfig, p: int, k: int | None, x_train: Tensor, x_test: Tensor) -> Split:
+    """The split with targets summed at the positions of k (the task's k when None)."""
+    positions = task.summed_positions(task.k if k is None else k)
+    return Split(x_train, targets(x_train, p, positions), x_test, targets(x_test, p, positions))
 
 
 def _decode(codes: Int[Tensor, " n"], p: int, n_ctx: int) -> Int[Tensor, "n pos"]:

@@ -56,7 +56,7 @@ def summary_table(runs: dict[str, Run]) -> str:
     rows = [header]
     for name, run in runs.items():
         m = run.final_metrics()
-        phases = ",".join(f"{ph.p}:{ph.steps}:{ph.lr:g}" for ph in run.config.train.phases)
+        phases = ",".join(f"{ph.p}:{ph.steps}:{ph.lr:g}" + (f":k={ph.k}" if ph.k else "") for ph in run.config.train.phases)
         rows.append([name, phases, f"{m['train_acc']:.4f}", f"{m['test_acc']:.4f}",
                      f"{m['train_loss']:.4f}", f"{m['test_loss']:.4f}"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

@@ -99,7 +99,7 @@ def train_groups(
     torch_device = resolve_device(device)
     for out in all_outs:
         RunWriter.check_target(out, force)
-    splits = [[[make_split(c.task, ph.p) for ph in c.train.phases] for c in configs] for configs, _ in groups]
+    splits = [[[make_split(c.task, ph.p, ph.k) for ph in c.train.phases] for c in configs] for configs, _ in groups]
     writers: list[list[RunWriter]] = []
     try:
         for (configs, outs), group_splits in zip(groups, splits):

@@ -25,7 +25,10 @@ flags given on the command line override it."""
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     task = parser.add_argument_group("task (sparse modular addition)")
     task.add_argument("--n-ctx", "-T", type=int, help="sequence length T (default 12)")
-    task.add_argument("--k", type=int, help="number of leading tokens summed (default 5)")
+    task.add_argument("--k", type=int, help="number of relevant positions summed (default 5)")
+    task.add_argument("--positions", metavar="first|random|I,J,...",
+                      help="relevant positions: first (0..k-1, default), random (k drawn from the data seed), "
+                      "or a list such as 0,3,7 (k is then its length)")
     task.add_argument("--n-train", type=int, help="training sequences per phase (default 2048)")
     task.add_argument("--n-test", type=int, help="test sequences when p**T is too large to enumerate (default 2048)")
     task.add_argument("--data-seed", type=int, help="seed of the train/test draw (default: --seed)")
@@ -114,6 +117,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     _set(model, "n_ctx", args.n_ctx)
     for key in ("k", "n_train", "n_test"):
         _set(task, key, getattr(args, key))
+    _set_positions(task, args.positions, args.k)
     _set(task, "seed", args.data_seed)
     for key in ("d_model", "d_mlp", "n_tokens", "residual", "eps"):
         _set(model, key, getattr(args, key))
@@ -128,6 +132,21 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     given = args.config is not None or bool(args.preset)
     train["phases"] = [vars(ph) for ph in _phases(args, base.train.phases, given_file=given)]
     return RunConfig.from_dict(data)
+
+
+def _set_positions(task: dict[str, Any], text: str | None, k: int | None) -> None:
+    """--positions first|random, or a list of positions that also sets k unless --k gives it."""
+    if text is None:
+        return
+    if text in ("first", "random"):
+        task["positions"] = text
+        return
+    try:
+        task["positions"] = [int(item) for item in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--positions takes first, random or a list such as 0,3,7, got {text!r}") from None
+    if k is None:
+        task["k"] = len(task["positions"])
 
 
 def preset_config(text: str, seed: int) -> RunConfig:

@@ -1,0 +1,195 @@
+"""The task family: first-k or random relevant positions, sparse parity (p = 2), curricula over k."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from circuitpath import ConfigError, RunConfig, TaskConfig, load_run, make_split, train
+from circuitpath.cli import main
+from circuitpath.config import Phase, parse_phases
+from circuitpath.data import positions_of, relevant_mask, targets, truth_name
+
+
+def reference_targets(rows: list[list[int]], positions, p: int) -> list[int]:
+    return [sum(row[t] for t in positions) % p for row in rows]
+
+
+def first_k_split_as_before(task: TaskConfig, p: int):
+    """The enumerable draw of a first-k task as data.py wrote it before positions existed."""
+    generator = torch.Generator().manual_seed(task.seed * 1_000_003 + p)
+    codes = torch.randperm(p**task.n_ctx, generator=generator)
+    x = (codes[:, None] // p ** torch.arange(task.n_ctx - 1, -1, -1)) % p
+    x_train, x_test = x[: task.n_train], x[task.n_train :]
+    return x_train, x_train[:, : task.k].sum(1) % p, x_test, x_test[:, : task.k].sum(1) % p
+
+
+# ---- the truth -----------------------------------------------------------------------------------
+def test_random_positions_are_a_function_of_the_seed():
+    task = TaskConfig(n_ctx=12, k=5, positions="random", seed=3)
+    assert task.relevant_positions() == TaskConfig(n_ctx=12, k=5, positions="random", seed=3).relevant_positions()
+    drawn = {replace(task, seed=seed).relevant_positions() for seed in range(8)}
+    assert len(drawn) > 1
+    for positions in drawn:
+        assert len(positions) == 5 and list(positions) == sorted(set(positions)) and 0 <= positions[0] and positions[-1] < 12
+    assert TaskConfig(n_ctx=12, k=5).relevant_positions() == (0, 1, 2, 3, 4)
+
+
+def test_a_phase_sums_the_first_k_of_the_task_order():
+    task = TaskConfig(n_ctx=10, k=4, positions="random", seed=1)
+    small, large = task.relevant_positions(Phase(2, 5, 1e-2, k=2)), task.relevant_positions(Phase(2, 5, 1e-2))
+    assert len(small) == 2 and set(small) < set(large) and len(large) == 4
+    assert task.spurious_positions() == tuple(t for t in range(10) if t not in large)
+    assert set(task.position_order()[:4]) == set(large)
+
+
+def test_explicit_positions_are_the_truth_and_json_lists_become_tuples():
+    task = TaskConfig(n_ctx=8, k=3, positions=[6, 1, 4])
+    assert task.positions == (6, 1, 4) and task.relevant_positions() == (1, 4, 6)
+    assert task.relevant_positions(Phase(2, 5, 1e-2, k=1)) == (6,)
+
+
+@pytest.mark.parametrize("fields, named", [
+    ({"positions": tuple(range(9)), "k": 9}, "n_ctx = 8"),
+    ({"positions": (0, 8, 2)}, "8"),
+    ({"positions": (1, 1, 2)}, "distinct"),
+    ({"positions": (1, 2)}, "k = 3"),
+    ({"positions": "last"}, "'last'"),
+    ({"k": 9}, "9"),
+])
+def test_bad_positions_are_refused_naming_the_value(fields, named):
+    with pytest.raises(ConfigError, match=named.replace("(", r"\(")):
+        TaskConfig(**({"n_ctx": 8, "k": 3} | fields))
+
+
+def test_a_phase_k_beyond_the_task_is_refused():
+    with pytest.raises(ConfigError, match="phase k must be <= 3"):
+        TaskConfig(n_ctx=8, k=3, n_train=64, positions=(1, 2, 3)).check_phase(Phase(2, 5, 1e-2, k=4))
+    TaskConfig(n_ctx=8, k=3, n_train=64, positions="random").check_phase(Phase(2, 5, 1e-2, k=8))
+
+
+def test_helpers_read_a_k_or_a_position_list():
+    assert positions_of(3) == (0, 1, 2) and positions_of([5, 1]) == (1, 5)
+    assert relevant_mask([1, 3], 5).tolist() == [False, True, False, True, False]
+    assert truth_name(3) == truth_name([0, 1, 2]) == "first k" and truth_name([0, 2]) == "relevant"
+
+
+# ---- data ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("with_replacement", [False, True])
+def test_targets_sum_the_relevant_positions(with_replacement):
+    task = TaskConfig(n_ctx=8, k=3, n_train=200, n_test=100, positions="random", seed=2, with_replacement=with_replacement)
+    split, positions = make_split(task, 4), task.relevant_positions()
+    for x, y in ((split.x_train, split.y_train), (split.x_test, split.y_test)):
+        assert y.tolist() == reference_targets(x.tolist(), positions, 4)
+    first = make_split(replace(task, positions="first"), 4)
+    assert torch.equal(first.x_train, split.x_train)  # the sequences depend on (seed, p) only
+    assert not torch.equal(first.y_train, split.y_train) or positions == (0, 1, 2)
+
+
+def test_sparse_parity_is_the_case_p_2():
+    task = TaskConfig(n_ctx=10, k=3, n_train=300, positions=(1, 4, 8))
+    split = make_split(task, 2)
+    x = split.x_train
+    assert set(x.unique().tolist()) == {0, 1}
+    assert torch.equal(split.y_train, x[:, 1] ^ x[:, 4] ^ x[:, 8])
+
+
+@pytest.mark.parametrize("p", [2, 3])
+def test_first_k_data_bytes_are_as_before(p):
+    task = TaskConfig(n_ctx=8, k=3, n_train=200, seed=5)
+    split = make_split(task, p)
+    for new, old in zip(split.tensors().values(), first_k_split_as_before(task, p)):
+        assert new.dtype == old.dtype and new.numpy().tobytes() == old.numpy().tobytes()
+
+
+def test_first_k_draws_with_replacement_are_as_before():
+    task = TaskConfig(n_ctx=12, k=5, n_train=64, n_test=32, seed=4, with_replacement=True)
+    split = make_split(task, 2)
+    rng = np.random.default_rng(4)
+    x_train, x_test = rng.integers(0, 2, (64, 12)), rng.integers(0, 2, (32, 12))
+    assert np.array_equal(split.x_train.numpy(), x_train) and np.array_equal(split.x_test.numpy(), x_test)
+    assert np.array_equal(split.y_train.numpy(), x_train[:, :5].sum(1) % 2)
+
+
+def test_targets_takes_a_k_or_positions():
+    x = torch.tensor([[1, 2, 3, 0, 3], [3, 3, 1, 3, 2]])
+    assert targets(x, 4, 2).tolist() == reference_targets(x.tolist(), [0, 1], 4)
+    assert targets(x, 4, (1, 4)).tolist() == reference_targets(x.tolist(), [1, 4], 4)
+
+
+# ---- phases and runs -----------------------------------------------------------------------------
+def test_a_phase_parses_its_k():
+    first, second = parse_phases("2:300:1e-3:k=2,4:700:1e-2:32")
+    assert (first.p, first.steps, first.batch_size, first.k) == (2, 300, None, 2)
+    assert (second.batch_size, second.k) == (32, None)
+    assert Phase.parse("2:10:1e-2:16:k=3").batch_size == 16
+    for bad in ("2:10:1e-2:j=3", "2:10:1e-2:k=x", "2:10:1e-2:k=0"):
+        with pytest.raises(ConfigError):
+            Phase.parse(bad)
+
+
+def test_a_k_curriculum_trains_and_each_phase_has_its_own_targets(tmp_path, tiny):
+    config = tiny("2:10:1e-2:k=1,2:10:1e-2,4:10:1e-2")
+    config = replace(config, task=replace(config.task, positions="random", seed=1))
+    run = train(config, tmp_path / "run", progress=False)
+    task, phases = run.config.task, run.config.train.phases
+    truths = [task.relevant_positions(phase) for phase in phases]
+    assert len(truths[0]) == 1 and truths[1] == truths[2] and len(truths[1]) == 3
+    for index, truth in enumerate(truths):
+        split = run.data(index)
+        assert split.y_train.tolist() == reference_targets(split.x_train.tolist(), truth, phases[index].p)
+    assert torch.equal(run.data(0).x_train, run.data(1).x_train)  # same (seed, p): same sequences, new targets
+    assert not torch.equal(run.data(0).y_train, run.data(1).y_train)
+    assert run.status == "completed" and run.steps[-1] == 30
+
+
+def test_an_old_run_json_loads_as_a_first_k_task(tmp_path, tiny):
+    run = train(tiny("2:10:1e-2,4:10:1e-2"), tmp_path / "run", progress=False)
+    path = run.path / "run.json"
+    info = json.loads(path.read_text())
+    info["config"]["task"].pop("positions")
+    for phase in info["config"]["train"]["phases"]:
+        phase.pop("k")
+    path.write_text(json.dumps(info))
+    old = load_run(run.path)
+    assert old.config == run.config and old.config.task.positions == "first"
+    for index, phase in enumerate(old.config.train.phases):
+        for saved, drawn in zip(old.data(index).tensors().values(), first_k_split_as_before(old.config.task, phase.p)):
+            assert saved.numpy().tobytes() == drawn.numpy().tobytes()
+
+
+def test_run_config_checks_every_phase_k():
+    with pytest.raises(ConfigError, match="phase k must be <= 2"):
+        RunConfig.from_dict({"task": {"n_ctx": 6, "k": 2, "positions": [0, 5], "n_train": 40},
+                             "model": {"n_ctx": 6}, "train": {"phases": [{"p": 2, "steps": 5, "lr": 0.01, "k": 3}]}})
+
+
+# ---- the command line ----------------------------------------------------------------------------
+@pytest.mark.parametrize("flags, named", [
+    (["-T", "6", "--positions", "0,1,2,3,4,5,6"], "7 positions"),
+    (["-T", "6", "--k", "7", "--positions", "random"], "got 7"),
+    (["-T", "6", "--positions", "0,x"], "'0,x'"),
+    (["-T", "6", "--k", "2", "--phases", "2:5:1e-2:k=9"], "got 9"),
+])
+def test_the_cli_refuses_a_truth_larger_than_the_sequence(tmp_path, capsys, flags, named):
+    out = tmp_path / "run"
+    code = main(["train", "--out", str(out), "--n-train", "32", "--p", "2", "--steps", "5", *flags]
+                if "--phases" not in flags else ["train", "--out", str(out), "--n-train", "32", *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and named in err, err
+    assert not out.exists()
+
+
+def test_the_cli_trains_a_random_positions_task(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "-T", "6", "--k", "2", "--positions", "random", "--n-train", "32",
+                 "--phases", "2:4:1e-2:k=1,2:4:1e-2", "--seed", "3", "--log-every", "4"]) == 0
+    run = load_run(out)
+    assert run.config.task.positions == "random" and run.config.task.seed == 3
+    assert [ph.k for ph in run.config.train.phases] == [1, None]
+    assert main(["train", "--out", str(tmp_path / "given"), "-T", "6", "--positions", "4,1", "--n-train", "32",
+                 "--p", "2", "--steps", "4"]) == 0
+    given = load_run(tmp_path / "given").config.task
+    assert given.k == 2 and given.relevant_positions() == (1, 4)
