@@ -36,6 +36,20 @@ INITS = {
 #: Rows of the one draw the "shared_stream" MLP is sliced from (train.py, `MAX_FFN_DIM = 2048`): h <= this.
 MLP_STREAM_ROWS = 2048
 
+#: The models a run can train (`ModelConfig.arch`).
+ARCHS = {
+    "cross_attention": "the paper's one-layer model: one learned query cross-attends over the tokens (model.py)",
+    "transformer": "a standard pre-norm transformer: n_layers blocks of n_heads-head self-attention and an MLP, "
+                   "read out at one position (transformer.py)",
+}
+#: Where the standard transformer reads its prediction (`ModelConfig.readout`), besides a position 0..n_ctx-1.
+READOUTS = {
+    "cls": "a learned CLS token appended after the sequence (one more embedding row and position)",
+    "last": "the last position of the sequence",
+}
+#: The standard transformer's norm before attention, MLP and unembedding (`ModelConfig.norm`).
+NORMS = {"rms": "RMSNorm with a learned gain", "layer": "LayerNorm with a learned gain and bias"}
+
 
 #: Which positions a task sums (`TaskConfig.positions`), besides an explicit tuple of positions.
 POSITIONS = {
@@ -168,7 +182,8 @@ def _digest(seed: int, n_ctx: int, position: int) -> bytes:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The one-layer cross-attention transformer of the paper (d = 32, h = 4d)."""
+    """The one-layer cross-attention transformer of the paper (d = 32, h = 4d), or a standard
+    transformer (`arch="transformer"`) with the fields after `init`."""
 
     d_model: int = 32
     """Width d of the residual stream."""
@@ -190,6 +205,17 @@ class ModelConfig:
     init: str = "ordered"
     """How the initial weights are drawn from `seed`: "ordered" or "shared_stream" (the paper's d = 2
     pipeline, which needs d_model <= d_mlp <= MLP_STREAM_ROWS). See `INITS`."""
+    arch: str = "cross_attention"
+    """Which model: "cross_attention" (the paper's) or "transformer" (a standard one). See `ARCHS`.
+    The fields below apply to the transformer; the paper's model keeps their defaults."""
+    n_layers: int = 1
+    """Transformer blocks (the paper's model has one)."""
+    n_heads: int = 1
+    """Attention heads per block, dividing d_model (the paper's model has one: its single query)."""
+    readout: str | int = "cls"
+    """Where the transformer's logits are read: "cls", "last" or a position 0..n_ctx-1. See `READOUTS`."""
+    norm: str = "rms"
+    """The transformer's pre-norm: "rms" or "layer". See `NORMS`."""
 
     def __post_init__(self) -> None:
         _check_int("d_model", self.d_model, 1)
@@ -209,6 +235,33 @@ class ModelConfig:
         _check(isinstance(self.init, str) and self.init in INITS, f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.init == "shared_stream":
             self._check_stream()
+        _check(isinstance(self.arch, str) and self.arch in ARCHS, f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.arch == "transformer":
+            self._check_transformer()
+        else:
+            self._check_paper_fields()
+
+    def _check_transformer(self) -> None:
+        _check_int("n_layers", self.n_layers, 1)
+        _check_int("n_heads", self.n_heads, 1)
+        _check(self.d_model % self.n_heads == 0,
+               f"n_heads must divide d_model ({self.d_model}), got {self.n_heads}")
+        if _is_int(self.readout):
+            _check(0 <= self.readout < self.n_ctx,
+                   f"readout position must be in 0..{self.n_ctx - 1} (the sequence has n_ctx = {self.n_ctx} positions), got {self.readout}")
+        else:
+            _check(self.readout in READOUTS,
+                   f"readout must be one of {', '.join(READOUTS)} or a position, got {self.readout!r}")
+        _check(self.norm in NORMS, f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        _check(self.residual == "attn_out", f"residual must be attn_out with arch transformer, got {self.residual!r}")
+        _check(self.init == "ordered", f"init must be ordered with arch transformer, got {self.init!r}")
+
+    def _check_paper_fields(self) -> None:
+        """The transformer's fields keep their defaults: the paper's model has one layer, one head, one query."""
+        for name in ("n_layers", "n_heads", "readout", "norm"):
+            default = type(self).__dataclass_fields__[name].default
+            _check(getattr(self, name) == default and type(getattr(self, name)) is type(default),
+                   f"{name} applies to arch transformer (the paper's model keeps {default!r}), got {getattr(self, name)!r}")
 
     def _check_stream(self) -> None:
         """The shared draw has MLP_STREAM_ROWS rows, and b_out takes its first d_model of the h kept."""
@@ -219,17 +272,9 @@ class ModelConfig:
 
     # ---- what TransformerLens's ActivationCache reads from a model's config ----------------------
     @property
-    def n_layers(self) -> int:
-        return 1
-
-    @property
-    def n_heads(self) -> int:
-        """One head: the single learned query."""
-        return 1
-
-    @property
     def d_head(self) -> int:
-        return self.d_model
+        """Width of one head (d_model for the paper's single query)."""
+        return self.d_model // self.n_heads
 
     @property
     def d_vocab(self) -> int:
@@ -245,7 +290,9 @@ class ModelConfig:
 
     @property
     def normalization_type(self) -> str:
-        """RMS norm without a learned gain, before attention and MLP (TransformerLens's name)."""
+        """TransformerLens's name of the norm: the paper's RMS has no learned gain ("RMSPre")."""
+        if self.arch == "transformer":
+            return "RMS" if self.norm == "rms" else "LN"
         return "RMSPre"
 
     @property
@@ -254,7 +301,8 @@ class ModelConfig:
 
     def to_shape(self) -> tuple:
         """What two models must share for their weights to be mixed or compared (all but seed and init)."""
-        return (self.d_model, self.d_mlp, self.n_tokens, self.n_ctx, self.tied, self.residual, self.eps)
+        return (self.d_model, self.d_mlp, self.n_tokens, self.n_ctx, self.tied, self.residual, self.eps,
+                self.arch, self.n_layers, self.n_heads, self.readout, self.norm)
 
 
 @dataclass(frozen=True)

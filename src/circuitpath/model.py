@@ -11,7 +11,8 @@ Reads top to bottom as the paper's five equations (section I), d = d_model, h = 
 The residual r is z_A in the paper's code (a standard pre-norm block, `residual="attn_out"`) and
 z̄_A in the text's equation 4 (`residual="normalized"`).
 
-This is the one module that imports TransformerLens hook classes.
+This module and `transformer.py` (the standard transformer) are the ones that import TransformerLens
+hook classes; `weight_shapes`, `init_weights` and `build_model` serve either model by `cfg.arch`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from circuitpath import transformer
 from circuitpath.cache import CrossAttentionCache
 from circuitpath.config import MLP_STREAM_ROWS, ModelConfig
 from circuitpath.errors import CheckpointError, HookError, InputError
@@ -44,7 +46,10 @@ WEIGHT_KEYS: dict[str, str] = {
 
 
 def weight_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Shape of every trained weight, in contract order (W_U only when untied)."""
+    """Shape of every trained weight, in contract order (W_U only when untied); the standard
+    transformer's by `state_dict()` key."""
+    if cfg.arch == "transformer":
+        return transformer.weight_shapes(cfg)
     d, h, v = cfg.d_model, cfg.d_mlp, cfg.n_tokens
     shapes = {
         "W_E": (v, d),
@@ -63,6 +68,8 @@ def weight_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 def init_weights(cfg: ModelConfig) -> dict[str, Tensor]:
     """Initial weights from `cfg.seed` alone, drawn as `cfg.init` says (see `config.INITS`)."""
+    if cfg.arch == "transformer":
+        return transformer.init_weights(cfg)
     return shared_stream_weights(cfg) if cfg.init == "shared_stream" else ordered_weights(cfg)
 
 
@@ -255,11 +262,20 @@ class Unembed(nn.Module):
         self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.n_tokens))
 
 
+def build_model(cfg: ModelConfig, weights: dict[str, Tensor] | None = None) -> CrossAttentionTransformer | transformer.StandardTransformer:
+    """The model `cfg.arch` names, with these weights (None: the initial ones)."""
+    if cfg.arch == "transformer":
+        return transformer.StandardTransformer(cfg, weights)
+    return CrossAttentionTransformer(cfg, weights)
+
+
 class CrossAttentionTransformer(HookedRootModule):
     """The paper's model. `model(tokens)` -> logits [batch, n_tokens]; every hook is cacheable."""
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, Tensor] | None = None):
         super().__init__()
+        if cfg.arch != "cross_attention":
+            raise CheckpointError(f"CrossAttentionTransformer needs arch 'cross_attention', got {cfg.arch!r}")
         self.cfg = cfg
         self.embed = Embed(cfg)
         self.hook_embed = HookPoint()  # [batch, pos, d_model]

@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # torch and the model load with the first tensor read: `circu
 
     from circuitpath.data import Split
     from circuitpath.model import CrossAttentionTransformer
+    from circuitpath.transformer import StandardTransformer
 
 RUN_JSON = "run.json"
 METRICS = "metrics.jsonl"
@@ -126,16 +127,16 @@ class Run:
         tensors, _ = load_tensors(path)
         return tensors
 
-    def model_at(self, step: int | None = None, device: str | torch.device = "cpu") -> CrossAttentionTransformer:
-        """The model at a saved step (the last one when step is None), in eval mode."""
-        from circuitpath.model import CrossAttentionTransformer
+    def model_at(self, step: int | None = None, device: str | torch.device = "cpu") -> CrossAttentionTransformer | StandardTransformer:
+        """The model at a saved step (the last one when step is None), in eval mode; the config's `arch` says which."""
+        from circuitpath.model import build_model
 
         step = self.steps[-1] if step is None and self.steps else step
         if step is None:
             raise CheckpointError(f"{self.path} has no checkpoint")
         weights = self.weights_at(step)
         try:
-            model = CrossAttentionTransformer(self.config.model, weights)
+            model = build_model(self.config.model, weights)
         except CheckpointError as error:
             raise CheckpointError(f"{self.checkpoint_path(step)} does not match {RUN_JSON}: {error}") from None
         return model.to(device).eval()

@@ -1,0 +1,317 @@
+"""A standard transformer as a HookedRootModule, named and shaped as TransformerLens names them.
+
+Reads top to bottom as the forward pass (d = d_model, h = d_mlp, H = n_heads, e = d_head = d / H):
+
+1. resid = W_E[x_t] + W_pos[t]                  Embed, PosEmbed (a CLS token appended when readout="cls")
+2. per block, pre-norm:
+   resid_mid  = resid + Attn(ln1(resid))        bidirectional self-attention of H heads, no mask
+   resid_post = resid_mid + MLP(ln2(resid_mid)) GELU(x W_in + b_in) W_out + b_out
+3. logits = ln_final(resid)[:, readout] @ W_U   read at one position; W_U = W_E[:n_tokens].T when tied
+
+The norms are TransformerLens's RMSNorm or LayerNorm (eps inside the square root, a learned gain, and a
+bias for LayerNorm). Weights are stored under their `state_dict()` keys (e.g. `blocks.0.attn.W_Q`),
+which are also the names in checkpoints and in the engine's flat parameter rows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from transformer_lens import ActivationCache, HookedRootModule
+from transformer_lens.hook_points import HookPoint
+
+from circuitpath.config import ModelConfig
+from circuitpath.errors import CheckpointError, HookError, InputError
+
+
+def n_positions(cfg: ModelConfig) -> int:
+    """Positions the model sees: the task's n_ctx, and one more for the CLS token."""
+    return cfg.n_ctx + (cfg.readout == "cls")
+
+
+def readout_position(cfg: ModelConfig) -> int:
+    """The position whose final residual gives the logits."""
+    if cfg.readout == "cls":
+        return cfg.n_ctx
+    return cfg.n_ctx - 1 if cfg.readout == "last" else int(cfg.readout)
+
+
+def weight_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Shape of every trained weight by its `state_dict()` key, in the model's order."""
+    d, h, heads, e = cfg.d_model, cfg.d_mlp, cfg.n_heads, cfg.d_head
+    rows = cfg.n_tokens + (cfg.readout == "cls")  # the CLS token is the last embedding row
+    shapes: dict[str, tuple[int, ...]] = {"embed.W_E": (rows, d), "pos_embed.W_pos": (n_positions(cfg), d)}
+    for layer in range(cfg.n_layers):
+        at = f"blocks.{layer}."
+        shapes.update(_norm_shapes(cfg, at + "ln1"))
+        for m in "QKV":
+            shapes[f"{at}attn.W_{m}"] = (heads, d, e)
+        for m in "QKV":
+            shapes[f"{at}attn.b_{m}"] = (heads, e)
+        shapes.update({f"{at}attn.W_O": (heads, e, d), f"{at}attn.b_O": (d,)})
+        shapes.update(_norm_shapes(cfg, at + "ln2"))
+        shapes.update({f"{at}mlp.W_in": (d, h), f"{at}mlp.b_in": (h,), f"{at}mlp.W_out": (h, d), f"{at}mlp.b_out": (d,)})
+    shapes.update(_norm_shapes(cfg, "ln_final"))
+    if not cfg.tied:
+        shapes["unembed.W_U"] = (d, cfg.n_tokens)
+    return shapes
+
+
+def _norm_shapes(cfg: ModelConfig, name: str) -> dict[str, tuple[int, ...]]:
+    shapes = {f"{name}.w": (cfg.d_model,)}
+    if cfg.norm == "layer":
+        shapes[f"{name}.b"] = (cfg.d_model,)
+    return shapes
+
+
+def init_weights(cfg: ModelConfig) -> dict[str, Tensor]:
+    """Initial weights from `cfg.seed` alone, each in order from one generator: N(0, 1) embeddings,
+    norm gains 1 and biases 0, U(+-1/sqrt(fan_in)) elsewhere (fan_in d_mlp for W_out, b_out; else d_model)."""
+    generator = torch.Generator().manual_seed(cfg.seed)
+    weights = {}
+    for name, shape in weight_shapes(cfg).items():
+        leaf = name.rsplit(".", 1)[1]
+        if leaf in ("W_E", "W_pos"):
+            weights[name] = torch.randn(shape, generator=generator)
+        elif leaf in ("w", "b"):
+            weights[name] = torch.ones(shape) if leaf == "w" else torch.zeros(shape)
+        else:
+            bound = 1.0 / math.sqrt(cfg.d_mlp if leaf in ("W_out", "b_out") else cfg.d_model)
+            weights[name] = (torch.rand(shape, generator=generator) * 2 - 1) * bound
+    return weights
+
+
+class Norm(nn.Module):
+    """TransformerLens's RMSNorm (x / scale * w) or LayerNorm ((x - mean) / scale * w + b), scale =
+    sqrt(mean(x**2) + eps) of the centred x."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.eps, self.centred = cfg.eps, cfg.norm == "layer"
+        self.w = nn.Parameter(torch.ones(cfg.d_model))
+        if self.centred:
+            self.b = nn.Parameter(torch.zeros(cfg.d_model))
+        self.hook_scale = HookPoint()  # [batch, pos, 1]
+        self.hook_normalized = HookPoint()  # [batch, pos, d_model]
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        if self.centred:
+            x = x - x.mean(-1, keepdim=True)
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        if self.centred:  # TransformerLens hooks LayerNorm's output after the gain and bias
+            return self.hook_normalized(x / scale * self.w + self.b)
+        return self.hook_normalized(x / scale) * self.w  # and RMSNorm's before the gain
+
+
+class Attention(nn.Module):
+    """Bidirectional self-attention of n_heads heads: every position attends to every position."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        heads, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
+        self.W_Q, self.W_K, self.W_V = (nn.Parameter(torch.empty(heads, d, e)) for _ in range(3))
+        self.b_Q, self.b_K, self.b_V = (nn.Parameter(torch.zeros(heads, e)) for _ in range(3))
+        self.W_O = nn.Parameter(torch.empty(heads, e, d))
+        self.b_O = nn.Parameter(torch.zeros(d))
+        self.scale = math.sqrt(e)
+        self.hook_q = HookPoint()  # [batch, pos, head_index, d_head]
+        self.hook_k = HookPoint()  # [batch, pos, head_index, d_head]
+        self.hook_v = HookPoint()  # [batch, pos, head_index, d_head]
+        self.hook_attn_scores = HookPoint()  # [batch, head_index, query_pos, key_pos]
+        self.hook_pattern = HookPoint()  # [batch, head_index, query_pos, key_pos]
+        self.hook_z = HookPoint()  # [batch, pos, head_index, d_head]
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        q = self.hook_q(_heads_in(x, self.W_Q, self.b_Q))
+        k = self.hook_k(_heads_in(x, self.W_K, self.b_K))
+        v = self.hook_v(_heads_in(x, self.W_V, self.b_V))
+        scores = self.hook_attn_scores(q.transpose(1, 2) @ k.permute(0, 2, 3, 1) / self.scale)
+        pattern = self.hook_pattern(scores.softmax(-1))
+        z = self.hook_z((pattern @ v.transpose(1, 2)).transpose(1, 2))  # [batch, pos, head_index, d_head]
+        heads, e, d = self.W_O.shape
+        return z.reshape(*z.shape[:2], heads * e) @ self.W_O.reshape(heads * e, d) + self.b_O
+
+
+def _heads_in(x: Float[Tensor, "batch pos d_model"], w: Float[Tensor, "head_index d_model d_head"],
+              b: Float[Tensor, "head_index d_head"]) -> Float[Tensor, "batch pos head_index d_head"]:
+    """einsum "batch pos d_model, head_index d_model d_head -> batch pos head_index d_head" + b, as one product."""
+    heads, d, e = w.shape
+    return (x @ w.transpose(0, 1).reshape(d, heads * e)).view(*x.shape[:2], heads, e) + b
+
+
+class MLP(nn.Module):
+    """GELU(x W_in + b_in) W_out + b_out at every position."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp))
+        self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp))
+        self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model))
+        self.b_out = nn.Parameter(torch.zeros(cfg.d_model))
+        self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
+        self.hook_post = HookPoint()  # [batch, pos, d_mlp]
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        post = self.hook_post(F.gelu(self.hook_pre(x @ self.W_in + self.b_in)))
+        return post @ self.W_out + self.b_out
+
+
+class Block(nn.Module):
+    """resid_mid = resid_pre + Attn(ln1(resid_pre)); resid_post = resid_mid + MLP(ln2(resid_mid))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
+        self.ln1 = Norm(cfg)
+        self.attn = Attention(cfg)
+        self.hook_attn_out = HookPoint()  # [batch, pos, d_model]
+        self.hook_resid_mid = HookPoint()  # [batch, pos, d_model]
+        self.ln2 = Norm(cfg)
+        self.mlp = MLP(cfg)
+        self.hook_mlp_out = HookPoint()  # [batch, pos, d_model]
+        self.hook_resid_post = HookPoint()  # [batch, pos, d_model]
+
+    def forward(self, resid: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        resid = self.hook_resid_pre(resid)
+        resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(self.ln1(resid))))
+        return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(resid))))
+
+
+class Embed(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.W_E = nn.Parameter(torch.empty(cfg.n_tokens + (cfg.readout == "cls"), cfg.d_model))
+
+    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+        return F.embedding(tokens, self.W_E)
+
+
+class PosEmbed(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.W_pos = nn.Parameter(torch.empty(n_positions(cfg), cfg.d_model))
+
+    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+        return self.W_pos.expand(tokens.shape[0], -1, -1)
+
+
+class Unembed(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.n_tokens))
+
+
+class StandardTransformer(HookedRootModule):
+    """`model(tokens)` -> logits [batch, n_tokens] read at `cfg.readout`; every hook is cacheable."""
+
+    def __init__(self, cfg: ModelConfig, weights: dict[str, Tensor] | None = None):
+        super().__init__()
+        if cfg.arch != "transformer":
+            raise CheckpointError(f"StandardTransformer needs arch 'transformer', got {cfg.arch!r}")
+        self.cfg = cfg
+        self.embed = Embed(cfg)
+        self.hook_embed = HookPoint()  # [batch, pos, d_model]
+        self.pos_embed = PosEmbed(cfg)
+        self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        self.ln_final = Norm(cfg)
+        if not cfg.tied:
+            self.unembed = Unembed(cfg)
+        self.readout_at = readout_position(cfg)
+        self.setup()
+        self.load_weights(init_weights(cfg) if weights is None else weights)
+
+    def forward(self, tokens: Int[Tensor, "batch pos"], return_type: str = "logits",
+                targets: Int[Tensor, " batch"] | None = None, checked: bool = True) -> Tensor:
+        """Logits [batch, n_tokens], or with return_type="loss" the mean cross-entropy on `targets`.
+        `checked=False` skips the token check (for `torch.func` transforms, which cannot read values)."""
+        if checked:
+            self.check_tokens(tokens)
+        logits = self.unembed_at_readout(self.residual(tokens))
+        if return_type == "logits":
+            return logits
+        if return_type == "loss":
+            if targets is None:
+                raise InputError("return_type='loss' needs targets")
+            return F.cross_entropy(logits, targets.to(logits.device))
+        raise InputError(f"return_type must be 'logits' or 'loss', got {return_type!r}")
+
+    def residual(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+        """The final residual stream, the CLS token appended first when the readout is "cls"."""
+        if self.cfg.readout == "cls":
+            tokens = F.pad(tokens, (0, 1), value=self.cfg.n_tokens)
+        resid = self.hook_embed(self.embed(tokens)) + self.hook_pos_embed(self.pos_embed(tokens))
+        for block in self.blocks:
+            resid = block(resid)
+        return resid
+
+    def unembed_at_readout(self, resid: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch n_tokens"]:
+        return self.ln_final(resid)[:, self.readout_at] @ self.W_U
+
+    def check_tokens(self, tokens: Tensor) -> None:
+        """Raise InputError unless tokens is an integer tensor [batch, n_ctx] with values < n_tokens."""
+        if not isinstance(tokens, Tensor) or tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+            raise InputError(f"tokens must be an integer tensor, got {getattr(tokens, 'dtype', type(tokens))}")
+        if tokens.ndim != 2 or tokens.shape[1] != self.cfg.n_ctx:
+            raise InputError(f"tokens must have shape [batch, {self.cfg.n_ctx}], got {list(tokens.shape)}")
+        if tokens.numel() and ((tokens < 0) | (tokens >= self.cfg.n_tokens)).any():
+            bad = tokens[(tokens < 0) | (tokens >= self.cfg.n_tokens)][0].item()
+            raise InputError(f"token {bad} is out of range [0, {self.cfg.n_tokens})")
+
+    def run_with_cache(self, *model_args, return_cache_object: bool = True, **kwargs) -> tuple[Tensor, ActivationCache | dict[str, Tensor]]:
+        """Output and every hooked activation, as a TransformerLens `ActivationCache` (a plain dict with
+        `return_cache_object=False`); `names_filter` and the other options of TransformerLens apply."""
+        out, cache = super().run_with_cache(*model_args, **kwargs)
+        return out, ActivationCache(cache, self) if return_cache_object else cache
+
+    def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True) -> Float[Tensor, " d_model"]:
+        """Sum of the attention (and MLP) output biases before layer `layer` (its b_O too with
+        mlp_input), as TransformerLens's `get_full_resid_decomposition` reads it."""
+        bias = torch.zeros(self.cfg.d_model, device=self.W_U.device)
+        for block in self.blocks[:layer]:
+            bias = bias + block.attn.b_O + (block.mlp.b_out if include_mlp_biases else 0)
+        return bias + self.blocks[layer].attn.b_O if mlp_input else bias
+
+    # ---- weights -----------------------------------------------------------------------------
+    @property
+    def W_E(self) -> Float[Tensor, "n_rows d_model"]:
+        """Token embedding; its last row is the CLS token when the readout is "cls"."""
+        return self.embed.W_E
+
+    @property
+    def W_pos(self) -> Float[Tensor, "n_positions d_model"]:
+        return self.pos_embed.W_pos
+
+    @property
+    def W_U(self) -> Float[Tensor, "d_model n_tokens"]:
+        return self.embed.W_E[: self.cfg.n_tokens].T if self.cfg.tied else self.unembed.W_U
+
+    def weights(self) -> dict[str, Tensor]:
+        """The trained weights by `state_dict()` key (detached)."""
+        return {name: value.detach() for name, value in self.named_parameters()}
+
+    def load_weights(self, weights: dict[str, Tensor]) -> None:
+        """Copy weights given by `state_dict()` key; the names and shapes must match the config exactly."""
+        shapes = weight_shapes(self.cfg)
+        missing, extra = sorted(set(shapes) - set(weights)), sorted(set(weights) - set(shapes))
+        if missing or extra:
+            raise CheckpointError(f"weights do not match the model: missing {missing}, unexpected {extra}")
+        params = dict(self.named_parameters())
+        with torch.no_grad():
+            for name, shape in shapes.items():
+                if tuple(weights[name].shape) != shape:
+                    raise CheckpointError(f"weight {name} has shape {list(weights[name].shape)}, the config needs {list(shape)}")
+                params[name].copy_(weights[name])
+
+    def hook_names(self) -> list[str]:
+        return list(self.hook_dict)
+
+    def check_hook(self, name: str) -> HookPoint:
+        """The hook point called `name`, or HookError listing the valid names."""
+        if name not in self.hook_dict:
+            raise HookError(f"unknown hook {name!r}; valid hooks: {', '.join(self.hook_dict)}")
+        return self.hook_dict[name]
