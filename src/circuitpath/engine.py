@@ -9,6 +9,9 @@ Two facts make it cheaper than running `CrossAttentionTransformer` S times:
 The S runs' weights live side by side in one flat buffer `theta` [S, P], so Adam is a handful of
 whole-buffer operations. Tests hold this engine to the hooked model (logits and gradients).
 
+The standard transformer (`ModelConfig.arch == "transformer"`) has its own engine, `stacked`:
+`loss_and_grad` and `evaluate` hand its runs there; the layout, the executor and Adam are shared.
+
 Same config, same bytes: on the CPU a run's arithmetic is one fixed sequence of single-threaded
 kernel calls on tensors of fixed shapes and alignment, whatever else trains beside it (see `Executor`).
 """
@@ -25,7 +28,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuitpath import fused
+from circuitpath import fused, stacked
 from circuitpath.config import ModelConfig
 from circuitpath.model import root_mean_square, weight_shapes
 
@@ -254,6 +257,8 @@ def loss_and_grad(
     theta: Float[Tensor, "runs P"], layout: Layout, data: Encoded
 ) -> tuple[Float[Tensor, " runs"], Float[Tensor, "runs P"]]:
     """Each run's loss and its gradient; the fast path when it is safe, autograd otherwise."""
+    if layout.cfg.arch == "transformer":
+        return stacked.loss_and_grad(theta, layout, data)
     weights = layout.views(theta)
     if fast_path_safe(weights):
         losses, grads = fast_loss_and_grad(weights, data, layout.cfg)
@@ -274,6 +279,8 @@ def evaluate(
     theta: Float[Tensor, "runs P"], layout: Layout, data: Encoded
 ) -> tuple[Float[Tensor, " runs"], Float[Tensor, " runs"]]:
     """Loss and accuracy of each run on its own sequences."""
+    if layout.cfg.arch == "transformer":
+        return stacked.evaluate(theta, layout, data)
     logits = forward(layout.views(theta), data, layout.cfg)
     accuracy = (logits.argmax(-1) == data.targets).float().mean(1)
     return run_losses(logits, data.targets), accuracy
@@ -298,7 +305,7 @@ class Executor:
 
     def __init__(self, runs: int, device: torch.device, pool: ThreadPoolExecutor | None = None,
                  cfg: ModelConfig | None = None):
-        self.fused = cfg is not None and fused.takes_fused_path(cfg, device)
+        self.fused = cfg is not None and cfg.arch == "cross_attention" and fused.takes_fused_path(cfg, device)
         if self.fused:  # one compiled loop per chunk, run after run: any chunking gives the same bytes
             size = -(-runs // (os.cpu_count() or 1))
         else:

@@ -18,6 +18,7 @@ EPILOG_TRAIN = """examples:
   circuitpath train --out runs/cur --phases 2:3000:1e-3,4:7000:1e-2
   circuitpath train --config my_run.toml --out runs/y --seed 3
   circuitpath train --resume runs/x
+  circuitpath train --out runs/t --model transformer --n-layers 2 --n-heads 4 --readout cls --norm rms
 A config file (JSON or TOML) holds the sections task, model and train, as in a run's run.json;
 flags given on the command line override it."""
 
@@ -39,12 +40,23 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     add_residual_flag(model)
     model.add_argument("--eps", type=float, help="RMS norm epsilon (default 1e-5)")
     model.add_argument("--model-seed", type=int, help="seed of the initial weights (default: --seed)")
+    model.add_argument("--model", help="cross_attention (the paper's, default) or transformer (a standard one)")
+    model.add_argument("--n-layers", type=int, help="transformer blocks (--model transformer; default 1)")
+    model.add_argument("--n-heads", type=int, help="attention heads, dividing d-model (--model transformer; default 1)")
+    model.add_argument("--readout", type=_readout, help="where the transformer reads its logits: cls (a CLS token "
+                       "appended, default), last, or a position 0..T-1")
+    model.add_argument("--norm", help="the transformer's pre-norm: rms (default) or layer")
     train = parser.add_argument_group("training")
     train.add_argument("--log-every", type=int, help="steps between metric lines (default 50)")
     train.add_argument("--checkpoint-every", type=int, help="steps between regular checkpoints (default 250)")
     train.add_argument("--dense-checkpoints", type=int, help="log-spaced checkpoints before the regular ones (default 24)")
     train.add_argument("--sample-seed", type=int, help="seed of mini-batch sampling (default: --seed)")
     parser.add_argument("--seed", type=int, help="seed of data, weights and sampling alike (default 0)")
+
+
+def _readout(text: str) -> str | int:
+    """`--readout`: a position when it is a whole number, else a name (checked by ModelConfig)."""
+    return int(text) if text.strip().lstrip("-").isdigit() else text
 
 
 def add_parsers(sub) -> None:
@@ -126,6 +138,9 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     if args.untied:
         model["tied"] = False
     _set(model, "seed", args.model_seed)
+    _set(model, "arch", args.model)
+    for key in ("n_layers", "n_heads", "readout", "norm"):
+        _set(model, key, getattr(args, key))
     for key in ("log_every", "checkpoint_every", "dense_checkpoints"):
         _set(train, key, getattr(args, key))
     _set(train, "seed", args.sample_seed)
