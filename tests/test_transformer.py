@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from circuitpath import ModelConfig, RunConfig, TaskConfig, TrainConfig, load_run, parse_phases, resume, train
+from circuitpath.branch import branch
 from circuitpath.cli import main
 from circuitpath.config import ConfigError
 from circuitpath.engine import Encoded, Layout, evaluate, loss_and_grad
@@ -174,6 +175,15 @@ def test_a_run_is_the_same_bytes_alone_and_in_a_group(tmp_path):
     for step in alone.steps:
         name = f"step_{step:07d}.safetensors"
         assert (alone.path / "checkpoints" / name).read_bytes() == (group[1].path / "checkpoints" / name).read_bytes()
+
+
+def test_a_branch_equals_its_concatenated_run_trained_from_scratch(tmp_path):
+    parent = train(run_config("2:16:1e-2", seed=3), tmp_path / "parent", progress=False)
+    child = branch(parent, 8, parse_phases("4:8:3e-3:8"), tmp_path / "branch", progress=False)
+    scratch = train(child.config, tmp_path / "scratch", progress=False)
+    assert child.config.model.arch == "transformer" and child.metrics == scratch.metrics and child.steps == scratch.steps
+    for step in child.steps:
+        assert child.checkpoint_path(step).read_bytes() == scratch.checkpoint_path(step).read_bytes()
 
 
 # ---- the command line ----------------------------------------------------------------------------

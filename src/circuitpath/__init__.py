@@ -24,7 +24,8 @@ from circuitpath.errors import (
 #: `circuitpath --help` need no torch.
 LAZY = {
     "Split": "circuitpath.data", "make_split": "circuitpath.data",
-    "CrossAttentionTransformer": "circuitpath.model",
+    "CrossAttentionTransformer": "circuitpath.model", "build_model": "circuitpath.model",
+    "StandardTransformer": "circuitpath.transformer",
     "Run": "circuitpath.runs", "load_run": "circuitpath.runs",
     "Interrupted": "circuitpath.train", "resume": "circuitpath.train", "train": "circuitpath.train",
     "train_many": "circuitpath.train",
@@ -69,8 +70,10 @@ __all__ = [
     "RunConfig",
     "RunError",
     "Split",
+    "StandardTransformer",
     "TaskConfig",
     "TrainConfig",
+    "build_model",
     "load_run",
     "make_split",
     "parse_phases",

@@ -14,6 +14,7 @@ chunk. `benchmarks/bench_transformer.py` measures what either arrangement costs.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +31,9 @@ _local = threading.local()  # one template model per thread: functional_call swa
 def template(cfg: ModelConfig, device: torch.device) -> StandardTransformer:
     """This thread's model of `cfg` on `device`, whose parameters functional_call replaces."""
     models = _local.__dict__.setdefault("models", {})
-    key = (cfg, str(device))
+    key = (replace(cfg, seed=0), str(device))  # the seed only draws weights, which are replaced
     if key not in models:
-        models[key] = StandardTransformer(cfg).to(device)
+        models[key] = StandardTransformer(key[0]).to(device)
     return models[key]
 
 

@@ -1,0 +1,125 @@
+"""The standard transformer: a training step of 32 seeds, and the hooked forward against a plain one.
+
+Run: python benchmarks/bench_transformer.py [--seeds 32] [--batch 64] [--d-model 32] [--rounds 5]
+Model: d = 32, 2 layers, 4 heads, T = 12, n_tokens = 4, CLS readout (flags change d and the batch).
+- Training, ms per step of all the seeds, interleaved rounds in this process:
+  plain loop: per seed, the plain reference (tests/reference_transformer.py) with autograd and
+  torch.optim.Adam, seed after seed, one thread a kernel (--threads N: N);
+  circuitpath: `Executor` and `Adam` as `train` runs them on the CPU (one run a chunk, one thread a
+  kernel, one worker per core), so each run is the same bytes alone or in a group;
+  one vmapped chunk: every seed in one `stacked.loss_and_grad` call (the GPU's arrangement; on the
+  CPU its bytes would depend on the group), one thread a kernel (--threads N: N).
+- Forward: the hooked model with no hooks attached against the plain reference, no gradient, one thread.
+One thread a kernel by default: on a small shared machine torch's threads wait on each other and on
+other load (on 2 busy cores, 2 threads made the plain loop 5-10x slower than one).
+"""
+
+# %%
+from __future__ import annotations
+
+import argparse
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+
+from common import measure, table
+from reference_transformer import reference_logits
+
+from circuitpath.config import ModelConfig
+from circuitpath.engine import Adam, Encoded, Executor, Layout
+from circuitpath.transformer import StandardTransformer, init_weights
+
+
+def plain_loop(cfgs: list[ModelConfig], x, y):
+    """One step of every seed: the plain model, autograd and torch.optim.Adam, seed after seed."""
+    weights = [{k: v.clone().requires_grad_(True) for k, v in init_weights(c).items()} for c in cfgs]
+    optimisers = [torch.optim.Adam(list(w.values()), lr=1e-3) for w in weights]
+
+    def step():
+        for s, (w, optimiser) in enumerate(zip(weights, optimisers)):
+            optimiser.zero_grad()
+            F.cross_entropy(reference_logits(w, x[s], cfgs[s]), y[s]).backward()
+            optimiser.step()
+
+    return step
+
+
+def engine_step(cfgs: list[ModelConfig], x, y, pool: ThreadPoolExecutor | None, one_chunk: bool):
+    """One step of every seed through the engine: per-run chunks on a pool, or one vmapped chunk."""
+    layout = Layout.of(cfgs[0])
+    theta = layout.pack([init_weights(c) for c in cfgs])
+    executor = Executor(len(cfgs), theta.device, pool, cfgs[0])
+    if one_chunk:
+        executor.chunks, executor.pool = [slice(0, len(cfgs))], None
+    parts = executor.split(Encoded.of(x, y, cfgs[0].n_tokens))
+    adam = Adam(theta, torch.full((len(cfgs),), 1e-3))
+
+    def step():
+        _, grad = executor.loss_and_grad(theta, layout, parts)
+        adam.step(theta, grad)
+
+    return step
+
+
+def threads(fn, count: int = 1):
+    """fn with `count` threads a kernel (one: as `train` runs the CPU engine)."""
+    def call():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(count)
+        try:
+            fn()
+        finally:
+            torch.set_num_threads(threads)
+    return call
+
+
+def training(args, cfg: ModelConfig) -> str:
+    cfgs = [replace(cfg, seed=s) for s in range(args.seeds)]
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randint(0, cfg.n_tokens, (args.seeds, args.batch, cfg.n_ctx), generator=generator)
+    y = x[:, :, :5].sum(-1) % cfg.n_tokens
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        seconds = measure({
+            "plain loop": threads(plain_loop(cfgs, x, y), args.threads),
+            "circuitpath": threads(engine_step(cfgs, x, y, pool, one_chunk=False)),
+            "one vmapped chunk": threads(engine_step(cfgs, x, y, None, one_chunk=True), args.threads),
+        }, rounds=args.rounds, seconds=0.2)
+    rows = [(name, f"{s * 1e3:.1f}", f"{seconds['plain loop'] / s:.2f}x") for name, s in seconds.items()]
+    return table(rows, (f"{args.seeds} seeds, batch {args.batch}", "ms a step", "speed-up on the plain loop"))
+
+
+def forward(args, cfg: ModelConfig) -> str:
+    model = StandardTransformer(cfg).eval()
+    weights = model.weights()
+    rows = []
+    for batch in (64, 2048):
+        x = torch.randint(0, cfg.n_tokens, (batch, cfg.n_ctx), generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            seconds = measure({"hooked": threads(lambda: model(x)), "plain": threads(lambda: reference_logits(weights, x, cfg))},
+                              rounds=args.rounds)
+        rows.append((f"batch {batch}", f"{seconds['plain'] * 1e3:.3f}", f"{seconds['hooked'] * 1e3:.3f}",
+                     f"{seconds['hooked'] / seconds['plain']:.2f}x"))
+    return table(rows, ("input", "plain ms", "hooked ms", "hooked / plain"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--d-model", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="threads a kernel of the plain loop and the vmapped chunk")
+    args = parser.parse_args(argv)
+    cfg = ModelConfig(arch="transformer", d_model=args.d_model, n_layers=2, n_heads=4, n_ctx=12)
+    print(f"torch {torch.__version__}, {os.cpu_count()} cores; plain loop and vmapped chunk on {args.threads} thread(s)")
+    print(training(args, cfg))
+    print()
+    print(forward(args, cfg))
+
+
+# %%
+if __name__ == "__main__":
+    main()
