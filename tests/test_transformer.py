@@ -68,7 +68,9 @@ def test_hooked_forward_equals_the_plain_reference(fields):
         for value in model.parameters():
             value.add_(0.1 * torch.randn_like(value))
     x = tokens(7)
-    torch.testing.assert_close(model(x), reference_logits(model.weights(), x, cfg), atol=1e-5, rtol=1e-5)
+    expected = reference_logits(model.weights(), x, cfg)
+    torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(x, engine=True), expected, atol=1e-5, rtol=1e-5)  # the last block at the readout only
 
 
 def test_activation_cache_methods_add_up_to_the_logits():

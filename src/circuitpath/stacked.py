@@ -47,7 +47,7 @@ def stacked_logits(model: StandardTransformer, weights: dict[str, Tensor],
     """Each run's logits with its own weights [runs, *shape]: the hooked model under `functional_call`,
     vmapped over the runs (a lone run is called directly: the same function, without vmap's overhead)."""
     def call(w: dict[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(model, w, (x,), {"checked": False})
+        return functional_call(model, w, (x,), {"engine": True})
 
     if tokens.shape[0] == 1:
         return call({name: value[0] for name, value in weights.items()}, tokens[0])[None]
