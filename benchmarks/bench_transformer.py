@@ -2,14 +2,16 @@
 
 Run: python benchmarks/bench_transformer.py [--seeds 32] [--batch 64] [--d-model 32] [--rounds 5]
 Model: d = 32, 2 layers, 4 heads, T = 12, n_tokens = 4, CLS readout (flags change d and the batch).
+The plain model (`plain_logits` below) is the hooked model's arithmetic, op for op, as one function:
+no hook points, no module tree.
 - Training, ms per step of all the seeds, interleaved rounds in this process:
-  plain loop: per seed, the plain reference (tests/reference_transformer.py) with autograd and
-  torch.optim.Adam, seed after seed, one thread a kernel (--threads N: N);
+  plain loop: per seed, the plain model with autograd and torch.optim.Adam, seed after seed, one
+  thread a kernel (--threads N: N);
   circuitpath: `Executor` and `Adam` as `train` runs them on the CPU (one run a chunk, one thread a
   kernel, one worker per core), so each run is the same bytes alone or in a group;
   one vmapped chunk: every seed in one `stacked.loss_and_grad` call (the GPU's arrangement; on the
   CPU its bytes would depend on the group), one thread a kernel (--threads N: N).
-- Forward: the hooked model with no hooks attached against the plain reference, no gradient, one thread.
+- Forward: the hooked model with no hooks attached against the plain model, no gradient, one thread.
 One thread a kernel by default: on a small shared machine torch's threads wait on each other and on
 other load (on 2 busy cores, 2 threads made the plain loop 5-10x slower than one).
 """
@@ -26,11 +28,34 @@ import torch
 import torch.nn.functional as F
 
 from common import measure, table
-from reference_transformer import reference_logits
 
 from circuitpath.config import ModelConfig
 from circuitpath.engine import Adam, Encoded, Executor, Layout
-from circuitpath.transformer import StandardTransformer, init_weights
+from circuitpath.transformer import StandardTransformer, _heads_in, _softmax, init_weights
+
+
+def plain_norm(x, w: dict, name: str, cfg: ModelConfig):
+    if cfg.norm == "layer":
+        x = x - x.mean(-1, keepdim=True)
+    x = x / (x.pow(2).mean(-1, keepdim=True) + cfg.eps).sqrt() * w[f"{name}.w"]
+    return x + w[f"{name}.b"] if cfg.norm == "layer" else x
+
+
+def plain_logits(w: dict, tokens, cfg: ModelConfig):
+    """The hooked model's forward, op for op, as one plain function (CLS readout)."""
+    tokens = F.pad(tokens, (0, 1), value=cfg.n_tokens)
+    resid = F.embedding(tokens, w["embed.W_E"]) + w["pos_embed.W_pos"].expand(tokens.shape[0], -1, -1)
+    for layer in range(cfg.n_layers):
+        at = f"blocks.{layer}."
+        x = plain_norm(resid, w, at + "ln1", cfg)
+        q, k, v = (_heads_in(x, w[f"{at}attn.W_{m}"], w[f"{at}attn.b_{m}"]) for m in "QKV")
+        pattern = _softmax(q.transpose(1, 2) @ k.permute(0, 2, 3, 1) / cfg.d_head**0.5)
+        z = (pattern @ v.transpose(1, 2)).transpose(1, 2)
+        w_o = w[f"{at}attn.W_O"]
+        resid = resid + (z.reshape(*z.shape[:2], -1) @ w_o.reshape(-1, w_o.shape[-1]) + w[f"{at}attn.b_O"])
+        hidden = F.gelu(plain_norm(resid, w, at + "ln2", cfg) @ w[f"{at}mlp.W_in"] + w[f"{at}mlp.b_in"])
+        resid = resid + (hidden @ w[f"{at}mlp.W_out"] + w[f"{at}mlp.b_out"])
+    return plain_norm(resid, w, "ln_final", cfg)[:, cfg.n_ctx] @ w["embed.W_E"][: cfg.n_tokens].T
 
 
 def plain_loop(cfgs: list[ModelConfig], x, y):
@@ -41,7 +66,7 @@ def plain_loop(cfgs: list[ModelConfig], x, y):
     def step():
         for s, (w, optimiser) in enumerate(zip(weights, optimisers)):
             optimiser.zero_grad()
-            F.cross_entropy(reference_logits(w, x[s], cfgs[s]), y[s]).backward()
+            F.cross_entropy(plain_logits(w, x[s], cfgs[s]), y[s]).backward()
             optimiser.step()
 
     return step
@@ -98,7 +123,7 @@ def forward(args, cfg: ModelConfig) -> str:
     for batch in (64, 2048):
         x = torch.randint(0, cfg.n_tokens, (batch, cfg.n_ctx), generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
-            seconds = measure({"hooked": threads(lambda: model(x)), "plain": threads(lambda: reference_logits(weights, x, cfg))},
+            seconds = measure({"hooked": threads(lambda: model(x)), "plain": threads(lambda: plain_logits(weights, x, cfg))},
                               rounds=args.rounds)
         rows.append((f"batch {batch}", f"{seconds['plain'] * 1e3:.3f}", f"{seconds['hooked'] * 1e3:.3f}",
                      f"{seconds['hooked'] / seconds['plain']:.2f}x"))
