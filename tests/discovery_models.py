@@ -12,10 +12,11 @@ from circuitpath import CrossAttentionTransformer, ModelConfig
 
 
 def summing_model(p: int = 4, k: int = 3, n_ctx: int = 6, d_model: int = 8,
-                  residual: str = "attn_out") -> CrossAttentionTransformer:
-    """Weights set by hand so that the model computes (x_1 + ... + x_k) mod p exactly.
+                  residual: str = "attn_out", positions: tuple[int, ...] | None = None) -> CrossAttentionTransformer:
+    """Weights set by hand so that the model computes (x_1 + ... + x_k) mod p exactly, or the sum at the k
+    given `positions`.
 
-    - Embeddings: token x on axis x, position t on axis p with sign + for t < k and - after, so every
+    - Embeddings: token x on axis x, position t on axis p with sign + for a summed t and - else, so every
       z_t has the same norm and its score z_t . W_Q / sqrt(d) is +40 on the summed positions and -40
       elsewhere: attention 1/k on each summed position and about 1e-35 on the others.
     - W_V keeps the token axes, so z_A is proportional to the count vector of the first k tokens.
@@ -29,9 +30,10 @@ def summing_model(p: int = 4, k: int = 3, n_ctx: int = 6, d_model: int = 8,
     cfg = ModelConfig(d_model=d_model, d_mlp=len(multisets), n_tokens=p, n_ctx=n_ctx, tied=True, residual=residual)
     eye = torch.eye(d_model)
     W_E = eye[:p].clone()
-    W_pos = torch.stack([eye[p] if t < k else -eye[p] for t in range(n_ctx)])
+    summed = set(range(k) if positions is None else positions)
+    W_pos = torch.stack([eye[p] if t in summed else -eye[p] for t in range(n_ctx)])
     z = lambda x: x / (torch.sqrt(x.square().mean(-1, keepdim=True)) + cfg.eps)  # RMS, equation 1 and 3
-    axis = float(z(W_E[0] + W_pos[0])[p])  # every z_t has this on the position axis, up to its sign
+    axis = float(z(W_E[0] + W_pos[min(summed)])[p])  # every z_t has this on the position axis, up to its sign
     W_Q = eye[p] * 40 * math.sqrt(d_model) / axis
     W_V = torch.diag(torch.tensor([1.0] * p + [0.0] * (d_model - p)))
     counts = torch.zeros(len(multisets), d_model)

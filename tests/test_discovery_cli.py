@@ -276,7 +276,8 @@ def test_labels_of_close_nodes_fan_out():
     assert spread[0] == spread[5] == spread[6] == "top center"
     circuit = DiscoveredCircuit(rule="budgets", parameter=0.1, nodes={n: 1.0 for n in names} | {"logits": None},
                                 edges=[], method="attribution", step=0)
-    timeline = type("T", (), {"circuits": {"attribution": [circuit]}, "graph": graph, "k": 5})()
+    timeline = type("T", (), {"circuits": {"attribution": [circuit]}, "graph": graph, "k": 5,
+                              "relevant_at": lambda self, row: (0, 1, 2, 3, 4)})()
     drawn = circuit_timeline_figure(timeline, "attribution", "t").data[-1]
     assert list(drawn.textposition) == label_places([places[n] for n in drawn.text])
     assert len({drawn.textposition[drawn.text.index(n)] for n in ("n55", "n58", "n59")}) == 3

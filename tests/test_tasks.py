@@ -1,5 +1,6 @@
 """The task family: first-k or random relevant positions, sparse parity (p = 2), curricula over k."""
 
+import itertools
 import json
 from dataclasses import replace
 
@@ -10,7 +11,7 @@ import torch
 from circuitpath import ConfigError, RunConfig, TaskConfig, load_run, make_split, train
 from circuitpath.cli import main
 from circuitpath.config import Phase, parse_phases
-from circuitpath.data import positions_of, relevant_mask, targets, truth_name
+from circuitpath.data import positions_of, relevant_mask, targets, truth_name, truth_of
 
 
 def reference_targets(rows: list[list[int]], positions, p: int) -> list[int]:
@@ -73,7 +74,9 @@ def test_a_phase_k_beyond_the_task_is_refused():
 def test_helpers_read_a_k_or_a_position_list():
     assert positions_of(3) == (0, 1, 2) and positions_of([5, 1]) == (1, 5)
     assert relevant_mask([1, 3], 5).tolist() == [False, True, False, True, False]
-    assert truth_name(3) == truth_name([0, 1, 2]) == "first k" and truth_name([0, 2]) == "relevant"
+    assert truth_name(3) == "first k" and truth_name([0, 1, 2]) == truth_name([0, 2]) == "relevant"
+    assert truth_of(TaskConfig(k=3)) == 3 and truth_of(TaskConfig(k=3), Phase(2, 5, 1e-2, k=2)) == 2
+    assert truth_of(TaskConfig(n_ctx=6, k=2, positions=(4, 1))) == (1, 4)
 
 
 # ---- data ----------------------------------------------------------------------------------------
@@ -193,3 +196,104 @@ def test_the_cli_trains_a_random_positions_task(tmp_path, capsys):
                  "--p", "2", "--steps", "4"]) == 0
     given = load_run(tmp_path / "given").config.task
     assert given.k == 2 and given.relevant_positions() == (1, 4)
+
+
+# ---- analyses score against the task's truth -----------------------------------------------------
+def hand_set(positions=(1, 3, 5), p=4, n_ctx=6):
+    from discovery_models import summing_model
+
+    task = TaskConfig(n_ctx=n_ctx, k=len(positions), positions=positions, n_train=500)
+    every = torch.tensor(list(itertools.product(range(p), repeat=n_ctx)))
+    x = every[torch.randperm(len(every), generator=torch.Generator().manual_seed(0))][:512]
+    return summing_model(p, len(positions), n_ctx, positions=positions), task, x, targets(x, p, task.relevant_positions())
+
+
+def test_the_hand_set_model_sums_the_given_positions():
+    model, task, x, y = hand_set()
+    assert (model(x).argmax(-1) == y).all()
+    assert not (model(x).argmax(-1) == targets(x, 4, task.k)).all()
+
+
+@pytest.mark.parametrize("method", ["attribution", "patching", "ablation"])
+def test_discovery_finds_random_positions(method):
+    from circuitpath.analysis.discovery import ModelGraph, Probe, auroc, precision_at_k, score_sites
+
+    model, task, x, y = hand_set()
+    positions = ModelGraph.of(model).position_scores(score_sites(model, method, Probe.shuffled(x, y)).magnitude)
+    truth = task.relevant_positions()
+    assert auroc(positions, truth) == 1.0 and precision_at_k(positions, truth) == 1.0
+    assert auroc(positions, task.k) < 1.0  # scored against the first k, the same scores fall short
+
+
+def test_ablation_knocks_out_the_relevant_set_not_the_spurious_one():
+    from circuitpath.analysis.ablation import ablate, position_sets
+
+    model, task, x, y = hand_set()
+    sets = position_sets(task.relevant_positions(), task.n_ctx)
+    assert list(sets.values()) == [[1, 3, 5], [0, 2, 4]] and list(sets)[0].startswith("relevant")
+    result = ablate(model, x, y, sets=sets, method="mean")
+    by_name = dict(zip(result.names, result.accuracy.tolist()))
+    assert result.base_accuracy == 1.0
+    assert by_name[list(sets)[0]] < 0.5 and by_name[list(sets)[1]] == 1.0
+
+
+def test_per_row_truths_score_each_row_against_its_own():
+    from circuitpath.analysis.discovery.truth import auroc, precision_at_k
+
+    scores = torch.tensor([[5.0, 0.0, 4.0, 1.0], [0.0, 3.0, 1.0, 2.0]])
+    mask = torch.tensor([[True, False, True, False], [False, True, False, False]])
+    assert auroc(scores, mask).tolist() == [1.0, 1.0] and precision_at_k(scores, mask).tolist() == [1.0, 1.0]
+    assert auroc(scores, [0, 2]).tolist() == [1.0, 0.0]
+
+
+@pytest.fixture(scope="module")
+def random_run(tmp_path_factory):
+    """A k-curriculum on a random-positions task: 1 then 3 of 6 positions summed."""
+    from conftest import tiny_config
+
+    config = tiny_config("2:12:1e-2:k=1,2:12:1e-2", n_ctx=6, k=3)
+    config = replace(config, task=replace(config.task, positions="random", seed=2))
+    return train(config, tmp_path_factory.mktemp("tasks") / "run", progress=False)
+
+
+def test_a_discovery_timeline_scores_each_phase_against_its_truth(random_run, tmp_path):
+    from circuitpath.analysis.discovery import DiscoveryConfig, discover, load_timeline, save_timeline
+    from circuitpath.analysis.discovery.truth import auroc
+
+    run = random_run
+    timeline = discover(run, DiscoveryConfig(methods=("attribution",), n=16), progress=False)
+    task, phases, steps = run.config.task, run.config.train.phases, timeline.steps
+    assert [timeline.relevant_at(i) for i in range(len(steps))] == [task.relevant_positions(phases[run.phase_at(s)])
+                                                                   for s in steps]
+    assert timeline.truth().shape == (len(steps), 6)  # the truth changes at the switch
+    expected = [float(auroc(row, timeline.relevant_at(i))) for i, row in enumerate(timeline.positions("attribution"))]
+    assert timeline.auroc("attribution").tolist() == pytest.approx(expected)
+    save_timeline(timeline, tmp_path / "saved")
+    assert load_timeline(tmp_path / "saved").relevant == timeline.relevant
+
+
+def test_flow_and_attention_mark_each_phase_truth(random_run):
+    from circuitpath.analysis.dynamics import attention_over_training
+    from circuitpath.analysis.flow import attention_flow
+
+    run, task = random_run, random_run.config.task
+    flow = attention_flow(run)
+    for graph, phase in zip(flow.graphs, flow.phases):
+        summed = {data["position"] for _, data in graph.nodes(data=True) if data.get("summed")}
+        assert summed == set(task.relevant_positions(run.config.train.phases[phase]))
+    attention = attention_over_training(run, n=16, phase=1)
+    truth = list(task.relevant_positions(run.config.train.phases[1]))
+    assert torch.allclose(attention.first_k_mass, attention.pattern[:, truth].sum(1))
+
+
+def test_prediction_features_name_and_measure_the_relevant_positions(random_run):
+    from circuitpath.prediction import circuit_features
+
+    run = random_run
+    features = circuit_features(run, run.steps[-1], n=16)
+    assert "attention on relevant" in features and "acc lost, relevant ablated" in features
+    assert not any("first k" in name for name in features)
+    _, cache = run.model_at(run.steps[-1]).run_with_cache(run.data(1).x_test[:16], names_filter="blocks.0.attn.hook_pattern")
+    pattern = cache["blocks.0.attn.hook_pattern"].mean(0)
+    truth = list(run.config.task.relevant_positions(run.config.train.phases[1]))
+    assert features["attention on relevant"] == pytest.approx(float(pattern[truth].sum()))

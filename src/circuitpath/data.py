@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from circuitpath.config import ENUMERATE_LIMIT, TaskConfig
+from circuitpath.config import ENUMERATE_LIMIT, Phase, TaskConfig
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,24 @@ def relevant_mask(k: int | Sequence[int], n_ctx: int) -> Bool[Tensor, " pos"]:
     return mask
 
 
+def at_positions(values: Tensor, k: int | Sequence[int], spurious: bool = False) -> Tensor:
+    """`values` [..., pos] at the relevant positions, or at the spurious ones: a slice for a number k (the
+    first k), an index for listed positions."""
+    if isinstance(k, int):
+        return values[..., k:] if spurious else values[..., :k]
+    relevant = set(positions_of(k))
+    return values[..., [t for t in range(values.shape[-1]) if (t in relevant) != spurious]]
+
+
+def truth_of(task: TaskConfig, phase: Phase | None = None) -> int | tuple[int, ...]:
+    """The truth of `phase` as analyses take it: the number k for a first-k task, else the relevant positions
+    (`TaskConfig.relevant_positions`). Either way `positions_of` gives the positions."""
+    return task.phase_k(phase) if task.positions == "first" else task.relevant_positions(phase)
+
+
 def truth_name(k: int | Sequence[int]) -> str:
-    """How labels name the relevant positions: "first k" when they are 0..k-1 (the paper's task), else "relevant"."""
-    positions = positions_of(k)
-    return "first k" if positions == tuple(range(len(positions))) else "relevant"
+    """How labels name the relevant positions: "first k" for a number k (the paper's task), else "relevant"."""
+    return "first k" if isinstance(k, int) else "relevant"
 
 
 def make_split(task: TaskConfig, p: int, k: int | None = None) -> Split:

@@ -3,9 +3,9 @@
 For every run of a group (a sweep's experiment, a switch step of `circuitpath switch`) and every
 fraction x, the checkpoint saved at or just before x · total steps gives two sets of features:
 
-- **circuit**: attention mass of the query on the first k positions and its largest share on one
-  spurious position; accuracy lost when the first k positions' values, or the spurious ones', are
-  mean-ablated (`analysis.ablation`); the number of clusters of z_A (`analysis.clusters`); the
+- **circuit**: attention mass of the query on the relevant positions (the first k in the paper's task;
+  features say "first k" there and "relevant" for other truths) and its largest share on one spurious
+  position; accuracy lost when the relevant positions' values, or the spurious ones', are mean-ablated (`analysis.ablation`); the number of clusters of z_A (`analysis.clusters`); the
   Frobenius norm of each weight matrix; and the LLC where `circuitpath llc` saved it at that step for
   every run of the group. Measured on the first `n` test inputs of the phase the checkpoint belongs to.
 - **loss** (the baseline): log10 of the training and test loss at that step.
@@ -74,22 +74,25 @@ def circuit_features(run: Run, step: int, n: int = 256) -> dict[str, float]:
     from circuitpath.analysis.ablation import ablate, position_sets
     from circuitpath.analysis.clusters import find_clusters
     from circuitpath.analysis.llc import load_llc
+    from circuitpath.data import at_positions, truth_name, truth_of
 
     phase = run.phase_at(step)
     split, model = run.data(phase), run.model_at(step)
-    k, n_ctx, p = run.config.task.k, run.config.task.n_ctx, run.config.train.phases[phase].p
+    task, p = run.config.task, run.config.train.phases[phase].p
+    truth = truth_of(task, run.config.train.phases[phase])
+    label = truth_name(truth)
     x, y = split.x_test[:n], split.y_test[:n]
     _, cache = model.run_with_cache(x, names_filter="blocks.0.attn.hook_pattern")
     pattern = cache["blocks.0.attn.hook_pattern"].mean(0)
-    sets = position_sets(k, n_ctx)
+    sets = position_sets(truth, task.n_ctx)
     knocked = ablate(model, x, y, sets=sets, method="mean")
     drop = {name: knocked.base_accuracy - acc for name, acc in zip(knocked.names, knocked.accuracy.tolist())}
     features = {
-        "attention on first k": float(pattern[:k].sum()),
-        "max spurious attention": float(pattern[k:].max()) if k < n_ctx else 0.0,
-        "acc lost, first k ablated": drop[next(iter(sets))],
+        f"attention on {label}": float(at_positions(pattern, truth).sum()),
+        "max spurious attention": float(at_positions(pattern, truth, spurious=True).max()) if len(sets) > 1 else 0.0,
+        f"acc lost, {label} ablated": drop[next(iter(sets))],
         "acc lost, spurious ablated": drop[list(sets)[1]] if len(sets) > 1 else 0.0,
-        "clusters of z_A": float(find_clusters(model, x, p, k).n_clusters),
+        "clusters of z_A": float(find_clusters(model, x, p, truth).n_clusters),
     }
     weights = run.weights_at(step)
     features |= {f"|{name}|": float(weights[name].norm()) for name in WEIGHTS}

@@ -7,6 +7,7 @@ sets of indices (e.g. all spurious positions) go through the same batched passes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +17,7 @@ from torch import Tensor
 
 from circuitpath.analysis.patching import HOOK_AXES, axis_masks, index_names, seeded, selection_masks
 from circuitpath.analysis.replacing import DEFAULT_MAX_BATCH, run_replaced
+from circuitpath.data import positions_of, truth_name
 from circuitpath.errors import InputError
 from circuitpath.model import CrossAttentionTransformer
 
@@ -47,14 +49,21 @@ class AblationResult:
         return list(zip(self.names, self.accuracy.tolist(), self.loss.tolist()))
 
 
-def position_sets(k: int, n_ctx: int) -> dict[str, list[int]]:
-    """The paper's two sets of key positions: the k summed ones and the T - k spurious ones."""
-    if not 1 <= k <= n_ctx:
+def position_sets(k: int | Sequence[int], n_ctx: int) -> dict[str, list[int]]:
+    """The truth's two sets of key positions: the summed ones and the spurious rest. `k` is a number (the
+    paper's first k, named "first k (0-4)") or the relevant positions (`TaskConfig.relevant_positions`,
+    named "relevant (1,5,9)")."""
+    if isinstance(k, int) and not 1 <= k <= n_ctx:
         raise InputError(f"k must be between 1 and the sequence length n_ctx = {n_ctx}, got {k}")
-    sets = {f"first k (0-{k - 1})": list(range(k))}
-    if k < n_ctx:
-        sets[f"spurious ({k}-{n_ctx - 1})"] = list(range(k, n_ctx))
-    return sets
+    relevant = positions_of(k)
+    if not relevant or relevant[0] < 0 or relevant[-1] >= n_ctx or len(set(relevant)) < len(relevant):
+        raise InputError(f"the relevant positions must be distinct positions of 0..{n_ctx - 1}, got {list(relevant)}")
+    spurious = [t for t in range(n_ctx) if t not in relevant]
+    if truth_name(k) == "first k":
+        named = {f"first k (0-{len(relevant) - 1})": relevant, f"spurious ({len(relevant)}-{n_ctx - 1})": spurious}
+    else:
+        named = {f"relevant ({','.join(map(str, relevant))})": relevant, f"spurious ({','.join(map(str, spurious))})": spurious}
+    return {name: list(positions) for name, positions in named.items() if positions}
 
 
 def replacement_for(activation: Tensor, method: str, generator: torch.Generator | None = None) -> Tensor:

@@ -14,6 +14,7 @@ chance (`on="auto"`), on test inputs otherwise, and the Circuit records which (`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import networkx as nx
@@ -22,6 +23,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from circuitpath.analysis.ablation import ablate
+from circuitpath.data import positions_of, truth_of
 from circuitpath.errors import ConfigError, InputError
 from circuitpath.model import CrossAttentionTransformer
 
@@ -84,11 +86,12 @@ def circuit_graph(
     model: CrossAttentionTransformer,
     tokens: Int[Tensor, "batch pos"],
     labels: Int[Tensor, " batch"],
-    k: int | None = None,
+    k: int | Sequence[int] | None = None,
     threshold: float = 0.05,
     inputs: str = "test",
 ) -> Circuit:
-    """Measure every component's effect by mean ablation on `tokens` and keep those above `threshold`;
+    """Measure every component's effect by mean ablation on `tokens` and keep those above `threshold`
+    (`k`: the summed positions, or a number for the first k, marked `summed` on their nodes);
     `inputs` says which split the tokens come from (train or test), for captions."""
     if inputs not in INPUTS:
         raise InputError(f"inputs must be train or test, got {inputs!r}")
@@ -109,7 +112,7 @@ def circuit_graph(
             graph.add_node(node, effect=effects[node], layer=layer)
     for i, name in enumerate(positions.names):
         if effects[name] >= threshold and ATTENTION in graph:
-            graph.add_node(name, effect=effects[name], layer=0, summed=k is not None and i < k)
+            graph.add_node(name, effect=effects[name], layer=0, summed=k is not None and i in positions_of(k))
             graph.add_edge(name, ATTENTION, effect=effects[name])
     if ATTENTION in graph and MLP in graph:
         graph.add_edge(ATTENTION, MLP, effect=effects[MLP])
@@ -143,7 +146,7 @@ def circuit_at(run, step: int | None = None, *, on: str = "auto", n: int = 2048,
     test_accuracy = accuracy_on(model, x_test, y_test)
     which, why = choose_inputs(on, test_accuracy, p)
     x, y = (split.x_train[:n], split.y_train[:n]) if which == "train" else (x_test, y_test)
-    circuit = circuit_graph(model, x, y, run.config.task.k, threshold, which)
+    circuit = circuit_graph(model, x, y, truth_of(run.config.task, run.config.train.phases[phase]), threshold, which)
     circuit.why = why
     return circuit
 

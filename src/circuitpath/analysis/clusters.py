@@ -44,6 +44,7 @@ A count above `max_clusters` cannot be found; the largest count tried is then re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +52,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from circuitpath.data import positions_of, truth_name
 from circuitpath.errors import InputError
 from circuitpath.model import CrossAttentionTransformer
 
@@ -92,12 +94,14 @@ class ClusterResult:
         return {n: s - self.reference[n] for n, s in self.silhouette.items() if n in self.reference}
 
 
-def candidate_labelings(tokens: Int[Tensor, "batch pos"], p: int, k: int) -> dict[str, Tensor]:
-    """What a cluster could encode: the target, the plain sum of the first k, the count of each token there."""
-    first = tokens[:, :k]
-    counts = torch.stack([(first == v).sum(1) for v in range(p)], dim=1)
+def candidate_labelings(tokens: Int[Tensor, "batch pos"], p: int, k: int | Sequence[int]) -> dict[str, Tensor]:
+    """What a cluster could encode: the target, the plain sum of the relevant tokens, the count of each token
+    there. `k`: the first k (labels say "first k") or the relevant positions (labels say "relevant")."""
+    summed = tokens[:, list(positions_of(k))]
+    counts = torch.stack([(summed == v).sum(1) for v in range(p)], dim=1)
     _, count_class = torch.unique(counts, dim=0, return_inverse=True)
-    return {"target y": first.sum(1) % p, "sum of first k": first.sum(1), "counts in first k": count_class}
+    name = truth_name(k)
+    return {"target y": summed.sum(1) % p, f"sum of {name}": summed.sum(1), f"counts in {name}": count_class}
 
 
 def choose_count(silhouette: dict[int, float], reference: dict[int, float],
@@ -173,7 +177,7 @@ def find_clusters(
     model: CrossAttentionTransformer,
     tokens: Int[Tensor, "batch pos"],
     p: int,
-    k: int,
+    k: int | Sequence[int],
     activation: str = "z_A",
     max_clusters: int = MAX_CLUSTERS,
     seed: int = 0,

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from circuitpath.analysis.clusters import MAX_CLUSTERS, find_clusters
+from circuitpath.data import at_positions, truth_of
 from circuitpath.errors import InputError
 from circuitpath.runs import Run
 
@@ -20,30 +21,39 @@ class AttentionOverTraining:
     pattern: Tensor  # [n_steps, key_pos]
     k: int
     phase_switches: list[int]
+    relevant: tuple[int, ...] | None = None  # the summed positions when they are not the first k
+
+    @property
+    def truth(self) -> int | tuple[int, ...]:
+        return self.k if self.relevant is None else self.relevant
 
     @property
     def first_k_mass(self) -> Tensor:
-        """Attention mass on the k summed positions, per checkpoint."""
-        return self.pattern[:, : self.k].sum(1)
+        """Attention mass on the k summed positions (the first k in the paper's task), per checkpoint."""
+        return at_positions(self.pattern, self.truth).sum(1)
 
     @property
     def max_spurious(self) -> Tensor:
         """Largest mean attention on any one spurious position, per checkpoint (0 when k = T)."""
         if self.k == self.pattern.shape[1]:
             return torch.zeros(len(self.steps))
-        return self.pattern[:, self.k :].max(1).values
+        return at_positions(self.pattern, self.truth, spurious=True).max(1).values
 
 
 @torch.no_grad()
 def attention_over_training(run: Run, n: int = 512, phase: int = -1, steps: list[int] | None = None) -> AttentionOverTraining:
-    """Read `blocks.0.attn.hook_pattern` at every checkpoint on the first n test inputs of `phase`."""
+    """Read `blocks.0.attn.hook_pattern` at every checkpoint on the first n test inputs of `phase`, against
+    that phase's truth."""
     probe = run.data(phase).x_test[:n]
     steps = run.steps if steps is None else steps
     patterns = []
     for step in steps:
         _, cache = run.model_at(step).run_with_cache(probe, names_filter="blocks.0.attn.hook_pattern")
         patterns.append(cache["blocks.0.attn.hook_pattern"].mean(0))
-    return AttentionOverTraining(list(steps), torch.stack(patterns), run.config.task.k, run.phase_boundaries())
+    truth = truth_of(run.config.task, run.config.train.phases[phase])
+    if isinstance(truth, int):
+        return AttentionOverTraining(list(steps), torch.stack(patterns), truth, run.phase_boundaries())
+    return AttentionOverTraining(list(steps), torch.stack(patterns), len(truth), run.phase_boundaries(), truth)
 
 
 @dataclass
@@ -60,6 +70,7 @@ class CircuitOverTraining:
     k: int
     phase_switches: list[int]
     inputs: str = "test"  # which inputs the effects, attention and clusters are measured on: train or test
+    relevant: tuple[int, ...] | None = None  # the summed positions of the last phase when they are not the first k
 
 
 def _spread(steps: list[int], count: int, keep: list[int]) -> list[int]:
@@ -83,21 +94,24 @@ def circuit_over_training(run: Run, n: int = 256, points: int = 12, max_clusters
     from circuitpath.analysis.ablation import ablate
 
     steps = _spread(run.steps, points, run.phase_boundaries())
-    k, lines = run.config.task.k, {(m["step"], m["phase"]): m for m in run.metrics}
+    task, lines = run.config.task, {(m["step"], m["phase"]): m for m in run.metrics}
     effects, masses, spurious, clusters, train_loss, test_loss = [], [], [], [], [], []
     for step in steps:
         phase = run.phase_at(step)
         split, model, p = run.data(phase), run.model_at(step), run.config.train.phases[phase].p
+        truth = truth_of(task, run.config.train.phases[phase])
         x, y = (split.x_train[:n], split.y_train[:n]) if on == "train" else (split.x_test[:n], split.y_test[:n])
         ablated = ablate(model, x, y, method="mean")
         effects.append(ablated.base_accuracy - ablated.accuracy)
         _, cache = model.run_with_cache(x, names_filter="blocks.0.attn.hook_pattern")
         pattern = cache["blocks.0.attn.hook_pattern"].mean(0)
-        masses.append(pattern[:k].sum())
-        spurious.append(pattern[k:].max() if k < len(pattern) else torch.tensor(0.0))
-        clusters.append(find_clusters(model, x, p, k, max_clusters=max_clusters).n_clusters)
+        masses.append(at_positions(pattern, truth).sum())
+        rest = at_positions(pattern, truth, spurious=True)
+        spurious.append(rest.max() if len(rest) else torch.tensor(0.0))
+        clusters.append(find_clusters(model, x, p, truth, max_clusters=max_clusters).n_clusters)
         metric = lines.get((step, phase), {})
         train_loss.append(metric.get("train_loss", float("nan")))
         test_loss.append(metric.get("test_loss", float("nan")))
+    k, relevant = (truth, None) if isinstance(truth, int) else (len(truth), truth)
     return CircuitOverTraining(steps, torch.stack(effects), torch.stack(masses), torch.stack(spurious), clusters,
-                               train_loss, test_loss, k, run.phase_boundaries(), on)
+                               train_loss, test_loss, k, run.phase_boundaries(), on, relevant)

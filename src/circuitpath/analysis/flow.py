@@ -9,6 +9,7 @@ tokens 2 and 3, so a p = 4 input would show it something it was not trained on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import networkx as nx
@@ -16,6 +17,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from circuitpath.data import positions_of, truth_of
 from circuitpath.errors import InputError
 from circuitpath.runs import Run
 
@@ -25,7 +27,7 @@ OUTPUT = "z_A"
 @dataclass
 class FlowSequence:
     inputs: dict[int, list[int]]  # phase -> the input its checkpoints are drawn on
-    k: int
+    k: int  # the task's k; each graph marks its phase's summed positions (node attribute `summed`)
     steps: list[int]
     phases: list[int]  # phase of each step's checkpoint
     graphs: list[nx.DiGraph]
@@ -40,13 +42,14 @@ def position_node(position: int, token: int) -> str:
     return f"x{position}={token}"
 
 
-def flow_graph(pattern: Tensor, tokens: list[int], k: int, previous: Tensor | None = None) -> nx.DiGraph:
-    """The flow graph of one attention pattern [key_pos] over `tokens`."""
-    graph = nx.DiGraph()
+def flow_graph(pattern: Tensor, tokens: list[int], k: int | Sequence[int], previous: Tensor | None = None) -> nx.DiGraph:
+    """The flow graph of one attention pattern [key_pos] over `tokens`; `k`: the summed positions (a number:
+    the first k), marked `summed` on their nodes."""
+    graph, relevant = nx.DiGraph(), positions_of(k)
     graph.add_node(OUTPUT, kind="output")
     for position, (weight, token) in enumerate(zip(pattern.tolist(), tokens)):
         node = position_node(position, token)
-        graph.add_node(node, kind="input", position=position, token=token, summed=position < k)
+        graph.add_node(node, kind="input", position=position, token=token, summed=position in relevant)
         change = 0 if previous is None else int(torch.sign(pattern[position] - previous[position]).item())
         graph.add_edge(node, OUTPUT, weight=weight, change=change)
     return graph
@@ -96,14 +99,15 @@ def attention_flow(
     steps = list(run.steps if steps is None else steps)
     phases = [run.phase_at(step) for step in steps]
     inputs = phase_inputs(run, phases, tokens)
-    k, graphs, previous = run.config.task.k, [], None
+    task, graphs, previous = run.config.task, [], None
     for index, (step, phase) in enumerate(zip(steps, phases)):
         sequence = inputs[phase].reshape(1, -1)
         _, cache = run.model_at(step).run_with_cache(sequence, names_filter="blocks.0.attn.hook_pattern")
         pattern = cache["blocks.0.attn.hook_pattern"][0]
         same_input = index > 0 and torch.equal(inputs[phases[index - 1]], inputs[phase])
-        graphs.append(flow_graph(pattern, sequence[0].tolist(), k, previous if same_input else None))
+        truth = truth_of(task, run.config.train.phases[phase])
+        graphs.append(flow_graph(pattern, sequence[0].tolist(), truth, previous if same_input else None))
         previous = pattern
     drawn = sorted(set(phases))
-    return FlowSequence({phase: inputs[phase].tolist() for phase in drawn}, k, steps, phases, graphs,
+    return FlowSequence({phase: inputs[phase].tolist() for phase in drawn}, task.k, steps, phases, graphs,
                         {phase: run.config.train.phases[phase].p for phase in drawn})

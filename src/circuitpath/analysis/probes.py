@@ -16,6 +16,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from circuitpath.data import at_positions, truth_of
 from circuitpath.runs import Run
 
 PATTERN = "blocks.0.attn.hook_pattern"
@@ -49,6 +50,12 @@ class UpdateChanges:
     steps: list[int]  # the checkpoints; update i goes from steps[i] to steps[i + 1]
     pattern: Tensor  # [len(steps), key_pos]
     k: int
+    relevant: tuple[int, ...] | None = None  # the summed positions when they are not the first k
+
+    @property
+    def truth(self) -> int | tuple[int, ...]:
+        """The summed positions as `data.at_positions` takes them."""
+        return self.k if self.relevant is None else self.relevant
 
     @property
     def change(self) -> Tensor:
@@ -58,21 +65,32 @@ class UpdateChanges:
     @property
     def spurious_increased(self) -> Tensor:
         """[updates] True where an update increased the attention on at least one spurious position."""
-        return (self.change[:, self.k :] > 0).any(1)
+        return (at_positions(self.change, self.truth, spurious=True) > 0).any(1)
+
+    @property
+    def relevant_mass(self) -> Tensor:
+        """Attention on the summed positions, per checkpoint."""
+        return at_positions(self.pattern, self.truth).sum(1)
 
     @property
     def first_k_mass(self) -> Tensor:
-        return self.pattern[:, : self.k].sum(1)
+        """`relevant_mass` under the paper's name (its summed positions are the first k)."""
+        return self.relevant_mass
 
     @property
     def spurious_mass(self) -> Tensor:
-        return self.pattern[:, self.k :].sum(1)
+        return at_positions(self.pattern, self.truth, spurious=True).sum(1)
 
 
 def update_changes(run: Run, steps: list[int], tokens: Int[Tensor, " pos"]) -> UpdateChanges:
-    """The attention on one input at consecutive checkpoints (e.g. every update of an epoch)."""
+    """The attention on one input at consecutive checkpoints (e.g. every update of an epoch), against the
+    truth of the first step's phase."""
     pattern = attention_at(run, steps, tokens.reshape(1, -1))[:, 0]
-    return UpdateChanges(list(steps), pattern, run.config.task.k)
+    task = run.config.task
+    truth = truth_of(task, run.config.train.phases[run.phase_at(steps[0])])
+    if isinstance(truth, int):
+        return UpdateChanges(list(steps), pattern, truth)
+    return UpdateChanges(list(steps), pattern, len(truth), truth)
 
 
 @dataclass

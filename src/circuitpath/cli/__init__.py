@@ -26,6 +26,8 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 def add_task_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-ctx", "-T", type=int, help="sequence length T (default 12)")
     parser.add_argument("--n-train", type=int, help="training sequences (default 2048)")
+    parser.add_argument("--positions", choices=("first", "random"),
+                        help="relevant positions: first (0..k-1, default) or random (drawn from each seed)")
     add_size_flags(parser)
     add_residual_flag(parser)
 
@@ -36,7 +38,8 @@ def add_size_flags(parser) -> None:
 
 
 def task_from_flags(args: argparse.Namespace) -> TaskConfig:
-    return TaskConfig(**{k: v for k, v in (("n_ctx", args.n_ctx), ("n_train", args.n_train)) if v is not None})
+    given = (("n_ctx", args.n_ctx), ("n_train", args.n_train), ("positions", getattr(args, "positions", None)))
+    return TaskConfig(**{k: v for k, v in given if v is not None})
 
 
 def add_residual_flag(parser: argparse.ArgumentParser) -> None:

@@ -23,7 +23,7 @@ def add_parsers(sub) -> None:
         "attribution patching, activation patching and/or ablation, on the first --n test inputs of the "
         "checkpoint's phase. Prints per step the AUROC and precision@k of the position scores (how much the output "
         "depends on a position: the mean over inputs of each input's |change| when its value or attention weight "
-        "is replaced) against the truth (positions 0..k-1 are summed), and writes RUN/analysis/discovery/: timeline.json, scores.safetensors "
+        "is replaced) against the truth (the task's relevant positions, 0..k-1 unless train --positions chose others), and writes RUN/analysis/discovery/: timeline.json, scores.safetensors "
         "and each pruned circuit as JSON and SVG in circuits/; and a page of figures (--out).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=Path, nargs="+", metavar="RUN")
@@ -139,9 +139,7 @@ def _report(run, timeline, tol: float, inputs: str) -> None:
     from circuitpath.analysis.discovery import pruning_story
     from circuitpath.analysis.discovery.timeline import LEVEL
 
-    task = run.config.task
-    print(f"{run.path}: {len(timeline.steps)} checkpoints, {inputs}; "
-          f"truth: positions 0-{task.k - 1} of {task.n_ctx} are summed")
+    print(f"{run.path}: {len(timeline.steps)} checkpoints, {inputs}; truth: {_truth(run)}")
     print(_table(timeline))
     firsts = {m: timeline.first_reaching(m) for m in timeline.methods}
     steps = timeline.steps
@@ -152,6 +150,16 @@ def _report(run, timeline, tol: float, inputs: str) -> None:
         for method in timeline.methods:
             last = pruning_story(timeline, method, tol).last_spurious_strengthened
             print(f"pruning story ({method}): spurious edges last strengthened at step {'never' if last is None else last}")
+
+
+def _truth(run) -> str:
+    """The summed positions of each phase in words, e.g. "positions 0-4 of 12 are summed"."""
+    task, phases = run.config.task, run.config.train.phases
+    truths = list(dict.fromkeys(task.relevant_positions(phase) for phase in phases))
+    said = [f"{t[0]}-{t[-1]}" if t == tuple(range(t[0], t[-1] + 1)) and len(t) > 1 else ",".join(map(str, t))
+            for t in truths]
+    per_phase = " then ".join(f"positions {s}" for s in said)
+    return f"{per_phase} of {task.n_ctx} are summed"
 
 
 def _save(run, timeline, force: bool) -> None:
@@ -166,9 +174,10 @@ def _save(run, timeline, force: bool) -> None:
             print(f"removed the earlier discovery in {directory} ({removed} files)")
     save_timeline(timeline, directory)
     for method, circuits in timeline.circuits.items():
-        for circuit in circuits:
+        for row, circuit in enumerate(circuits):
             title = f"{run.path.name}, step {circuit.step}: {method}, {circuit.rule} {circuit.parameter:g}"
-            write_discovered_svg(circuit, timeline.graph, timeline.k, directory / "circuits" / f"{circuit_file(method, circuit.step)}.svg", title)
+            path = directory / "circuits" / f"{circuit_file(method, circuit.step)}.svg"
+            write_discovered_svg(circuit, timeline.graph, timeline.relevant_at(row), path, title)
     count = sum(len(c) for c in timeline.circuits.values())
     print(f"wrote {directory}: timeline.json, scores.safetensors, {count} circuits (JSON and SVG) in circuits/")
 

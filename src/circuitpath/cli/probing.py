@@ -43,8 +43,9 @@ def add_parsers(sub) -> None:
     patch.set_defaults(n=None)  # left out: up to 1024; given: exactly that many, or refused
     patch.add_argument("--metric", default="logit_diff", help="logit_diff (default), loss or accuracy")
     patch.add_argument("--corrupt", default=None,
-                       help="positions to redraw: N, N-M or a comma-separated list, e.g. 0-4 (default: the first k); "
-                       "or 'each': one position at a time, its value patched back")
+                       help="positions to redraw: N, N-M or a comma-separated list, e.g. 0-4 (default: the summed "
+                       "positions, the first k unless train --positions chose others); or 'each': one position at a "
+                       "time, its value patched back")
     patch.add_argument("--seed", type=int, default=0, help="seed of the corrupted tokens' draw (default 0, printed)")
     patch.set_defaults(handler=cmd_patch)
 
@@ -52,7 +53,7 @@ def add_parsers(sub) -> None:
         "ablate", help="ablate key positions, MLP neurons or the attention output; accuracy and loss",
         description="Replace parts of an activation by zeros, their mean, or values from other inputs, "
         "and print accuracy and loss on the train and test data of the phase the checkpoint belongs to, "
-        "before and after. For key positions, the sets 'first k' and 'spurious' are ablated too. "
+        "before and after. For key positions, the sets 'first k' (or 'relevant') and 'spurious' are ablated too. "
         f"{N_RULE.format(default=2048, data='train set and the test set')}",
         epilog="examples:\n  circuitpath ablate runs/curriculum/seed_0\n"
         "  circuitpath ablate runs/scratch/seed_0 --method resample --step 5000\n"
@@ -167,7 +168,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 # ---- patch ---------------------------------------------------------------------------------------
 def cmd_patch(args: argparse.Namespace) -> int:
     from circuitpath.analysis.patching import corrupt_positions, patch
-    from circuitpath.data import targets
+    from circuitpath.data import positions_of, targets, truth_of
     from circuitpath.runs import load_run
     from circuitpath.train import resolve_device
 
@@ -175,16 +176,17 @@ def cmd_patch(args: argparse.Namespace) -> int:
     check_n(args.n)
     task = run.config.task
     each = args.corrupt is not None and args.corrupt.strip() == "each"
-    positions = None if each else list(range(task.k)) if args.corrupt is None else parse_positions(args.corrupt, task.n_ctx)
     step, phase = checkpoint_phase(run, args.step)
-    p = run.config.train.phases[phase].p
+    p, truth = run.config.train.phases[phase].p, truth_of(task, run.config.train.phases[phase])
+    summed = list(positions_of(truth))
+    positions = None if each else summed if args.corrupt is None else parse_positions(args.corrupt, task.n_ctx)
     clean = first_n(run.data(phase).x_test, args.n, 1024, f"test inputs of phase {phase} (p = {p})")
     model = run.model_at(step, device=resolve_device(args.device))
     if each:
         return _patch_each(args, run, model, step, phase, clean, p)
     corrupted = corrupt_positions(clean, positions, p, seed=args.seed)
     over = tuple(a for a in args.over.split(",") if a)
-    result = patch(model, args.hook, clean, corrupted, targets(clean, p, task.k), targets(corrupted, p, task.k),
+    result = patch(model, args.hook, clean, corrupted, targets(clean, p, truth), targets(corrupted, p, truth),
                    over=over, metric=args.metric, seed=args.seed)
     print(f"{run.path} step {step} (phase {phase}, p = {p}): patching {args.hook} over "
           f"{', '.join(over) or 'the whole activation'}, {len(clean)} test inputs, positions {positions} "
@@ -202,6 +204,7 @@ def cmd_patch(args: argparse.Namespace) -> int:
 
 def _patch_each(args, run, model, step: int, phase: int, clean, p: int) -> int:
     from circuitpath.analysis.patching import position_patching
+    from circuitpath.data import positions_of, truth_of
 
     fixed = {"--hook": (args.hook, "blocks.0.attn.hook_v"), "--over": (args.over, "key_pos"),
              "--metric": (args.metric, "logit_diff")}
@@ -209,8 +212,8 @@ def _patch_each(args, run, model, step: int, phase: int, clean, p: int) -> int:
     if changed:
         raise ConfigError(f"--corrupt each patches blocks.0.attn.hook_v over key_pos with its own metric; "
                           f"drop {', '.join(changed)}")
-    k = run.config.task.k
-    result = position_patching(model, clean, p, k, seed=args.seed)
+    summed = positions_of(truth_of(run.config.task, run.config.train.phases[phase]))
+    result = position_patching(model, clean, p, len(summed), seed=args.seed)
     print(f"{run.path} step {step} (phase {phase}, p = {p}): each key position redrawn alone (seed {args.seed}) "
           f"and its value patched back, {len(clean)} test inputs")
     print(f"{result.metric}; effect = patched - corrupted (change from the corrupted baseline), "
@@ -219,7 +222,7 @@ def _patch_each(args, run, model, step: int, phase: int, clean, p: int) -> int:
             result.labels, result.effect.tolist(), result.normalized().tolist(), result.measured.tolist())):
         shown = ("no answer flips: nothing to restore" if flipped == 0
                  else f"effect {effect:+.3f}, restored {restored:+.3f} ({flipped} inputs flip)")
-        print(f"  {label + (' (summed)' if i < k else ''):<12} {shown}")
+        print(f"  {label + (' (summed)' if i in summed else ''):<12} {shown}")
     return 0
 
 
@@ -228,6 +231,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     import torch
 
     from circuitpath.analysis.ablation import ablate, position_sets
+    from circuitpath.data import truth_of
     from circuitpath.runs import load_run
     from circuitpath.train import resolve_device
 
@@ -239,7 +243,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
               for name, x, y in (("train", split.x_train, split.y_train), ("test", split.x_test, split.y_test))}
     model = run.model_at(step, device=resolve_device(args.device))
     over = tuple(a for a in args.over.split(",") if a)
-    sets = position_sets(task.k, task.n_ctx) if over in (("key_pos",), ("pos",)) else None
+    truth = truth_of(task, run.config.train.phases[phase])
+    sets = position_sets(truth, task.n_ctx) if over in (("key_pos",), ("pos",)) else None
     results = {name: ablate(model, x, y[: len(x)], hook=args.hook, over=over, sets=sets, method=args.method,
                             generator=torch.Generator().manual_seed(0)) for name, (x, y) in inputs.items()}
     print(f"{run.path} step {step} (phase {phase}, p = {p}): {args.method}-ablating {args.hook} over "

@@ -90,7 +90,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from circuitpath.sweep import parse_experiments, parse_seeds, read_summary, resume_sweep, summary_lines, sweep
     from circuitpath.sweep.spec import check_keep
 
-    new_sweep = ("out", "seeds", "experiments", "n_ctx", "n_train", "d_model", "d_mlp", "residual", "force")
+    new_sweep = ("out", "seeds", "experiments", "n_ctx", "n_train", "positions", "d_model", "d_mlp", "residual", "force")
     if args.summary is not None:
         extra = _given(args, ("resume", "keep_checkpoints", *new_sweep, *RAY_FLAGS))
         if extra or args.backend != "local" or args.device != "cpu":
@@ -134,7 +134,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _check_preset_flags(args: argparse.Namespace, experiments: dict) -> None:
     """A preset carries its own task and model: refuse task and model flags that it would ignore."""
     presets = [name for name, value in experiments.items() if isinstance(value, dict)]
-    if presets and (extra := _given(args, ("n_ctx", "n_train", "d_model", "d_mlp"))):
+    if presets and (extra := _given(args, ("n_ctx", "n_train", "positions", "d_model", "d_mlp"))):
         raise ConfigError(f"{', '.join(extra)} would not apply to the preset {presets[0]} (it keeps its own task and "
                           "model); sweep it apart, or give its phases as name=p:steps:lr")
 

@@ -3,6 +3,7 @@ faithfulness curves, the pruning story; and each circuit as a static SVG that ne
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from circuitpath.analysis.discovery.graph import ModelGraph
 from circuitpath.analysis.discovery.prune import DiscoveredCircuit, describe_rule
 from circuitpath.analysis.discovery.pruning import PruningStory, pruning_story
 from circuitpath.analysis.discovery.timeline import LEVEL, DiscoveryTimeline
-from circuitpath.plots.style import TEMPLATE
+from circuitpath.data import positions_of
+from circuitpath.plots.style import TEMPLATE, mark_truth
 from circuitpath.plots.style import title as titled
 from circuitpath.storage import write_atomic
 
@@ -27,8 +29,8 @@ SIGN_COLOURS = {True: "rgb(214, 39, 40)", False: "rgb(31, 119, 180)"}  # the sco
 WIDTHS = (1.0, 2.5, 4.5, 7.0, 10.0)  # edge widths by fifth of the largest |score|
 
 DISCOVERY_NOTES = (
-    "Circuit discovery along training, scored against the truth (positions 0..k-1 are summed, the rest "
-    "are not). What to look for: AUROC per method against step (1 = the method ranks every summed "
+    "Circuit discovery along training, scored against the truth (the task's relevant positions are summed, "
+    "the rest are not; 0..k-1 in the paper's task). What to look for: AUROC per method against step (1 = the method ranks every summed "
     "position above every spurious one; 0.5 = no better than chance) and the step where each first "
     "reaches 0.99; whether the cheap attribution estimate tracks activation patching; the circuit "
     "slider, where spurious positions (grey) should fade as training prunes them; faithfulness "
@@ -56,10 +58,11 @@ def node_places(graph: ModelGraph) -> dict[str, tuple[float, float]]:
     return places
 
 
-def _colour(graph: ModelGraph, name: str, k: int) -> str:
+def _colour(graph: ModelGraph, name: str, relevant: int | Sequence[int]) -> str:
+    """Orange for a relevant position's nodes (the first k for a number), grey for a spurious one's."""
     node = graph.node_by_name[name]
     if node.kind in ("value", "pattern"):
-        return "orange" if node.index < k else "rgb(170, 170, 170)"
+        return "orange" if node.index in positions_of(relevant) else "rgb(170, 170, 170)"
     return "rgb(60, 60, 60)"
 
 
@@ -73,7 +76,7 @@ def _largest(circuit: DiscoveredCircuit) -> float:
 
 
 # ---- the circuit timeline ------------------------------------------------------------------------
-def _circuit_traces(circuit: DiscoveredCircuit, graph: ModelGraph, k: int) -> list[go.Scatter]:
+def _circuit_traces(circuit: DiscoveredCircuit, graph: ModelGraph, relevant: Sequence[int]) -> list[go.Scatter]:
     """Always 2 x 5 edge traces (sign x width class) and one node trace, so slider frames line up."""
     places, largest = node_places(graph), _largest(circuit)
     segments = {(sign, w): ([], []) for sign in (True, False) for w in range(len(WIDTHS))}
@@ -90,7 +93,7 @@ def _circuit_traces(circuit: DiscoveredCircuit, graph: ModelGraph, k: int) -> li
         text=names, textposition=label_places([places[n] for n in names]), hoverinfo="text",
         hovertext=[f"{n}: score {s:.4g}" if s is not None else n for n, s in circuit.nodes.items()],
         marker={"size": [10 + 20 * abs(s) / largest if s is not None and largest > 0 else 14 for s in circuit.nodes.values()],
-                "color": [_colour(graph, n, k) for n in names]}))
+                "color": [_colour(graph, n, relevant) for n in names]}))
     return traces
 
 
@@ -118,7 +121,8 @@ def label_places(points: list[tuple[float, float]], near: float = 0.06) -> list[
 def circuit_timeline_figure(timeline: DiscoveryTimeline, method: str, title: str) -> go.Figure:
     """The circuit a method finds at each checkpoint, one slider step per checkpoint."""
     circuits = timeline.circuits[method]
-    frames = [go.Frame(data=_circuit_traces(c, timeline.graph, timeline.k), name=str(c.step)) for c in circuits]
+    frames = [go.Frame(data=_circuit_traces(c, timeline.graph, timeline.relevant_at(row)), name=str(c.step))
+              for row, c in enumerate(circuits)]
     figure = go.Figure(data=frames[-1].data, frames=frames)
     rule = describe_rule(circuits[-1].rule, circuits[-1].parameter)
     figure.update_layout(
@@ -190,7 +194,9 @@ def pruning_figure(stories: dict[str, PruningStory], title: str = "The pruning s
                                     colorscale=[[0, SIGN_COLOURS[False]], [0.5, "white"], [1, SIGN_COLOURS[True]]],
                                     showscale=False, hovertemplate="step %{x}, position %{y}: %{z}<extra></extra>"),
                          row=2 + i, col=1)
-        figure.add_hline(y=story.k - 0.5, line={"color": "black", "width": 1}, row=2 + i, col=1)
+        truth = story.relevant[-1].nonzero().flatten().tolist() if len(story.ends) else list(range(story.k))
+        if mark_truth(figure, truth, change.shape[0], row=2 + i, col=1):
+            figure.add_hline(y=len(truth) - 0.5, line={"color": "black", "width": 1}, row=2 + i, col=1)
         figure.update_yaxes(title_text="position", row=2 + i, col=1)
         if last is not None:
             figure.add_vline(x=last, line={"dash": "dot", "color": "grey"})
@@ -200,8 +206,8 @@ def pruning_figure(stories: dict[str, PruningStory], title: str = "The pruning s
     figure.update_yaxes(title_text="spurious fraction", range=[-0.05, 1.05], row=1, col=1)
     figure.update_layout(
         **titled(title, f"an edge is strengthened when its share of the position score grows by more than {tol:g} "
-                        "between two checkpoints (rows: red strengthened, blue weakened; below the black line the summed "
-                        "positions); gaps: nothing strengthened, or a phase switch"),
+                        "between two checkpoints (rows: red strengthened, blue weakened; below the black line, or starred, the "
+                        "summed positions); gaps: nothing strengthened, or a phase switch"),
         template=TEMPLATE, height=320 + 180 * len(stories))
     return figure
 
@@ -224,8 +230,10 @@ def discovery_figures(run_results: dict[str, DiscoveryTimeline], method: str | N
 
 
 # ---- static SVG ----------------------------------------------------------------------------------
-def write_discovered_svg(circuit: DiscoveredCircuit, graph: ModelGraph, k: int, path: str | Path, title: str) -> Path:
-    """A static SVG of one circuit, written directly (no browser, no network)."""
+def write_discovered_svg(circuit: DiscoveredCircuit, graph: ModelGraph, relevant: int | Sequence[int], path: str | Path,
+                         title: str) -> Path:
+    """A static SVG of one circuit, written directly (no browser, no network); `relevant`: the summed positions
+    (a number k: the first k)."""
     places, largest = node_places(graph), _largest(circuit)
     scale_x, scale_y, margin = 60.0, 90.0, 50.0
     top = max(y for _, y in places.values())
@@ -243,7 +251,7 @@ def write_discovered_svg(circuit: DiscoveredCircuit, graph: ModelGraph, k: int, 
     for name, score in circuit.nodes.items():
         x, y = point(name)
         radius = 5 + 10 * abs(score) / largest if score is not None and largest > 0 else 7
-        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{radius:.1f}" fill="{_colour(graph, name, k)}">'
+        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{radius:.1f}" fill="{_colour(graph, name, relevant)}">'
                      f'<title>{escape(name)}: {"" if score is None else f"{score:.4g}"}</title></circle>')
         parts.append(f'<text x="{x:.1f}" y="{y - radius - 3:.1f}" text-anchor="middle">{escape(name)}</text>')
     parts.append("</svg>\n")

@@ -17,14 +17,19 @@ def update_changes_figure(changes: UpdateChanges, tokens: list[int], title: str)
     """Change of the attention on each position at each update (red: grew, blue: shrank), spurious ones marked."""
     change = changes.change
     limit = max(float(change.abs().max()), 1e-12)
-    labels = [f"x{i}={t}" for i, t in enumerate(tokens)]
+    starred = set() if changes.relevant is None else set(changes.relevant)  # a truth other than the first k
+    labels = [f"x{i}={t}" + "*" * (i in starred) for i, t in enumerate(tokens)]
     figure = go.Figure(go.Heatmap(
         x=labels, y=[f"{a}→{b}" for a, b in zip(changes.steps, changes.steps[1:])], z=change.tolist(),
         colorscale=[[0, "rgb(31, 119, 180)"], [0.5, "white"], [1, "rgb(214, 39, 40)"]], zmin=-limit, zmax=limit,
         colorbar={"title": "change"}, hovertemplate="update %{y}, %{x}: %{z:.2e}<extra></extra>"))
-    figure.add_vline(x=changes.k - 0.5, line_color="black", line_width=3)
-    figure.add_annotation(x=changes.k - 0.5, y=1.02, yref="paper", text=f"k = {changes.k}: spurious to the right",
-                          showarrow=False, xanchor="left", font={"size": 13})
+    if starred:
+        figure.add_annotation(x=0, xref="paper", y=1.02, yref="paper", text="*: the summed positions",
+                              showarrow=False, xanchor="left", font={"size": 13})
+    else:
+        figure.add_vline(x=changes.k - 0.5, line_color="black", line_width=3)
+        figure.add_annotation(x=changes.k - 0.5, y=1.02, yref="paper", text=f"k = {changes.k}: spurious to the right",
+                              showarrow=False, xanchor="left", font={"size": 13})
     figure.update_yaxes(title_text="update (step before → after)", autorange="reversed")
     figure.update_layout(title=title, template=TEMPLATE, height=640)
     return figure

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import textwrap
 
+from collections.abc import Sequence
+
 import plotly.colors
+import plotly.graph_objects as go
 
 TEMPLATE = "plotly_white"
 
@@ -31,3 +34,15 @@ def title(text: str, note: str = "") -> dict:
     body = "<br>".join(lines + [f"<sup>{line}</sup>" for line in notes])
     return {"title": {"text": body, "x": 0.01, "xanchor": "left", "y": 1, "yanchor": "top", "pad": {"t": 14}},
             "margin": {"t": 50 + 24 * len(lines) + 18 * len(notes)}}
+
+
+def mark_truth(figure: go.Figure, relevant: Sequence[int], n_ctx: int, axis: str = "y", **cell) -> bool:
+    """Mark the relevant positions on a position axis. The paper's first k are one block, which the
+    caller marks with a boundary line: this returns True and draws nothing. Other truths get a star on
+    each relevant position's tick (e.g. 3*) and False."""
+    relevant = set(relevant)
+    if relevant == set(range(len(relevant))):
+        return True
+    ticks = {"tickvals": list(range(n_ctx)), "ticktext": [f"{t}*" if t in relevant else str(t) for t in range(n_ctx)]}
+    (figure.update_yaxes if axis == "y" else figure.update_xaxes)(**ticks, **cell)
+    return False

@@ -13,7 +13,8 @@ from circuitpath.analysis.clusters import MIN_EXCESS, TOLERANCE, ClusterResult
 from circuitpath.analysis.dynamics import AttentionOverTraining
 from circuitpath.analysis.patching import PatchResult
 from circuitpath.analysis.trajectory import Trajectory
-from circuitpath.plots.style import TEMPLATE, class_colour
+from circuitpath.data import positions_of
+from circuitpath.plots.style import TEMPLATE, class_colour, mark_truth
 from circuitpath.plots.style import title as titled
 from circuitpath.runs import Run
 
@@ -51,11 +52,13 @@ def attention_heatmap(result: AttentionOverTraining, title: str) -> go.Figure:
     labels = [str(s) for s in result.steps]
     figure.add_trace(go.Heatmap(x=labels, y=list(range(result.pattern.shape[1])), z=result.pattern.T.tolist(),
                                 colorscale="Viridis", colorbar={"title": "attention", "len": 0.6, "y": 0.7}), row=1, col=1)
-    # white under red: the boundary stays visible on every colour of the scale
-    for colour, width in (("white", 5), ("red", 2)):
-        figure.add_hline(y=result.k - 0.5, line_color=colour, line_width=width, row=1, col=1)
+    block = mark_truth(figure, positions_of(result.truth), result.pattern.shape[1], row=1, col=1)
+    if block:  # white under red: the boundary stays visible on every colour of the scale
+        for colour, width in (("white", 5), ("red", 2)):
+            figure.add_hline(y=result.k - 0.5, line_color=colour, line_width=width, row=1, col=1)
+    said = "summed below, spurious above" if block else "the summed positions are starred"
     figure.add_annotation(x=0, xref="x domain", xanchor="left", y=result.k - 0.5, yref="y", showarrow=False,
-                          text=f"<b>k = {result.k}</b>: summed below, spurious above", font={"color": "red"},
+                          text=f"<b>k = {result.k}</b>: {said}", font={"color": "red"},
                           bgcolor="rgba(255, 255, 255, 0.85)", bordercolor="red")
     figure.add_trace(go.Scatter(x=labels, y=result.first_k_mass.tolist(), name="mass on first k"), row=2, col=1)
     figure.add_trace(go.Scatter(x=labels, y=result.max_spurious.tolist(), name="largest spurious"), row=2, col=1)
@@ -202,7 +205,9 @@ def circuit_over_training_figure(result, title: str) -> go.Figure:
     figure.add_trace(go.Heatmap(x=steps, y=list(range(result.position_effects.shape[1])),
                                 z=result.position_effects.T.tolist(), colorscale="Reds", zmin=0,
                                 colorbar={"title": "effect", "len": 0.22, "y": 0.63}), row=2, col=1)
-    figure.add_hline(y=result.k - 0.5, line_color="black", row=2, col=1)
+    starred = set(getattr(result, "relevant", None) or ())  # a truth other than the first k
+    if not starred:
+        figure.add_hline(y=result.k - 0.5, line_color="black", row=2, col=1)
     figure.add_trace(go.Scatter(x=steps, y=result.first_k_mass.tolist(), name="mass on first k"), row=3, col=1)
     figure.add_trace(go.Scatter(x=steps, y=result.max_spurious.tolist(), name="largest spurious"), row=3, col=1)
     figure.add_trace(go.Scatter(x=steps, y=result.n_clusters, name="clusters", mode="lines+markers"), row=4, col=1)
@@ -210,7 +215,8 @@ def circuit_over_training_figure(result, title: str) -> go.Figure:
         figure.add_vline(x=step, line_dash="dot", line_color="grey")
     figure.update_yaxes(type="log", row=1, col=1)
     figure.update_yaxes(title_text="value of position", tickvals=list(range(result.position_effects.shape[1])),
-                        ticktext=[f"v{t}" for t in range(result.position_effects.shape[1])], row=2, col=1)
+                        ticktext=[f"v{t}" + "*" * (t in starred) for t in range(result.position_effects.shape[1])],
+                        row=2, col=1)
     figure.update_xaxes(title_text="step", row=4, col=1)
     figure.update_layout(**titled(title), template=TEMPLATE, height=900, legend={"orientation": "h", "y": -0.08})
     return figure

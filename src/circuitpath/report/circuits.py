@@ -7,6 +7,7 @@ from circuitpath.analysis.ablation import ablate, position_sets
 from circuitpath.analysis.circuit import circuit_at
 from circuitpath.analysis.dynamics import circuit_over_training
 from circuitpath.analysis.patching import position_patching
+from circuitpath.data import positions_of, truth_of
 from circuitpath.plots import training as plots
 from circuitpath.plots.circuit import circuit_figure
 from circuitpath.report.page import Panel
@@ -31,7 +32,8 @@ def build(ctx: Context) -> list[Panel]:
 def _final(name: str, run, ctx: Context, circuit=None) -> list[Panel]:
     split, task, model = run.data(), run.config.task, run.model_at()
     n = ctx.n
-    sets = position_sets(task.k, task.n_ctx)
+    truth = truth_of(task, run.config.train.phases[-1])
+    sets = position_sets(truth, task.n_ctx)
     ablations = {label: ablate(model, x[:n], y[:n], sets=sets, generator=torch.Generator().manual_seed(0))
                  for label, x, y in (("train", split.x_train, split.y_train), ("test", split.x_test, split.y_test))}
     by_name = dict(zip(ablations["test"].names, ablations["test"].accuracy.tolist()))
@@ -40,7 +42,8 @@ def _final(name: str, run, ctx: Context, circuit=None) -> list[Panel]:
     headline.first_k_ablated_test_acc = by_name[list(sets)[0]]
     headline.spurious_ablated_test_acc = by_name.get(list(sets)[-1], float("nan")) if len(sets) > 1 else float("nan")
     p = run.config.train.phases[-1].p
-    patched = position_patching(model, split.x_test[:n], p, task.k, generator=torch.Generator().manual_seed(0))
+    patched = position_patching(model, split.x_test[:n], p, len(positions_of(truth)),
+                                generator=torch.Generator().manual_seed(0))
     circuit = circuit or circuit_at(run, on="auto", n=n)
     return [
         Panel(plots.ablation_figure(ablations, f"{name}: accuracy with each position's value (v0, v1, ...) mean-ablated"),

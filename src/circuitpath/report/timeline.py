@@ -30,7 +30,8 @@ METHODS_COST = ("Cost: `circuitpath discover RUN` on the paper's curriculum run 
                 "RUN` runs all three.")
 
 CAPTIONS = {
-    "auroc": "AUROC of the position scores against the truth (positions 0..k-1 summed, the rest not) at each "
+    "auroc": "AUROC of the position scores against the truth (the task's relevant positions summed, 0..k-1 in the "
+             "paper's task; the rest not) at each "
              "checkpoint: 1 means every summed position outranks every spurious one, 0.5 is chance. Look for the "
              "step each run first reaches 0.99 (in the legend), and for the curriculum's p = 2 phase.",
     "circuit": "The circuit attribution patching keeps at each checkpoint (move the slider): orange nodes are the "
@@ -67,14 +68,17 @@ def build(ctx: Context) -> list[Panel]:
 
 
 def applies(runs) -> bool:
-    return any(run.config.task.k < run.config.task.n_ctx and run.steps for run in runs.values())
+    """Some run has checkpoints and a spurious position in every phase (a truth to tell apart)."""
+    def has_truth(run) -> bool:
+        return all(run.config.task.spurious_positions(phase) for phase in run.config.train.phases)
+    return any(has_truth(run) and run.steps for run in runs.values())
 
 
 SECTION = Section(
     key="timeline", title="Circuit timeline: the circuit at every checkpoint, scored against the truth", figure=None,
     claims=(),
     intro=f"Attribution patching scores every node and edge of the model at every saved checkpoint; its position "
-          f"scores are compared with the truth (the first k positions are summed). An extension of the paper's "
+          f"scores are compared with the truth (the task's relevant positions, the first k in the paper's task). An extension of the paper's "
           f"thesis, on the runs of Fig. 5; AUROC >= {LEVEL} counts as having found the circuit. {METHODS_COST}",
     build=build, applies=applies, experiments=("scratch", "curriculum"),
 )

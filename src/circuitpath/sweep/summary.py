@@ -9,7 +9,7 @@ same bytes, whichever backend trained it, and it loads anywhere (`pandas.json_no
 {"format": 1, "circuitpath": VERSION, "sweep": {the sweep.json spec},
  "verdicts": {"generalises": "test acc >= 0.99", "memorises": "..."},
  "runs": [{"experiment", "seed", "path", "status", "config", "final", "phase_ends", "generalises",
-           "memorises"}, ...]}
+           "memorises", and "relevant_positions" per phase when the task's are not the first k}, ...]}
 ```
 `phase_ends` holds the last metrics line of every phase but the last, so a curriculum that fails
 says whether its pretraining had solved its own task at the switch.
@@ -50,9 +50,13 @@ class ExperimentSummary:
 def run_record(experiment: str, seed: int, run: Run) -> dict:
     """One run's entry: its config, status, last metrics line and verdicts."""
     final = run.final_metrics()
-    return {"experiment": experiment, "seed": seed, "path": run_path(Path("."), experiment, seed).as_posix(),
-            "status": run.status, "config": run.config.to_dict(), "final": final, "phase_ends": phase_ends(run),
-            "generalises": generalises(final), "memorises": memorises(final)}
+    record = {"experiment": experiment, "seed": seed, "path": run_path(Path("."), experiment, seed).as_posix(),
+              "status": run.status, "config": run.config.to_dict(), "final": final, "phase_ends": phase_ends(run),
+              "generalises": generalises(final), "memorises": memorises(final)}
+    task = run.config.task
+    if task.positions != "first":  # the truth each phase summed, written out (a first-k task's is 0..k-1)
+        record["relevant_positions"] = [list(task.relevant_positions(phase)) for phase in run.config.train.phases]
+    return record
 
 
 def phase_ends(run: Run) -> list[dict]:

@@ -4,7 +4,7 @@ graph       the model as nodes, edges and the sites where what flows through the
 forward     the forward pass over those sites: with gradients, or with sites mean-ablated
 methods     attribution patching (optionally integrated gradients), activation patching, ablation
 prune       a circuit from the scores: top-n, threshold, or greedy ACDC-style on KL
-truth       AUROC and precision@k against positions 0..k-1, faithfulness curves, Spearman
+truth       AUROC and precision@k against the relevant positions, faithfulness curves, Spearman
 timeline    every method at every checkpoint of a run, saved to RUN/analysis/discovery/
 pruning     the edges each update interval strengthened or weakened, and how many were spurious
 """

@@ -32,19 +32,26 @@ class PruningStory:
     strengthened: Tensor  # [n_intervals, key_pos] bool
     weakened: Tensor  # [n_intervals, key_pos] bool
     same_phase: Tensor  # [n_intervals] bool: both ends probed on the same phase's data
+    relevant: Tensor  # [n_intervals, key_pos] bool: the truth of each interval's end (`DiscoveryTimeline.truth`)
+
+    @property
+    def spurious_strengthened(self) -> Tensor:
+        """[n_intervals, key_pos] True where an update strengthened the edge of a spurious position."""
+        return self.strengthened & ~self.relevant
 
     @property
     def spurious_fraction(self) -> Tensor:
-        """[n_intervals] fraction of strengthened edges that are spurious (position >= k); nan where none
+        """[n_intervals] fraction of strengthened edges that are spurious (not relevant); nan where none
         was strengthened or the interval crosses a phase switch."""
         strong = self.strengthened.sum(1).float()
-        fraction = self.strengthened[:, self.k :].sum(1).float() / strong
+        fraction = self.spurious_strengthened.sum(1).float() / strong
         return torch.where((strong > 0) & self.same_phase, fraction, torch.tensor(float("nan")))
 
     @property
     def last_spurious_strengthened(self) -> int | None:
         """End step of the last interval in which a spurious edge was strengthened (None: never)."""
-        hits = [end for end, row, ok in zip(self.ends, self.strengthened[:, self.k :], self.same_phase) if ok and row.any()]
+        rows = zip(self.ends, self.spurious_strengthened, self.same_phase)
+        hits = [end for end, row, ok in rows if ok and row.any()]
         return hits[-1] if hits else None
 
 
@@ -62,6 +69,8 @@ def pruning_story(timeline: DiscoveryTimeline, method: str | None = None, tol: f
     share = torch.where(total > 0, positions / total.clamp_min(1e-30), torch.full_like(positions, 1 / positions.shape[1]))
     change = share[1:] - share[:-1]
     phases = torch.tensor(timeline.phases)
+    relevant = timeline.truth().expand_as(share)[1:]
     return PruningStory(
         run=timeline.run, method=method, k=timeline.k, tol=tol, starts=timeline.steps[:-1], ends=timeline.steps[1:],
-        share=share, strengthened=change > tol, weakened=change < -tol, same_phase=phases[1:] == phases[:-1])
+        share=share, strengthened=change > tol, weakened=change < -tol, same_phase=phases[1:] == phases[:-1],
+        relevant=relevant)

@@ -23,6 +23,7 @@ from circuitpath.analysis.discovery.methods import DIFFERENTIABLE, METHODS, Prob
 from circuitpath.analysis.discovery.prune import DiscoveredCircuit, check_rule, greedy, prune
 from circuitpath.analysis.discovery.truth import auroc, faithfulness, faithfulness_counts, first_reaching, precision_at_k
 from circuitpath.analysis.threads import single_threaded
+from circuitpath.data import relevant_mask
 from circuitpath.errors import CheckpointError, ConfigError, InputError, RunError
 from circuitpath.runs import ANALYSIS_DIR, DATA_DIR, Run, data_file
 from circuitpath.storage import load_tensors, read_json, save_tensors, write_json
@@ -90,10 +91,23 @@ class DiscoveryTimeline:
     counts: list[int]  # the n of the faithfulness curves
     faithfulness: dict[str, Tensor]  # method -> [n_steps, len(counts)]
     circuits: dict[str, list[DiscoveredCircuit]] = field(default_factory=dict)
+    relevant: list[tuple[int, ...]] = field(default_factory=list)  # the truth of each step's phase (none: 0..k-1)
 
     @property
     def methods(self) -> list[str]:
         return list(self.sites)
+
+    def relevant_at(self, row: int) -> tuple[int, ...]:
+        """The relevant positions of the phase of `steps[row]` (`TaskConfig.relevant_positions`)."""
+        return self.relevant[row] if self.relevant else tuple(range(self.k))
+
+    def truth(self) -> Tensor:
+        """[key_pos] when every step shares one truth, else [n_steps, key_pos] (a curriculum over k): True at
+        the relevant positions."""
+        rows = [self.relevant_at(row) for row in range(len(self.steps))]
+        if len(set(rows)) == 1:
+            return relevant_mask(rows[0], self.graph.n_ctx)
+        return torch.stack([relevant_mask(r, self.graph.n_ctx) for r in rows])
 
     def positions(self, method: str) -> Tensor:
         """[n_steps, key_pos] how much the output depends on each key position: `ModelGraph.position_scores`
@@ -101,10 +115,10 @@ class DiscoveryTimeline:
         return self.graph.position_scores(self.magnitude[method])
 
     def auroc(self, method: str) -> Tensor:
-        return auroc(self.positions(method), self.k)
+        return auroc(self.positions(method), self.truth())
 
     def precision(self, method: str) -> Tensor:
-        return precision_at_k(self.positions(method), self.k)
+        return precision_at_k(self.positions(method), self.truth())
 
     def first_reaching(self, method: str, level: float = LEVEL) -> int | None:
         return first_reaching(self.steps, self.auroc(method), level)
@@ -153,12 +167,13 @@ def probe_of(run: Run, phase: int, n: int, seed: int) -> Probe:
 # ---- the timeline --------------------------------------------------------------------------------
 def plan(run: Run, config: DiscoveryConfig, steps: list[int] | str | None = None) -> tuple[list[int], list[int], dict[int, Probe]]:
     """The chosen steps, the phase of each and a probe per phase: every check `discover` makes before it works."""
-    task = run.config.task
-    if task.k >= task.n_ctx:
-        raise ConfigError(f"{run.path} sums all {task.n_ctx} positions (k = {task.k}): no position is spurious, "
-                          "so there is no truth to tell apart")
     steps = select_steps(run, steps)
     phases = [run.phase_at(step) for step in steps]
+    task = run.config.task
+    for phase in (run.config.train.phases[index] for index in sorted(set(phases))):
+        if not task.spurious_positions(phase):
+            raise ConfigError(f"{run.path} sums all {task.n_ctx} positions (k = {task.phase_k(phase)}): no position "
+                              "is spurious, so there is no truth to tell apart")
     return steps, phases, {phase: probe_of(run, phase, config.n, config.seed) for phase in sorted(set(phases))}
 
 
@@ -187,7 +202,8 @@ def discover(run: Run, config: DiscoveryConfig = DiscoveryConfig(), steps: list[
         magnitude={m: torch.stack([r.magnitude for r in column(m, 0)]) for m in results},
         totals={m: torch.tensor(column(m, 1)) for m in results},
         counts=counts, faithfulness={m: torch.stack(column(m, 2)) for m in results},
-        circuits={m: column(m, 3) for m in results})
+        circuits={m: column(m, 3) for m in results},
+        relevant=[run.config.task.relevant_positions(run.config.train.phases[phase]) for phase in phases])
 
 
 def score_checkpoint(model, probe: Probe, graph: ModelGraph, config: DiscoveryConfig, counts: list[int], step: int
@@ -256,8 +272,9 @@ def save_timeline(timeline: DiscoveryTimeline, directory: str | Path) -> list[Pa
         "residual": timeline.graph.residual, "config": asdict(timeline.config), "steps": timeline.steps,
         "phases": timeline.phases, "phase_switches": timeline.phase_switches, "accuracy": timeline.accuracy.tolist(),
         "faithfulness_counts": timeline.counts, "methods": methods,
+        "relevant": [list(timeline.relevant_at(row)) for row in range(len(timeline.steps))],
         "position_score": "mean over inputs of |change| at value t + the same at pattern t; "
-                          "truth: positions 0..k-1 are in the circuit",
+                          "truth: the relevant positions of each step's phase are in the circuit",
     }
     written = [directory / TIMELINE_JSON, directory / SCORES]
     save_tensors(written[1], {f"{m}.{kind}": getattr(timeline, kind)[m] for m in timeline.methods
@@ -289,4 +306,5 @@ def load_timeline(directory: str | Path) -> DiscoveryTimeline:
         magnitude={m: tensors.get(f"{m}.magnitude", tensors[f"{m}.sites"].abs()) for m in methods},
         totals={m: torch.tensor(summary["methods"][m]["total"]) for m in methods},
         counts=summary["faithfulness_counts"],
-        faithfulness={m: torch.tensor(summary["methods"][m]["faithfulness"]) for m in methods}, circuits=circuits)
+        faithfulness={m: torch.tensor(summary["methods"][m]["faithfulness"]) for m in methods}, circuits=circuits,
+        relevant=[tuple(row) for row in summary.get("relevant", [])])  # saved before tasks had other truths: 0..k-1

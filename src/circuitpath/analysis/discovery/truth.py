@@ -1,4 +1,5 @@
-"""Scores against the task's exact ground truth: key positions 0..k-1 are in the circuit, the rest are not.
+"""Scores against the task's exact ground truth: its relevant key positions are in the circuit, the rest
+are not (`TaskConfig.relevant_positions`; 0..k-1 for the paper's task).
 
 AUROC and precision@k read only the ranking of the positions' scores; ties count half (AUROC) or
 share the places they straddle (precision@k), so a method that scores every position alike gets
@@ -9,38 +10,60 @@ with only a method's top-n nodes kept and every other node mean-ablated.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from circuitpath.analysis.discovery.forward import run_kept
 from circuitpath.analysis.discovery.graph import ModelGraph
+from circuitpath.data import positions_of, relevant_mask
 from circuitpath.errors import InputError
 
-
-def _check_k(k: int, n: int) -> None:
-    if not 0 < k < n:
-        raise InputError(f"k must be between 1 and {n - 1} to score positions against the truth, got {k}")
+Truth = int | Sequence[int] | Bool[Tensor, "*rows key_pos"]
 
 
-def auroc(scores: Float[Tensor, "... key_pos"], k: int) -> Float[Tensor, "..."]:
-    """P(a summed position outscores a spurious one), ties counted half (the Mann-Whitney statistic)."""
-    _check_k(k, scores.shape[-1])
-    inside, outside = scores[..., :k, None], scores[..., None, k:]
-    wins = (inside > outside).float() + 0.5 * (inside == outside).float()
-    return wins.mean((-2, -1))
+def truth_mask(truth: Truth, n: int) -> Bool[Tensor, "*rows key_pos"]:
+    """The relevant positions as a mask: the first k for a number, the positions listed, or a mask (one row
+    per score row, e.g. per checkpoint of a curriculum over k). Refused unless both sides are non-empty."""
+    if isinstance(truth, int) and not 0 < truth < n:
+        raise InputError(f"k must be between 1 and {n - 1} to score positions against the truth, got {truth}")
+    if not isinstance(truth, Tensor):
+        positions = positions_of(truth)
+        if positions and not 0 <= positions[0] <= positions[-1] < n:
+            raise InputError(f"the truth's positions must lie in 0..{n - 1}, got {list(positions)}")
+        truth = relevant_mask(positions, n)
+    mask, counts = truth, truth.sum(-1)
+    if mask.shape[-1] != n or bool(((counts < 1) | (counts > n - 1)).any()):
+        raise InputError(f"the truth must hold between 1 and {n - 1} of the {n} positions to score against, "
+                         f"got {counts.tolist()} of {mask.shape[-1]}")
+    return mask
 
 
-def precision_at_k(scores: Float[Tensor, "... key_pos"], k: int) -> Float[Tensor, "..."]:
-    """Expected fraction of summed positions among the k top-scored, ties broken at random."""
-    _check_k(k, scores.shape[-1])
-    cutoff = scores.sort(-1, descending=True).values[..., k - 1 : k]
+def auroc(scores: Float[Tensor, "... key_pos"], truth: Truth) -> Float[Tensor, "..."]:
+    """P(a relevant position outscores a spurious one), ties counted half (the Mann-Whitney statistic)."""
+    mask = truth_mask(truth, scores.shape[-1]).to(scores.device)
+    if mask.dim() == 1:
+        inside, outside = scores[..., mask, None], scores[..., None, ~mask]
+        return ((inside > outside).float() + 0.5 * (inside == outside).float()).mean((-2, -1))
+    pairs = mask[..., :, None] & ~mask[..., None, :]  # (relevant, spurious) pairs of each row
+    inside, outside = scores[..., :, None], scores[..., None, :]
+    wins = ((inside > outside).float() + 0.5 * (inside == outside).float()) * pairs
+    return wins.sum((-2, -1)) / pairs.sum((-2, -1))
+
+
+def precision_at_k(scores: Float[Tensor, "... key_pos"], truth: Truth) -> Float[Tensor, "..."]:
+    """Expected fraction of relevant positions among the k top-scored (k of each row's truth), ties broken
+    at random."""
+    mask = truth_mask(truth, scores.shape[-1]).to(scores.device).expand_as(scores)
+    k = mask.sum(-1, keepdim=True)
+    cutoff = scores.sort(-1, descending=True).values.gather(-1, k - 1)
     above, tied = scores > cutoff, scores == cutoff
     places = k - above.sum(-1, keepdim=True)  # places left for the positions tied at the cutoff
     share = places / tied.sum(-1, keepdim=True)  # each tied position's chance of a place
     credit = above.float() + tied.float() * share
-    return credit[..., :k].sum(-1) / k
+    return (credit * mask).sum(-1) / k.squeeze(-1)
 
 
 def first_reaching(steps: list[int], values: Tensor, level: float = 0.99) -> int | None:
