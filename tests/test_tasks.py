@@ -297,3 +297,21 @@ def test_prediction_features_name_and_measure_the_relevant_positions(random_run)
     pattern = cache["blocks.0.attn.hook_pattern"].mean(0)
     truth = list(run.config.task.relevant_positions(run.config.train.phases[1]))
     assert features["attention on relevant"] == pytest.approx(float(pattern[truth].sum()))
+
+
+def test_a_branch_into_another_k_starts_a_new_phase(tiny):
+    from circuitpath.branch import branch_config
+
+    parent = tiny("2:20:1e-2")
+    same, continues = branch_config(parent, 10, parse_phases("2:10:1e-2"))
+    assert continues and [ph.steps for ph in same.train.phases] == [20]
+    other, continues = branch_config(parent, 10, parse_phases("2:10:1e-2:k=2"))
+    assert not continues and [(ph.steps, ph.k) for ph in other.train.phases] == [(10, None), (10, 2)]
+
+
+def test_sweep_takes_random_positions():
+    from circuitpath.cli import build_parser, task_from_flags
+
+    args = build_parser().parse_args(["sweep", "--positions", "random", "-T", "8"])
+    assert task_from_flags(args) == TaskConfig(n_ctx=8, positions="random")
+    assert task_from_flags(build_parser().parse_args(["sweep"])).positions == "first"

@@ -64,7 +64,7 @@ def add_parsers(sub) -> None:
     branch.add_argument("runs", type=Path, nargs="+", metavar="RUN|SWEEP", help="a run, or a directory of runs")
     branch.add_argument("--at", type=int, required=True, metavar="STEP", help="a checkpointed step of every run")
     branch.add_argument("--phases", required=True, metavar="SPEC",
-                        help="the new phases, comma-separated p:steps:lr[:batch_size], e.g. 4:7000:1e-2")
+                        help="the new phases, comma-separated p:steps:lr[:batch_size][:k=K], e.g. 4:7000:1e-2")
     branch.add_argument("--out", type=Path, required=True, help="the branch's run directory (for one run), or "
                         "the directory that receives one branch per run")
     branch.add_argument("--new-phase", action="store_true",

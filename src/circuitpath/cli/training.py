@@ -74,7 +74,8 @@ def add_parsers(sub) -> None:
                        "draw options as in sweep --experiments, e.g. vis_finetune:vis_n_tokens=3:vis_finetune_p=3); "
                        "flags given override it")
     phases = train.add_argument_group("phases (either --phases, or --p/--steps/--lr for a single phase)")
-    phases.add_argument("--phases", help="comma-separated p:steps:lr[:batch_size], e.g. 2:3000:1e-3,4:7000:1e-2")
+    phases.add_argument("--phases", help="comma-separated p:steps:lr[:batch_size][:k=K], e.g. 2:3000:1e-3,4:7000:1e-2; "
+                        "k=K sums K positions in that phase (a curriculum over k; default: --k)")
     phases.add_argument("--p", type=int, help="modulus of a single phase (default 4)")
     phases.add_argument("--steps", type=int, help="steps of a single phase (default 10000)")
     phases.add_argument("--lr", type=float, help="Adam learning rate of a single phase (default 1e-2)")
