@@ -15,13 +15,14 @@ def main(run_dir: str | None = None) -> None:
     if run_dir is None:
         run_dir = demo_run("patch")
     run = cp.load_run(run_dir)
-    model, task, p = run.model_at(), run.config.task, run.config.train.phases[-1].p
+    model, task, last = run.model_at(), run.config.task, run.config.train.phases[-1]
+    summed = task.relevant_positions(last)  # the truth: 0..k-1, unless the task drew or was given others
     clean = run.data().x_test[:1024]
-    result = position_patching(model, clean, p, task.k, seed=0)
+    result = position_patching(model, clean, last.p, len(summed), seed=0)
     print(f"{len(clean)} inputs, redrawn with seed {result.seed}; {result.metric}")
     rows = zip(result.labels, result.effect.tolist(), result.normalized().tolist(), result.measured.tolist())
     for t, (label, effect, restored, flipped) in enumerate(rows):
-        label += " (summed)" if t < task.k else ""
+        label += " (summed)" if t in summed else ""
         if flipped == 0:
             print(f"{label:<12}: no answer flips when it is redrawn: the model ignores it")
         else:

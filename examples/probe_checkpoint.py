@@ -19,10 +19,10 @@ def main(run_dir: str | None = None) -> None:
     logits, raw = model.run_with_cache(split.x_test[:512])
     cache = ActivationCache(raw, model)
     pattern = cache["pattern", 0].mean(0)  # [key_pos]
-    k = run.config.task.k
+    summed = list(run.config.task.relevant_positions(run.config.train.phases[-1]))  # 0..k-1 in the paper's task
     print(f"step {step}: test accuracy {(logits.argmax(-1) == split.y_test[:512]).float().mean():.3f}")
     print("mean attention per position:", " ".join(f"{a:.2f}" for a in pattern.tolist()))
-    print(f"attention mass on the first k = {k} positions: {pattern[:k].sum():.3f}")
+    print(f"attention mass on the {len(summed)} summed positions {summed}: {pattern[summed].sum():.3f}")
 
 
 # %%

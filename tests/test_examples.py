@@ -34,7 +34,7 @@ def test_patch_positions_tells_summed_positions_from_ignored_ones(example, train
 @pytest.mark.parametrize("name, expected", [
     ("ablate_positions", "first k (0-2)"),
     ("draw_circuit", "kept:"),
-    ("probe_checkpoint", "attention mass on the first k = 3 positions"),
+    ("probe_checkpoint", "attention mass on the 3 summed positions [0, 1, 2]"),
 ])
 def test_examples_run_on_a_given_run(example, trained_run, capsys, name, expected):
     example(name).main(str(trained_run.path))
