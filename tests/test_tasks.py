@@ -146,12 +146,14 @@ def test_a_k_curriculum_trains_and_each_phase_has_its_own_targets(tmp_path, tiny
     assert torch.equal(run.data(0).x_train, run.data(1).x_train)  # same (seed, p): same sequences, new targets
     assert not torch.equal(run.data(0).y_train, run.data(1).y_train)
     assert run.status == "completed" and run.steps[-1] == 30
+    assert run.info["relevant_positions"] == [list(truth) for truth in truths]  # the truth, written in run.json
 
 
 def test_an_old_run_json_loads_as_a_first_k_task(tmp_path, tiny):
     run = train(tiny("2:10:1e-2,4:10:1e-2"), tmp_path / "run", progress=False)
     path = run.path / "run.json"
     info = json.loads(path.read_text())
+    assert "relevant_positions" not in info  # a first-k run's run.json holds what it held before
     info["config"]["task"].pop("positions")
     for phase in info["config"]["train"]["phases"]:
         phase.pop("k")

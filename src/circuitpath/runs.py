@@ -285,6 +285,8 @@ class RunWriter:
             "config": config.to_dict(),
             platform.KEY: platform.current(device),  # what the run's bytes depend on besides its config
         }
+        if config.task.positions != "first":  # the truth each phase sums, written out (a first-k task's: 0..k-1)
+            info["relevant_positions"] = [list(config.task.relevant_positions(ph)) for ph in config.train.phases]
         writer = cls(path, config, info, lock)
         write_json(path / RUN_JSON, info)
         return writer
