@@ -2,7 +2,8 @@
 
 ```
 RUN/
-  run.json                               config, status, package version, platform (torch, device, CPU kernels)
+  run.json                               config, status, package version, platform (torch, device, CPU kernels);
+                                         each phase's relevant positions when the task's are not the first k
   metrics.jsonl                          one line per logged step
   data/phase_N.safetensors               the exact train/test tensors of phase N
   checkpoints/step_XXXXXXX.safetensors   weights by contract name (metadata: step, phase, model config)
