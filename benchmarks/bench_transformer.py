@@ -7,10 +7,11 @@ no hook points, no module tree.
 - Training, ms per step of all the seeds, interleaved rounds in this process:
   plain loop: per seed, the plain model with autograd and torch.optim.Adam, seed after seed, one
   thread a kernel (--threads N: N);
-  circuitpath: `Executor` and `Adam` as `train` runs them on the CPU (one run a chunk, one thread a
-  kernel, one worker per core), so each run is the same bytes alone or in a group;
-  one vmapped chunk: every seed in one `stacked.loss_and_grad` call (the GPU's arrangement; on the
-  CPU its bytes would depend on the group), one thread a kernel (--threads N: N).
+  circuitpath: `Executor` and `Adam` as `train` runs them on the CPU: a chunk of runs a core, one
+  thread a kernel, each chunk vmapped in calls of at most `stacked.WORK_PER_CALL` sequence positions;
+  a run a call: the same, one run to each vmapped call (what sharing calls buys);
+  one call: every seed in one vmapped call on one core (the GPU's arrangement), --threads threads.
+All three engine arrangements give each run the same bytes (tests/test_transformer.py).
 - Forward: the hooked model with no hooks attached against the plain model, no gradient, one thread.
 One thread a kernel by default: on a small shared machine torch's threads wait on each other and on
 other load (on 2 busy cores, 2 threads made the plain loop 5-10x slower than one).
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 
 from common import measure, table
 
+from circuitpath import stacked
 from circuitpath.config import ModelConfig
 from circuitpath.engine import Adam, Encoded, Executor, Layout
 from circuitpath.transformer import StandardTransformer, _heads_in, _softmax, init_weights
@@ -72,18 +74,24 @@ def plain_loop(cfgs: list[ModelConfig], x, y):
     return step
 
 
-def engine_step(cfgs: list[ModelConfig], x, y, pool: ThreadPoolExecutor | None, one_chunk: bool):
-    """One step of every seed through the engine: per-run chunks on a pool, or one vmapped chunk."""
+def engine_step(cfgs: list[ModelConfig], x, y, pool: ThreadPoolExecutor | None, work_per_call: int | None = None):
+    """One step of every seed through the engine as `train` runs it; with `work_per_call`, vmapped
+    calls of at most that many sequence positions (0: a run a call), and without a pool, one chunk."""
     layout = Layout.of(cfgs[0])
     theta = layout.pack([init_weights(c) for c in cfgs])
     executor = Executor(len(cfgs), theta.device, pool, cfgs[0])
-    if one_chunk:
+    if pool is None:
         executor.chunks, executor.pool = [slice(0, len(cfgs))], None
     parts = executor.split(Encoded.of(x, y, cfgs[0].n_tokens))
     adam = Adam(theta, torch.full((len(cfgs),), 1e-3))
 
     def step():
-        _, grad = executor.loss_and_grad(theta, layout, parts)
+        before = stacked.WORK_PER_CALL
+        stacked.WORK_PER_CALL = before if work_per_call is None else work_per_call
+        try:
+            _, grad = executor.loss_and_grad(theta, layout, parts)
+        finally:
+            stacked.WORK_PER_CALL = before
         adam.step(theta, grad)
 
     return step
@@ -109,8 +117,9 @@ def training(args, cfg: ModelConfig) -> str:
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         seconds = measure({
             "plain loop": threads(plain_loop(cfgs, x, y), args.threads),
-            "circuitpath": threads(engine_step(cfgs, x, y, pool, one_chunk=False)),
-            "one vmapped chunk": threads(engine_step(cfgs, x, y, None, one_chunk=True), args.threads),
+            "circuitpath": threads(engine_step(cfgs, x, y, pool)),
+            "a run a call": threads(engine_step(cfgs, x, y, pool, work_per_call=0)),
+            "one call": threads(engine_step(cfgs, x, y, None, work_per_call=1 << 62), args.threads),
         }, rounds=args.rounds, seconds=0.2)
     rows = [(name, f"{s * 1e3:.1f}", f"{seconds['plain loop'] / s:.2f}x") for name, s in seconds.items()]
     return table(rows, (f"{args.seeds} seeds, batch {args.batch}", "ms a step", "speed-up on the plain loop"))
@@ -136,10 +145,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--d-model", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1, help="threads a kernel of the plain loop and the vmapped chunk")
+    parser.add_argument("--threads", type=int, default=1, help="threads a kernel of the plain loop and of one call")
     args = parser.parse_args(argv)
     cfg = ModelConfig(arch="transformer", d_model=args.d_model, n_layers=2, n_heads=4, n_ctx=12)
-    print(f"torch {torch.__version__}, {os.cpu_count()} cores; plain loop and vmapped chunk on {args.threads} thread(s)")
+    print(f"torch {torch.__version__}, {os.cpu_count()} cores; plain loop and one call on {args.threads} thread(s)")
     print(training(args, cfg))
     print()
     print(forward(args, cfg))

@@ -4,6 +4,10 @@ its ActivationCache, and training through the run machinery (checkpoints, resume
 from __future__ import annotations
 
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -169,7 +173,44 @@ def test_resume_mid_phase_equals_uninterrupted(tmp_path):
             (full.path / "checkpoints").joinpath(f"step_{step:07d}.safetensors").read_bytes()
 
 
-def test_a_run_is_the_same_bytes_alone_and_in_a_group(tmp_path):
+#: A run vmapped among others, at each place, against the same run vmapped alone: same bytes.
+VMAP_CHECK = """
+import torch
+from dataclasses import replace
+from circuitpath.config import ModelConfig
+from circuitpath.engine import Encoded, Layout
+from circuitpath import stacked
+torch.set_num_threads(1)
+for fields in ({"tied": False, "norm": "layer", "readout": "last"}, {"readout": 2, "n_layers": 1}, {}):
+    cfg = ModelConfig(**({"arch": "transformer", "d_model": 8, "n_layers": 2, "n_heads": 2, "n_ctx": 6} | fields))
+    layout = Layout.of(cfg)
+    theta = layout.pack([stacked.StandardTransformer(replace(cfg, seed=s)).weights() for s in range(5)])
+    x = torch.randint(0, 4, (5, 11, 6), generator=torch.Generator().manual_seed(0))
+    data = Encoded.of(x, x[:, :, :3].sum(-1) % 4, 4)
+    together = stacked.loss_and_grad(theta, layout, data), stacked.evaluate(theta, layout, data)
+    for run in range(5):
+        one = data.rows(slice(run, run + 1)).copy()
+        alone = stacked.loss_and_grad(theta[run:run + 1].clone(), layout, one), stacked.evaluate(theta[run:run + 1].clone(), layout, one)
+        for a, b in zip([*alone[0], *alone[1]], [*together[0], *together[1]]):
+            assert torch.equal(a[0], b[run]), (fields, run)
+print(torch.backends.cpu.get_cpu_capability())
+"""
+
+
+def test_a_vmapped_run_is_the_same_bytes_alone_and_among_others():
+    exec(VMAP_CHECK, {})  # this CPU's best kernel set, in this process
+
+
+def test_so_it_is_under_the_default_kernel_set():
+    """The plain kernels every x86 CPU runs (ATEN_CPU_CAPABILITY=default), in a fresh process."""
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    done = subprocess.run([sys.executable, "-c", VMAP_CHECK], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().lower() == "default"  # the kernel set asked for is the one that ran
+
+
+def test_a_run_is_the_same_bytes_alone_and_in_a_group(tmp_path, monkeypatch):
+    monkeypatch.setattr("circuitpath.engine.os.cpu_count", lambda: 1)  # all three runs in one chunk, the target second
     configs = [run_config(f"2:8:{lr},4:8:{lr}:8", seed=s) for s, lr in ((5, 3e-3), (7, 1e-2), (9, 3e-2))]
     group = train_many(configs, [tmp_path / f"g{i}" for i in range(3)], progress=False, workers=2)
     alone = train(configs[1], tmp_path / "alone", progress=False)

@@ -300,14 +300,16 @@ class Executor:
     for chunks of 4), which processes across cores win back (`processes.py`).
     On a GPU all runs go in one chunk (nothing is promised about its bytes). Small models on the CPU
     (`fused.takes_fused_path`, a function of the config) take the fused path instead: one compiled
-    loop per run, a chunk of runs per core.
+    loop per run, a chunk of runs per core. The standard transformer's runs go a chunk a core too:
+    `stacked` vmaps them, and a vmapped run's bytes do not depend on its batch-mates.
     """
 
     def __init__(self, runs: int, device: torch.device, pool: ThreadPoolExecutor | None = None,
                  cfg: ModelConfig | None = None):
         self.fused = cfg is not None and cfg.arch == "cross_attention" and fused.takes_fused_path(cfg, device)
-        if self.fused:  # one compiled loop per chunk, run after run: any chunking gives the same bytes
-            size = -(-runs // (os.cpu_count() or 1))
+        transformer = cfg is not None and cfg.arch == "transformer" and device.type == "cpu"
+        if self.fused or transformer:  # compiled loops run after run, or vmapped calls (`stacked`): any
+            size = -(-runs // (os.cpu_count() or 1))  # chunking gives the same bytes; a chunk a core
         else:
             size = 1 if device.type == "cpu" else max(runs, 1)
         self.chunks = [slice(i, min(i + size, runs)) for i in range(0, runs, size)]

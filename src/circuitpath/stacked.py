@@ -5,10 +5,14 @@ The weights of S runs live in the engine's flat buffer `theta` [S, P] (`engine.L
 so the hooked model itself (its hooks idle) is the function trained; autograd takes the gradient of
 the summed losses straight into one [S, P] buffer for the engine's Adam.
 
-Same config, same bytes: `engine.Executor` calls this with one run a chunk on the CPU, every kernel on
-one thread, so a run's arithmetic never depends on its batch-mates (a vmapped product over S runs is
-a batched matrix product whose code path and alignment depend on S). On a GPU the whole group is one
-chunk. `benchmarks/bench_transformer.py` measures what either arrangement costs.
+Same config, same bytes: on the CPU, with every kernel on one thread, a vmapped run's bytes do not
+depend on how many runs share its call or on its place among them, under each of PyTorch's CPU kernel
+sets (tests/test_transformer.py holds every run of a vmapped call to the same run vmapped alone, and a
+run trained in a group to the run trained alone). Every call is vmapped for that, a lone run's too:
+called without vmap, a run's products are plain matrix products, whose rounding differs from the
+batched ones (measured: gradients 1e-9 apart). So `engine.Executor` gives the transformer one chunk
+of runs a core, as the fused path, and `call_groups` cuts a chunk into calls by their work alone.
+On a GPU all runs go in one call. `benchmarks/bench_transformer.py` measures the arrangements.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ from torch.func import functional_call, vmap
 
 from circuitpath.config import ModelConfig
 from circuitpath.transformer import StandardTransformer
+
+#: Sequence positions (runs x batch x positions) one vmapped call takes at most on the CPU. Small
+#: batches of many runs share a call (a kernel call's overhead is paid once for them all); full
+#: batches go a run or two a call, where batching buys nothing (`benchmarks/bench_transformer.py`).
+WORK_PER_CALL = 8192
 
 _local = threading.local()  # one template model per thread: functional_call swaps its parameters in place
 
@@ -45,22 +54,32 @@ def tokens_of(index: Int[Tensor, "runs batch_pos"], n_ctx: int) -> Int[Tensor, "
 def stacked_logits(model: StandardTransformer, weights: dict[str, Tensor],
                    tokens: Int[Tensor, "runs batch pos"]) -> Float[Tensor, "runs batch n_tokens"]:
     """Each run's logits with its own weights [runs, *shape]: the hooked model under `functional_call`,
-    vmapped over the runs (a lone run is called directly: the same function, without vmap's overhead)."""
-    def call(w: dict[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(model, w, (x,), {"engine": True})
+    vmapped over the runs. A lone run is vmapped too: called directly, its products would be plain
+    matrix products instead of batched ones, which round differently."""
+    return vmap(lambda w, x: functional_call(model, w, (x,), {"engine": True}))(weights, tokens)
 
-    if tokens.shape[0] == 1:
-        return call({name: value[0] for name, value in weights.items()}, tokens[0])[None]
-    return vmap(call)(weights, tokens)
+
+def call_groups(runs: int, tokens: Tensor) -> list[slice]:
+    """The runs of one vmapped call each: on the CPU at most WORK_PER_CALL sequence positions a call,
+    at least one run; elsewhere every run in one call."""
+    if tokens.device.type != "cpu":
+        return [slice(0, runs)]
+    size = max(1, WORK_PER_CALL // (tokens.shape[1] * tokens.shape[2]))
+    return [slice(i, min(i + size, runs)) for i in range(0, runs, size)]
 
 
 def loss_and_grad(theta: Float[Tensor, "runs P"], layout, data) -> tuple[Float[Tensor, " runs"], Float[Tensor, "runs P"]]:
-    """Each run's mean cross-entropy on its sequences and its gradient [runs, P] (zero on the padding);
-    runs are independent, so the gradient of the sum of losses splits by run."""
+    """Each run's mean cross-entropy on its sequences and its gradient [runs, P] (zero on the padding)."""
+    tokens = tokens_of(data.index, layout.cfg.n_ctx)
+    parts = [_loss_and_grad(theta[runs], layout, tokens[runs], data.targets[runs])
+             for runs in call_groups(theta.shape[0], tokens)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def _loss_and_grad(theta: Tensor, layout, tokens: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """One vmapped call; runs are independent, so the gradient of the summed losses splits by run."""
     theta = theta.detach().requires_grad_(True)
-    model = template(layout.cfg, theta.device)
-    out = stacked_logits(model, layout.views(theta), tokens_of(data.index, layout.cfg.n_ctx))
-    losses = run_losses(out, data.targets)
+    losses = run_losses(stacked_logits(template(layout.cfg, theta.device), layout.views(theta), tokens), targets)
     (grad,) = torch.autograd.grad(losses.sum(), theta)
     return losses.detach(), grad
 
@@ -73,6 +92,10 @@ def run_losses(out: Float[Tensor, "runs batch n_tokens"], targets: Int[Tensor, "
 @torch.no_grad()
 def evaluate(theta: Float[Tensor, "runs P"], layout, data) -> tuple[Float[Tensor, " runs"], Float[Tensor, " runs"]]:
     """Loss and accuracy of each run on its own sequences."""
-    model = template(layout.cfg, theta.device)
-    out = stacked_logits(model, layout.views(theta), tokens_of(data.index, layout.cfg.n_ctx))
-    return run_losses(out, data.targets), (out.argmax(-1) == data.targets).float().mean(1)
+    tokens, model = tokens_of(data.index, layout.cfg.n_ctx), template(layout.cfg, theta.device)
+    losses, accuracies = [], []
+    for runs in call_groups(theta.shape[0], tokens):
+        out = stacked_logits(model, layout.views(theta[runs]), tokens[runs])
+        losses.append(run_losses(out, data.targets[runs]))
+        accuracies.append((out.argmax(-1) == data.targets[runs]).float().mean(1))
+    return torch.cat(losses), torch.cat(accuracies)
