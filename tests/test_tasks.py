@@ -317,3 +317,14 @@ def test_sweep_takes_random_positions():
     args = build_parser().parse_args(["sweep", "--positions", "random", "-T", "8"])
     assert task_from_flags(args) == TaskConfig(n_ctx=8, positions="random")
     assert task_from_flags(build_parser().parse_args(["sweep"])).positions == "first"
+
+
+def test_report_headlines_name_the_truth():
+    from circuitpath.report.headlines import Headlines
+
+    headlines = Headlines()
+    headlines.run("paper").first_k_mass = 0.5
+    headlines.run("random").first_k_mass = 0.25
+    headlines.run("random").truth = "relevant positions"
+    paper, random = headlines.lines()
+    assert "on the first k 0.500" in paper and "on the relevant positions 0.250" in random

@@ -7,7 +7,7 @@ from circuitpath.analysis.ablation import ablate, position_sets
 from circuitpath.analysis.circuit import circuit_at
 from circuitpath.analysis.dynamics import circuit_over_training
 from circuitpath.analysis.patching import position_patching
-from circuitpath.data import positions_of, truth_of
+from circuitpath.data import positions_of, truth_name, truth_of
 from circuitpath.plots import training as plots
 from circuitpath.plots.circuit import circuit_figure
 from circuitpath.report.page import Panel
@@ -39,6 +39,7 @@ def _final(name: str, run, ctx: Context, circuit=None) -> list[Panel]:
     by_name = dict(zip(ablations["test"].names, ablations["test"].accuracy.tolist()))
     headline = ctx.headlines.run(name)
     headline.test_acc = run.final_metrics()["test_acc"]
+    headline.truth = "first k" if truth_name(truth) == "first k" else "relevant positions"
     headline.first_k_ablated_test_acc = by_name[list(sets)[0]]
     headline.spurious_ablated_test_acc = by_name.get(list(sets)[-1], float("nan")) if len(sets) > 1 else float("nan")
     p = run.config.train.phases[-1].p

@@ -18,6 +18,7 @@ class RunHeadline:
     first_k_ablated_test_acc: float = NAN
     clusters: dict[int, tuple[int, str, float]] = field(default_factory=dict)  # step -> (count, labeling, ARI)
     circuit_found_at: int | None = None  # first step whose attribution AUROC reaches 0.99 (-1: never)
+    truth: str = "first k"  # how lines name the summed positions: "first k", or "relevant positions" for other truths
 
 
 @dataclass
@@ -33,10 +34,10 @@ class Headlines:
         out = []
         for name, h in self.runs.items():
             parts = [text for value, text in (
-                (h.first_k_mass, f"final attention mass on the first k {h.first_k_mass:.3f}"),
+                (h.first_k_mass, f"final attention mass on the {h.truth} {h.first_k_mass:.3f}"),
                 (h.test_acc, f"test acc {h.test_acc:.4f}"),
                 (h.spurious_ablated_test_acc, f"{h.spurious_ablated_test_acc:.4f} with the spurious positions ablated"),
-                (h.first_k_ablated_test_acc, f"{h.first_k_ablated_test_acc:.4f} with the first k ablated"),
+                (h.first_k_ablated_test_acc, f"{h.first_k_ablated_test_acc:.4f} with the {h.truth} ablated"),
             ) if value == value]  # NaN: not measured in this report
             if parts:
                 out.append(f"{name}: " + "; ".join(parts))
