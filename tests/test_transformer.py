@@ -94,6 +94,17 @@ def test_activation_cache_methods_add_up_to_the_logits():
         torch.testing.assert_close(full.sum(0), final, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("norm", ["rms", "layer"])
+def test_logit_attributions_add_up_to_the_logit_of_a_fresh_model(norm):
+    model = StandardTransformer(model_config(seed=4, norm=norm))  # unit gains and zero biases: TransformerLens's folded norm
+    logits, cache = model.run_with_cache(tokens())
+    answers = logits.argmax(-1)
+    stack = cache.decompose_resid(pos_slice=model.readout_at)  # [component, batch, d_model]
+    attrs = cache.logit_attrs(stack, tokens=answers, pos_slice=model.readout_at)
+    assert attrs.shape == (6, 5)  # embed, pos_embed, then attention and MLP of each layer
+    torch.testing.assert_close(attrs.sum(0), logits.gather(1, answers[:, None])[:, 0], atol=1e-5, rtol=0)
+
+
 def test_a_hook_changes_everything_downstream():
     model, x = StandardTransformer(model_config(seed=1)), tokens()
     clean = model(x)

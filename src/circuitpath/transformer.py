@@ -292,6 +292,10 @@ class StandardTransformer(HookedRootModule):
             bias = bias + block.attn.b_O + (block.mlp.b_out if include_mlp_biases else 0)
         return bias + self.blocks[layer].attn.b_O if mlp_input else bias
 
+    def tokens_to_residual_directions(self, tokens: int | Int[Tensor, "..."]) -> Float[Tensor, "... d_model"]:
+        """The unembedding direction of each token, W_U[:, token] (what `ActivationCache.logit_attrs` reads)."""
+        return self.W_U[:, torch.as_tensor(tokens, device=self.W_U.device)].movedim(0, -1)
+
     # ---- weights -----------------------------------------------------------------------------
     @property
     def W_E(self) -> Float[Tensor, "n_rows d_model"]:
