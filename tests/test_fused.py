@@ -20,6 +20,45 @@ def test_erf_is_libm_erf_to_float32_resolution():
     assert max(abs(fused.erf(x) - math.erf(x)) for x in xs) < 1e-7
 
 
+def test_exp_is_libm_exp_to_a_few_parts_in_a_trillion():
+    fused._kernel()  # compiles _exp too
+    xs = [-700 * i / 20000 for i in range(20001)]
+    assert max(abs(fused._exp(x) / math.exp(x) - 1) for x in xs) < 3e-12
+    assert fused._exp(0.0) == 1.0
+    assert fused._exp(-1e6) == fused._exp(-700.0) > 0  # clamped: a normal number, never 0
+
+
+def test_scores_too_spread_for_the_shared_table_take_each_sequences_largest():
+    """Attention weights from each sequence's own largest score when the table's scores span more
+    than `_SHARED_SPAN`: the loss and gradients are still the hooked model's (in float64, where its
+    own softmax of such scores is exact enough to compare with)."""
+    cfg = ModelConfig(d_model=2, d_mlp=32, n_ctx=12)
+    layout = Layout.of(cfg)
+    generator = torch.Generator().manual_seed(7)
+    model = CrossAttentionTransformer(cfg)
+    for p in model.parameters():
+        p.data += 0.5 * torch.randn(p.shape, generator=generator)
+    model.W_Q.data = torch.tensor([400.0, -300.0])
+    weights = model.weights()
+    resid = (weights["W_E"][:, None, :] + weights["W_pos"][None, :, :]).double()
+    z = resid / (resid.pow(2).mean(-1, keepdim=True).sqrt() + cfg.eps)
+    scores = z @ weights["W_Q"].double() / math.sqrt(2)
+    assert scores.max() - scores.min() > fused._SHARED_SPAN
+    theta = layout.pack([weights])
+    x = torch.randint(0, 4, (1, 32, 12), generator=generator)
+    y = x[:, :, :5].sum(-1) % 4
+    data = Encoded.of(x, y, 4)
+    losses, grad = fused.loss_and_grad(theta, layout, data.index, data.targets)
+    model = model.double()
+    loss = F.cross_entropy(model(x[0]), y[0])
+    expected = torch.autograd.grad(loss, list(model.parameters()))
+    torch.testing.assert_close(losses[0].double(), loss.detach(), atol=1e-6, rtol=1e-6)
+    got = layout.unpack(grad[0])
+    for (name, _), value in zip(model.named_parameters(), expected):
+        key = name.split(".")[-1]
+        torch.testing.assert_close(got[key].double(), value, atol=2e-6, rtol=1e-4, msg=key)
+
+
 @pytest.mark.parametrize("residual", ["attn_out", "normalized"])
 @pytest.mark.parametrize("tied", [True, False])
 def test_loss_gradient_and_accuracy_are_the_hooked_models(tied, residual):
