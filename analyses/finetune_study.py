@@ -1,7 +1,7 @@
 """Why the d = 2 pipeline's p = 4 fine-tune fails: its start, and what a researcher would try, over seeds.
 
 One p = 2 pretraining (`vis_p2`, n_tokens 4) per seed, shared by every fine-tune variant: each is a
-branch at the end of the p = 2 phase (`circuitpath.branch`), so all variants start from the same
+branch at the end of the p = 2 phase (`circuitpath.variants`), so all variants start from the same
 weights. The notebook's own choice (n_tokens 3, a p = 3 fine-tune) needs its own pretraining (3
 token rows) and is trained as one `vis_finetune` run per seed. A fine-tune *solves* its task when
 train and test accuracy are >= 0.99 at its end, and *collapses* when its train accuracy is below
@@ -14,32 +14,18 @@ Run: `python analyses/finetune_study.py [OUT] [SEEDS]` (default runs/finetune_st
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from circuitpath.analysis.finetune_start import run_finetune_start
-from circuitpath.branch import _create, plan_branch
-from circuitpath.config import Phase
-from circuitpath.fused import _kernel
-from circuitpath.presets import VIS_BATCH, VIS_LR, VIS_STEPS, experiments
-from circuitpath.runs import load_run, step_file
+from circuitpath.presets import experiments
+from circuitpath.runs import load_run
 from circuitpath.stats import wilson_interval
-from circuitpath.storage import CHECKSUM_KEY, load_tensors, save_tensors
-from circuitpath.train import resume_groups, train_groups
+from circuitpath.train import train_groups
+from circuitpath.variants import FINETUNE_VARIANTS, make_variants
 
 SOLVED = 0.99
-#: Warm-up: the learning rate rises over the first 10 epochs in five phases of 2 epochs (each phase
-#: starts a fresh Adam, as every phase does), then the rest of the 1 000 epochs at 3e-3.
-WARMUP = tuple(Phase(p=4, steps=128, lr=VIS_LR * f, batch_size=VIS_BATCH) for f in (0.01, 0.03, 0.1, 0.3, 0.6))
-VARIANTS: dict[str, tuple[Phase, ...]] = {
-    "p=4, lr 3e-3 (finetune.py)": (Phase(p=4, steps=VIS_STEPS, lr=VIS_LR, batch_size=VIS_BATCH),),
-    "p=4, lr 3e-4": (Phase(p=4, steps=VIS_STEPS, lr=3e-4, batch_size=VIS_BATCH),),
-    "p=4, unseen rows reset to init": (Phase(p=4, steps=VIS_STEPS, lr=VIS_LR, batch_size=VIS_BATCH),),
-    "p=4, lr warm-up over 10 epochs": WARMUP + (Phase(p=4, steps=VIS_STEPS - 640, lr=VIS_LR, batch_size=VIS_BATCH),),
-}
-RESET = "p=4, unseen rows reset to init"
 NOTEBOOK = "p=3, n_tokens 3 (FinetuneConfig default)"
 
 
@@ -52,39 +38,16 @@ def pretrain(out: Path, seeds: list[int]) -> None:
               for name, e in (("p2", p2), ("notebook", nb))]
     todo = [g for g in groups if not all((o / "run.json").is_file() for o in g[1])]
     if todo:
-        _kernel()  # compiled once here: two groups' threads compiling it at once raced (see the report)
         train_groups(todo)
 
 
 def branch_variants(out: Path, seeds: list[int]) -> None:
-    """Every variant as branches of the p = 2 runs at their last step, trained in one call."""
-    plans: list[list[Path]] = []
-    for index, (name, phases) in enumerate(VARIANTS.items()):
-        plans.append([])
-        for seed in seeds:
-            target = out / f"variant_{index}" / f"seed_{seed}"
-            if (target / "run.json").is_file():
-                continue
-            parent = load_run(out / "p2" / f"seed_{seed}")
-            plan = plan_branch(parent, parent.steps[-1], phases, target, new_phase=True)
-            _create(plan, False)
-            if name == RESET:
-                reset_unseen(target, parent.steps[-1])
-            plans[-1].append(target)
-    if any(plans):
-        _kernel()
-        resume_groups([group for group in plans if group], note_resume=False)
-
-
-def reset_unseen(run_dir: Path, step: int) -> None:
-    """Tokens 2 and 3 (never inputs at p = 2): their W_E rows back to the run's initial values."""
-    path = run_dir / "checkpoints" / step_file(step)
-    tensors, meta = load_tensors(path)
-    meta.pop(CHECKSUM_KEY, None)
-    initial, _ = load_tensors(run_dir / "checkpoints" / step_file(0))
-    W_E = tensors["W_E"].clone()
-    W_E[2:] = initial["W_E"][2:]
-    save_tensors(path, {**tensors, "W_E": W_E}, meta)
+    """Every variant as branches of the p = 2 runs at their last step (skipped when done)."""
+    for key, variant in FINETUNE_VARIANTS.items():
+        todo = [s for s in seeds if not (out / key / f"seed_{s}" / "run.json").is_file()]
+        if todo:
+            make_variants([load_run(out / "p2" / f"seed_{s}") for s in todo], variant,
+                          [out / key / f"seed_{s}" for s in todo])
 
 
 # %%
@@ -108,7 +71,7 @@ def table(out: Path, seeds: list[int]) -> list[str]:
     good = pretrained(out, seeds)
     rows = [f"{'variant':44s} {'p solved (train & test >= 0.99)':>32s} {'collapsed (train < 1/p + 0.05)':>32s} "
             f"{'best train acc':>14s}  solved | p = 2 solved (seeds {', '.join(map(str, good))})"]
-    dirs = {name: out / f"variant_{i}" for i, name in enumerate(VARIANTS)} | {NOTEBOOK: out / "notebook"}
+    dirs = {v.label: out / key for key, v in FINETUNE_VARIANTS.items()} | {NOTEBOOK: out / "notebook"}
     for name, root in dirs.items():
         p = 3 if name == NOTEBOOK else 4
         results = [outcome(root / f"seed_{s}", p) for s in seeds]
@@ -121,7 +84,7 @@ def table(out: Path, seeds: list[int]) -> list[str]:
 
 def start_lines(out: Path, seeds: list[int]) -> list[str]:
     """The p = 4 fine-tune's start (baseline variant): loss, logit scale, the unused rows' norms."""
-    starts = [run_finetune_start(load_run(out / "variant_0" / f"seed_{s}")) for s in seeds]
+    starts = [run_finetune_start(load_run(out / "finetune" / f"seed_{s}")) for s in seeds]
     pre = [load_run(out / "p2" / f"seed_{s}").final_metrics() for s in seeds]
     ok = [m["train_acc"] >= SOLVED and m["test_acc"] >= SOLVED for m in pre]
     med = lambda xs: float(torch.tensor(xs).median())  # noqa: E731

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from circuitpath.analysis.probes import UpdateChanges, constant_inputs, first_k_inputs, token_focus
-from circuitpath.claims import Claim
+from circuitpath.claims import PRETRAINED, Claim, among
 from circuitpath.stats import wilson_interval as wilson
 
 
@@ -14,6 +14,23 @@ from circuitpath.stats import wilson_interval as wilson
 def test_wilson_interval_matches_published_values(successes, n, low, high):
     got = wilson(successes, n)
     assert got == pytest.approx((low, high), abs=1e-4)
+
+
+@pytest.mark.parametrize("n", range(1, 40))
+def test_the_interval_holds_the_rate_at_the_ends(n):
+    for successes in (0, n):
+        low, high = wilson(successes, n)
+        assert low <= successes / n <= high
+
+
+def test_a_claim_among_the_pretrained_seeds_keeps_their_values_only():
+    whole = Claim("clusters_p4", 4, "paper", "test")
+    for seed, value in enumerate([16, 1, 16, 3]):
+        whole.add(seed, value, value == 16, f"{value} clusters")
+    sub = among(whole, [1, 2, 7])  # seed 7 was not measured: left out
+    assert sub.key == "clusters_p4" + PRETRAINED and sub.figure == 4 and sub.paper == whole.paper
+    assert sub.values == {1: 1.0, 2: 16.0} and sub.holds == {1: False, 2: True} and sub.shown[2] == "16 clusters"
+    assert (sub.count, sub.n) == (1, 2) and "pretraining succeeded" in sub.test
 
 
 def test_verdict_follows_the_interval():

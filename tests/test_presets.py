@@ -9,8 +9,10 @@ from circuitpath.errors import ConfigError
 def test_every_figure_names_experiments_that_exist():
     experiments = presets.experiments()
     for figure in presets.FIGURES.values():
-        assert figure.experiments and all(name in experiments for name in figure.experiments)
-        assert all(figure.number in experiments[name].figures for name in figure.experiments)
+        trained = [name for name in figure.experiments if name not in presets.branches_needed([figure.number])]
+        assert trained and all(name in experiments for name in trained)
+        assert all(figure.number in experiments[name].figures for name in trained)
+    assert presets.branches_needed([4]) == [presets.VIS_RESET] and presets.VIS_RESET not in experiments
 
 
 def test_fig2_is_the_mini_batch_run_of_graph_notebook():
@@ -43,7 +45,8 @@ def test_figures_are_parsed_and_unknown_ones_refused():
     assert presets.parse_figures("all") == [2, 3, 4, 5, 6, 7]
     assert presets.parse_figures("4, 2,4") == [2, 4]
     assert presets.needed([5, 6]) == ["scratch", "curriculum"]
-    assert presets.needed([3]) == ["curriculum", "small_curriculum"]
+    assert presets.needed([3]) == ["curriculum", "vis_finetune"]
+    assert presets.needed([4]) == ["vis_finetune", "vis_scratch"] and presets.branches_needed([2, 3, 5]) == []
     for bad in ("9", "2,x", ""):
         with pytest.raises(ConfigError, match="figure"):
             presets.parse_figures(bad)

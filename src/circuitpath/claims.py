@@ -23,6 +23,7 @@ from circuitpath.analysis.probes import attention_at, constant_inputs, first_k_i
 from circuitpath.experiments import FITS, GENERALISES_AT, MEMORISED_BELOW, generalises, memorises
 from circuitpath.runs import Run
 from circuitpath.stats import Rate
+from circuitpath.variants import switch_step
 
 # ---- thresholds, stated once -------------------------------------------------------------------
 # A run fits its training set, generalises and memorises as `experiments` says (FITS, GENERALISES_AT,
@@ -151,9 +152,8 @@ def fig3(runs: Runs, key: str = "focus_on_zeros", where: str = "") -> list[Claim
                   f"{where}at the end of the p = 2 phase, mean attention on a first-k position holding 0 over one "
                   f"holding 1 (p = 2 test inputs with both); holds if at least {ZERO_FOCUS:g}")
     for seed, run in runs.items():
-        switch = run.config.train.phase_starts()[1]
         tokens = run.data(0).x_test[:PROBES]
-        focus = token_focus(attention_at(run, [switch], tokens)[0], tokens, run.config.task.k)
+        focus = token_focus(attention_at(run, [switch_step(run)], tokens)[0], tokens, run.config.task.k)
         claim.add(seed, focus.ratio, focus.ratio >= ZERO_FOCUS,
                   f"{focus.ratio:.2f} ({focus.on_zero:.3f} / {focus.on_one:.3f})")
     return [claim]
@@ -174,26 +174,60 @@ def _cluster_claim(claim: Claim, seed: int, found, expected: int, present: bool 
     claim.add(seed, found.n_clusters, formed == present, f"{found.n_clusters} (ARI {ari:.2f})")
 
 
-def fig4(curriculum: Runs, scratch: Runs) -> list[Claim]:
-    """z_A forms k + 1 = 6 clusters after p = 2 and 16 after p = 4, which p = 4 alone does not form (d = 2)."""
-    rule = f"{{}} clusters of z_A and adjusted Rand index >= {CLUSTER_ARI} with the sum of the first k"
+CLUSTER_RULE = f"{{}} clusters of z_A and adjusted Rand index >= {CLUSTER_ARI} with the sum of the first k"
+
+
+def fig4(finetune: Runs, reset: Runs, scratch: Runs) -> list[Claim]:
+    """z_A forms k + 1 = 6 clusters after p = 2 and 16 after the p = 4 fine-tune, which p = 4 alone does not
+    form (d = 2); the fine-tune as finetune.py runs it, and with the unseen token rows reset at the switch.
+    Every claim but the scratch one also over the seeds whose pretraining succeeded."""
+    solved = pretraining("vis_p2_solved", 4, finetune, "d = 2 pipeline's")
     six = Claim("clusters_p2", 4, "After pretraining with p = 2, we observe the emergence of equivalence classes "
                 "modulo 6.", "on the 32 inputs with first k in {0,1}^5 (spurious 0) at the switch: holds with "
-                + rule.format(6))
-    sixteen = Claim("clusters_p4", 4, "After finetuning with p = 4, equivalence classes modulo 16 appear.",
-                    "on the 1 024 inputs with first k in {0..3}^5 (spurious 0) at the end: holds with "
-                    + rule.format(16))
+                + CLUSTER_RULE.format(6))
+    for seed, run in finetune.items():
+        _cluster_claim(six, seed, clusters_on_paper_inputs(run, switch_step(run), run.config.train.phases[0].p), 6)
+    fine_tunes = [c for runs, suffix, how in ((finetune, "", "finetune.py's fine-tune"),
+                                               (reset, "_reset", "the fine-tune with unseen token rows reset"))
+                  for c in _finetune_claims(runs, suffix, how)]
     alone = Claim("clusters_scratch", 4, "Such a structure could not emerge from p = 4 only on the considered "
                   "model size (d = 2).", "the same inputs, d = 2 trained on p = 4 alone: holds unless "
-                  + rule.format(16))
-    for seed, run in curriculum.items():
-        switch = run.config.train.phase_starts()[1]
-        _cluster_claim(six, seed, clusters_on_paper_inputs(run, switch, run.config.train.phases[0].p), 6)
-        _cluster_claim(sixteen, seed, clusters_on_paper_inputs(run, run.steps[-1], run.config.train.phases[-1].p), 16)
+                  + CLUSTER_RULE.format(16))
     for seed, run in scratch.items():
         _cluster_claim(alone, seed, clusters_on_paper_inputs(run, run.steps[-1], run.config.train.phases[-1].p), 16,
                        present=False)
-    return [c for c in (pretraining("small_p2_solved", 4, curriculum, "d = 2 curriculum's"), six, sixteen, alone) if c.n]
+    good = solved.seeds_holding
+    return [c for c in [solved] + [c for claim in (six, *fine_tunes) for c in (claim, among(claim, good))] + [alone]
+            if c.n]
+
+
+def _finetune_claims(runs: Runs, suffix: str, how: str) -> list[Claim]:
+    """16 clusters at the end of a fine-tune, and whether it solved p = 4."""
+    sixteen = Claim("clusters_p4" + suffix, 4, "After finetuning with p = 4, equivalence classes modulo 16 appear.",
+                    f"{how}: on the 1 024 inputs with first k in {{0..3}}^5 (spurious 0) at the end: holds with "
+                    + CLUSTER_RULE.format(16))
+    solved = Claim("finetune_solved" + suffix, 4, "[The curriculum] eases the optimization path [...] finetuning "
+                   "with p = 4.", f"{how}: final train and test acc >= {GENERALISES_AT} on p = 4")
+    for seed, run in runs.items():
+        _cluster_claim(sixteen, seed, clusters_on_paper_inputs(run, run.steps[-1], run.config.train.phases[-1].p), 16)
+        m = _final(run)
+        ok = m["train_acc"] >= GENERALISES_AT and m["test_acc"] >= GENERALISES_AT
+        solved.add(seed, m["test_acc"], ok, f"train {m['train_acc']:.3f}, test {m['test_acc']:.3f}")
+    return [sixteen, solved]
+
+
+#: Suffix of a claim measured again over the seeds whose p = 2 pretraining succeeded.
+PRETRAINED = "_if_pretrained"
+
+
+def among(claim: Claim, seeds: list[int]) -> Claim:
+    """`claim` over `seeds` only: the d = 2 figures' claims once more, where the pretraining succeeded
+    (left out of the claims when no seed's did)."""
+    sub = Claim(claim.key + PRETRAINED, claim.figure, claim.paper,
+                claim.test + "; over the seeds whose p = 2 pretraining succeeded (vis_p2_solved)")
+    for seed in (s for s in seeds if s in claim.values):
+        sub.add(seed, claim.values[seed], claim.holds[seed], claim.shown[seed])
+    return sub
 
 
 # ---- Figs. 5 and 6 -------------------------------------------------------------------------------
@@ -244,13 +278,20 @@ def fig6(scratch: Runs, curriculum: Runs) -> list[Claim]:
 #: How each figure's claims are measured from the runs of its experiments (by experiment name, then seed).
 MEASURES: dict[int, Callable[[dict[str, Runs]], list[Claim]]] = {
     2: lambda runs: fig2(runs["minibatch"]),
-    3: lambda runs: fig3(runs["small_curriculum"], where="d = 2 (the figure's model), ")
+    3: lambda runs: _with_pretrained(fig3(runs["vis_finetune"], where="d = 2 (the figure's pipeline), "),
+                                     runs["vis_finetune"])
     + fig3(runs["curriculum"], "focus_on_zeros_d32", "d = 32 (Fig. 5's curriculum), "),
-    4: lambda runs: fig4(runs["small_curriculum"], runs["small_scratch"]),
+    4: lambda runs: fig4(runs["vis_finetune"], runs["vis_finetune_reset"], runs["vis_scratch"]),
     5: lambda runs: fig5(runs["scratch"], runs["curriculum"]),
     6: lambda runs: fig6(runs["scratch"], runs["curriculum"]),
     7: lambda runs: [],  # Fig. 7 illustrates the two paths; the paper draws no claim from it beyond Fig. 6's
 }
+
+
+def _with_pretrained(claims: list[Claim], pretrained: Runs) -> list[Claim]:
+    """Each claim, then the same over the seeds whose p = 2 phase (of the `pretrained` runs) succeeded."""
+    good = pretraining("vis_p2_solved", 0, pretrained, "").seeds_holding
+    return [c for claim in claims for c in (claim, among(claim, good)) if c.n]
 
 
 def measure(figures: list[int], runs: dict[str, Runs]) -> list[Claim]:

@@ -15,16 +15,17 @@ are distinct and disjoint (the notebooks draw both with replacement from one ran
 test set is larger (2 048 sequences, or every other sequence when p^T is small) than the notebooks'
 128. The `vis_*` presets draw as their scripts do (`TaskConfig.with_replacement`, `ModelConfig.init`).
 
-| experiment         | figures    | T  | d  | h   | phases (p:steps:lr[:batch])        | source |
-|--------------------|------------|----|----|-----|------------------------------------|--------|
-| `minibatch`        | 2          | 8  | 32 | 128 | 4:9600:1e-3:32 (150 epochs of 64)  | graph.ipynb |
-| `scratch`          | 5, 6, 7    | 12 | 32 | 128 | 4:10000:1e-3 (`SCRATCH_LR`)        | factorization.ipynb |
-| `curriculum`       | 3, 5, 6, 7 | 12 | 32 | 128 | 2:3000:1e-3, 4:7000:1e-2           | factorization.ipynb |
-| `small_curriculum` | 3, 4       | 12 | 2  | 32  | 2:3000:1e-3, 4:7000:1e-2           | factorization.ipynb |
-| `small_scratch`    | 4          | 12 | 2  | 32  | 4:10000:1e-2                       | factorization.ipynb |
-| `vis_p2`           | 3          | 12 | 2  | 32  | 2:64000:3e-3:32 (1 000 epochs)     | train.py |
-| `vis_finetune`     | 3, 4       | 12 | 2  | 32  | 2:64000:3e-3:32, 4:64000:3e-3:32   | train.py, finetune.py |
-| `vis_scratch`      | 4          | 12 | 2  | 32  | 4:64000:3e-3:32                    | train.py at p = 4 |
+| experiment           | figures    | T  | d  | h   | phases (p:steps:lr[:batch])                     | source                 |
+|----------------------|------------|----|----|-----|-------------------------------------------------|------------------------|
+| `minibatch`          | 2          | 8  | 32 | 128 | 4:9600:1e-3:32 (150 epochs of 64)               | graph.ipynb            |
+| `scratch`            | 5, 6, 7    | 12 | 32 | 128 | 4:10000:1e-3 (`SCRATCH_LR`)                     | factorization.ipynb    |
+| `curriculum`         | 3, 5, 6, 7 | 12 | 32 | 128 | 2:3000:1e-3, 4:7000:1e-2                        | factorization.ipynb    |
+| `small_curriculum`   | -          | 12 | 2  | 32  | 2:3000:1e-3, 4:7000:1e-2                        | factorization.ipynb    |
+| `small_scratch`      | -          | 12 | 2  | 32  | 4:10000:1e-2                                    | factorization.ipynb    |
+| `vis_p2`             | -          | 12 | 2  | 32  | 2:64000:3e-3:32 (1 000 epochs)                  | train.py               |
+| `vis_finetune`       | 3, 4       | 12 | 2  | 32  | 2:64000:3e-3:32, 4:64000:3e-3:32                | train.py, finetune.py  |
+| `vis_finetune_reset` | 4          | 12 | 2  | 32  | vis_finetune's, unseen rows reset at the switch | a variant (`variants`) |
+| `vis_scratch`        | 4          | 12 | 2  | 32  | 4:64000:3e-3:32                                 | train.py at p = 4      |
 
 Every experiment has k = 5, n = 2 048 training sequences and n_tokens = 4 embedding rows (the
 `vis_*` ones: an option, 3 in train.py's grid), and is trained for several seeds; a seed sets the
@@ -44,6 +45,14 @@ EPOCH = 2048 // 32
 #: The d = 2 pipeline (projects/visualization/train.py, `ExperimentConfig` lines 58-81 and the grid of
 #: `run_grid` lines 382-399): lr 3e-3, mini-batches of 32, 1 000 epochs of 2 048 // 32 updates.
 VIS_LR, VIS_BATCH, VIS_STEPS = 3e-3, 32, 1000 * EPOCH
+
+#: Seeds of the d = 2 pipeline in `reproduce` (Figs. 3-4): its figure is one run among many whose
+#: pretraining often fails, and a run is cheap, so it trains more seeds than the other experiments.
+VIS_SEEDS = 32
+
+#: The fine-tune variant `reproduce` trains beside finetune.py's own (`variants.FINETUNE_VARIANTS`):
+#: a branch of `vis_finetune` at its switch with the rows of the tokens unseen in p = 2 reset.
+VIS_RESET = "vis_finetune_reset"
 
 #: Learning rate of the scratch run (Fig. 5). factorization.ipynb cell 16 sets lr = 1e-3 and then
 #: overrides it with lr = 1e-2; only 1e-3 draws the paper's own Fig. 5 curve (numbers in `scratch`).
@@ -131,8 +140,8 @@ def curriculum(residual: str) -> Experiment:
     - Phases from cell 16 (`niter = 3_000 # 2`, `niter = 7_000 # 2 -> 4`) and its lr comments
       (`lr = 1e-3 # ... vocab_size = 2`, `lr = 1e-2 # ... vocab_size = 4 after 2`); cell 10's
       recipes say the same; the paper's text: "3000 epochs in full batch, before switching".
-    - Fig. 3's claim is measured on its p = 2 phase too, beside the d = 2 run that drew the figure
-      (see `small_curriculum`).
+    - Fig. 3's claim is measured on its p = 2 phase too, beside the d = 2 pipeline that drew the
+      figure (`vis_finetune`).
     """
     phases = (Phase(p=2, steps=3000, lr=1e-3), Phase(p=4, steps=7000, lr=1e-2))
     return Experiment("curriculum", (3, 5, 6, 7), TaskConfig(), ModelConfig(residual=residual),
@@ -166,7 +175,7 @@ def small_curriculum(residual: str, d_mlp: int) -> Experiment:
       spurious zeros, which we take for it.
     """
     phases = (Phase(p=2, steps=3000, lr=1e-3), Phase(p=4, steps=7000, lr=1e-2))
-    return Experiment("small_curriculum", (3, 4), TaskConfig(), ModelConfig(d_model=2, d_mlp=d_mlp, residual=residual),
+    return Experiment("small_curriculum", (), TaskConfig(), ModelConfig(d_model=2, d_mlp=d_mlp, residual=residual),
                       TrainConfig(phases=phases), small_curriculum.__doc__ or "")
 
 
@@ -176,7 +185,7 @@ def small_scratch(residual: str, d_mlp: int) -> Experiment:
     The paper: the 16 clusters "could not emerge from p = 4 only on the considered model size";
     cell 10's recipe 2 (d = 2, h = 32, vocab 4, lr 1e-2): "Works after 1. Doesn't work natively."
     """
-    return Experiment("small_scratch", (4,), TaskConfig(), ModelConfig(d_model=2, d_mlp=d_mlp, residual=residual),
+    return Experiment("small_scratch", (), TaskConfig(), ModelConfig(d_model=2, d_mlp=d_mlp, residual=residual),
                       TrainConfig(phases=(Phase(p=4, steps=10_000, lr=1e-2),)), small_scratch.__doc__ or "")
 
 
@@ -223,7 +232,7 @@ def vis_p2(residual: str, n_tokens: int) -> Experiment:
     and 1 000 of one such run (cell 2). `vis_setting` and `vis_train` give every value's source.
     """
     task, model = vis_setting(n_tokens, residual)
-    return Experiment("vis_p2", (3,), task, model, vis_train(2), vis_p2.__doc__ or "")
+    return Experiment("vis_p2", (), task, model, vis_train(2), vis_p2.__doc__ or "")
 
 
 def vis_finetune(residual: str, n_tokens: int, finetune_p: int = 4) -> Experiment:
@@ -262,8 +271,8 @@ class Figure:
 
 FIGURES: dict[int, Figure] = {
     2: Figure(2, "Attention flow, update by update", ("minibatch",)),
-    3: Figure(3, "Attention over the p = 2 phase", ("small_curriculum", "curriculum")),
-    4: Figure(4, "Clusters of the attention output at d = 2", ("small_curriculum", "small_scratch")),
+    3: Figure(3, "Attention over the p = 2 phase", ("vis_finetune", "curriculum")),
+    4: Figure(4, "Clusters of the attention output at d = 2", ("vis_finetune", VIS_RESET, "vis_scratch")),
     5: Figure(5, "Accuracy: scratch memorises, the curriculum generalises", ("scratch", "curriculum")),
     6: Figure(6, "Loss barrier between the two solutions", ("scratch", "curriculum")),
     7: Figure(7, "Parameter trajectories", ("scratch", "curriculum")),
@@ -304,12 +313,23 @@ def parse_figures(text: str) -> list[int]:
 
 
 def needed(figures: list[int]) -> list[str]:
-    """The experiments the given figures need, each once, in a fixed order."""
+    """The experiments the given figures need and that train from scratch, each once, in a fixed order
+    (a branch such as `VIS_RESET` is made from one of them: see `branches_needed`)."""
     names = {name for number in figures for name in FIGURES[number].experiments}
     return [name for name in experiments() if name in names]
 
 
-def check_seed_count(count: int) -> None:
+def branches_needed(figures: list[int]) -> list[str]:
+    """The branch experiments the given figures need (made at a parent's switch after training)."""
+    return [VIS_RESET] if 4 in figures else []
+
+
+def is_vis(name: str) -> bool:
+    """Whether an experiment is of the d = 2 pipeline (trained on `VIS_SEEDS` seeds in `reproduce`)."""
+    return name.startswith("vis_")
+
+
+def check_seed_count(count: int, flag: str = "--seeds") -> None:
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        raise ConfigError(f"--seeds must be a positive number of seeds, got {count!r}")
+        raise ConfigError(f"{flag} must be a positive number of seeds, got {count!r}")
 

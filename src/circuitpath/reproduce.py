@@ -22,10 +22,11 @@ from tqdm.auto import tqdm
 from circuitpath.analysis.threads import single_threaded
 from circuitpath.claims import MEASURES, Claim
 from circuitpath.errors import RunError
-from circuitpath.presets import Experiment, needed
+from circuitpath.presets import VIS_RESET, VIS_SEEDS, Experiment, branches_needed, check_seed_count, is_vis, needed
 from circuitpath.runs import Run, RunWriter, load_run
 from circuitpath.storage import write_json
 from circuitpath.train import train_groups
+from circuitpath.variants import RESET_OWN, make_variants
 
 CLAIMS_JSON = "claims.json"
 REPORT = "report.html"
@@ -33,18 +34,27 @@ REPORT = "report.html"
 #: How the seed whose figures are drawn is chosen.
 SHOWN_SEED_RULE = ("the first seed where both halves of the headline hold (scratch memorises and the curriculum "
                    "generalises); the first seed when none does, or when Fig. 5 is not drawn")
+#: The same for the d = 2 pipeline's figures (3 and 4), drawn on one of their own seeds.
+VIS_SEED_RULE = ("the first d = 2 seed whose p = 2 pretraining succeeded (vis_p2_solved); the first d = 2 seed "
+                 "when none did")
 
 
 @dataclass
 class Reproduction:
     claims: list[Claim]
     seeds: list[int]
+    vis_seeds: list[int]
     figures: list[int]
-    shown_seed: int
+    shown_seeds: dict[str, int]  # experiment -> the seed its figures are drawn on
     claims_path: Path
     report_path: Path
     headline_lines: list[str]
     seconds: dict[str, float]  # wall time of each stage: training, claims, report
+
+    @property
+    def shown_seed(self) -> int:
+        """The seed of the figures other than the d = 2 pipeline's."""
+        return next((s for name, s in self.shown_seeds.items() if not is_vis(name)), self.vis_seeds[0])
 
 
 def run_path(out: Path, experiment: str, seed: int) -> Path:
@@ -53,9 +63,23 @@ def run_path(out: Path, experiment: str, seed: int) -> Path:
 
 def shown_seed(claims: list[Claim], seeds: list[int]) -> int:
     """The seed drawn in the report, by `SHOWN_SEED_RULE`."""
-    headline = next((c for c in claims if c.key == "headline"), None)
-    holding = headline.seeds_holding if headline else []
+    return _first_holding(claims, "headline", seeds)
+
+
+def shown_vis_seed(claims: list[Claim], vis_seeds: list[int]) -> int:
+    """The d = 2 seed drawn in the report, by `VIS_SEED_RULE`."""
+    return _first_holding(claims, "vis_p2_solved", vis_seeds)
+
+
+def _first_holding(claims: list[Claim], key: str, seeds: list[int]) -> int:
+    claim = next((c for c in claims if c.key == key), None)
+    holding = claim.seeds_holding if claim else []
     return holding[0] if holding else seeds[0]
+
+
+def seeds_of(name: str, seeds: list[int], vis_seeds: list[int]) -> list[int]:
+    """The seeds an experiment trains on: the d = 2 pipeline's own, or everyone else's."""
+    return vis_seeds if is_vis(name) else seeds
 
 
 def reproduce(
@@ -64,53 +88,68 @@ def reproduce(
     figures: list[int],
     seeds: list[int],
     *,
+    vis_seeds: list[int] | None = None,
     command: str = "circuitpath reproduce",
     device: str = "cpu",
     force: bool = False,
     progress: bool = True,
     n: int = 1024,
 ) -> Reproduction:
-    """Train, measure and report; every config and target is checked before anything is written."""
+    """Train, measure and report; every config and target is checked before anything is written.
+
+    The d = 2 pipeline's experiments (Figs. 3-4) train on `vis_seeds` (default: `presets.VIS_SEEDS`
+    seeds), the others on `seeds`; Fig. 4's fine-tune variant is then branched from `vis_finetune`."""
     out = Path(out)
+    vis_seeds = list(range(VIS_SEEDS)) if vis_seeds is None else vis_seeds
     names = needed(figures)
-    configs = check(out, experiments, figures, seeds, force)
+    configs = check(out, experiments, figures, seeds, force, vis_seeds)
     clock = [time.perf_counter()]
-    groups = train_groups([(configs[name], [run_path(out, name, s) for s in seeds]) for name in names],
-                          device=device, force=force, progress=progress)
-    runs = {name: dict(zip(seeds, group)) for name, group in zip(names, groups)}
+    groups = train_groups([(configs[name], [run_path(out, name, s) for s in seeds_of(name, seeds, vis_seeds)])
+                           for name in names], device=device, force=force, progress=progress)
+    runs = {name: dict(zip(seeds_of(name, seeds, vis_seeds), group)) for name, group in zip(names, groups)}
+    if VIS_RESET in branches_needed(figures):
+        parents = [runs["vis_finetune"][s] for s in vis_seeds]
+        made = make_variants(parents, RESET_OWN, [run_path(out, VIS_RESET, s) for s in vis_seeds],
+                             force=force, progress=progress)
+        runs[VIS_RESET] = dict(zip(vis_seeds, made))
     clock.append(time.perf_counter())
     claims = []
     with single_threaded():
         for number in tqdm(figures, desc="claims", unit="figure", disable=None if progress else True):
             claims.extend(MEASURES[number](runs))
     clock.append(time.perf_counter())
-    seed = shown_seed(claims, seeds)
-    claims_path = write_json_claims(out, experiments, names, figures, seeds, seed, claims, command)
+    shown = {name: (shown_vis_seed(claims, vis_seeds) if is_vis(name) else shown_seed(claims, seeds)) for name in runs}
+    claims_path = write_json_claims(out, experiments, list(runs), figures, seeds, vis_seeds, shown, claims, command)
     from circuitpath.report import build_paper_report
 
     report = out / REPORT
-    headlines = build_paper_report({name: runs[name][seed] for name in names}, claims, figures, report, seeds=seeds,
-                                   shown_seed=seed, seed_rule=SHOWN_SEED_RULE, command=command, n=n)
+    headlines = build_paper_report({name: runs[name][shown[name]] for name in runs}, claims, figures, report,
+                                   seeds=seeds, vis_seeds=vis_seeds, shown_seeds=shown, command=command, n=n)
     clock.append(time.perf_counter())
     seconds = {stage: b - a for stage, a, b in zip(("training", "claims", "report"), clock, clock[1:])}
-    return Reproduction(claims, seeds, figures, seed, claims_path, report, headlines.lines(), seconds)
+    return Reproduction(claims, seeds, vis_seeds, figures, shown, claims_path, report, headlines.lines(), seconds)
 
 
 def check(out: Path, experiments: dict[str, Experiment], figures: list[int], seeds: list[int],
-          force: bool) -> dict[str, list]:
+          force: bool, vis_seeds: list[int] | None = None) -> dict[str, list]:
     """Every run's config, by experiment; raises on a bad value or an output that exists (without force)."""
-    configs = {name: [experiments[name].config(seed) for seed in seeds] for name in needed(figures)}
+    vis_seeds = list(range(VIS_SEEDS)) if vis_seeds is None else vis_seeds
+    if any(is_vis(name) for name in needed(figures)):
+        check_seed_count(len(vis_seeds), "--vis-seeds")
+    configs = {name: [experiments[name].config(seed) for seed in seeds_of(name, seeds, vis_seeds)]
+               for name in needed(figures)}
     for path in (Path(out) / CLAIMS_JSON, Path(out) / REPORT):
         if path.exists() and not force:
             raise RunError(f"{path} already exists; pass --force to replace it")
-    for name in configs:
-        for seed in seeds:
+    for name in [*configs, *branches_needed(figures)]:
+        for seed in seeds_of(name, seeds, vis_seeds):
             RunWriter.check_target(run_path(Path(out), name, seed), force)
     return configs
 
 
 def write_json_claims(out: Path, experiments: dict[str, Experiment], names: list[str], figures: list[int],
-                      seeds: list[int], seed: int, claims: list[Claim], command: str) -> Path:
+                      seeds: list[int], vis_seeds: list[int], shown: dict[str, int], claims: list[Claim],
+                      command: str) -> Path:
     from circuitpath import __version__
     from circuitpath import claims as thresholds
 
@@ -120,11 +159,13 @@ def write_json_claims(out: Path, experiments: dict[str, Experiment], names: list
         "command": command,
         "figures": figures,
         "seeds": seeds,
-        "shown_seed": seed,
+        "vis_seeds": vis_seeds,
+        "shown_seed": next((s for name, s in shown.items() if not is_vis(name)), vis_seeds[0]),
         "shown_seed_rule": SHOWN_SEED_RULE,
-        "experiments": {name: {"figures": list(experiments[name].figures), "phases": experiments[name].phases_text(),
-                               "config_of_seed_0": experiments[name].config(0).to_dict(),
-                               "runs": [str(run_path(out, name, s)) for s in seeds]} for name in names},
+        "shown_seeds": shown,
+        "vis_seed_rule": VIS_SEED_RULE,
+        "experiments": {name: _experiment_record(out, experiments, name, seeds_of(name, seeds, vis_seeds))
+                        for name in names},
         "thresholds": {key: getattr(thresholds, key) for key in
                        ("SPURIOUS_PRUNED", "ZERO_FOCUS", "CLUSTER_ARI", "BARRIER", "FITS", "GENERALISES_AT",
                         "MEMORISED_BELOW")},
@@ -133,6 +174,15 @@ def write_json_claims(out: Path, experiments: dict[str, Experiment], names: list
     path = out / CLAIMS_JSON
     write_json(path, record)
     return path
+
+
+def _experiment_record(out: Path, experiments: dict[str, Experiment], name: str, seeds: list[int]) -> dict:
+    runs = [str(run_path(out, name, s)) for s in seeds]
+    if name == VIS_RESET:
+        return {"figures": [4], "branch_of": "vis_finetune", "variant": RESET_OWN.label, "runs": runs}
+    experiment = experiments[name]
+    return {"figures": list(experiment.figures), "phases": experiment.phases_text(),
+            "config_of_seed_0": experiment.config(0).to_dict(), "runs": runs}
 
 
 def _finite(value):
@@ -157,6 +207,8 @@ def load_claims(out: str | Path) -> dict:
 
 
 def shown_runs(out: str | Path) -> dict[str, Run]:
-    """The runs of the seed `reproduce` drew, by experiment name."""
+    """The runs `reproduce` drew (each experiment's shown seed), by experiment name."""
     record = load_claims(out)
-    return {name: load_run(run_path(Path(out), name, record["shown_seed"])) for name in record["experiments"]}
+    shown = record.get("shown_seeds", {})
+    return {name: load_run(run_path(Path(out), name, shown.get(name, record["shown_seed"])))
+            for name in record["experiments"]}

@@ -17,7 +17,8 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     rate = successes / n
     centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # the bounds hold the rate itself: at 0 or n successes rounding could leave it a hair outside
+    return min(rate, max(0.0, centre - half)), max(rate, min(1.0, centre + half))
 
 
 @dataclass

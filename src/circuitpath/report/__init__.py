@@ -15,7 +15,7 @@ from pathlib import Path
 
 from circuitpath.analysis.threads import single_threaded
 from circuitpath.claims import Claim
-from circuitpath.presets import FIGURES
+from circuitpath.presets import FIGURES, is_vis
 from circuitpath.report import (circuits, fig2_flow, fig3_attention, fig4_clusters, fig5_accuracy, fig6_barrier,
                                fig7_trajectory, timeline)
 from circuitpath.report.headlines import Headlines, RunHeadline
@@ -102,15 +102,18 @@ def build_paper_report(
     path: str | Path,
     *,
     seeds: list[int],
-    shown_seed: int,
-    seed_rule: str,
+    vis_seeds: list[int],
+    shown_seeds: dict[str, int],
     command: str,
     n: int = 1024,
 ) -> Headlines:
-    """`reproduce`'s report: what was run and the claims over `seeds`, then each figure drawn on `shown_seed`.
+    """`reproduce`'s report: what was run and the claims over the seeds, then each figure drawn on one seed.
 
-    `runs` holds the shown seed's run of every experiment the figures need, by experiment name.
+    `runs` holds the shown run of every experiment the figures need, by experiment name; `shown_seeds`
+    says which seed each is (`reproduce.SHOWN_SEED_RULE`, and `VIS_SEED_RULE` for the d = 2 pipeline).
     """
+    from circuitpath.reproduce import SHOWN_SEED_RULE, VIS_SEED_RULE
+
     headlines = Headlines()
     by_key = {c.key: c for c in claims}
     body = Page("")
@@ -121,9 +124,15 @@ def build_paper_report(
     page = Page("circuitpath: the paper's figures, reproduced")
     page.text(f"Easing Optimization Paths: a Circuit Perspective (Odonnat, Bouaziz, Cabannes, ICASSP 2025), figures "
               f"{', '.join(map(str, figures))}. circuitpath {_version()}, written {_now()}, by `{command}`.")
-    page.text(f"Every experiment was trained on {len(seeds)} seed{'s' if len(seeds) > 1 else ''} "
-              f"({', '.join(map(str, seeds))}); a seed sets the data, the initial weights and the mini-batch order. "
-              f"The figures below are drawn on seed {shown_seed}: {seed_rule}.")
+    main = sorted({s for name, s in shown_seeds.items() if not is_vis(name)})
+    vis = sorted({s for name, s in shown_seeds.items() if is_vis(name)})
+    page.text(f"Every experiment was trained on {_seed_text(seeds)}, those of the d = 2 pipeline (Figs. 3-4: "
+              f"vis_finetune, its variant and vis_scratch) on {_seed_text(vis_seeds)}; a seed sets the data, the "
+              "initial weights and the mini-batch order.")
+    if main:
+        page.text(f"The figures below are drawn on seed {main[0]}: {SHOWN_SEED_RULE}.")
+    if vis:
+        page.text(f"The d = 2 pipeline's panels are drawn on its seed {vis[0]}: {VIS_SEED_RULE}.")
     page.heading("Claims, measured over seeds")
     claims_table(page, claims)
     page.heading("What was run")
@@ -131,12 +140,17 @@ def build_paper_report(
     page.text("Each experiment's settings and where they come from (the paper's notebooks, cell by cell) are in "
               "circuitpath.presets; the thresholds of the claims in circuitpath.claims.")
     if headlines.lines():
-        page.heading(f"Headline numbers of seed {shown_seed}")
+        page.heading("Headline numbers of the runs drawn")
         page.items(headlines.lines())
     page.blocks.extend(body.blocks)
     page.write(path)
     headlines.save(runs)
     return headlines
+
+
+def _seed_text(seeds: list[int]) -> str:
+    span = ", ".join(map(str, seeds)) if len(seeds) <= 8 else f"{seeds[0]}-{seeds[-1]}"
+    return f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({span})"
 
 
 def claims_table(page: Page, claims: list[Claim]) -> None:

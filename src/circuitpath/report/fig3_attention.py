@@ -42,7 +42,7 @@ def _p2_phase(name: str, run) -> Panel:
 
 SECTION = Section(
     key="fig3", title="Fig. 3 — attention over the p = 2 phase", figure=3,
-    claims=("focus_on_zeros", "focus_on_zeros_d32"),
+    claims=("focus_on_zeros", "focus_on_zeros_if_pretrained", "focus_on_zeros_d32"),
     intro="Where the single query looks, per key position, along training.",
     build=build,
 )
