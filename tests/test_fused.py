@@ -61,8 +61,9 @@ def test_scores_too_spread_for_the_shared_table_take_each_sequences_largest():
 
 @pytest.mark.parametrize("residual", ["attn_out", "normalized"])
 @pytest.mark.parametrize("tied", [True, False])
-def test_loss_gradient_and_accuracy_are_the_hooked_models(tied, residual):
-    cfg = ModelConfig(d_model=2, d_mlp=32, n_ctx=12, tied=tied, residual=residual)
+@pytest.mark.parametrize("d_model", [2, 3])  # d = 2 is compiled apart from every other width
+def test_loss_gradient_and_accuracy_are_the_hooked_models(tied, residual, d_model):
+    cfg = ModelConfig(d_model=d_model, d_mlp=32, n_ctx=12, tied=tied, residual=residual)
     layout = Layout.of(cfg)
     generator = torch.Generator().manual_seed(3)
     models = [CrossAttentionTransformer(replace(cfg, seed=s)) for s in range(3)]

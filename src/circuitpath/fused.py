@@ -5,8 +5,12 @@ them as torch kernels. At d = 2, h = 32 and 32 sequences an update is a few micr
 arithmetic, and a torch step (~150 kernel calls) costs a hundred times that in dispatch. Here the
 whole forward and backward of one run is one numba-compiled loop, in the same order on every
 machine and whatever else runs: the runs of a group are independent iterations, so a run's bytes
-are a function of its config alone, as with the engine (and, with no vector reassociation and one
-libm, even across CPU kernel sets). Arithmetic is in float64 within a run, stored as float32.
+are a function of its config alone, as with the engine. Past the attention, a block of 32
+sequences sits in vector lanes (elementwise IEEE operations: the same bits at any vector width),
+and every sum runs in the order the source writes it (no fastmath: the compiler never reassociates
+one), so a run's bytes are the same across CPU kernel sets too. erf and exp are plain arithmetic
+(rational functions below); log and sqrt are libm's. Arithmetic is in float64 within a run, stored
+as float32.
 
 Which path a run takes is a function of its config (`takes_fused_path`), never of a measurement.
 Tests hold this path to the hooked model (losses and gradients).
@@ -212,6 +216,14 @@ def _workspace(n_ctx, d, h, v):
 
 
 def _run(w, g, ws, index, targets, n_ctx, d, h, v, attn_out, eps, backward, measure):
+    """`_run_d`, compiled apart for d = 2 (the width as a constant: its small loops unroll and the
+    loops over sequences run in vector lanes) and for any other width."""
+    if d == 2:
+        return _run_d(w, g, ws, index, targets, n_ctx, 2, h, v, attn_out, eps, backward, measure)
+    return _run_d(w, g, ws, index, targets, n_ctx, d, h, v, attn_out, eps, backward, measure)
+
+
+def _run_d(w, g, ws, index, targets, n_ctx, d, h, v, attn_out, eps, backward, measure):
     """Sum of losses and count of correct answers of one run over its sequences (with `measure`);
     with `backward`, gradients added into `g`."""
     w_e, w_pos, w_q, w_v, w_in, b_in, w_out_t, b_out, w_u = w
@@ -285,14 +297,11 @@ def _run(w, g, ws, index, targets, n_ctx, d, h, v, attn_out, eps, backward, meas
                 z_bar[i, b] = z_attn[i, b] / norm2[b]
         for j in range(h):
             for b in range(nb):
-                pre[j, b] = b_in[j]
-            for i in range(d):
-                weight = w_in[i, j]
-                for b in range(nb):
-                    pre[j, b] += z_bar[i, b] * weight
-            for b in range(nb):
-                cdf[j, b] = 0.5 * (1.0 + erf(pre[j, b] * _INV_SQRT2))
-                post[j, b] = pre[j, b] * cdf[j, b]
+                x = b_in[j]
+                for i in range(d):
+                    x += z_bar[i, b] * w_in[i, j]
+                pre[j, b] = x
+                cdf[j, b] = 0.5 * (1.0 + erf(x * _INV_SQRT2))
         for i in range(d):
             bias = b_out[i]
             if attn_out:
@@ -304,7 +313,7 @@ def _run(w, g, ws, index, targets, n_ctx, d, h, v, attn_out, eps, backward, meas
             for j in range(h):
                 weight = w_out_t[i, j]
                 for b in range(nb):
-                    z_out[i, b] += post[j, b] * weight
+                    z_out[i, b] += pre[j, b] * cdf[j, b] * weight
         for b in range(nb):
             top[b] = -np.inf
         for c in range(v):
@@ -356,18 +365,15 @@ def _run(w, g, ws, index, targets, n_ctx, d, h, v, attn_out, eps, backward, meas
             for j in range(h):
                 acc = g_w_out_t[i, j]
                 for b in range(nb):
-                    acc += g_z_out[i, b] * post[j, b]
+                    acc += g_z_out[i, b] * (pre[j, b] * cdf[j, b])
                 g_w_out_t[i, j] = acc
         for j in range(h):
             for b in range(nb):
-                g_pre[j, b] = 0.0
-            for i in range(d):
-                weight = w_out_t[i, j]
-                for b in range(nb):
-                    g_pre[j, b] += weight * g_z_out[i, b]
-            for b in range(nb):
+                acc = 0.0
+                for i in range(d):
+                    acc += w_out_t[i, j] * g_z_out[i, b]
                 x = pre[j, b]
-                g_pre[j, b] *= cdf[j, b] + x * _exp(-0.5 * x * x) * _INV_SQRT2PI
+                g_pre[j, b] = acc * (cdf[j, b] + x * _exp(-0.5 * x * x) * _INV_SQRT2PI)
             acc = g_b_in[j]
             for b in range(nb):
                 acc += g_pre[j, b]
@@ -520,10 +526,10 @@ def _kernel():
 
             jit = njit(cache=True, nogil=True, error_model="numpy")
             global erf, _exp, _root, _rms_backward, _weights, _zero, _unpack, _store, _workspace
-            global _table_backward, _run, _adam
+            global _table_backward, _run_d, _run, _adam
             erf, _exp, _root, _rms_backward, _weights, _zero, _unpack, _store, _workspace = map(
                 jit, (erf, _exp, _root, _rms_backward, _weights, _zero, _unpack, _store, _workspace))
-            _table_backward, _adam, _run = map(jit, (_table_backward, _adam, _run))
+            _table_backward, _adam, _run_d, _run = map(jit, (_table_backward, _adam, _run_d, _run))
             _COMPILED.extend((jit(_step), jit(_stretch)))
     return _COMPILED[0]
 
