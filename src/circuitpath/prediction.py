@@ -6,7 +6,10 @@ fraction x, the checkpoint saved at or just before x · total steps gives two se
 - **circuit**: attention mass of the query on the relevant positions (the first k in the paper's task;
   features say "first k" there and "relevant" for other truths) and its largest share on one spurious
   position; accuracy lost when the relevant positions' values, or the spurious ones', are mean-ablated (`analysis.ablation`); the number of clusters of z_A (`analysis.clusters`); the
-  Frobenius norm of each weight matrix; and the LLC where `circuitpath llc` saved it at that step for
+  Frobenius norm of each weight matrix; on a standard transformer the generic counterparts: the readout
+  position's attention mass (and largest spurious share) per layer and head, named L{l}H{h}, the input
+  positions' first residual stream ablated, the clusters of the last residual stream at the readout
+  position, and the norm of every weight matrix (each weight of two or more axes); and the LLC where `circuitpath llc` saved it at that step for
   every run of the group. Measured on the first `n` test inputs of the phase the checkpoint belongs to.
 - **loss** (the baseline): log10 of the training and test loss at that step.
 
@@ -21,6 +24,7 @@ go with generalising), and the standardised coefficients of the model fitted on 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import defaultdict
@@ -72,8 +76,9 @@ def step_at(run: Run, fraction: float) -> int:
 def circuit_features(run: Run, step: int, n: int = 256) -> dict[str, float]:
     """The circuit features of one checkpoint (see the module docstring)."""
     from circuitpath.analysis.ablation import ablate, position_sets
-    from circuitpath.analysis.clusters import find_clusters
+    from circuitpath.analysis.clusters import default_activation, find_clusters
     from circuitpath.analysis.llc import load_llc
+    from circuitpath.analysis.models import is_paper, readout_attention
     from circuitpath.data import at_positions, truth_name, truth_of
 
     phase = run.phase_at(step)
@@ -82,20 +87,25 @@ def circuit_features(run: Run, step: int, n: int = 256) -> dict[str, float]:
     truth = truth_of(task, run.config.train.phases[phase])
     label = truth_name(truth)
     x, y = split.x_test[:n], split.y_test[:n]
-    _, cache = model.run_with_cache(x, names_filter="blocks.0.attn.hook_pattern")
-    pattern = cache["blocks.0.attn.hook_pattern"].mean(0)
+    patterns = readout_attention(model, x).mean(0)  # [layer, head_index, key_pos]
     sets = position_sets(truth, task.n_ctx)
     knocked = ablate(model, x, y, sets=sets, method="mean")
     drop = {name: knocked.base_accuracy - acc for name, acc in zip(knocked.names, knocked.accuracy.tolist())}
-    features = {
-        f"attention on {label}": float(at_positions(pattern, truth).sum()),
-        "max spurious attention": float(at_positions(pattern, truth, spurious=True).max()) if len(sets) > 1 else 0.0,
+    features = {}
+    for layer, head in itertools.product(*map(range, patterns.shape[:2])):
+        pattern, at = patterns[layer, head, : task.n_ctx], "" if is_paper(model) else f"L{layer}H{head} "
+        features[f"{at}attention on {label}"] = float(at_positions(pattern, truth).sum())
+        features[f"{at}max spurious attention"] = (float(at_positions(pattern, truth, spurious=True).max())
+                                                   if len(sets) > 1 else 0.0)
+    activation = default_activation(run.config.model)
+    features |= {
         f"acc lost, {label} ablated": drop[next(iter(sets))],
         "acc lost, spurious ablated": drop[list(sets)[1]] if len(sets) > 1 else 0.0,
-        "clusters of z_A": float(find_clusters(model, x, p, truth).n_clusters),
+        f"clusters of {activation}": float(find_clusters(model, x, p, truth, activation=activation).n_clusters),
     }
     weights = run.weights_at(step)
-    features |= {f"|{name}|": float(weights[name].norm()) for name in WEIGHTS}
+    names = WEIGHTS if is_paper(model) else [name for name, value in weights.items() if value.ndim >= 2]
+    features |= {f"|{name}|": float(weights[name].norm()) for name in names}
     saved = load_llc(run)
     estimate = saved.at(step) if saved is not None else None
     if estimate is not None and math.isfinite(estimate.llc):

@@ -69,9 +69,14 @@ class SwitchSettings:
 
     @classmethod
     def from_flags(cls, *, seeds, switch_steps, total, p2_lr, p4_lr, n_ctx=None, k=None, n_train=None, n_test=None,
-                   d_model=None, residual=None, checkpoint_every=None) -> SwitchSettings:
+                   d_model=None, residual=None, checkpoint_every=None, arch=None, n_layers=None, n_heads=None,
+                   readout=None, norm=None) -> SwitchSettings:
+        """Settings from the command line's flags; a flag left out (None) keeps the configs' default. `arch` and
+        the four after it choose a standard transformer (`ModelConfig`)."""
         task = {k_: v for k_, v in (("n_ctx", n_ctx), ("k", k), ("n_train", n_train), ("n_test", n_test)) if v is not None}
-        model = {k_: v for k_, v in (("n_ctx", n_ctx), ("d_model", d_model), ("residual", residual)) if v is not None}
+        model = {k_: v for k_, v in (("n_ctx", n_ctx), ("d_model", d_model), ("residual", residual), ("arch", arch),
+                                     ("n_layers", n_layers), ("n_heads", n_heads), ("readout", readout),
+                                     ("norm", norm)) if v is not None}
         if d_model is not None:
             model["d_mlp"] = None
         train = {"checkpoint_every": checkpoint_every} if checkpoint_every is not None else {}

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from jaxtyping import Int
 from torch import Tensor
 
-from circuitpath.analysis.patching import HOOK_AXES, axis_masks, index_names, seeded, selection_masks
+from circuitpath.analysis.models import hook_axes, position_hook
+from circuitpath.analysis.patching import axis_masks, index_names, seeded, selection_masks
 from circuitpath.analysis.replacing import DEFAULT_MAX_BATCH, run_replaced
 from circuitpath.data import positions_of, truth_name
 from circuitpath.errors import InputError
@@ -78,8 +79,8 @@ def replacement_for(activation: Tensor, method: str, generator: torch.Generator 
     raise InputError(f"unknown ablation method {method!r}; known: {', '.join(METHODS)}")
 
 
-def _set_masks(shape: torch.Size, hook: str, axis: str, sets: dict[str, list[int]]) -> Tensor:
-    dim = HOOK_AXES[hook].index(axis)
+def _set_masks(shape: torch.Size, axes: tuple[str, ...], axis: str, sets: dict[str, list[int]]) -> Tensor:
+    dim = axes.index(axis)
     bad = [i for indices in sets.values() for i in indices if not 0 <= i < shape[dim]]
     if bad:
         raise InputError(f"index {bad[0]} is out of range for axis {axis!r} of size {shape[dim]}")
@@ -92,8 +93,8 @@ def ablate(
     tokens: Int[Tensor, "batch pos"],
     labels: Int[Tensor, " batch"],
     *,
-    hook: str = "blocks.0.attn.hook_v",
-    over: tuple[str, ...] = ("key_pos",),
+    hook: str | None = None,
+    over: tuple[str, ...] | None = None,
     sets: dict[str, list[int]] | None = None,
     method: str = "mean",
     generator: torch.Generator | None = None,
@@ -103,20 +104,26 @@ def ablate(
 
     `over=()` ablates the whole activation once. `sets` name lists of indices along the single
     `over` axis (e.g. `position_sets(k, T)`). Resampling without a `generator` draws from one seeded
-    with `patching.DEFAULT_SEED`.
+    with `patching.DEFAULT_SEED`. Left out, `hook` and `over` are the model's input positions
+    (`models.position_hook`: each key position's value in the paper's model, the first residual stream
+    at each position in the standard transformer).
     """
+    default_hook, default_axis = position_hook(model)
+    hook = default_hook if hook is None else hook
+    over = (default_axis,) if over is None else over
     model.check_hook(hook)
+    axes = hook_axes(model, hook)
     device = model.W_E.device
     tokens, labels = tokens.to(device), labels.to(device)
     logits, cache = model.run_with_cache(tokens)
     activation = cache[hook]
     shape = activation.shape[1:]
-    masks = axis_masks(shape, hook, tuple(over))
-    names = index_names(hook, tuple(over), [shape[HOOK_AXES[hook].index(a)] for a in over])
+    masks = axis_masks(shape, hook, tuple(over), axes)
+    names = index_names(hook, tuple(over), [shape[axes.index(a)] for a in over])
     if sets:
         if len(over) != 1:
             raise InputError(f"sets of indices need exactly one axis in over, got {over}")
-        masks = torch.cat([masks, _set_masks(shape, hook, over[0], sets)])
+        masks = torch.cat([masks, _set_masks(shape, axes, over[0], sets)])
         names += list(sets)
     replacement = replacement_for(activation, method, seeded(generator) if method == "resample" else generator)
     ablated = run_replaced(model, hook, tokens, cache, replacement, masks.to(device), max_batch)

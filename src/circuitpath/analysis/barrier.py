@@ -11,7 +11,7 @@ from torch import Tensor
 from circuitpath.config import ModelConfig
 from circuitpath.data import Split
 from circuitpath.errors import CheckpointError
-from circuitpath.model import CrossAttentionTransformer
+from circuitpath.model import build_model
 from circuitpath.runs import Run
 
 
@@ -43,13 +43,13 @@ class BarrierResult:
 def loss_barrier(
     weights_a: dict[str, Tensor], weights_b: dict[str, Tensor], cfg: ModelConfig, split: Split, points: int = 21
 ) -> BarrierResult:
-    """Evaluate the interpolated models on the train and test sets of `split`."""
+    """Evaluate the interpolated models (of the architecture `cfg.arch` names) on the train and test sets of `split`."""
     if set(weights_a) != set(weights_b) or any(weights_a[k].shape != weights_b[k].shape for k in weights_a):
         raise CheckpointError("the two solutions have different weight names or shapes")
     ts = torch.linspace(0, 1, points)
     rows = []
     for t in ts.tolist():
-        model = CrossAttentionTransformer(cfg, {k: (1 - t) * weights_a[k] + t * weights_b[k] for k in weights_a})
+        model = build_model(cfg, {k: (1 - t) * weights_a[k] + t * weights_b[k] for k in weights_a})
         row = []
         for x, y in ((split.x_train, split.y_train), (split.x_test, split.y_test)):
             logits = model(x)

@@ -25,6 +25,7 @@ from torch import Tensor
 from circuitpath.analysis.ablation import ablate
 from circuitpath.data import positions_of, truth_of
 from circuitpath.errors import ConfigError, InputError
+from circuitpath.analysis.models import require_paper
 from circuitpath.model import CrossAttentionTransformer
 
 ATTENTION, MLP, LOGITS, RESIDUAL = "attn", "mlp", "logits", "resid"  # as discovery names them
@@ -137,7 +138,10 @@ def choose_inputs(on: str, test_accuracy: float, p: int) -> tuple[str, str]:
 def circuit_at(run, step: int | None = None, *, on: str = "auto", n: int = 2048, threshold: float = 0.05,
                device: str | torch.device = "cpu") -> Circuit:
     """The circuit of `run` at `step` (default: the last), measured on up to `n` first inputs of the split
-    `on` chooses (`choose_inputs`) from the data of the phase the step belongs to (`n_inputs`: how many)."""
+    `on` chooses (`choose_inputs`) from the data of the phase the step belongs to (`n_inputs`: how many).
+    The diagram's path (positions -> attn -> mlp -> logits) is the paper's model's; another is refused."""
+    require_paper(run.config.model, "the circuit diagram", "circuitpath ablate and patch measure its positions, "
+                  "circuitpath discover scores them along training")
     model = run.model_at(step, device=device)  # refuses a run without checkpoints, or a step not saved
     step = run.steps[-1] if step is None else step
     phase = run.phase_at(step)

@@ -54,6 +54,7 @@ from torch import Tensor
 
 from circuitpath.data import positions_of, truth_name
 from circuitpath.errors import InputError
+from circuitpath.analysis.models import describe, hook_axes, is_paper, readout_position
 from circuitpath.model import CrossAttentionTransformer
 
 HOOKS = {"z_A": "blocks.0.hook_attn_out", "z_bar_A": "blocks.0.ln2.hook_normalized"}
@@ -182,18 +183,44 @@ def find_clusters(
     max_clusters: int = MAX_CLUSTERS,
     seed: int = 0,
 ) -> ClusterResult:
-    """Cluster the activation of `tokens` by this module's rule and compare with the candidate labelings."""
+    """Cluster the activation of `tokens` by this module's rule and compare with the candidate labelings.
+
+    `activation` is z_A or z_bar_A (the paper's model's attention output, before and after its norm) or
+    any hook's name (`readout_points`: its value at the readout position, flattened)."""
     from sklearn.metrics import adjusted_rand_score
 
-    if activation not in HOOKS:
-        raise InputError(f"unknown activation {activation!r}; known: {', '.join(HOOKS)}")
-    _, cache = model.run_with_cache(tokens, names_filter=HOOKS[activation])
-    points = cache[HOOKS[activation]].cpu()
+    points = readout_points(model, tokens, activation)
     count, labels, scores, reference = cluster_points(points, max_clusters, seed)
     candidates = candidate_labelings(tokens.cpu(), p, k)
     alignment = {name: float(adjusted_rand_score(truth.numpy(), labels.numpy())) for name, truth in candidates.items()}
     separation = ward_agreement(points, candidates, seed)
     return ClusterResult(activation, count, labels, scores, alignment, points, candidates, reference, separation)
+
+
+@torch.no_grad()
+def readout_points(model, tokens: Int[Tensor, "batch pos"], activation: str) -> Float[Tensor, "batch d"]:
+    """One point per input: the paper's z_A or z_bar_A by name, or the activation at any hook, read at the readout
+    position where the hook has a position axis (a standard transformer's pos or query_pos; the paper's model
+    reads out its single query, so its per-position hooks are taken whole), flattened."""
+    if activation in HOOKS:
+        if not is_paper(model):
+            raise InputError(f"{activation} is the paper's model's attention output; on {describe(model.cfg)} name a "
+                             f"hook, e.g. blocks.{model.cfg.n_layers - 1}.hook_resid_post")
+        activation = HOOKS[activation]
+    axes = hook_axes(model, activation)  # refuses an unknown hook, naming the valid ones
+    _, cache = model.run_with_cache(tokens.to(model.W_E.device), names_filter=activation)
+    values = cache[activation]
+    for axis in ("pos", "query_pos"):
+        if axis in axes and not is_paper(model):
+            values = values.select(1 + axes.index(axis), readout_position(model.cfg))
+            break
+    return values.reshape(values.shape[0], -1).float().cpu()
+
+
+def default_activation(cfg) -> str:
+    """What an analysis clusters by default: z_A in the paper's model, the last residual stream (at the readout
+    position) in a standard transformer."""
+    return "z_A" if cfg.arch == "cross_attention" else f"blocks.{cfg.n_layers - 1}.hook_resid_post"
 
 
 def ward_agreement(points: Float[Tensor, "n d"], labelings: dict[str, Tensor], seed: int = 0) -> dict[str, float]:

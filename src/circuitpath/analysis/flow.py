@@ -18,6 +18,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from circuitpath.data import positions_of, truth_of
+from circuitpath.analysis.models import key_labels, readout_attention, require_paper
 from circuitpath.errors import InputError
 from circuitpath.runs import Run
 
@@ -94,8 +95,11 @@ def attention_flow(
     """Flow graphs at each checkpoint (all by default), each drawn on an input of its own phase.
 
     `tokens`: None (each phase's first test input), {phase index: tokens [pos]}, or one input [pos]
-    for every phase (refused if it holds a token >= the p of a phase it is drawn at).
+    for every phase (refused if it holds a token >= the p of a phase it is drawn at). The graph's single
+    query is the paper's model's; `readout_flow` is the per-layer, per-head counterpart for any model.
     """
+    require_paper(run.config.model, "the flow graph of a single query", "readout_flow gives its attention per "
+                  "layer and head")
     steps = list(run.steps if steps is None else steps)
     phases = [run.phase_at(step) for step in steps]
     inputs = phase_inputs(run, phases, tokens)
@@ -111,3 +115,42 @@ def attention_flow(
     drawn = sorted(set(phases))
     return FlowSequence({phase: inputs[phase].tolist() for phase in drawn}, task.k, steps, phases, graphs,
                         {phase: run.config.train.phases[phase].p for phase in drawn})
+
+
+@dataclass
+class ReadoutFlow:
+    """The attention the readout position pays to each key position, per layer and head, at each checkpoint:
+    the mean over the first n test inputs of each checkpoint's phase (each row sums to 1)."""
+
+    steps: list[int]
+    phases: list[int]
+    labels: list[str]  # each key position's name: x0, x1, ... (and cls)
+    pattern: Tensor  # [step, layer, head_index, key_pos]
+    relevant: list[tuple[int, ...]]  # the truth of each step's phase
+    n: int  # inputs averaged over
+
+    def mass(self, spurious: bool = False) -> Tensor:
+        """[step, layer, head_index] attention on the relevant positions (or on the spurious ones: the other
+        input positions, never a CLS token)."""
+        n_ctx = sum(label.startswith("x") for label in self.labels)
+        rows = []
+        for pattern, relevant in zip(self.pattern, self.relevant):
+            chosen = [t for t in range(n_ctx) if (t in relevant) != spurious]
+            rows.append(pattern[..., chosen].sum(-1))
+        return torch.stack(rows)
+
+
+@torch.no_grad()
+def readout_flow(run: Run, steps: list[int] | None = None, n: int = 256) -> ReadoutFlow:
+    """`ReadoutFlow` at each checkpoint (all by default), on the first `n` test inputs of its phase; either model
+    (the paper's has one layer and one head)."""
+    steps = list(run.steps if steps is None else steps)
+    phases = [run.phase_at(step) for step in steps]
+    if n < 1:
+        raise InputError(f"n must be >= 1, got {n}")
+    patterns = [readout_attention(run.model_at(step), run.data(phase).x_test[:n]).mean(0)
+                for step, phase in zip(steps, phases)]
+    task = run.config.task
+    return ReadoutFlow(steps, phases, key_labels(run.config.model), torch.stack(patterns),
+                       [positions_of(truth_of(task, run.config.train.phases[phase])) for phase in phases],
+                       min(n, *(len(run.data(phase).x_test) for phase in set(phases))))

@@ -19,26 +19,14 @@ import torch.nn.functional as F
 from jaxtyping import Int
 from torch import Tensor
 
+from circuitpath.analysis.models import PAPER_HOOK_AXES, hook_axes, is_paper
 from circuitpath.analysis.replacing import DEFAULT_MAX_BATCH, VALUES, run_replaced
 from circuitpath.errors import InputError
 from circuitpath.model import CrossAttentionTransformer
 
-#: Named axes of every hook after the batch axis (the model's hook contract).
-HOOK_AXES: dict[str, tuple[str, ...]] = {
-    "hook_embed": ("pos", "d_model"),
-    "hook_pos_embed": ("pos", "d_model"),
-    "blocks.0.hook_resid_pre": ("pos", "d_model"),
-    "blocks.0.ln1.hook_normalized": ("pos", "d_model"),
-    "blocks.0.attn.hook_attn_scores": ("key_pos",),
-    "blocks.0.attn.hook_pattern": ("key_pos",),
-    "blocks.0.attn.hook_v": ("key_pos", "d_model"),
-    "blocks.0.hook_attn_out": ("d_model",),
-    "blocks.0.ln2.hook_normalized": ("d_model",),
-    "blocks.0.mlp.hook_pre": ("d_mlp",),
-    "blocks.0.mlp.hook_post": ("d_mlp",),
-    "blocks.0.hook_mlp_out": ("d_model",),
-    "blocks.0.hook_resid_post": ("d_model",),
-}
+#: Named axes of every hook of the paper's model after the batch axis (the model's hook contract); any
+#: model's: `models.hook_axes`.
+HOOK_AXES: dict[str, tuple[str, ...]] = PAPER_HOOK_AXES
 
 Metric = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -129,9 +117,10 @@ def _metric(metric: str | Metric) -> tuple[str, Metric]:
     return metric, METRICS[metric]
 
 
-def axis_masks(shape: torch.Size, hook: str, over: tuple[str, ...]) -> Tensor:
-    """One boolean mask [index, *shape] per index of the `over` axes of `hook`, True on that index's slice."""
-    axes = HOOK_AXES[hook]
+def axis_masks(shape: torch.Size, hook: str, over: tuple[str, ...], axes: tuple[str, ...] | None = None) -> Tensor:
+    """One boolean mask [index, *shape] per index of the `over` axes of `hook`, True on that index's slice.
+    `axes` names the activation's axes (default: the paper's model's, `HOOK_AXES`; `models.hook_axes`)."""
+    axes = HOOK_AXES[hook] if axes is None else axes
     unknown = [a for a in over if a not in axes]
     if unknown:
         raise InputError(f"hook {hook!r} has axes {axes}, not {unknown[0]!r}")
@@ -185,11 +174,12 @@ def patch(
     clean_labels, corrupted_labels = clean_labels.to(device), corrupted_labels.to(device)
     clean_logits, clean_cache = model.run_with_cache(clean, names_filter=hook)
     corrupted_logits, corrupted_cache = model.run_with_cache(corrupted)
-    masks = axis_masks(clean_cache[hook].shape[1:], hook, tuple(over)).to(device)
+    axes = hook_axes(model, hook)
+    masks = axis_masks(clean_cache[hook].shape[1:], hook, tuple(over), axes).to(device)
     logits = run_replaced(model, hook, corrupted, corrupted_cache, clean_cache[hook], masks, max_batch)
     copies = logits.shape[0]
     patched = fn(logits, clean_labels.expand(copies, -1), corrupted_labels.expand(copies, -1))
-    sizes = [clean_cache[hook].shape[1 + HOOK_AXES[hook].index(a)] for a in over]
+    sizes = [clean_cache[hook].shape[1 + axes.index(a)] for a in over]
     return PatchResult(
         hook=hook,
         axes=tuple(over),
@@ -255,6 +245,14 @@ def redraw_position(
 FLIP_METRIC = "logit diff, clean answer - corrupted answer, on the inputs whose answer flips"
 
 
+def _rerun(model, hook: str, activation: Tensor, tokens: Tensor, cache) -> Tensor:
+    """Logits with `activation` in place at `hook`: resumed there in the paper's model, a full forward
+    pass with it swapped in otherwise."""
+    if is_paper(model):
+        return model.run_from(hook, activation, cache)
+    return model.run_with_hooks(tokens, fwd_hooks=[(hook, lambda act, hook: activation)])
+
+
 @torch.no_grad()
 def position_patching(
     model: CrossAttentionTransformer,
@@ -276,7 +274,9 @@ def position_patching(
     ignores: every spurious one of a model that has pruned them) there is nothing to restore: the
     entry is NaN and `measured` is 0. `measured` counts the flipped inputs of each position; labels
     name the positions' values v0, v1, ... (the first k are the summed ones). Without a `generator` the
-    redraws come from one seeded with `seed`.
+    redraws come from one seeded with `seed`. In the standard transformer the value patched back is
+    position t's in the first layer (`blocks.0.attn.hook_v` at t, every head): what every position
+    reads from t there, while t's own stream and keys stay corrupted.
     """
     model.check_tokens(clean)
     n_ctx = clean.shape[1]
@@ -297,8 +297,8 @@ def position_patching(
         corrupted = redraw_position(clean, position, p, generator)
         logits, cache = model.run_with_cache(corrupted)
         values = cache[VALUES].clone()
-        values[:, position] = clean_cache[VALUES][:, position]
-        patched = model.run_from(VALUES, values, cache)
+        values[:, position] = clean_cache[VALUES][:, position]  # the paper's [batch, key_pos, d]; else [batch, pos, head, e]
+        patched = _rerun(model, VALUES, values, corrupted, cache)
         rival = logits.argmax(-1, keepdim=True)
         flipped = (rival != answer).squeeze(-1)
 

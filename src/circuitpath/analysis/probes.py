@@ -16,6 +16,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from circuitpath.analysis.models import require_paper
 from circuitpath.data import at_positions, truth_of
 from circuitpath.runs import Run
 
@@ -35,7 +36,9 @@ def first_k_inputs(p: int, k: int, n_ctx: int) -> Int[Tensor, "batch pos"]:
 
 @torch.no_grad()
 def attention_at(run: Run, steps: list[int], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "step batch key_pos"]:
-    """The query's attention on each input at each of the given checkpoints."""
+    """The query's attention on each input at each of the given checkpoints (the paper's single query)."""
+    require_paper(run.config.model, "the single query's attention", "flow.readout_flow reads the readout position's "
+                  "per layer and head")
     patterns = []
     for step in steps:
         _, cache = run.model_at(step).run_with_cache(tokens, names_filter=PATTERN)

@@ -13,6 +13,9 @@ the hook needs:
 - from the attention scores on the model resumes at the hook (`CrossAttentionTransformer.run_from`);
 - before that, a full forward pass with a hook that swaps the activation in.
 
+The standard transformer (`analysis.models.is_paper` false) always takes the last way: a full
+forward pass with the activation swapped in at the hook, whatever the hook.
+
 The shortcuts skip hook points, so they apply only while no hook is attached to the model; with a
 hook attached every later hook point fires as in an ordinary forward pass.
 """
@@ -28,6 +31,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from circuitpath.analysis.models import is_paper
 from circuitpath.model import CrossAttentionTransformer
 
 PATTERN, VALUES, ATTN_OUT = "blocks.0.attn.hook_pattern", "blocks.0.attn.hook_v", "blocks.0.hook_attn_out"
@@ -70,6 +74,8 @@ def run_replaced(
 def _plan(model, hook, tokens, cache, replacement) -> tuple[Callable[[Tensor], Tensor], int]:
     """The function from a chunk of masks to their logits [masks x batch, n_tokens], and the model
     rows a mask costs per input (0 where no layer runs again: the chunk is all the masks)."""
+    if not is_paper(model):
+        return partial(_swapped, model, hook, tokens, cache, replacement), 1
     hooked = any(point._forward_hooks or point._forward_pre_hooks for point in model.hook_dict.values())
     if not hooked and hook in (PRE, POST, MLP_OUT, RESID_POST):
         return _linear_logits(model, hook, cache, replacement), 0
@@ -123,4 +129,14 @@ def _resume(model, hook, tokens, cache, replacement, masks) -> Tensor:
     patched = einops.rearrange(patched, "n batch ... -> (n batch) ...")
     if hook in RESUMABLE:
         return model.run_from(hook, patched, cache)
-    return model.run_with_hooks(tokens.repeat(masks.shape[0], 1), fwd_hooks=[(hook, lambda act, hook: patched)])
+    return _forward_swapped(model, hook, tokens, masks.shape[0], patched)
+
+
+def _swapped(model, hook, tokens, cache, replacement, masks) -> Tensor:
+    """A full forward pass per mask with the masked part of the activation swapped in (any model)."""
+    patched = torch.where(masks[:, None], replacement[None], cache[hook][None])
+    return _forward_swapped(model, hook, tokens, masks.shape[0], einops.rearrange(patched, "n batch ... -> (n batch) ..."))
+
+
+def _forward_swapped(model, hook, tokens, copies: int, patched: Tensor) -> Tensor:
+    return model.run_with_hooks(tokens.repeat(copies, 1), fwd_hooks=[(hook, lambda act, hook: patched)])

@@ -56,6 +56,11 @@ the checkpoint belongs to. Writes RUN/analysis/llc.json (estimates, settings, ch
 RUN/analysis/llc.html (estimates over training and the chain traces)."""
 
 
+def _readout(text: str) -> str | int:
+    """`--readout`: a position when it is a whole number, else a name (checked by ModelConfig)."""
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
 def add_parsers(sub) -> None:
     branch = sub.add_parser("branch", help="start new runs from a run's (or a sweep's) checkpoint at a step",
                             description="Branch RUN at STEP: a new run that starts from RUN's checkpoint "
@@ -98,6 +103,12 @@ def add_parsers(sub) -> None:
     switch.add_argument("--n-test", type=int, help="test sequences when p**T is too large to enumerate (default 2048)")
     switch.add_argument("--d-model", type=int, help="width d (default 32; the MLP is 4d wide)")
     add_residual_flag(switch)
+    switch.add_argument("--model", help="cross_attention (the paper's, default) or transformer (a standard one)")
+    switch.add_argument("--n-layers", type=int, help="transformer blocks (--model transformer; default 1)")
+    switch.add_argument("--n-heads", type=int, help="attention heads, dividing d-model (--model transformer; default 1)")
+    switch.add_argument("--readout", type=_readout, help="where the transformer reads its logits: cls (default), last "
+                        "or a position")
+    switch.add_argument("--norm", help="the transformer's pre-norm: rms (default) or layer")
     switch.add_argument("--checkpoint-every", type=int, help="steps between regular checkpoints (default 250)")
     switch.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     switch.add_argument("--force", action="store_true", help="replace an existing switch experiment at --out")
@@ -184,7 +195,8 @@ def cmd_switch(args: argparse.Namespace) -> int:
         settings = SwitchSettings.from_flags(
             seeds=parse_seeds(args.seeds), switch_steps=parse_steps(args.at, "switch steps"), total=args.total,
             p2_lr=args.p2_lr, p4_lr=args.p4_lr, n_ctx=args.n_ctx, k=args.k, n_train=args.n_train,
-            n_test=args.n_test, d_model=args.d_model, residual=args.residual, checkpoint_every=args.checkpoint_every)
+            n_test=args.n_test, d_model=args.d_model, residual=args.residual, checkpoint_every=args.checkpoint_every,
+            arch=args.model, n_layers=args.n_layers, n_heads=args.n_heads, readout=args.readout, norm=args.norm)
         result = switch_experiment(args.out, settings, device=args.device, force=args.force)
         out = args.out
     print("\n".join(result.lines()))

@@ -24,7 +24,10 @@ def add_parsers(sub) -> None:
         "checkpoint's phase. Prints per step the AUROC and precision@k of the position scores (how much the output "
         "depends on a position: the mean over inputs of each input's |change| when its value or attention weight "
         "is replaced) against the truth (the task's relevant positions, 0..k-1 unless train --positions chose others), and writes RUN/analysis/discovery/: timeline.json, scores.safetensors "
-        "and each pruned circuit as JSON and SVG in circuits/; and a page of figures (--out).",
+        "and each pruned circuit as JSON and SVG in circuits/; and a page of figures (--out). On a standard "
+        "transformer the nodes are the input positions (the first residual stream at each position, "
+        "blocks.0.hook_resid_pre), scored by the same three methods; it writes RUN/analysis/discovery/positions.json "
+        "and positions.html.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=Path, nargs="+", metavar="RUN")
     parser.add_argument("--out", type=Path, help="page of figures (default RUN/analysis/discovery/discovery.html, "
@@ -71,6 +74,12 @@ def cmd_discover(args: argparse.Namespace) -> int:
     from circuitpath.train import resolve_device
 
     runs = [load_run(path) for path in args.runs]
+    kinds = {run.config.model.arch for run in runs}
+    if len(kinds) > 1:
+        raise ConfigError("discover takes runs of one model kind at a time (the paper's cross-attention model or a "
+                          "standard transformer): their graphs differ")
+    if "transformer" in kinds:
+        return _discover_positions(args, runs)
     if not 0 <= args.tol < 1:
         raise ConfigError(f"--tol must be in [0, 1), got {args.tol}")
     if args.out is not None and not args.out.parent.is_dir():
@@ -89,6 +98,50 @@ def cmd_discover(args: argparse.Namespace) -> int:
         _report(run, timeline, args.tol, used)
         _save(run, timeline, args.force)
     write_html(discovery_figures(timelines), out, "circuit discovery: " + ", ".join(names), plotlyjs="beside")
+    print(f"figures written to {out} (plotly.js beside it)")
+    return 0
+
+
+def _discover_positions(args: argparse.Namespace, runs) -> int:
+    """A standard transformer: its input positions scored at every checkpoint (`discovery.positions`)."""
+    from circuitpath.analysis.discovery.positions import POSITIONS_JSON, discover_positions, positions_dir, save_positions
+    from circuitpath.analysis.discovery.timeline import LEVEL
+    from circuitpath.plots.discovery import position_figures
+    from circuitpath.plots.html import write_html
+    from circuitpath.train import resolve_device
+
+    graph_only = [flag for flag, given in (("--rule", args.rule != "budgets"), ("--keep", args.keep is not None),
+                                           ("--threshold", args.threshold is not None), ("--ig-steps", args.ig_steps != 0))
+                  if given]
+    if graph_only:
+        raise ConfigError(f"{', '.join(graph_only)} prune or integrate over the paper's model's graph; a standard "
+                          "transformer's input positions are scored without them: drop them")
+    methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
+    names = _names(runs)
+    out = args.out or (positions_dir(runs[0]) / "positions.html" if len(runs) == 1 else runs[0].path.parent / "positions.html")
+    if args.out is not None and not args.out.parent.is_dir():
+        raise ConfigError(f"--out {args.out}: directory {args.out.parent} does not exist")
+    if not args.force:
+        for path in [positions_dir(run) / POSITIONS_JSON for run in runs] + [out]:
+            if path.exists():
+                raise ConfigError(f"{path} already exists; add --force to replace it")
+    for run in runs:  # a --n beyond a phase's test set is refused rather than cut, as for the paper's model
+        for phase in sorted({run.phase_at(step) for step in run.steps}):
+            size = len(run.data(phase).x_test)
+            if args.n is not None and size < args.n:
+                raise ConfigError(f"--n {args.n} is more than the {size} test inputs of phase {phase} of {run.path}")
+    device, timelines = resolve_device(args.device), {}
+    for name, run in zip(names, runs):
+        timelines[name] = timeline = discover_positions(
+            run, methods, **({} if args.n is None else {"n": args.n}), metric=args.metric, ablation=args.ablation,
+            seed=args.seed, steps=args.steps, device=device)
+        print(f"{run.path}: {len(timeline.steps)} checkpoints, up to {timeline.n} test inputs each; nodes: the input "
+              f"positions (blocks.0.hook_resid_pre at t); truth: {_truth(run)}")
+        print(_table(timeline))
+        print(f"first step with AUROC >= {LEVEL}: " + ", ".join(
+            f"{m} {'never' if s is None else s}" for m, s in ((m, timeline.first_reaching(m)) for m in timeline.methods)))
+        print(f"wrote {save_positions(timeline, positions_dir(run))}")
+    write_html(position_figures(timelines), out, "input positions: " + ", ".join(names), plotlyjs="beside")
     print(f"figures written to {out} (plotly.js beside it)")
     return 0
 

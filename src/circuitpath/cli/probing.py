@@ -1,4 +1,4 @@
-"""Commands that probe saved checkpoints: `patch`, `ablate`, `show`."""
+"""Commands that probe saved checkpoints: `analyze`, `patch`, `ablate`, `diagram`, `clusters`, `show`."""
 
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ def add_parsers(sub) -> None:
         "analyze", help="write an HTML report of one or more runs and print their headline numbers",
         description="Analyse saved runs: accuracy curves, attention of the query over training, ablation "
         "of key positions, and, for runs of one model shape, the loss barrier between the first two runs' "
-        "final checkpoints and their parameter trajectories. Writes a self-contained report.html.",
+        "final checkpoints and their parameter trajectories. Writes a self-contained report.html. A standard "
+        "transformer's run gets the sections that need only hook names and positions (the readout position's "
+        "attention per layer and head, position ablation and patching, accuracy, barrier, trajectory); the "
+        "report says which sections it leaves out and why.",
         epilog="examples:\n  circuitpath analyze runs/curriculum/seed_0\n"
         "  circuitpath analyze runs/scratch/seed_0 runs/curriculum/seed_0 --out runs/seed_0.html\n"
         "(runs/<experiment>/seed_<N> are the runs `circuitpath reproduce` writes)",
@@ -40,6 +43,7 @@ def add_parsers(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_checkpoint_flags(patch, "patch", default_n=1024)
+    model_defaults(patch, "patch")
     patch.set_defaults(n=None)  # left out: up to 1024; given: exactly that many, or refused
     patch.add_argument("--metric", default="logit_diff", help="logit_diff (default), loss or accuracy")
     patch.add_argument("--corrupt", default=None,
@@ -61,6 +65,7 @@ def add_parsers(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_checkpoint_flags(ablate, "ablate", default_n=2048)
+    model_defaults(ablate, "ablate")
     ablate.set_defaults(n=None)
     ablate.add_argument("--method", default="mean", help="zero, mean (default) or resample")
     ablate.set_defaults(handler=cmd_ablate)
@@ -90,6 +95,26 @@ def add_parsers(sub) -> None:
     diagram.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     diagram.set_defaults(handler=cmd_diagram)
 
+    clusters = sub.add_parser(
+        "clusters", help="cluster a hook's activations at the readout position; which labeling they match",
+        description="Cluster one activation of the first --n test inputs of the checkpoint's phase (Ward linkage, the "
+        "count chosen against a structureless reference, as the report's Fig. 4) and print the adjusted Rand index "
+        "of the clusters with each candidate labeling (the target, the sum of the relevant tokens, the count of "
+        "each token among them). --hook names any hook; on a standard transformer it is read at the readout "
+        "position (the CLS token, the last position or the one configured). "
+        f"{N_RULE.format(default=1024, data='test set')}",
+        epilog="examples:\n  circuitpath clusters runs/curriculum/seed_0\n"
+        "  circuitpath clusters RUN --hook blocks.1.hook_resid_post --step 3000 --out clusters.html",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    clusters.add_argument("run", type=Path, metavar="RUN")
+    clusters.add_argument("--step", type=int, help="checkpoint step (default: the last)")
+    clusters.add_argument("--hook", help="z_A, z_bar_A (the paper's model) or any hook name (default: z_A on the paper's "
+                          "model, the last block's hook_resid_post on a standard transformer)")
+    clusters.add_argument("--n", type=int, help="number of inputs (default: up to 1024)")
+    clusters.add_argument("--out", type=Path, help="also draw the clusters to this HTML file")
+    clusters.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    clusters.set_defaults(handler=cmd_clusters)
+
     show = sub.add_parser("show", help="print a run's config, status, checkpoints and final metrics",
                           description="Print what a run directory holds.")
     show.add_argument("run", type=Path, metavar="RUN")
@@ -97,6 +122,29 @@ def add_parsers(sub) -> None:
 
 
 # ---- shared --------------------------------------------------------------------------------------
+def model_defaults(parser: argparse.ArgumentParser, verb: str) -> None:
+    """--hook and --over default to the model's input positions (`analysis.models.position_hook`)."""
+    parser.set_defaults(hook=None, over=None)
+    helps = {"hook": f"hook to {verb} (default: blocks.0.attn.hook_v on the paper's model, blocks.0.hook_resid_pre "
+                     "on a standard transformer)",
+             "over": f"comma-separated axes to {verb} index by index; '' for the whole activation (default key_pos "
+                     "on the paper's model, pos on a standard transformer)"}
+    for action in parser._actions:
+        if action.dest in helps:
+            action.help = helps[action.dest]
+
+
+def hook_and_over(args: argparse.Namespace, model) -> tuple[str, tuple[str, ...]]:
+    """The --hook and --over given, or the model's defaults; an axis the hook lacks is refused in one line."""
+    from circuitpath.analysis.models import check_hook_axes, position_hook
+
+    hook, axis = position_hook(model)
+    hook = args.hook if args.hook is not None else hook
+    over = tuple(a for a in (args.over if args.over is not None else axis).split(",") if a)
+    check_hook_axes(model, hook, over)
+    return hook, over
+
+
 #: What --n does, said in each probing command's description.
 N_RULE = ("--n inputs are the first of the phase's {data}: left out, up to {default} are used; given, exactly that "
           "many, and an --n beyond the data is refused. The number used is printed.")
@@ -185,10 +233,10 @@ def cmd_patch(args: argparse.Namespace) -> int:
     if each:
         return _patch_each(args, run, model, step, phase, clean, p)
     corrupted = corrupt_positions(clean, positions, p, seed=args.seed)
-    over = tuple(a for a in args.over.split(",") if a)
-    result = patch(model, args.hook, clean, corrupted, targets(clean, p, truth), targets(corrupted, p, truth),
+    hook, over = hook_and_over(args, model)
+    result = patch(model, hook, clean, corrupted, targets(clean, p, truth), targets(corrupted, p, truth),
                    over=over, metric=args.metric, seed=args.seed)
-    print(f"{run.path} step {step} (phase {phase}, p = {p}): patching {args.hook} over "
+    print(f"{run.path} step {step} (phase {phase}, p = {p}): patching {hook} over "
           f"{', '.join(over) or 'the whole activation'}, {len(clean)} test inputs, positions {positions} "
           f"corrupted (seed {args.seed})")
     print(f"{result.metric}: clean {result.clean:.4f}, corrupted {result.corrupted:.4f}; effect = patched - "
@@ -206,11 +254,12 @@ def _patch_each(args, run, model, step: int, phase: int, clean, p: int) -> int:
     from circuitpath.analysis.patching import position_patching
     from circuitpath.data import positions_of, truth_of
 
-    fixed = {"--hook": (args.hook, "blocks.0.attn.hook_v"), "--over": (args.over, "key_pos"),
+    axis = "key_pos" if args.over is None or model.cfg.arch == "cross_attention" else "pos"
+    fixed = {"--hook": (args.hook, "blocks.0.attn.hook_v"), "--over": (args.over, axis),
              "--metric": (args.metric, "logit_diff")}
-    changed = [flag for flag, (given, default) in fixed.items() if given != default]
+    changed = [flag for flag, (given, default) in fixed.items() if given not in (None, default)]
     if changed:
-        raise ConfigError(f"--corrupt each patches blocks.0.attn.hook_v over key_pos with its own metric; "
+        raise ConfigError(f"--corrupt each patches blocks.0.attn.hook_v over {axis} with its own metric; "
                           f"drop {', '.join(changed)}")
     summed = positions_of(truth_of(run.config.task, run.config.train.phases[phase]))
     result = position_patching(model, clean, p, len(summed), seed=args.seed)
@@ -242,12 +291,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     inputs = {name: (first_n(x, args.n, 2048, f"{name} inputs of phase {phase} (p = {p})"), y)
               for name, x, y in (("train", split.x_train, split.y_train), ("test", split.x_test, split.y_test))}
     model = run.model_at(step, device=resolve_device(args.device))
-    over = tuple(a for a in args.over.split(",") if a)
+    hook, over = hook_and_over(args, model)
     truth = truth_of(task, run.config.train.phases[phase])
     sets = position_sets(truth, task.n_ctx) if over in (("key_pos",), ("pos",)) else None
-    results = {name: ablate(model, x, y[: len(x)], hook=args.hook, over=over, sets=sets, method=args.method,
+    results = {name: ablate(model, x, y[: len(x)], hook=hook, over=over, sets=sets, method=args.method,
                             generator=torch.Generator().manual_seed(0)) for name, (x, y) in inputs.items()}
-    print(f"{run.path} step {step} (phase {phase}, p = {p}): {args.method}-ablating {args.hook} over "
+    print(f"{run.path} step {step} (phase {phase}, p = {p}): {args.method}-ablating {hook} over "
           f"{', '.join(over) or 'the whole activation'}, on {len(inputs['train'][0])} train and "
           f"{len(inputs['test'][0])} test inputs" + (" (resampled with seed 0)" if args.method == "resample" else ""))
     print("effect = accuracy lost when ablated (change from the intact baseline: intact - ablated)")
@@ -291,6 +340,36 @@ def cmd_diagram(args: argparse.Namespace) -> int:
         print(f"  {name:<10} effect {effect:+.4f}{'' if name not in circuit.pruned else '  (pruned)'}")
     print(f"effect = {circuit.inputs} accuracy lost when mean-ablated (intact - ablated); measured on {circuit.n_inputs} "
           f"{circuit.why}; phase {phase}; diagram written to {html} and {svg}")
+    return 0
+
+
+# ---- clusters ------------------------------------------------------------------------------------
+def cmd_clusters(args: argparse.Namespace) -> int:
+    from circuitpath.analysis.clusters import default_activation, find_clusters
+    from circuitpath.data import truth_of
+    from circuitpath.runs import load_run
+    from circuitpath.train import resolve_device
+
+    run = load_run(args.run)
+    check_n(args.n)
+    if args.out is not None:
+        check_writable_dir(args.out.parent, "--out")
+    step, phase = checkpoint_phase(run, args.step)
+    p, truth = run.config.train.phases[phase].p, truth_of(run.config.task, run.config.train.phases[phase])
+    x = first_n(run.data(phase).x_test, args.n, 1024, f"test inputs of phase {phase} (p = {p})")
+    hook = args.hook or default_activation(run.config.model)
+    found = find_clusters(run.model_at(step, device=resolve_device(args.device)), x, p, truth, activation=hook)
+    print(f"{run.path} step {step} (phase {phase}, p = {p}): {hook} of {len(x)} test inputs, "
+          f"{found.points.shape[1]} dimensions: {found.n_clusters} cluster{'s' * (found.n_clusters != 1)}")
+    print("adjusted Rand index of the clusters with each labeling (1: the same partition, 0: chance):")
+    for name, value in found.alignment.items():
+        print(f"  {name:<28} {value:+.3f}" + ("  (best)" if name == found.best_labeling else ""))
+    if args.out is not None:
+        from circuitpath.plots.html import write_html
+        from circuitpath.plots.training import clusters_figure
+
+        title = f"{run.path.name} at step {step} (p = {p}): clusters of {hook}"
+        print(f"written: {write_html([clusters_figure(found, title)], args.out, title)}")
     return 0
 
 

@@ -258,3 +258,29 @@ def write_discovered_svg(circuit: DiscoveredCircuit, graph: ModelGraph, relevant
     path = Path(path)
     write_atomic(path, "\n".join(parts).encode())
     return path
+
+
+def position_figures(timelines: dict, title: str = "input positions against the truth") -> list[go.Figure]:
+    """Figures of `discovery.positions.PositionTimeline`s: each method's AUROC against step, and each run's
+    position scores per step (one heatmap per run and method; starred: the last step's relevant positions)."""
+    auroc = go.Figure(layout={"template": TEMPLATE})
+    for name, timeline in timelines.items():
+        for method in timeline.methods:
+            auroc.add_scatter(x=timeline.steps, y=timeline.auroc(method).tolist(), mode="lines+markers",
+                              name=f"{name}: {method} (first >= {LEVEL}: {timeline.first_reaching(method)})")
+    auroc.add_hline(y=0.5, line_dash="dot", line_color="grey")
+    auroc.update_layout(**titled(f"AUROC of the {title}", f"position t = the first residual stream at t; 1: every "
+                                 "relevant position outscores every spurious one, 0.5: chance"),
+                        xaxis_title="step", yaxis={"title": "AUROC", "range": [0, 1.02]}, height=420)
+    figures = [auroc]
+    for name, timeline in timelines.items():
+        for method in timeline.methods:
+            heat = go.Figure(layout={"template": TEMPLATE})
+            heat.add_heatmap(z=timeline.scores[method].tolist(), x=list(range(timeline.n_ctx)), y=timeline.steps,
+                             colorscale="Blues", colorbar={"title": "score"})
+            mark_truth(heat, timeline.relevant[-1], timeline.n_ctx, axis="x")
+            heat.update_layout(**titled(f"{name}: {method} score of each input position", f"mean over {timeline.n} "
+                                        f"test inputs of each input's |change| ({timeline.metric if method != 'ablation' else 'loss'})"),
+                               xaxis_title="position", yaxis={"title": "step", "type": "category"}, height=420)
+            figures.append(heat)
+    return figures

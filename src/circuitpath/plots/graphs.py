@@ -5,8 +5,8 @@ from __future__ import annotations
 import networkx as nx
 import plotly.graph_objects as go
 
-from circuitpath.analysis.flow import OUTPUT, FlowSequence
-from circuitpath.plots.style import TEMPLATE
+from circuitpath.analysis.flow import OUTPUT, FlowSequence, ReadoutFlow
+from circuitpath.plots.style import TEMPLATE, class_colour
 from circuitpath.plots.style import title as titled
 
 CHANGE_COLOURS = {1: "rgb(214, 39, 40)", -1: "rgb(31, 119, 180)", 0: "rgb(150, 150, 150)"}
@@ -53,3 +53,34 @@ def flow_figure(flow: FlowSequence, title: str) -> go.Figure:
                             for f in frames]}],
     )
     return figure
+
+
+def readout_flow_figures(flow: ReadoutFlow, title: str) -> list[go.Figure]:
+    """Two figures of a `ReadoutFlow`: the attention mass on the relevant positions per layer and head over
+    training, and the final checkpoint's attention on each key position, one row per layer and head."""
+    from plotly.subplots import make_subplots
+
+    layers, heads = flow.pattern.shape[1:3]
+    names = [f"L{layer}H{head}" for layer in range(layers) for head in range(heads)]
+    relevant, spurious = flow.mass().flatten(1), flow.mass(spurious=True).flatten(1)
+    mass = go.Figure(layout={"template": TEMPLATE})
+    for index, name in enumerate(names):
+        colour = class_colour(index)
+        mass.add_scatter(x=flow.steps, y=relevant[:, index].tolist(), name=f"{name} relevant", mode="lines",
+                         line={"color": colour})
+        mass.add_scatter(x=flow.steps, y=spurious[:, index].tolist(), name=f"{name} spurious", mode="lines",
+                         line={"color": colour, "dash": "dot"})
+    mass.update_layout(**titled(title + ": attention of the readout position on the relevant positions",
+                                f"per layer (L) and head (H), mean over {flow.n} test inputs of each checkpoint's phase; "
+                                "solid: relevant positions, dotted: spurious ones"),
+                       xaxis_title="step", yaxis={"title": "attention mass", "range": [0, 1.02]}, height=420)
+    final = make_subplots(rows=1, cols=1)
+    final.add_heatmap(z=flow.pattern[-1].flatten(0, 1).tolist(), x=flow.labels, y=names, zmin=0, zmax=1,
+                      colorscale="Blues", colorbar={"title": "attention"})
+    relevant_last = set(flow.relevant[-1])
+    final.update_xaxes(tickvals=flow.labels, ticktext=[f"{label}*" if label[1:].isdigit() and int(label[1:]) in relevant_last
+                                                       else label for label in flow.labels])
+    final.update_layout(**titled(title + f": attention of the readout position at step {flow.steps[-1]}",
+                                 "one row per layer and head; starred: the relevant positions"),
+                        template=TEMPLATE, height=160 + 30 * len(names), yaxis={"autorange": "reversed"})
+    return [mass, final]

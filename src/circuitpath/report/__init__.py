@@ -20,7 +20,7 @@ from circuitpath.report import (circuits, fig2_flow, fig3_attention, fig4_cluste
                                fig7_trajectory, timeline)
 from circuitpath.report.headlines import Headlines, RunHeadline
 from circuitpath.report.page import Page
-from circuitpath.report.section import Context, Section
+from circuitpath.report.section import Context, Section, drawable
 from circuitpath.runs import Run
 
 #: Every section, in the order of the page.
@@ -79,11 +79,16 @@ def _draw(page: Page, section: Section, ctx: Context, tested: list[Claim]) -> No
 def build_report(runs: dict[str, Run], path: str | Path, n: int = 1024) -> Headlines:
     """Write the report of arbitrary `runs` to `path` (every section that applies); return its headline numbers."""
     headlines = Headlines()
-    ctx = Context(runs=runs, n=n, headlines=headlines)
     body = Page("")
     for section in SECTIONS:
-        if section.applies(runs):
-            _draw(body, section, ctx, [])
+        drawn, left_out = drawable(section, runs)
+        if drawn and section.applies(drawn):
+            _draw(body, section, Context(runs=drawn, n=n, headlines=headlines), [])
+            if left_out:
+                body.text(left_out, css="tests")
+        elif left_out:
+            body.heading(section.title, anchor=section.key)
+            body.text(left_out)
     page = Page("circuitpath report: " + ", ".join(runs))
     page.text(f"circuitpath {_version()}, written {_now()}. Runs analysed:")
     page.table(RUN_HEADER, run_rows(runs))

@@ -6,6 +6,7 @@ import torch
 from circuitpath.analysis.ablation import ablate, position_sets
 from circuitpath.analysis.circuit import circuit_at
 from circuitpath.analysis.dynamics import circuit_over_training
+from circuitpath.analysis.models import describe, is_paper
 from circuitpath.analysis.patching import position_patching
 from circuitpath.data import positions_of, truth_name, truth_of
 from circuitpath.plots import training as plots
@@ -17,6 +18,9 @@ from circuitpath.report.section import Context, Section
 def build(ctx: Context) -> list[Panel]:
     panels = []
     for name, run in ctx.runs.items():
+        if not is_paper(run.config.model):
+            panels.extend(_positions(name, run, ctx))
+            continue
         circuit = circuit_at(run, on="auto", n=ctx.n)
         over_training = circuit_over_training(run, n=min(ctx.n, 256), on=circuit.inputs)
         panels.append(Panel(plots.circuit_over_training_figure(over_training, f"{name}: the circuit over training"),
@@ -29,7 +33,8 @@ def build(ctx: Context) -> list[Panel]:
     return panels
 
 
-def _final(name: str, run, ctx: Context, circuit=None) -> list[Panel]:
+def _measured(name: str, run, ctx: Context):
+    """Each position's (and each set's) mean-ablation and patching at the last checkpoint, with the headlines."""
     split, task, model = run.data(), run.config.task, run.model_at()
     n = ctx.n
     truth = truth_of(task, run.config.train.phases[-1])
@@ -45,6 +50,33 @@ def _final(name: str, run, ctx: Context, circuit=None) -> list[Panel]:
     p = run.config.train.phases[-1].p
     patched = position_patching(model, split.x_test[:n], p, len(positions_of(truth)),
                                 generator=torch.Generator().manual_seed(0))
+    return ablations, patched
+
+
+def _positions(name: str, run, ctx: Context) -> list[Panel]:
+    """A standard transformer: its input positions ablated and patched; the component diagram and the circuit
+    over training read the paper's single attention and MLP, and are left out."""
+    ablations, patched = _measured(name, run, ctx)
+    return [
+        Panel(plots.ablation_figure(ablations, f"{name}: accuracy with each input position mean-ablated"),
+              "Accuracy on training and test inputs when one position's first residual stream (token and position "
+              "embedding, blocks.0.hook_resid_pre; pos 3: position 3's) or a set of them is replaced by its mean. A "
+              "model that uses exactly the relevant positions drops to chance for each of them and not at all for "
+              "the spurious set."),
+        Panel(plots.patching_figure(patched, f"{name}: patching each position's first-layer value from clean inputs"),
+              "One position at a time is given another token, then its value vectors in the first layer (every head) "
+              "are patched back from the clean input; the bar is the fraction of the logit difference restored, on "
+              "the inputs whose answer the corruption flips. Later layers still see the corrupted token at its own "
+              "position, so a small fraction need not mean the position is unused. Not drawn for "
+              f"{describe(run.config.model)}: the component diagram and the circuit over training, which read the "
+              "paper's single attention output and MLP; `circuitpath discover` scores its input positions along "
+              "training."),
+    ]
+
+
+def _final(name: str, run, ctx: Context, circuit=None) -> list[Panel]:
+    ablations, patched = _measured(name, run, ctx)
+    n = ctx.n
     circuit = circuit or circuit_at(run, on="auto", n=n)
     return [
         Panel(plots.ablation_figure(ablations, f"{name}: accuracy with each position's value (v0, v1, ...) mean-ablated"),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from circuitpath.analysis.flow import FlowSequence, attention_flow
+from circuitpath.analysis.flow import FlowSequence, attention_flow, readout_flow
+from circuitpath.analysis.models import describe, is_paper
 from circuitpath.analysis.probes import constant_inputs, update_changes
 from circuitpath.claims import SPURIOUS_PRUNED
 from circuitpath.plots import training as plots
-from circuitpath.plots.graphs import flow_figure
+from circuitpath.plots.graphs import flow_figure, readout_flow_figures
 from circuitpath.plots.paper import update_changes_figure
 from circuitpath.report.page import Panel
 from circuitpath.report.section import Context, Section
@@ -15,11 +16,28 @@ from circuitpath.report.section import Context, Section
 def build(ctx: Context) -> list[Panel]:
     if ctx.paper:
         return [panel for name, run in ctx.runs.items() for panel in _paper(name, run)]
+    return [panel for name, run in ctx.runs.items()
+            for panel in (_graph(name, run) if is_paper(run.config.model) else _per_head(name, run, ctx))]
+
+
+def _graph(name: str, run) -> list[Panel]:
     return [Panel(flow_figure(attention_flow(run), f"{name}: attention flow on one test input of each phase"),
                   "Edge width: attention of the query on each position; red: it grew since the previous checkpoint, "
                   "blue: it shrank. Each phase's checkpoints are drawn on that phase's first test input. Move the "
-                  "slider: the edges of the summed (orange) positions should thicken and the spurious ones thin out.")
-            for name, run in ctx.runs.items()]
+                  "slider: the edges of the summed (orange) positions should thicken and the spurious ones thin out.")]
+
+
+def _per_head(name: str, run, ctx: Context) -> list[Panel]:
+    """A standard transformer: the readout position's attention per layer and head, in place of the single
+    query's graph."""
+    flow = readout_flow(run, n=min(ctx.n, 256))
+    mass, final = readout_flow_figures(flow, name)
+    return [Panel(mass, f"{describe(run.config.model)}: the attention the readout position pays to the relevant "
+                  "positions (solid) and to the spurious ones (dotted), per layer and head, at every checkpoint. The "
+                  "paper's single query becomes one row of each head's pattern; in a later layer the readout may "
+                  "gather the relevant tokens through other positions, so a low mass there is no verdict."),
+            Panel(final, "The last checkpoint's attention of the readout position on each key position, one row per "
+                  "layer and head (each row sums to 1).")]
 
 
 def _paper(name: str, run) -> list[Panel]:

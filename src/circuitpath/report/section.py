@@ -41,3 +41,26 @@ class Section:
 def one_shape(runs: dict[str, Run]) -> bool:
     """True when every run has a model of one shape (their weights share a space)."""
     return len({run.config.model.to_shape() for run in runs.values()}) == 1
+
+
+#: Sections that read what only the paper's model has (a single query, its attention output z_A), and why a
+#: run of another model is left out of them.
+PAPER_ONLY: dict[str, str] = {
+    "fig3": "Fig. 3 reads the single query's attention, which only the paper's model has; the readout position's "
+            "attention per layer and head is in Fig. 2's section",
+    "fig4": "Fig. 4 clusters z_A, the paper's model's attention output; `circuitpath clusters RUN --hook NAME` "
+            "clusters any hook's activations at the readout position",
+    "timeline": "the circuit timeline scores the paper's model's graph (each position's value and attention weight, "
+                "the MLP's neurons); `circuitpath discover RUN` scores a standard transformer's input positions",
+}
+
+
+def drawable(section: Section, runs: dict[str, Run]) -> tuple[dict[str, Run], str]:
+    """The runs `section` can draw, and why the others are left out ("" when none is)."""
+    if section.key not in PAPER_ONLY:
+        return runs, ""
+    kept = {name: run for name, run in runs.items() if run.config.model.arch == "cross_attention"}
+    left = [name for name in runs if name not in kept]
+    if not left:
+        return runs, ""
+    return kept, f"Not drawn for {', '.join(left)} ({'a standard transformer' if len(left) == 1 else 'standard transformers'}): {PAPER_ONLY[section.key]}."

@@ -22,6 +22,7 @@ from circuitpath.analysis.discovery.graph import ModelGraph, site_activations
 from circuitpath.analysis.discovery.methods import DIFFERENTIABLE, METHODS, Probe, ProbeRuns, SiteScores, score_sites
 from circuitpath.analysis.discovery.prune import DiscoveredCircuit, check_rule, greedy, prune
 from circuitpath.analysis.discovery.truth import auroc, faithfulness, faithfulness_counts, first_reaching, precision_at_k
+from circuitpath.analysis.models import require_paper
 from circuitpath.analysis.threads import single_threaded
 from circuitpath.data import relevant_mask
 from circuitpath.errors import CheckpointError, ConfigError, InputError, RunError
@@ -166,7 +167,10 @@ def probe_of(run: Run, phase: int, n: int, seed: int) -> Probe:
 
 # ---- the timeline --------------------------------------------------------------------------------
 def plan(run: Run, config: DiscoveryConfig, steps: list[int] | str | None = None) -> tuple[list[int], list[int], dict[int, Probe]]:
-    """The chosen steps, the phase of each and a probe per phase: every check `discover` makes before it works."""
+    """The chosen steps, the phase of each and a probe per phase: every check `discover` makes before it works.
+    Its graph (each key position's value and attention weight, the MLP's neurons) is the paper's model's."""
+    require_paper(run.config.model, "discovery's graph of values, attention weights and neurons",
+                  "discovery.positions scores its input positions against the truth")
     steps = select_steps(run, steps)
     phases = [run.phase_at(step) for step in steps]
     task = run.config.task
