@@ -202,6 +202,9 @@ def test_cli_refuses_in_one_line(runs, args, needs, capsys):
 def test_report_draws_a_transformer_run(runs, tmp_path, capsys):
     out = tmp_path / "report.html"
     assert main(["analyze", str(runs[0].path), str(runs[1].path), "--out", str(out)]) == 0
-    page = out.read_text()
-    assert "attention of the readout position" in page and "loss barrier" in capsys.readouterr().out
-    assert page.count("Not drawn for first, random (standard transformers)") == 3  # figs 3 and 4, the timeline
+    page, printed = out.read_text(), capsys.readouterr().out
+    assert "attention of the readout position" in page and "loss barrier" in printed
+    assert "A standard transformer has no single query to draw a graph of" in page  # the timeline, on input positions
+    assert "clusters of blocks.1.hook_resid_post at the readout position" in printed
+    assert page.count("Not drawn for first, random (standard transformers)") == 2  # Figs. 3 and 4
+    assert (runs[1].path / "analysis" / "discovery_report" / "positions.json").is_file()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from circuitpath.analysis.ablation import ablate, position_sets
 from circuitpath.analysis.circuit import circuit_at
+from circuitpath.analysis.clusters import default_activation, find_clusters
 from circuitpath.analysis.dynamics import circuit_over_training
 from circuitpath.analysis.models import describe, is_paper
 from circuitpath.analysis.patching import position_patching
@@ -57,7 +58,19 @@ def _positions(name: str, run, ctx: Context) -> list[Panel]:
     """A standard transformer: its input positions ablated and patched; the component diagram and the circuit
     over training read the paper's single attention and MLP, and are left out."""
     ablations, patched = _measured(name, run, ctx)
+    train, task = run.config.train, run.config.task
+    hook, phase = default_activation(run.config.model), len(train.phases) - 1
+    found = find_clusters(run.model_at(), run.data(phase).x_test[: ctx.n], train.phases[phase].p,
+                          truth_of(task, train.phases[phase]), activation=hook)
+    ctx.headlines.run(name).clustered = f"{hook} at the readout position"
+    ctx.headlines.run(name).clusters = {run.steps[-1]: (found.n_clusters, found.best_labeling,
+                                                        found.alignment[found.best_labeling])}
     return [
+        Panel(plots.clusters_figure(found, f"{name} at step {run.steps[-1]}: clusters of {hook} at the readout position"),
+              "Fig. 4's analysis on the standard transformer: each point is one test input's last residual stream at "
+              "the readout position (its first two principal axes), coloured by the labeling its clusters match best; "
+              "the title gives the cluster count (1: no group stands out from a structureless cloud) and the adjusted "
+              "Rand index with each labeling. `circuitpath clusters RUN --hook NAME` clusters any other hook."),
         Panel(plots.ablation_figure(ablations, f"{name}: accuracy with each input position mean-ablated"),
               "Accuracy on training and test inputs when one position's first residual stream (token and position "
               "embedding, blocks.0.hook_resid_pre; pos 3: position 3's) or a set of them is replaced by its mean. A "

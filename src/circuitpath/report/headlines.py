@@ -19,6 +19,7 @@ class RunHeadline:
     clusters: dict[int, tuple[int, str, float]] = field(default_factory=dict)  # step -> (count, labeling, ARI)
     circuit_found_at: int | None = None  # first step whose attribution AUROC reaches 0.99 (-1: never)
     truth: str = "first k"  # how lines name the summed positions: "first k", or "relevant positions" for other truths
+    clustered: str = "z_A"  # the activation `clusters` counts: z_A, or a standard transformer's hook at its readout
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Headlines:
                 found = "never" if h.circuit_found_at < 0 else f"from step {h.circuit_found_at}"
                 out.append(f"{name}: attribution patching ranks the summed positions first (AUROC >= 0.99) {found}")
             for step, (count, labeling, ari) in h.clusters.items():
-                out.append(f"{name} step {step}: {count} clusters of z_A, best aligned with {labeling} (ARI {ari:.3f})")
+                out.append(f"{name} step {step}: {count} clusters of {h.clustered}, best aligned with {labeling} (ARI {ari:.3f})")
         if self.barrier is not None:
             out.append(f"loss barrier between {self.barrier_pair[0]} and {self.barrier_pair[1]}: {self.barrier:.4g}")
         return out
@@ -56,7 +57,10 @@ class Headlines:
             if name not in self.runs:
                 continue
             (run.path / ANALYSIS_DIR).mkdir(exist_ok=True)
-            summary = {"run": name, **asdict(self.runs[name])}
+            numbers = asdict(self.runs[name])
+            if numbers["clustered"] == "z_A":  # the paper's model: written as before the field existed
+                del numbers["clustered"]
+            summary = {"run": name, **numbers}
             if self.barrier is not None and name in self.barrier_pair:
                 summary["barrier"] = {"between": list(self.barrier_pair), "train_loss_height": self.barrier}
             write_json(run.path / ANALYSIS_DIR / "headlines.json", summary)

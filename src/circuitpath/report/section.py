@@ -50,8 +50,6 @@ PAPER_ONLY: dict[str, str] = {
             "attention per layer and head is in Fig. 2's section",
     "fig4": "Fig. 4 clusters z_A, the paper's model's attention output; `circuitpath clusters RUN --hook NAME` "
             "clusters any hook's activations at the readout position",
-    "timeline": "the circuit timeline scores the paper's model's graph (each position's value and attention weight, "
-                "the MLP's neurons); `circuitpath discover RUN` scores a standard transformer's input positions",
 }
 
 

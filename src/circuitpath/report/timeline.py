@@ -10,9 +10,11 @@ on training alone. `circuitpath discover RUN` runs every method on any run.
 from __future__ import annotations
 
 from circuitpath.analysis.discovery import DiscoveryConfig, discover, save_timeline
+from circuitpath.analysis.discovery.positions import discover_positions, save_positions
 from circuitpath.analysis.discovery.prune import DEFAULTS, describe_rule
 from circuitpath.analysis.discovery.timeline import LEVEL
-from circuitpath.plots.discovery import discovery_figures
+from circuitpath.analysis.models import is_paper
+from circuitpath.plots.discovery import discovery_figures, position_figures
 from circuitpath.report.page import Panel
 from circuitpath.report.section import Context, Section
 from circuitpath.runs import ANALYSIS_DIR
@@ -39,6 +41,12 @@ CAPTIONS = {
                f"MLP neuron 12; width is the score. Positions and neurons have separate budgets ({BUDGET_RULE}), "
                "so a position the AUROC counts is never dropped for a neuron. Spurious nodes should fade as "
                "training prunes them.",
+    "positions": "A standard transformer has no single query to draw a graph of: its nodes are the input positions "
+                 "(the first residual stream at each, blocks.0.hook_resid_pre), scored by attribution patching at "
+                 "every checkpoint; the curve is their AUROC against the truth of each checkpoint's phase (1: every "
+                 "relevant position outscores every spurious one; 0.5: chance).",
+    "position_scores": "Each input position's attribution score (the mean over inputs of |(corrupted - clean) . "
+                       "gradient|) at each checkpoint; starred: the relevant positions. Spurious columns should fade.",
     "faithfulness": "Accuracy with only the top-n nodes kept, the rest mean-ablated, at the last checkpoint: a "
                     "curve that reaches the model's own accuracy (dotted) with few nodes means a small circuit.",
     "pruning": "The paper's red and blue arrows, measured: per interval between checkpoints, which position edges "
@@ -48,23 +56,47 @@ CAPTIONS = {
 
 
 def timelines(ctx: Context) -> dict:
-    """Attribution scores at every checkpoint of every run, saved to RUN/analysis/discovery_report/."""
+    """Attribution scores at every checkpoint of every run of the paper's model, saved to RUN/analysis/discovery_report/."""
     config = DiscoveryConfig(methods=(METHOD,), n=max(2, min(ctx.n, 1024)))
     out = {}
     for name, run in ctx.runs.items():
+        if not is_paper(run.config.model):
+            continue
         out[name] = discover(run, config, progress=False)
         save_timeline(out[name], run.path / ANALYSIS_DIR / REPORT_DISCOVERY_DIR)
     return out
 
 
+def position_timelines(ctx: Context) -> dict:
+    """A standard transformer's input positions scored by attribution at every checkpoint (`discovery.positions`),
+    saved to RUN/analysis/discovery_report/positions.json."""
+    out = {}
+    for name, run in ctx.runs.items():
+        if is_paper(run.config.model):
+            continue
+        out[name] = discover_positions(run, (METHOD,), n=max(2, min(ctx.n, 1024)))
+        save_positions(out[name], run.path / ANALYSIS_DIR / REPORT_DISCOVERY_DIR)
+    return out
+
+
 def build(ctx: Context) -> list[Panel]:
+    panels = []
+    positions = position_timelines(ctx)
+    for name, timeline in positions.items():
+        first = timeline.first_reaching(METHOD)
+        ctx.headlines.run(name).circuit_found_at = first if first is not None else -1
+    if positions:
+        figures = position_figures(positions, "input positions' attribution scores against the truth")
+        panels += [Panel(figures[0], CAPTIONS["positions"])] + [Panel(f, CAPTIONS["position_scores"]) for f in figures[1:]]
     found = timelines(ctx)
+    if not found:
+        return panels
     for name, timeline in found.items():
         first = timeline.first_reaching(METHOD)
         ctx.headlines.run(name).circuit_found_at = first if first is not None else -1
     figures = discovery_figures(found, METHOD)
     kinds = ["auroc"] + ["circuit", "faithfulness"] * len(found) + (["pruning"] if len(figures) > 1 + 2 * len(found) else [])
-    return [Panel(figure, CAPTIONS[kind]) for figure, kind in zip(figures, kinds)]
+    return [Panel(figure, CAPTIONS[kind]) for figure, kind in zip(figures, kinds)] + panels
 
 
 def applies(runs) -> bool:
@@ -77,7 +109,8 @@ def applies(runs) -> bool:
 SECTION = Section(
     key="timeline", title="Circuit timeline: the circuit at every checkpoint, scored against the truth", figure=None,
     claims=(),
-    intro=f"Attribution patching scores every node and edge of the model at every saved checkpoint; its position "
+    intro=f"Attribution patching scores every node and edge of the model at every saved checkpoint (a standard "
+          f"transformer's: its input positions); its position "
           f"scores are compared with the truth (the task's relevant positions, the first k in the paper's task). An extension of the paper's "
           f"thesis, on the runs of Fig. 5; AUROC >= {LEVEL} counts as having found the circuit. {METHODS_COST}",
     build=build, applies=applies, experiments=("scratch", "curriculum"),
