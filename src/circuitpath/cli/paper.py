@@ -36,8 +36,8 @@ why residual attn_out: the code that drew the figures adds the MLP to the un-nor
 
 EPILOG = """examples:
   circuitpath reproduce                      # every figure, 8 seeds, into ./runs (~16 min of CPU: 8+ min on 2 cores)
-  circuitpath reproduce --seeds 1            # a quick tour: one seed of everything (~3 min of CPU)
-  circuitpath reproduce --seeds 1 --figures 4   # one figure
+  circuitpath reproduce --seeds 1 --vis-seeds 1   # a quick tour: one seed of everything
+  circuitpath reproduce --figures 4 --vis-seeds 8   # one figure, on 8 seeds of the d = 2 pipeline
   circuitpath reproduce --figures 2,4 --out runs/small
   circuitpath reproduce --residual normalized --out runs/eq4   # the text's equation 4 instead of the code's block"""
 
@@ -46,7 +46,7 @@ def add_parsers(sub) -> None:
     parser = sub.add_parser("reproduce", help="the paper's figures in their settings; every claim as a rate over seeds",
                             description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs"), help="output directory (default ./runs)")
-    parser.add_argument("--seeds", type=int, default=8, metavar="N", help="train seeds 0..N-1 of every experiment (default 8)")
+    parser.add_argument("--seeds", type=int, default=8, metavar="N", help="train seeds 0..N-1 of every experiment but the d = 2 pipeline's (default 8)")
     parser.add_argument("--figures", default="all", help="comma-separated figure numbers among 2-7, or all (default)")
     parser.add_argument("--residual", default="attn_out",
                         help="the MLP's residual: attn_out (the paper's code, which drew the figures; default) or normalized "
