@@ -7,11 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from circuitpath import ModelConfig, RunConfig, TaskConfig, TrainConfig, fused, resume, train, train_many
+from circuitpath import ModelConfig, RunConfig, TaskConfig, TrainConfig, fused, train, train_many
 from circuitpath.config import parse_phases
 from circuitpath.engine import Encoded, Executor, Layout
 from circuitpath.model import CrossAttentionTransformer, init_weights
-from circuitpath.runs import saved_steps
 
 
 def test_erf_is_libm_erf_to_float32_resolution():
@@ -156,18 +155,3 @@ def test_a_stretch_of_updates_is_adam_on_the_hooked_model():
             assert not torch.equal(got[name], init_weights(replace(cfg, seed=s))[name]), name  # it moved
             torch.testing.assert_close(got[name], value.detach(), atol=2e-5, rtol=1e-4, msg=f"{s} {name}")
 
-
-def test_a_small_run_resumed_mid_phase_is_the_uninterrupted_run(tmp_path):
-    from conftest import tiny_config
-    from test_resume import as_killed, assert_same_run
-
-    config = tiny_config("2:40:1e-2:8,4:40:1e-2")
-    config = replace(config, model=replace(config.model, d_model=2, d_mlp=16))
-    assert fused.takes_fused_path(config.model, torch.device("cpu"))
-    full = train(config, tmp_path / "full", progress=False)
-    cut = train(config, tmp_path / "cut", progress=False)
-    assert saved_steps(cut.path / "state") == [70, 80]
-    (cut.path / "state" / "step_0000080.safetensors").unlink()
-    as_killed(cut.path)
-    (resumed,) = resume([cut.path], progress=False)
-    assert_same_run(resumed, full)

@@ -6,11 +6,12 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
 
-from circuitpath import load_run, resume, train
+from circuitpath import fused, load_run, resume, train
 from circuitpath.runs import saved_steps
 from conftest import tiny_config
 
@@ -106,8 +107,11 @@ def as_killed(path):
     (path / "run.json").write_text(json.dumps({**info, "status": "running"}))
 
 
-def test_resume_mid_phase_in_process_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("d_model", [8, 2])  # the torch engine, and the fused path of small models
+def test_resume_mid_phase_in_process_equals_uninterrupted(tmp_path, d_model):
     config = tiny_config("2:40:1e-2,4:40:1e-2:8")
+    config = replace(config, model=replace(config.model, d_model=d_model, d_mlp=4 * d_model))
+    assert fused.takes_fused_path(config.model, torch.device("cpu")) == (d_model <= fused.FUSED_MAX_D)
     full = train(config, tmp_path / "full", progress=False)
     cut = train(config, tmp_path / "cut", progress=False)
     # a crash while writing the last state leaves the one before it (mid-phase, mid-Adam)
