@@ -208,3 +208,42 @@ def test_report_draws_a_transformer_run(runs, tmp_path, capsys):
     assert "clusters of blocks.1.hook_resid_post at the readout position" in printed
     assert page.count("Not drawn for first, random (standard transformers)") == 2  # Figs. 3 and 4
     assert (runs[1].path / "analysis" / "discovery_report" / "positions.json").is_file()
+
+
+def hand_set() -> "StandardTransformer":
+    """One layer, one head, read at a CLS token that attends to position 0 alone and copies its token to the
+    logits: y = x_0 (d = 12: token one-hots in dims 0-3, position one-hots in dims 4-8, the CLS's last)."""
+    from circuitpath.transformer import StandardTransformer, init_weights
+
+    cfg = ModelConfig(d_model=12, n_tokens=4, n_ctx=4, arch="transformer", n_layers=1, n_heads=1, readout="cls")
+    weights = {name: torch.zeros_like(value) for name, value in init_weights(cfg).items()}
+    weights["embed.W_E"][:4, :4] = torch.eye(4)
+    weights["pos_embed.W_pos"][:, 4:9] = torch.eye(5)
+    for norm in ("blocks.0.ln1.w", "blocks.0.ln2.w", "ln_final.w"):
+        weights[norm] = torch.ones(12)
+    weights["blocks.0.attn.W_Q"][0, 8, 0] = 10.0  # the CLS position asks ...
+    weights["blocks.0.attn.W_K"][0, 4, 0] = 10.0  # ... for position 0
+    weights["blocks.0.attn.W_V"][0, :4, :4] = torch.eye(4)
+    weights["blocks.0.attn.W_O"][0, :4, :4] = torch.eye(4)
+    return StandardTransformer(cfg, weights)
+
+
+def test_a_hand_set_model_reads_position_zero_alone():
+    model = hand_set()
+    x = torch.randint(4, (64, 4), generator=torch.Generator().manual_seed(0))
+    y = x[:, 0]
+    assert bool((model(x).argmax(-1) == y).all())
+    pattern = readout_attention(model, x)
+    assert bool((pattern[..., 0] > 0.999).all())
+    result = ablate(model, x, y, sets={"relevant": [0], "spurious": [1, 2, 3]})
+    effect = dict(zip(result.names, result.effect.tolist()))
+    assert effect["relevant"] > 0.5 and effect["pos 0"] > 0.5
+    assert max(abs(effect[f"pos {t}"]) for t in (1, 2, 3)) == 0 and effect["spurious"] == 0
+    corrupted = (x + 1) % 4
+    patched = patch(model, "blocks.0.hook_resid_pre", x, corrupted, y, corrupted[:, 0], over=("pos",))
+    restored = patched.normalized()
+    assert restored[0] > 0.99 and restored[1:4].abs().max() < 0.01
+    probe = Probe(x, y, corrupted, corrupted[:, 0])
+    for scores in (patching_scores(model, probe, 4), attribution_scores(model, probe, 4)):
+        position = scores.abs().mean(-1)
+        assert position[0] > 100 * position[1:].max()

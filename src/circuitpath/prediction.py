@@ -87,7 +87,11 @@ def circuit_features(run: Run, step: int, n: int = 256) -> dict[str, float]:
     truth = truth_of(task, run.config.train.phases[phase])
     label = truth_name(truth)
     x, y = split.x_test[:n], split.y_test[:n]
-    patterns = readout_attention(model, x).mean(0)  # [layer, head_index, key_pos]
+    if is_paper(model):  # the single query's pattern averaged as it always was (the same bytes in prediction.json)
+        _, cache = model.run_with_cache(x, names_filter="blocks.0.attn.hook_pattern")
+        patterns = cache["blocks.0.attn.hook_pattern"].mean(0)[None, None]
+    else:
+        patterns = readout_attention(model, x).mean(0)  # [layer, head_index, key_pos]
     sets = position_sets(truth, task.n_ctx)
     knocked = ablate(model, x, y, sets=sets, method="mean")
     drop = {name: knocked.base_accuracy - acc for name, acc in zip(knocked.names, knocked.accuracy.tolist())}
