@@ -247,3 +247,13 @@ def test_a_hand_set_model_reads_position_zero_alone():
     for scores in (patching_scores(model, probe, 4), attribution_scores(model, probe, 4)):
         position = scores.abs().mean(-1)
         assert position[0] > 100 * position[1:].max()
+
+
+def test_prediction_cross_validates_transformer_runs(runs):
+    from circuitpath.prediction import _predict_group
+
+    a, b = runs
+    group = _predict_group("g", [a, b, a, b], [True, False, True, False], [0.5], repeats=2, folds=2, n=16,
+                           progress=False)
+    score = group.fractions[0].circuit
+    assert 0 <= score.auroc <= 1 and "|blocks.0.attn.W_Q|" in score.features
