@@ -257,3 +257,10 @@ def test_prediction_cross_validates_transformer_runs(runs):
                            progress=False)
     score = group.fractions[0].circuit
     assert 0 <= score.auroc <= 1 and "|blocks.0.attn.W_Q|" in score.features
+
+
+def test_ablate_names_the_cls_token(runs, capsys):
+    assert main(["ablate", str(runs[0].path), "--n", "8"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.rsplit(None, 6)[0] for line in lines[lines.index(next(l for l in lines if l.startswith("intact"))) + 1:]]
+    assert rows == [f"pos {t}" for t in range(6)] + ["cls", "first k (0-2)", "spurious (3-5)"]
