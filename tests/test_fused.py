@@ -95,6 +95,7 @@ def test_the_path_is_a_function_of_the_config():
     assert fused.takes_fused_path(ModelConfig(d_model=2, d_mlp=32), cpu)
     assert not fused.takes_fused_path(ModelConfig(), cpu)
     assert not fused.takes_fused_path(ModelConfig(d_model=2, d_mlp=32), torch.device("cuda"))
+    assert not fused.takes_fused_path(ModelConfig(d_model=2, arch="transformer"), cpu)  # the paper's model only
     assert Executor(32, cpu, cfg=ModelConfig(d_model=2, d_mlp=32)).fused
 
 

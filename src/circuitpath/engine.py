@@ -306,7 +306,7 @@ class Executor:
 
     def __init__(self, runs: int, device: torch.device, pool: ThreadPoolExecutor | None = None,
                  cfg: ModelConfig | None = None):
-        self.fused = cfg is not None and cfg.arch == "cross_attention" and fused.takes_fused_path(cfg, device)
+        self.fused = cfg is not None and fused.takes_fused_path(cfg, device)
         transformer = cfg is not None and cfg.arch == "transformer" and device.type == "cpu"
         if self.fused or transformer:  # compiled loops run after run, or vmapped calls (`stacked`): any
             size = -(-runs // (os.cpu_count() or 1))  # chunking gives the same bytes; a chunk a core

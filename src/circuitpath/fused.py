@@ -35,8 +35,8 @@ _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def takes_fused_path(cfg: ModelConfig, device: torch.device) -> bool:
-    """Whether runs of this model train on the fused path: small models on the CPU."""
-    return device.type == "cpu" and cfg.d_model <= FUSED_MAX_D
+    """Whether runs of this model train on the fused path: the paper's model, small, on the CPU."""
+    return device.type == "cpu" and cfg.arch == "cross_attention" and cfg.d_model <= FUSED_MAX_D
 
 
 def offsets(layout) -> np.ndarray:
