@@ -48,6 +48,21 @@ def add_residual_flag(parser: argparse.ArgumentParser) -> None:
                         "(default); normalized = RMS(z_A), the paper's equation 4")
 
 
+def _readout(text: str) -> str | int:
+    """`--readout`: a position when it is a whole number, else a name (checked by ModelConfig)."""
+    return int(text) if text.strip().lstrip("-").isdigit() else text
+
+
+def add_arch_flags(parser) -> None:
+    """--model, and the standard transformer's --n-layers, --n-heads, --readout and --norm."""
+    parser.add_argument("--model", help="cross_attention (the paper's, default) or transformer (a standard one)")
+    parser.add_argument("--n-layers", type=int, help="transformer blocks (--model transformer; default 1)")
+    parser.add_argument("--n-heads", type=int, help="attention heads, dividing d-model (--model transformer; default 1)")
+    parser.add_argument("--readout", type=_readout, help="where the transformer reads its logits: cls (a CLS token "
+                        "appended, default), last, or a position 0..T-1")
+    parser.add_argument("--norm", help="the transformer's pre-norm: rms (default) or layer")
+
+
 def model_from_flags(args: argparse.Namespace, task: TaskConfig) -> ModelConfig:
     given = {k: getattr(args, k) for k in ("residual", "d_model", "d_mlp") if getattr(args, k) is not None}
     return ModelConfig(n_ctx=task.n_ctx, **given)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from circuitpath.cli import add_residual_flag
+from circuitpath.cli import add_arch_flags, add_residual_flag
 from circuitpath.config import parse_phases
 from circuitpath.errors import ConfigError
 
@@ -56,11 +56,6 @@ the checkpoint belongs to. Writes RUN/analysis/llc.json (estimates, settings, ch
 RUN/analysis/llc.html (estimates over training and the chain traces)."""
 
 
-def _readout(text: str) -> str | int:
-    """`--readout`: a position when it is a whole number, else a name (checked by ModelConfig)."""
-    return int(text) if text.lstrip("-").isdigit() else text
-
-
 def add_parsers(sub) -> None:
     branch = sub.add_parser("branch", help="start new runs from a run's (or a sweep's) checkpoint at a step",
                             description="Branch RUN at STEP: a new run that starts from RUN's checkpoint "
@@ -103,12 +98,7 @@ def add_parsers(sub) -> None:
     switch.add_argument("--n-test", type=int, help="test sequences when p**T is too large to enumerate (default 2048)")
     switch.add_argument("--d-model", type=int, help="width d (default 32; the MLP is 4d wide)")
     add_residual_flag(switch)
-    switch.add_argument("--model", help="cross_attention (the paper's, default) or transformer (a standard one)")
-    switch.add_argument("--n-layers", type=int, help="transformer blocks (--model transformer; default 1)")
-    switch.add_argument("--n-heads", type=int, help="attention heads, dividing d-model (--model transformer; default 1)")
-    switch.add_argument("--readout", type=_readout, help="where the transformer reads its logits: cls (default), last "
-                        "or a position")
-    switch.add_argument("--norm", help="the transformer's pre-norm: rms (default) or layer")
+    add_arch_flags(switch)
     switch.add_argument("--checkpoint-every", type=int, help="steps between regular checkpoints (default 250)")
     switch.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     switch.add_argument("--force", action="store_true", help="replace an existing switch experiment at --out")

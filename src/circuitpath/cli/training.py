@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from circuitpath.cli import add_residual_flag, add_run_flags, add_size_flags
+from circuitpath.cli import add_arch_flags, add_residual_flag, add_run_flags, add_size_flags
 from circuitpath.config import Phase, RunConfig, parse_phases
 from circuitpath.errors import ConfigError
 
@@ -40,23 +40,13 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     add_residual_flag(model)
     model.add_argument("--eps", type=float, help="RMS norm epsilon (default 1e-5)")
     model.add_argument("--model-seed", type=int, help="seed of the initial weights (default: --seed)")
-    model.add_argument("--model", help="cross_attention (the paper's, default) or transformer (a standard one)")
-    model.add_argument("--n-layers", type=int, help="transformer blocks (--model transformer; default 1)")
-    model.add_argument("--n-heads", type=int, help="attention heads, dividing d-model (--model transformer; default 1)")
-    model.add_argument("--readout", type=_readout, help="where the transformer reads its logits: cls (a CLS token "
-                       "appended, default), last, or a position 0..T-1")
-    model.add_argument("--norm", help="the transformer's pre-norm: rms (default) or layer")
+    add_arch_flags(model)
     train = parser.add_argument_group("training")
     train.add_argument("--log-every", type=int, help="steps between metric lines (default 50)")
     train.add_argument("--checkpoint-every", type=int, help="steps between regular checkpoints (default 250)")
     train.add_argument("--dense-checkpoints", type=int, help="log-spaced checkpoints before the regular ones (default 24)")
     train.add_argument("--sample-seed", type=int, help="seed of mini-batch sampling (default: --seed)")
     parser.add_argument("--seed", type=int, help="seed of data, weights and sampling alike (default 0)")
-
-
-def _readout(text: str) -> str | int:
-    """`--readout`: a position when it is a whole number, else a name (checked by ModelConfig)."""
-    return int(text) if text.strip().lstrip("-").isdigit() else text
 
 
 def add_parsers(sub) -> None:
