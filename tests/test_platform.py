@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from circuitpath import load_run, platform, train
+from circuitpath.cli import main
 from circuitpath.errors import ConfigError, RunError
 from circuitpath.runs import STATE_DIR, saved_steps, step_file
 from circuitpath.train import resume
@@ -46,14 +47,13 @@ def test_resume_on_the_same_platform_gives_the_uninterrupted_bytes(tmp_path):
 
 @pytest.mark.parametrize("record", [{"torch": "1.0.0", "device": "cpu", "cpu_capability": "AVX512"},
                                     {"cpu_capability": "NOT_THIS_ONE"}, None], ids=["torch", "capability", "none"])
-def test_resume_on_another_platform_is_refused_in_one_line_and_changes_nothing(tmp_path, record):
+def test_resume_on_another_platform_is_refused_in_one_line_and_changes_nothing(tmp_path, record, capsys):
     here = platform.current()
     written = None if record is None else {**here, **record}
     run = interrupted_copy(tmp_path, platform=written)
     before = {f: f.read_bytes() for f in sorted(run.path.rglob("*")) if f.is_file() and f.name != ".lock"}
-    done = subprocess.run([*CLI, "train", "--resume", str(run.path)], capture_output=True, text=True)
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
+    assert main(["train", "--resume", str(run.path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "--allow-other-platform" in lines[0]
     assert platform.describe(written) in lines[0] and platform.describe(here) in lines[0]
     after = {f: f.read_bytes() for f in sorted(run.path.rglob("*")) if f.is_file() and f.name != ".lock"}
@@ -64,10 +64,9 @@ def test_resume_on_another_platform_is_refused_in_one_line_and_changes_nothing(t
     assert done.status == "completed" and 30 in done.steps
 
 
-def test_allow_other_platform_without_resume_is_refused(tmp_path):
-    done = subprocess.run([*CLI, "train", "--out", str(tmp_path / "x"), "--allow-other-platform"],
-                          capture_output=True, text=True)
-    assert done.returncode == 2 and "--resume" in done.stderr and not (tmp_path / "x").exists()
+def test_allow_other_platform_without_resume_is_refused(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "x"), "--allow-other-platform"]) == 2
+    assert "--resume" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_a_branch_without_its_starting_state_is_refused_not_trained_from_scratch(tmp_path):
