@@ -23,13 +23,13 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
-from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from circuitpath import transformer
 from circuitpath.cache import CrossAttentionCache
 from circuitpath.config import MLP_STREAM_ROWS, ModelConfig
 from circuitpath.errors import CheckpointError, HookError, InputError
+from circuitpath.hooked import HookedModel
 
 #: Contract weight name -> key in `state_dict()`. Checkpoints store the contract names.
 WEIGHT_KEYS: dict[str, str] = {
@@ -269,7 +269,7 @@ def build_model(cfg: ModelConfig, weights: dict[str, Tensor] | None = None) -> C
     return CrossAttentionTransformer(cfg, weights)
 
 
-class CrossAttentionTransformer(HookedRootModule):
+class CrossAttentionTransformer(HookedModel):
     """The paper's model. `model(tokens)` -> logits [batch, n_tokens]; every hook is cacheable."""
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, Tensor] | None = None):
@@ -304,21 +304,6 @@ class CrossAttentionTransformer(HookedRootModule):
                 raise InputError("return_type='loss' needs targets")
             return F.cross_entropy(logits, targets.to(logits.device))
         raise InputError(f"return_type must be 'logits' or 'loss', got {return_type!r}")
-
-    def check_tokens(self, tokens: Tensor) -> None:
-        """Raise InputError unless tokens is an integer tensor [batch, n_ctx] with values < n_tokens."""
-        if not isinstance(tokens, Tensor) or tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
-            raise InputError(f"tokens must be an integer tensor, got {getattr(tokens, 'dtype', type(tokens))}")
-        if tokens.ndim != 2 or tokens.shape[1] != self.cfg.n_ctx:
-            raise InputError(
-                f"tokens must have shape [batch, {self.cfg.n_ctx}], got {list(tokens.shape)}"
-            )
-        if not tokens.numel():
-            return
-        low, high = torch.aminmax(tokens)  # one pass over the tokens
-        if low < 0 or high >= self.cfg.n_tokens:
-            bad = tokens[(tokens < 0) | (tokens >= self.cfg.n_tokens)][0].item()
-            raise InputError(f"token {bad} is out of range [0, {self.cfg.n_tokens})")
 
     def run_with_cache(self, *model_args, return_cache_object: bool = True, **kwargs) -> tuple[Tensor, CrossAttentionCache | dict[str, Tensor]]:
         """Output and every hooked activation, as an `ActivationCache` (a plain dict with
@@ -401,24 +386,5 @@ class CrossAttentionTransformer(HookedRootModule):
 
     def load_weights(self, weights: dict[str, Tensor]) -> None:
         """Copy weights given by contract name; the names and shapes must match the config exactly."""
-        shapes = weight_shapes(self.cfg)
-        missing, extra = sorted(set(shapes) - set(weights)), sorted(set(weights) - set(shapes))
-        if missing or extra:
-            raise CheckpointError(f"weights do not match the model: missing {missing}, unexpected {extra}")
-        params = dict(self.named_parameters())
-        with torch.no_grad():
-            for name, shape in shapes.items():
-                if tuple(weights[name].shape) != shape:
-                    raise CheckpointError(
-                        f"weight {name} has shape {list(weights[name].shape)}, the config needs {list(shape)}"
-                    )
-                params[WEIGHT_KEYS[name]].copy_(weights[name])
+        self.copy_weights(weights, weight_shapes(self.cfg), WEIGHT_KEYS.__getitem__)
 
-    def hook_names(self) -> list[str]:
-        return list(self.hook_dict)
-
-    def check_hook(self, name: str) -> HookPoint:
-        """The hook point called `name`, or HookError listing the valid names."""
-        if name not in self.hook_dict:
-            raise HookError(f"unknown hook {name!r}; valid hooks: {', '.join(self.hook_dict)}")
-        return self.hook_dict[name]

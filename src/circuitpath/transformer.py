@@ -21,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
-from transformer_lens import ActivationCache, HookedRootModule
+from transformer_lens import ActivationCache
 from transformer_lens.hook_points import HookPoint
 
 from circuitpath.config import ModelConfig
-from circuitpath.errors import CheckpointError, HookError, InputError
+from circuitpath.errors import CheckpointError, InputError
+from circuitpath.hooked import HookedModel
 
 
 def n_positions(cfg: ModelConfig) -> int:
@@ -217,7 +218,7 @@ class Unembed(nn.Module):
         self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.n_tokens))
 
 
-class StandardTransformer(HookedRootModule):
+class StandardTransformer(HookedModel):
     """`model(tokens)` -> logits [batch, n_tokens] read at `cfg.readout`; every hook is cacheable."""
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, Tensor] | None = None):
@@ -268,16 +269,6 @@ class StandardTransformer(HookedRootModule):
             resid = block(resid, self.readout_at if last else None)
         return resid
 
-    def check_tokens(self, tokens: Tensor) -> None:
-        """Raise InputError unless tokens is an integer tensor [batch, n_ctx] with values < n_tokens."""
-        if not isinstance(tokens, Tensor) or tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
-            raise InputError(f"tokens must be an integer tensor, got {getattr(tokens, 'dtype', type(tokens))}")
-        if tokens.ndim != 2 or tokens.shape[1] != self.cfg.n_ctx:
-            raise InputError(f"tokens must have shape [batch, {self.cfg.n_ctx}], got {list(tokens.shape)}")
-        if tokens.numel() and ((tokens < 0) | (tokens >= self.cfg.n_tokens)).any():
-            bad = tokens[(tokens < 0) | (tokens >= self.cfg.n_tokens)][0].item()
-            raise InputError(f"token {bad} is out of range [0, {self.cfg.n_tokens})")
-
     def run_with_cache(self, *model_args, return_cache_object: bool = True, **kwargs) -> tuple[Tensor, ActivationCache | dict[str, Tensor]]:
         """Output and every hooked activation, as a TransformerLens `ActivationCache` (a plain dict with
         `return_cache_object=False`); `names_filter` and the other options of TransformerLens apply."""
@@ -316,22 +307,5 @@ class StandardTransformer(HookedRootModule):
 
     def load_weights(self, weights: dict[str, Tensor]) -> None:
         """Copy weights given by `state_dict()` key; the names and shapes must match the config exactly."""
-        shapes = weight_shapes(self.cfg)
-        missing, extra = sorted(set(shapes) - set(weights)), sorted(set(weights) - set(shapes))
-        if missing or extra:
-            raise CheckpointError(f"weights do not match the model: missing {missing}, unexpected {extra}")
-        params = dict(self.named_parameters())
-        with torch.no_grad():
-            for name, shape in shapes.items():
-                if tuple(weights[name].shape) != shape:
-                    raise CheckpointError(f"weight {name} has shape {list(weights[name].shape)}, the config needs {list(shape)}")
-                params[name].copy_(weights[name])
+        self.copy_weights(weights, weight_shapes(self.cfg), lambda name: name)
 
-    def hook_names(self) -> list[str]:
-        return list(self.hook_dict)
-
-    def check_hook(self, name: str) -> HookPoint:
-        """The hook point called `name`, or HookError listing the valid names."""
-        if name not in self.hook_dict:
-            raise HookError(f"unknown hook {name!r}; valid hooks: {', '.join(self.hook_dict)}")
-        return self.hook_dict[name]
