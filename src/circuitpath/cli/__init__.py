@@ -63,8 +63,14 @@ def add_arch_flags(parser) -> None:
     parser.add_argument("--norm", help="the transformer's pre-norm: rms (default) or layer")
 
 
+#: ModelConfig fields set by the flags of `add_size_flags`, `add_residual_flag` and `add_arch_flags`
+#: (`--model` sets `arch`); a parser without a flag leaves its field at the default.
+MODEL_FLAGS = {"residual": "residual", "d_model": "d_model", "d_mlp": "d_mlp", "model": "arch",
+               "n_layers": "n_layers", "n_heads": "n_heads", "readout": "readout", "norm": "norm"}
+
+
 def model_from_flags(args: argparse.Namespace, task: TaskConfig) -> ModelConfig:
-    given = {k: getattr(args, k) for k in ("residual", "d_model", "d_mlp") if getattr(args, k) is not None}
+    given = {field: getattr(args, flag) for flag, field in MODEL_FLAGS.items() if getattr(args, flag, None) is not None}
     return ModelConfig(n_ctx=task.n_ctx, **given)
 
 

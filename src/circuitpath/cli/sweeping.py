@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from circuitpath.cli import add_run_flags, add_task_flags, model_from_flags, task_from_flags
+from circuitpath.cli import add_arch_flags, add_run_flags, add_task_flags, model_from_flags, task_from_flags
 from circuitpath.errors import ConfigError
 
 DEFAULT_OUT, DEFAULT_SEEDS, DEFAULT_EXPERIMENTS = Path("runs/sweep"), "0-31", "scratch,curriculum"
@@ -14,6 +14,7 @@ DEFAULT_OUT, DEFAULT_SEEDS, DEFAULT_EXPERIMENTS = Path("runs/sweep"), "0-31", "s
 EPILOG = """examples:
   circuitpath sweep --seeds 0-31 --experiments scratch,curriculum
   circuitpath sweep --seeds 0-7 --experiments 'fast=4:2000:3e-2' --out runs/fast
+  circuitpath sweep --seeds 0-31 --model transformer --n-layers 2 --n-heads 4 --positions random --out runs/tf
   circuitpath sweep --seeds 0-31 --experiments vis_finetune,vis_scratch --out runs/vis
   circuitpath sweep --seeds 0-31 --experiments vis_finetune:vis_n_tokens=3:vis_finetune_p=3 --out runs/vis3
   circuitpath sweep --resume runs/sweep
@@ -25,6 +26,8 @@ every machine with circuitpath installed and OUT on a file system they all see a
 Without --address, --backend ray starts a Ray instance on this machine for the sweep."""
 
 RAY_FLAGS = ("address", "cpus", "chunk", "retries")
+ARCH_FLAGS = ("model", "n_layers", "n_heads", "readout", "norm")
+TRAIN_FLAGS = ("log_every", "checkpoint_every")
 
 
 def add_parsers(sub) -> None:
@@ -43,6 +46,10 @@ def add_parsers(sub) -> None:
                       f"name=p:steps:lr,... separated by ';' (default {DEFAULT_EXPERIMENTS}); a preset keeps its own "
                       "task, model and schedule, so only --residual applies to it")
     add_task_flags(what)
+    add_arch_flags(what)
+    what.add_argument("--log-every", type=int, help="steps between metric lines of every run (default 50; each is an "
+                      "evaluation on the train and test sets, a large share of a long sweep's time)")
+    what.add_argument("--checkpoint-every", type=int, help="steps between regular checkpoints (default 250)")
     what.add_argument("--keep-checkpoints", metavar="all|ends",
                       help="all (default), or ends: of each completed run keep only the checkpoints at step 0, "
                       "at each phase end and at the last step (for large sweeps); an unfinished run keeps all "
@@ -90,7 +97,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from circuitpath.sweep import parse_experiments, parse_seeds, read_summary, resume_sweep, summary_lines, sweep
     from circuitpath.sweep.spec import check_keep
 
-    new_sweep = ("out", "seeds", "experiments", "n_ctx", "n_train", "positions", "d_model", "d_mlp", "residual", "force")
+    new_sweep = ("out", "seeds", "experiments", "n_ctx", "n_train", "positions", "d_model", "d_mlp", "residual",
+                 *ARCH_FLAGS, *TRAIN_FLAGS, "force")
     if args.summary is not None:
         extra = _given(args, ("resume", "keep_checkpoints", *new_sweep, *RAY_FLAGS))
         if extra or args.backend != "local" or args.device != "cpu":
@@ -117,7 +125,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             experiments = parse_experiments(args.experiments or DEFAULT_EXPERIMENTS)
             _check_preset_flags(args, experiments)
             summaries = sweep(out, parse_seeds(args.seeds or DEFAULT_SEEDS), experiments, task=task,
-                              model=model_from_flags(args, task), device=args.device, force=args.force,
+                              model=model_from_flags(args, task), train=_train(args), device=args.device, force=args.force,
                               keep_checkpoints=args.keep_checkpoints or "all", backend=args.backend, ray=ray)
     except (Interrupted, KeyboardInterrupt):
         print(f"circuitpath: interrupted; finish the sweep with: circuitpath sweep --resume {out}"
@@ -131,12 +139,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace):
+    """How often every run logs and checkpoints (the phases come from each experiment)."""
+    from circuitpath.config import TrainConfig
+
+    return TrainConfig(**{k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None})
+
+
 def _check_preset_flags(args: argparse.Namespace, experiments: dict) -> None:
     """A preset carries its own task and model: refuse task and model flags that it would ignore."""
     presets = [name for name, value in experiments.items() if isinstance(value, dict)]
-    if presets and (extra := _given(args, ("n_ctx", "n_train", "positions", "d_model", "d_mlp"))):
+    if presets and (extra := _given(args, ("n_ctx", "n_train", "positions", "d_model", "d_mlp", *ARCH_FLAGS,
+                                                          *TRAIN_FLAGS))):
         raise ConfigError(f"{', '.join(extra)} would not apply to the preset {presets[0]} (it keeps its own task and "
-                          "model); sweep it apart, or give its phases as name=p:steps:lr")
+                          "model, schedule and logging); sweep it apart, or give its phases as name=p:steps:lr")
 
 
 def _resume(args: argparse.Namespace, ray, resume_sweep):

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from circuitpath.config import ModelConfig, TaskConfig
+from circuitpath.config import ModelConfig, TaskConfig, TrainConfig
 from circuitpath.errors import ConfigError, RunError
 from circuitpath.runs import RUN_JSON, RunWriter
 from circuitpath.storage import RunLock
@@ -86,6 +86,7 @@ def sweep(
     *,
     task: TaskConfig | None = None,
     model: ModelConfig | None = None,
+    train: TrainConfig | None = None,
     device: str = "cpu",
     force: bool = False,
     keep_checkpoints: str = "all",
@@ -93,12 +94,14 @@ def sweep(
     ray: RayOptions | None = None,
     progress: bool = True,
 ) -> dict[str, ExperimentSummary]:
-    """Train every (experiment, seed) run and write OUT/summary.json; everything is checked before a file is written."""
+    """Train every (experiment, seed) run and write OUT/summary.json; everything is checked before a file is written.
+
+    `train` sets how often every run logs and checkpoints (`spec.TRAIN_FIELDS`); each experiment sets its phases."""
     out = Path(out)
     ray = _check_backend(backend, ray)
     task = task or TaskConfig()
     model = model or ModelConfig(n_ctx=task.n_ctx)
-    spec = make_spec(seeds, experiments, task, model, keep_checkpoints)
+    spec = make_spec(seeds, experiments, task, model, keep_checkpoints, train)
     check_out(out)
     if (out / SWEEP_JSON).exists() and not force:
         raise RunError(f"{out} already holds a sweep; pass --force to replace it, or --resume to continue it")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from circuitpath.config import ModelConfig, RunConfig, TaskConfig, saved_model
+from circuitpath.config import ModelConfig, RunConfig, TaskConfig, TrainConfig, saved_model
 from circuitpath.errors import ConfigError, RunError
 from circuitpath.experiments import PAPER_PHASES, experiment_config
 from circuitpath.presets import experiments as preset_experiments
@@ -16,6 +16,9 @@ from circuitpath.storage import read_json, write_json
 
 SWEEP_JSON = "sweep.json"
 KEEP_CHOICES = ("all", "ends")
+#: TrainConfig fields a sweep may set for all its runs (how often they log and checkpoint); the phases
+#: come from each experiment.
+TRAIN_FIELDS = ("log_every", "checkpoint_every", "dense_checkpoints")
 #: Draw options of a preset given by name (`presets.experiments`' integer arguments).
 PRESET_OPTIONS = ("vis_n_tokens", "vis_finetune_p", "small_d_mlp", "batch_size")
 
@@ -90,11 +93,13 @@ def check_keep(keep: str) -> str:
 
 
 def make_spec(seeds: list[int], experiments: dict[str, str], task: TaskConfig, model: ModelConfig,
-              keep_checkpoints: str) -> dict:
+              keep_checkpoints: str, train: TrainConfig | None = None) -> dict:
     """The sweep's description as JSON-ready data; every run config is built once to check it."""
+    train = train or TrainConfig()
     spec = {"seeds": list(seeds), "experiments": dict(experiments),
             "task": {k: v for k, v in vars(task).items() if k != "seed"},
             "model": {k: v for k, v in vars(model).items() if k != "seed"},
+            "train": {k: getattr(train, k) for k in TRAIN_FIELDS},
             "keep_checkpoints": check_keep(keep_checkpoints)}
     for name in experiments:
         configs(spec, name)
@@ -110,7 +115,8 @@ def configs(spec: dict, experiment: str, seeds: list[int] | None = None) -> list
         preset = preset_experiments(residual=spec["model"].get("residual", "attn_out"), **options)[value["preset"]]
         return [preset.config(seed) for seed in seeds]
     task, model = TaskConfig(**spec["task"]), ModelConfig(**saved_model(spec["model"]))
-    return [experiment_config(spec["experiments"][experiment], seed=seed, task=task, model=model)
+    train = TrainConfig(**spec.get("train", {}))  # sweeps written before it existed logged as TrainConfig does
+    return [experiment_config(spec["experiments"][experiment], seed=seed, task=task, model=model, train=train)
             for seed in seeds]
 
 
