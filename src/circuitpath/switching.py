@@ -49,6 +49,7 @@ class SwitchSettings:
     task: TaskConfig = field(default_factory=TaskConfig)  # the seed is each run's
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)  # log and checkpoint settings; phases are set here
+    batch_size: int | None = None  # sequences per step of both phases; None: the full training set
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(sorted(set(self.seeds))))
@@ -62,7 +63,7 @@ class SwitchSettings:
         if self.switch_steps[0] < 0 or self.switch_steps[-1] >= self.total:
             bad = self.switch_steps[0] if self.switch_steps[0] < 0 else self.switch_steps[-1]
             raise ConfigError(f"switch steps must lie in 0 .. total - 1 = {self.total - 1}, got {bad}")
-        Phase(p=2, steps=self.total, lr=self.p2_lr)  # checks the learning rates
+        Phase(p=2, steps=self.total, lr=self.p2_lr, batch_size=self.batch_size)  # checks the rates and the batch
         Phase(p=4, steps=self.total, lr=self.p4_lr)
         self.p2_config(self.seeds[0]) if self.switch_steps[-1] > 0 else None
         self.branch_phases(self.switch_steps[0])
@@ -70,39 +71,42 @@ class SwitchSettings:
     @classmethod
     def from_flags(cls, *, seeds, switch_steps, total, p2_lr, p4_lr, n_ctx=None, k=None, n_train=None, n_test=None,
                    d_model=None, residual=None, checkpoint_every=None, arch=None, n_layers=None, n_heads=None,
-                   readout=None, norm=None) -> SwitchSettings:
+                   readout=None, norm=None, positions=None, batch_size=None, log_every=None) -> SwitchSettings:
         """Settings from the command line's flags; a flag left out (None) keeps the configs' default. `arch` and
         the four after it choose a standard transformer (`ModelConfig`)."""
-        task = {k_: v for k_, v in (("n_ctx", n_ctx), ("k", k), ("n_train", n_train), ("n_test", n_test)) if v is not None}
+        task = {k_: v for k_, v in (("n_ctx", n_ctx), ("k", k), ("n_train", n_train), ("n_test", n_test),
+                                    ("positions", positions)) if v is not None}
         model = {k_: v for k_, v in (("n_ctx", n_ctx), ("d_model", d_model), ("residual", residual), ("arch", arch),
                                      ("n_layers", n_layers), ("n_heads", n_heads), ("readout", readout),
                                      ("norm", norm)) if v is not None}
         if d_model is not None:
             model["d_mlp"] = None
-        train = {"checkpoint_every": checkpoint_every} if checkpoint_every is not None else {}
+        train = {k_: v for k_, v in (("checkpoint_every", checkpoint_every), ("log_every", log_every)) if v is not None}
         return cls(tuple(seeds), tuple(switch_steps), total, p2_lr, p4_lr, TaskConfig(**task), ModelConfig(**model),
-                   TrainConfig(**train))
+                   TrainConfig(**train), batch_size)
 
     def to_dict(self) -> dict:
         return {"seeds": list(self.seeds), "switch_steps": list(self.switch_steps), "total": self.total,
-                "p2_lr": self.p2_lr, "p4_lr": self.p4_lr, "task": asdict(self.task), "model": asdict(self.model),
+                "p2_lr": self.p2_lr, "p4_lr": self.p4_lr, "batch_size": self.batch_size,
+                "task": asdict(self.task), "model": asdict(self.model),
                 "train": {k: v for k, v in asdict(self.train).items() if k not in ("phases", "extra_checkpoints")}}
 
     @classmethod
     def from_dict(cls, data: dict) -> SwitchSettings:
         config = RunConfig.from_dict({"task": data["task"], "model": data["model"], "train": data["train"]}, saved=True)
         return cls(tuple(data["seeds"]), tuple(data["switch_steps"]), data["total"], data["p2_lr"], data["p4_lr"],
-                   config.task, config.model, config.train)
+                   config.task, config.model, config.train, data.get("batch_size"))  # older ones: full batch
 
     def p2_config(self, seed: int, steps: int | None = None) -> RunConfig:
         """The p = 2 run of a seed: to the largest switch step, every switch step checkpointed."""
         last = self.switch_steps[-1] if steps is None else steps
-        train = replace(self.train, phases=(Phase(p=2, steps=last, lr=self.p2_lr),), seed=seed,
+        phase = Phase(p=2, steps=last, lr=self.p2_lr, batch_size=self.batch_size)
+        train = replace(self.train, phases=(phase,), seed=seed,
                         extra_checkpoints=tuple(s for s in self.switch_steps if 0 < s <= last))
         return RunConfig(task=replace(self.task, seed=seed), model=replace(self.model, seed=seed), train=train)
 
     def branch_phases(self, switch: int) -> tuple[Phase, ...]:
-        return (Phase(p=4, steps=self.total - switch, lr=self.p4_lr),)
+        return (Phase(p=4, steps=self.total - switch, lr=self.p4_lr, batch_size=self.batch_size),)
 
 
 def p2_path(out: Path, seed: int) -> Path:

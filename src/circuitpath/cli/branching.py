@@ -86,6 +86,7 @@ def add_parsers(sub) -> None:
     switch.add_argument("--total", type=int, default=10_000, help="total steps of every run (default 10000)")
     switch.add_argument("--p2-lr", type=float, default=1e-3, help="learning rate of the p = 2 phase (default 1e-3)")
     switch.add_argument("--p4-lr", type=float, default=1e-2, help="learning rate of the p = 4 phase (default 1e-2)")
+    switch.add_argument("--batch-size", type=int, help="sequences per step of both phases (default: full batch)")
     switch.add_argument("--out", type=Path, default=Path("runs/switch"), help="output directory (default runs/switch)")
     switch.add_argument("--resume", type=Path, metavar="DIR", help="finish an interrupted switch experiment")
     switch.add_argument("--allow-other-platform", action="store_true",
@@ -93,13 +94,16 @@ def add_parsers(sub) -> None:
                         "set (ATEN_CPU_CAPABILITY) anyway; continuing them here gives other bytes than an "
                         "uninterrupted run")
     switch.add_argument("--n-ctx", "-T", type=int, help="sequence length T (default 12)")
-    switch.add_argument("--k", type=int, help="number of leading tokens summed (default 5)")
+    switch.add_argument("--k", type=int, help="number of relevant positions summed (default 5)")
+    switch.add_argument("--positions", choices=("first", "random"),
+                        help="relevant positions: first (0..k-1, default) or random (drawn from each seed)")
     switch.add_argument("--n-train", type=int, help="training sequences (default 2048)")
     switch.add_argument("--n-test", type=int, help="test sequences when p**T is too large to enumerate (default 2048)")
     switch.add_argument("--d-model", type=int, help="width d (default 32; the MLP is 4d wide)")
     add_residual_flag(switch)
     add_arch_flags(switch)
     switch.add_argument("--checkpoint-every", type=int, help="steps between regular checkpoints (default 250)")
+    switch.add_argument("--log-every", type=int, help="steps between metric lines (default 50)")
     switch.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     switch.add_argument("--force", action="store_true", help="replace an existing switch experiment at --out")
     switch.set_defaults(handler=cmd_switch)
@@ -186,7 +190,8 @@ def cmd_switch(args: argparse.Namespace) -> int:
             seeds=parse_seeds(args.seeds), switch_steps=parse_steps(args.at, "switch steps"), total=args.total,
             p2_lr=args.p2_lr, p4_lr=args.p4_lr, n_ctx=args.n_ctx, k=args.k, n_train=args.n_train,
             n_test=args.n_test, d_model=args.d_model, residual=args.residual, checkpoint_every=args.checkpoint_every,
-            arch=args.model, n_layers=args.n_layers, n_heads=args.n_heads, readout=args.readout, norm=args.norm)
+            arch=args.model, n_layers=args.n_layers, n_heads=args.n_heads, readout=args.readout, norm=args.norm,
+            positions=args.positions, batch_size=args.batch_size, log_every=args.log_every)
         result = switch_experiment(args.out, settings, device=args.device, force=args.force)
         out = args.out
     print("\n".join(result.lines()))
