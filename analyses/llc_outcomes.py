@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from circuitpath.analysis.llc import LLCEstimate, LLCSettings, estimate_llc
 from circuitpath.branch import find_runs
-from circuitpath.experiments import generalises, memorises
+from circuitpath.outcomes import generalises, memorises
 from circuitpath.runs import load_run
 
 

@@ -1,4 +1,6 @@
-"""The package's seam: domain modules (models, tasks, training, runs, analyses) never import figure code.
+"""The package's seams: domain modules (models, tasks, training, runs, analyses) never import figure code,
+and the generic ones never import the paper's (its presets, claims, reproduce, fine-tune variants), so a
+new model or task touches no paper code.
 
 Read from the source with `ast`, so an import inside a function counts as much as one at the top.
 """
@@ -16,6 +18,12 @@ FIGURE_CODE = ("circuitpath.plots", "circuitpath.report")
 PRESENTERS = ("plots", "report", "cli")
 #: The paper's job, which ends by writing its report (a command more than a domain module).
 ORCHESTRATORS = ("reproduce.py",)
+#: The paper's own modules: its experiments and figure settings, its claims, its job, its fine-tune variants.
+PAPER_CODE = ("circuitpath.presets", "circuitpath.claims", "circuitpath.reproduce", "circuitpath.variants",
+              "circuitpath.experiments")
+#: Generic modules allowed one paper import, and why: a sweep names the paper's experiments and presets
+#: (`--experiments curriculum,vis_finetune`) and rebuilds their configs from sweep.json.
+PAPER_REGISTRY = {"sweep/spec.py": {"circuitpath.experiments", "circuitpath.presets"}}
 
 
 def module_name(path: Path) -> str:
@@ -36,10 +44,14 @@ def imported(tree: ast.AST, here: str, is_package: bool) -> set[str]:
     return names
 
 
+def imports_of(path: Path, modules: tuple[str, ...]) -> list[str]:
+    """The imports in `path` of any of `modules` (or of anything inside them)."""
+    found = imported(ast.parse(path.read_text()), module_name(path), path.name == "__init__.py")
+    return sorted(n for n in found if any(n == f or n.startswith(f + ".") for f in modules))
+
+
 def figure_imports(path: Path) -> list[str]:
-    here = module_name(path)
-    found = imported(ast.parse(path.read_text()), here, path.name == "__init__.py")
-    return sorted(n for n in found if any(n == f or n.startswith(f + ".") for f in FIGURE_CODE))
+    return imports_of(path, FIGURE_CODE)
 
 
 def domain_modules() -> list[Path]:
@@ -50,6 +62,28 @@ def domain_modules() -> list[Path]:
 def test_domain_modules_import_no_figure_code():
     offenders = {str(p.relative_to(PACKAGE)): figure_imports(p) for p in domain_modules()}
     assert {path: names for path, names in offenders.items() if names} == {}
+
+
+def generic_modules() -> list[Path]:
+    paper = {name.rsplit(".", 1)[1] + ".py" for name in PAPER_CODE}
+    return [p for p in domain_modules() if str(p.relative_to(PACKAGE)) not in paper]
+
+
+def test_generic_modules_import_no_paper_code():
+    offenders = {}
+    for path in generic_modules():
+        allowed = PAPER_REGISTRY.get(str(path.relative_to(PACKAGE)), set())
+        names = [n for n in imports_of(path, PAPER_CODE) if not any(n == a or n.startswith(a + ".") for a in allowed)]
+        if names:
+            offenders[str(path.relative_to(PACKAGE))] = names
+    assert offenders == {}
+
+
+def test_the_generic_walk_covers_models_tasks_training_runs_and_analyses():
+    names = {str(p.relative_to(PACKAGE)) for p in generic_modules()}
+    assert {"model.py", "transformer.py", "config.py", "data.py", "train.py", "stacked.py", "runs.py", "outcomes.py",
+            "switching.py", "prediction.py", "sweep/summary.py", "analysis/llc.py", "analysis/models.py"} <= names
+    assert not names & {"presets.py", "claims.py", "reproduce.py", "variants.py", "experiments.py"}
 
 
 def test_the_walk_covers_the_domain():

@@ -20,7 +20,7 @@ from circuitpath.analysis.barrier import run_barrier
 from circuitpath.analysis.threads import single_threaded
 from circuitpath.analysis.clusters import find_clusters
 from circuitpath.analysis.probes import attention_at, constant_inputs, first_k_inputs, token_focus, update_changes
-from circuitpath.experiments import FITS, GENERALISES_AT, MEMORISED_BELOW, generalises, memorises
+from circuitpath.outcomes import FITS, GENERALISES_AT, MEMORISED_BELOW, generalises, memorises
 from circuitpath.runs import Run
 from circuitpath.stats import Rate
 from circuitpath.variants import switch_step

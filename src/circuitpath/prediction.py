@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from circuitpath.branch import find_runs
 from circuitpath.errors import CircuitPathError, ConfigError
-from circuitpath.experiments import GENERALISES, generalises
+from circuitpath.outcomes import GENERALISES, generalises
 from circuitpath.runs import Run, load_run
 from circuitpath.storage import write_atomic
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from circuitpath.branch import BranchPlan, branch_many, plan_branch
 from circuitpath.config import ModelConfig, Phase, RunConfig, TaskConfig, TrainConfig
 from circuitpath.errors import ConfigError, RunError
-from circuitpath.experiments import GENERALISES, generalises, memorises
+from circuitpath.outcomes import GENERALISES, generalises, memorises
 from circuitpath.runs import RUN_JSON, STATE_DIR, load_run, saved_steps
 from circuitpath.stats import Rate
 from circuitpath.storage import read_json, write_atomic, write_json

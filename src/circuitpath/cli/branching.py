@@ -151,7 +151,7 @@ def parse_steps(text: str, what: str = "steps") -> list[int]:
 # ---- branch --------------------------------------------------------------------------------------
 def cmd_branch(args: argparse.Namespace) -> int:
     from circuitpath.branch import branch_many, find_runs, plan_branch
-    from circuitpath.experiments import generalises, summary_table
+    from circuitpath.outcomes import generalises, summary_table
     from circuitpath.runs import load_run
 
     phases = parse_phases(args.phases)

@@ -384,7 +384,7 @@ def cmd_clusters(args: argparse.Namespace) -> int:
 
 # ---- show -----------------------------------------------------------------------------------------
 def cmd_show(args: argparse.Namespace) -> int:
-    from circuitpath.experiments import summary_table
+    from circuitpath.outcomes import summary_table
     from circuitpath.platform import describe
     from circuitpath.runs import load_run
 

@@ -187,7 +187,7 @@ def _phases(args: argparse.Namespace, base: tuple[Phase, ...], given_file: bool)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from circuitpath.experiments import summary_table
+    from circuitpath.outcomes import summary_table
     from circuitpath.train import resume, train
 
     warn_capability()

@@ -8,7 +8,7 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from circuitpath.analysis.probes import UpdateChanges
-from circuitpath.experiments import FITS, GENERALISES_AT, MEMORISED_BELOW
+from circuitpath.outcomes import FITS, GENERALISES_AT, MEMORISED_BELOW
 
 TEMPLATE = "plotly_white"
 
@@ -67,7 +67,7 @@ def seed_values_figure(series: dict[str, dict[int, float]], title: str, yaxis: s
     return figure
 
 
-#: Marker of each seed verdict (experiments.memorises / generalises).
+#: Marker of each seed verdict (outcomes.memorises / generalises).
 VERDICTS = {"generalised": "circle", "memorised": "x", "neither": "diamond-open"}
 EXPERIMENT_COLOURS = {"scratch": "rgb(214, 39, 40)", "curriculum": "rgb(31, 119, 180)"}
 

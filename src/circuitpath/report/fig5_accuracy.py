@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from circuitpath.experiments import GENERALISES, MEMORISES, generalises, memorises
+from circuitpath.outcomes import GENERALISES, MEMORISES, generalises, memorises
 from circuitpath.plots import training as plots
 from circuitpath.plots.paper import VERDICTS, seed_outcomes_figure
 from circuitpath.report.page import Panel

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from circuitpath.errors import RunError
-from circuitpath.experiments import GENERALISES, MEMORISES, generalises, memorises
+from circuitpath.outcomes import GENERALISES, MEMORISES, generalises, memorises
 from circuitpath.runs import RUN_JSON, Run, load_run
 from circuitpath.storage import read_json, write_json
 from circuitpath.sweep.spec import SWEEP_JSON, load_spec, run_path
