@@ -8,8 +8,8 @@ import torch
 from circuitpath import ModelConfig, RunConfig, TaskConfig, TrainConfig, processes
 from circuitpath.config import parse_phases
 from circuitpath.errors import RunError
-from circuitpath.runs import STATE_DIR, saved_steps, step_file
-from circuitpath.train import resume, train_many
+from circuitpath.runs import STATE_DIR, load_run, saved_steps, step_file
+from circuitpath.train import resume_groups, train_many
 from conftest import tiny_config
 
 CPU = torch.device("cpu")
@@ -47,21 +47,25 @@ def test_runs_trained_in_processes_are_the_bytes_of_runs_trained_here(tmp_path, 
 
 
 def test_resume_in_processes_reaches_the_uninterrupted_bytes_and_reports_errors(tmp_path, monkeypatch):
-    configs = [tiny_config("2:30:1e-2", seed=s, checkpoint_every=10, dense_checkpoints=0) for s in range(2)]
-    runs = train_many(configs, [tmp_path / f"r{s}" for s in range(2)], progress=False)
-    final = [_files(run, "checkpoints") for run in runs]
-    for run in runs:  # back to the state at step 20, marked interrupted
+    """One start of the processes: a group of two runs resumes, then a later group's broken run fails in a worker."""
+    configs = [tiny_config("2:30:1e-2", seed=s, checkpoint_every=10, dense_checkpoints=0) for s in range(3)]
+    runs = train_many(configs, [tmp_path / f"r{s}" for s in range(3)], progress=False)
+    final = [_files(run, "checkpoints") for run in runs[:2]]
+    for run in runs[:2]:  # back to the state at step 20, marked interrupted
         (run.path / STATE_DIR / step_file(saved_steps(run.path / STATE_DIR)[-1])).unlink()
         info = json.loads((run.path / "run.json").read_text())
         (run.path / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
-    monkeypatch.setattr(processes, "MIN_WORK", 0)
-    done = resume([run.path for run in runs], progress=False, workers=2)
-    assert [_files(run, "checkpoints") for run in done] == final
-    assert all(run.info["resumed_from"] == 20 for run in done)
-    broken = runs[0].path
+    broken = runs[2].path  # a branch whose starting state is gone: refused inside its worker
     info = json.loads((broken / "run.json").read_text())
     (broken / "run.json").write_text(json.dumps({**info, "status": "interrupted", "branch": {"parent": "p", "step": 5}}))
     for step in saved_steps(broken / STATE_DIR):
         (broken / STATE_DIR / step_file(step)).unlink()
+    monkeypatch.setattr(processes, "MIN_WORK", 0)
+    # each worker resumes its share of the first group, then its share of the second: the first
+    # worker's second share is the broken run
     with pytest.raises(RunError, match="is a branch of p at step 5"):
-        resume([run.path for run in runs], progress=False, workers=2)
+        resume_groups([[run.path for run in runs[:2]], [broken]], progress=False, workers=2)
+    done = [load_run(run.path) for run in runs[:2]]
+    assert [_files(run, "checkpoints") for run in done] == final
+    assert all(run.status == "completed" and run.info["resumed_from"] == 20 for run in done)
+    assert load_run(broken).status == "interrupted"
