@@ -28,8 +28,9 @@ step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(20):
     step()
-print(json.dumps({"kept": kept, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 """
+COUNT = 'print(json.dumps({"kept": kept, "faults": faults}))'
 
 
 def _run(code: str, **env) -> dict:
@@ -38,42 +39,56 @@ def _run(code: str, **env) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_freed_blocks_are_reused_without_page_faults():
-    default = _run(STEPS, CIRCUITPATH_MALLOC="default", RETURN_FREED="1")
-    kept = _run(STEPS)
+# After its count, the process that kept its freed memory checks who sets the thresholds: the flag is
+# cleared, the package's training and CLI modules are imported (which must not set it), a run is
+# trained, the flag is cleared again and a command runs. One fresh process for three tests.
+SETTERS = """
+import sys
+from circuitpath import heap
+heap._kept = False
+sys.path.insert(0, {tests!r})
+from conftest import tiny_config
+from circuitpath.cli import main
+from circuitpath.train import train
+imported = heap._kept
+train(tiny_config(), {run!r}, progress=False)
+trained = heap._kept
+heap._kept = False
+status = main(["sweep", "--summary", {missing!r}])
+print(json.dumps({{"kept": kept, "faults": faults, "training": {{"before": imported, "after": trained}},
+                  "command": {{"status": status, "kept": heap._kept}}}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def kept(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("heap")
+    return _run(STEPS + SETTERS.format(tests=str(Path(__file__).parent), run=str(tmp / "run"),
+                                         missing=str(tmp / "missing")))
+
+
+def test_freed_blocks_are_reused_without_page_faults(kept):
+    default = _run(STEPS + COUNT, CIRCUITPATH_MALLOC="default", RETURN_FREED="1")
     assert default["kept"] is False and kept["kept"] is True
     pages = 20 * 40 * 2**21 // 4096  # every page of every block, every step
     assert default["faults"] > pages // 2  # the pattern faults when freed blocks go back
     assert kept["faults"] < pages // 50
 
 
-def test_training_on_the_cpu_sets_the_thresholds(tmp_path):
-    code = f"""
-import json, sys
-sys.path.insert(0, {str(Path(__file__).parent)!r})
-from conftest import tiny_config
-from circuitpath import heap
-from circuitpath.train import train
-before = heap._kept
-train(tiny_config(), {str(tmp_path / "run")!r}, progress=False)
-print(json.dumps({{"before": before, "after": heap._kept}}))
-"""
-    assert _run(code) == {"before": False, "after": True}
+def test_training_on_the_cpu_sets_the_thresholds(kept):
+    assert kept["training"] == {"before": False, "after": True}
 
 
-def test_every_command_sets_the_thresholds(tmp_path):
-    code = f"""
-import json
-from circuitpath import heap
-from circuitpath.cli import main
-status = main(["sweep", "--summary", {str(tmp_path / "missing")!r}])
-print(json.dumps({{"status": status, "kept": heap._kept}}))
-"""
-    assert _run(code) == {"status": 2, "kept": True}
+def test_every_command_sets_the_thresholds(kept):
+    assert kept["command"] == {"status": 2, "kept": True}
 
 
-def test_an_unknown_setting_is_refused_in_one_line(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "circuitpath.cli", "sweep", "--summary", str(tmp_path)],
-                         env={**os.environ, "CIRCUITPATH_MALLOC": "off"}, capture_output=True, text=True)
-    assert out.returncode == 2
-    assert out.stderr.strip().splitlines()[-1] == "circuitpath: error: CIRCUITPATH_MALLOC must be 'kept' or 'default', got 'off'"
+def test_an_unknown_setting_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    from circuitpath import heap
+    from circuitpath.cli import main
+
+    monkeypatch.setattr(heap, "_kept", False)  # as in a fresh process: the setting is read at the first call
+    monkeypatch.setenv("CIRCUITPATH_MALLOC", "off")
+    assert main(["sweep", "--summary", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "circuitpath: error: CIRCUITPATH_MALLOC must be 'kept' or 'default', got 'off'"
