@@ -38,6 +38,11 @@ class HookedModel(HookedRootModule):
                     raise CheckpointError(f"weight {name} has shape {list(weights[name].shape)}, the config needs {list(shape)}")
                 params[parameter_of(name)].copy_(weights[name])
 
+    def lean_forward(self, hook: str | None = None) -> dict:
+        """Options of `forward` that compute only what the logits read, when a pass hooks `hook` alone
+        (None: no hook): {} where the whole forward is that already (the paper's single query)."""
+        return {}
+
     def hook_names(self) -> list[str]:
         return list(self.hook_dict)
 

@@ -269,6 +269,14 @@ class StandardTransformer(HookedModel):
             resid = block(resid, self.readout_at if last else None)
         return resid
 
+    def lean_forward(self, hook: str | None = None) -> dict:
+        """`engine=True` (the last block at the readout position alone, tokens unchecked) when `hook` is
+        upstream of the last block's attention, where it sees the same activation either way; else {}.
+        The logits agree with the full pass's up to rounding: compare a lean pass with a lean pass."""
+        last = f"blocks.{self.cfg.n_layers - 1}."
+        upstream = hook is None or not hook.startswith((last, "ln_final")) or hook == last + "hook_resid_pre"
+        return {"engine": True} if upstream else {}
+
     def run_with_cache(self, *model_args, return_cache_object: bool = True, **kwargs) -> tuple[Tensor, ActivationCache | dict[str, Tensor]]:
         """Output and every hooked activation, as a TransformerLens `ActivationCache` (a plain dict with
         `return_cache_object=False`); `names_filter` and the other options of TransformerLens apply."""

@@ -58,24 +58,26 @@ def run_replaced(
     replacement: Tensor,
     masks: Bool[Tensor, "n ..."],
     max_batch: int = DEFAULT_MAX_BATCH,
+    lean: bool = False,
 ) -> Float[Tensor, "n batch n_tokens"]:
     """Logits on `tokens` with, for each mask, the masked part of `hook` taken from `replacement`.
 
     `cache` holds every activation of `tokens` (`model.run_with_cache(tokens)`); `replacement` has
     the activation's shape and `masks` is [n, *activation shape without batch]. At most `max_batch`
-    sequences (copies x batch) go through the model a pass.
+    sequences (copies x batch) go through the model a pass. `lean` runs the passes with
+    `model.lean_forward(hook)` (compare them with a lean pass: the logits differ by rounding).
     """
     batch = cache[hook].shape[0]
-    run, rows_per_mask = _plan(model, hook, tokens, cache, replacement)
+    run, rows_per_mask = _plan(model, hook, tokens, cache, replacement, lean)
     chunks = masks.split(max(1, max_batch // max(batch * rows_per_mask, 1)))
     return torch.cat([run(chunk).view(len(chunk), batch, -1) for chunk in chunks])
 
 
-def _plan(model, hook, tokens, cache, replacement) -> tuple[Callable[[Tensor], Tensor], int]:
+def _plan(model, hook, tokens, cache, replacement, lean=False) -> tuple[Callable[[Tensor], Tensor], int]:
     """The function from a chunk of masks to their logits [masks x batch, n_tokens], and the model
     rows a mask costs per input (0 where no layer runs again: the chunk is all the masks)."""
     if not is_paper(model):
-        return partial(_swapped, model, hook, tokens, cache, replacement), 1
+        return partial(_swapped, model, hook, tokens, cache, replacement, model.lean_forward(hook) if lean else {}), 1
     hooked = any(point._forward_hooks or point._forward_pre_hooks for point in model.hook_dict.values())
     if not hooked and hook in (PRE, POST, MLP_OUT, RESID_POST):
         return _linear_logits(model, hook, cache, replacement), 0
@@ -132,11 +134,13 @@ def _resume(model, hook, tokens, cache, replacement, masks) -> Tensor:
     return _forward_swapped(model, hook, tokens, masks.shape[0], patched)
 
 
-def _swapped(model, hook, tokens, cache, replacement, masks) -> Tensor:
-    """A full forward pass per mask with the masked part of the activation swapped in (any model)."""
+def _swapped(model, hook, tokens, cache, replacement, options, masks) -> Tensor:
+    """A forward pass per mask with the masked part of the activation swapped in (any model);
+    `options` go to the model's forward."""
     patched = torch.where(masks[:, None], replacement[None], cache[hook][None])
-    return _forward_swapped(model, hook, tokens, masks.shape[0], einops.rearrange(patched, "n batch ... -> (n batch) ..."))
+    return _forward_swapped(model, hook, tokens, masks.shape[0], einops.rearrange(patched, "n batch ... -> (n batch) ..."),
+                            options)
 
 
-def _forward_swapped(model, hook, tokens, copies: int, patched: Tensor) -> Tensor:
-    return model.run_with_hooks(tokens.repeat(copies, 1), fwd_hooks=[(hook, lambda act, hook: patched)])
+def _forward_swapped(model, hook, tokens, copies: int, patched: Tensor, options: dict | None = None) -> Tensor:
+    return model.run_with_hooks(tokens.repeat(copies, 1), fwd_hooks=[(hook, lambda act, hook: patched)], **(options or {}))

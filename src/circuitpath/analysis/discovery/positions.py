@@ -17,6 +17,8 @@ paper's model's richer graph (values, attention weights, neurons) is `discover`'
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +54,14 @@ def _metric(logits: Tensor, probe: Probe, metric: str) -> Tensor:
     return picked[..., 0] - picked[..., 1]
 
 
+def _logits(model, tokens: Tensor, **hooks) -> Tensor:
+    """The model's logits by its lean pass (`HookedModel.lean_forward`): every score here compares lean
+    passes with lean passes, so the rounding of a full pass never enters a difference."""
+    if hooks:
+        return model.run_with_hooks(tokens, **hooks, **model.lean_forward(HOOK))
+    return model(tokens, **model.lean_forward())
+
+
 def _masks(shape: torch.Size, n_ctx: int) -> Tensor:
     """One mask per input position over a [pos, d_model] activation (a CLS position is never a node)."""
     return selection_masks(shape, [{0: t} for t in range(n_ctx)])
@@ -62,8 +72,8 @@ def patching_scores(model, probe: Probe, n_ctx: int, metric: str = "logit_diff")
     """[pos, batch] each input's change of the metric when position t comes from its corrupted input."""
     _, clean = model.run_with_cache(probe.clean, names_filter=HOOK)
     _, corrupted = model.run_with_cache(probe.corrupted, names_filter=HOOK)
-    base = _metric(model(probe.clean), probe, metric)
-    logits = run_replaced(model, HOOK, probe.clean, clean, corrupted[HOOK], _masks(clean[HOOK].shape[1:], n_ctx))
+    base = _metric(_logits(model, probe.clean), probe, metric)
+    logits = run_replaced(model, HOOK, probe.clean, clean, corrupted[HOOK], _masks(clean[HOOK].shape[1:], n_ctx), lean=True)
     return _metric(logits, probe, metric) - base
 
 
@@ -72,8 +82,8 @@ def ablation_scores(model, probe: Probe, n_ctx: int, method: str = "mean", seed:
     """[pos, batch] each input's change of the loss when position t is ablated."""
     _, cache = model.run_with_cache(probe.clean, names_filter=HOOK)
     replacement = replacement_for(cache[HOOK], method, torch.Generator().manual_seed(seed))
-    logits = run_replaced(model, HOOK, probe.clean, cache, replacement, _masks(cache[HOOK].shape[1:], n_ctx))
-    return _metric(logits, probe, "loss") - _metric(model(probe.clean), probe, "loss")
+    logits = run_replaced(model, HOOK, probe.clean, cache, replacement, _masks(cache[HOOK].shape[1:], n_ctx), lean=True)
+    return _metric(logits, probe, "loss") - _metric(_logits(model, probe.clean), probe, "loss")
 
 
 def attribution_scores(model, probe: Probe, n_ctx: int, metric: str = "logit_diff") -> Tensor:
@@ -87,7 +97,7 @@ def attribution_scores(model, probe: Probe, n_ctx: int, metric: str = "logit_dif
         return kept["clean"]
 
     with torch.enable_grad():
-        logits = model.run_with_hooks(probe.clean, fwd_hooks=[(HOOK, leaf)])
+        logits = _logits(model, probe.clean, fwd_hooks=[(HOOK, leaf)])
         (gradient,) = torch.autograd.grad(_metric(logits, probe, metric).sum(), kept["clean"])
     change = ((corrupted[HOOK] - kept["clean"].detach()) * gradient).sum(-1)  # [batch, pos]
     return change[:, :n_ctx].T
@@ -158,22 +168,28 @@ def discover_positions(run: Run, methods: tuple[str, ...] = METHODS, *, n: int =
     score = {"attribution": lambda model, probe: attribution_scores(model, probe, task.n_ctx, metric),
              "patching": lambda model, probe: patching_scores(model, probe, task.n_ctx, metric),
              "ablation": lambda model, probe: ablation_scores(model, probe, task.n_ctx, ablation, seed)}
-    scores, signed, accuracy = {m: [] for m in methods}, {m: [] for m in methods}, []
-    with single_threaded():
-        for step, phase in zip(steps, phases):
-            model, probe = run.model_at(step, device=device), probes[phase]
-            with torch.no_grad():
-                accuracy.append(float((model(probe.clean).argmax(-1) == probe.labels).float().mean()))
-            for method in methods:
-                change = score[method](model, probe).float().cpu()
-                scores[method].append(change.abs().mean(-1))
-                signed[method].append(change.mean(-1))
+    def checkpoint(step: int, phase: int) -> tuple[float, dict[str, Tensor]]:
+        model, probe = run.model_at(step, device=device), probes[phase]
+        with torch.no_grad():
+            accuracy = float((_logits(model, probe.clean).argmax(-1) == probe.labels).float().mean())
+        return accuracy, {method: score[method](model, probe).float().cpu() for method in methods}
+
+    with single_threaded(), ThreadPoolExecutor(_workers(device, len(steps))) as pool:
+        done = list(pool.map(checkpoint, steps, phases))  # each checkpoint on one thread: the same bytes on any count
+    scores = {m: [change[m].abs().mean(-1) for _, change in done] for m in methods}
+    signed = {m: [change[m].mean(-1) for _, change in done] for m in methods}
+    accuracy = [acc for acc, _ in done]
     return PositionTimeline(
         run=run.path.name, steps=steps, phases=phases, n_ctx=task.n_ctx, metric=metric,
         n=min(n, *(len(p.clean) for p in probes.values())),
         scores={m: torch.stack(v) for m, v in scores.items()}, signed={m: torch.stack(v) for m, v in signed.items()},
         accuracy=torch.tensor(accuracy),
         relevant=[task.relevant_positions(run.config.train.phases[phase]) for phase in phases])
+
+
+def _workers(device: str, checkpoints: int) -> int:
+    """Checkpoints scored at once: one a core on the CPU (each single-threaded), one at a time elsewhere."""
+    return max(1, min(checkpoints, os.cpu_count() or 1)) if torch.device(device).type == "cpu" else 1
 
 
 def save_positions(timeline: PositionTimeline, directory: str | Path) -> Path:
