@@ -1,9 +1,10 @@
 """Does the paper's thesis survive a standard transformer? Scratch against curriculum, over seeds.
 
 For the standard transformer (`--model transformer`, d = 32, CLS readout, RMS pre-norm, tied
-unembedding) at (layers, heads) in SHAPES, on the paper's task (the first k = 5 of T = 12 tokens
-summed mod p) and on the random-positions task (k = 5 positions drawn from each seed), one sweep per
-(shape, task) trains two experiments on the same seeds:
+unembedding) at (layers, heads) in SHAPES, and for the paper's own model (d = 32) under the same
+schedule as a control, on the paper's task (the first k = 5 of T = 12 tokens summed mod p) and on the
+random-positions task (k = 5 positions drawn from each seed), one sweep per (model, task) trains two
+experiments on the same seeds:
 
 - scratch:    p = 4 for the whole budget (lr 1e-3, the paper's scratch rate);
 - curriculum: p = 2 for the first 30% of it (lr 1e-3), then p = 4 (lr 1e-2): the paper's
@@ -33,7 +34,8 @@ from circuitpath.stats import wilson_interval
 from circuitpath.sweep import parse_seeds, pending_runs, read_summary, resume_sweep, sweep
 from circuitpath.sweep.spec import SWEEP_JSON
 
-SHAPES = ((1, 1), (1, 4), (2, 4))
+#: The standard transformer's (layers, heads), and None for the paper's model (the control).
+SHAPES = ((1, 1), (1, 4), (2, 4), None)
 TASKS = ("first", "random")
 BATCH, P2_SHARE = 32, 0.3
 
@@ -46,19 +48,28 @@ def schedules(steps: int) -> dict[str, str]:
             "curriculum": f"2:{switch}:1e-3:{BATCH},4:{steps - switch}:1e-2:{BATCH}"}
 
 
-def cell_dir(out: Path, shape: tuple[int, int], task: str) -> Path:
-    return out / f"L{shape[0]}H{shape[1]}_{task}"
+def label(shape: tuple[int, int] | None) -> str:
+    return "paper" if shape is None else f"L{shape[0]}H{shape[1]}"
 
 
-def run_cell(out: Path, shape: tuple[int, int], task: str, seeds: list[int], steps: int) -> None:
+def model_of(shape: tuple[int, int] | None) -> ModelConfig:
+    if shape is None:
+        return ModelConfig()
+    return ModelConfig(arch="transformer", n_layers=shape[0], n_heads=shape[1])
+
+
+def cell_dir(out: Path, shape: tuple[int, int] | None, task: str) -> Path:
+    return out / f"{label(shape)}_{task}"
+
+
+def run_cell(out: Path, shape: tuple[int, int] | None, task: str, seeds: list[int], steps: int) -> None:
     """Train one (shape, task) sweep, or finish it when it was interrupted."""
     where = cell_dir(out, shape, task)
     if (where / SWEEP_JSON).is_file():
         if pending_runs(where):
             resume_sweep(where)
         return
-    model = ModelConfig(arch="transformer", n_layers=shape[0], n_heads=shape[1])
-    sweep(where, seeds, schedules(steps), task=TaskConfig(positions=task), model=model,
+    sweep(where, seeds, schedules(steps), task=TaskConfig(positions=task), model=model_of(shape),
           train=TrainConfig(log_every=steps // 20, checkpoint_every=steps // 10), keep_checkpoints="ends")
 
 
@@ -82,9 +93,9 @@ def table(out: Path) -> tuple[list[str], list[dict]]:
                 n = len(s.seeds)
                 accs = sorted(s.test_acc)
                 solved = rate(s.first_phase_solved, n) if s.first_phase_solved is not None else "-"
-                lines.append(f"L{shape[0]}H{shape[1]:<3} {task:7} {name:11} {rate(s.successes, n):16} "
+                lines.append(f"{label(shape):6} {task:7} {name:11} {rate(s.successes, n):16} "
                              f"{rate(s.memorised, n):16} {solved:16} {accs[n // 2]:.3f} / {accs[-1]:.3f}")
-                rows.append({"layers": shape[0], "heads": shape[1], "task": task, "experiment": name,
+                rows.append({"model": label(shape), "task": task, "experiment": name,
                              "seeds": s.seeds, "generalised": s.successes, "memorised": s.memorised,
                              "p2_solved": s.first_phase_solved, "test_acc": s.test_acc})
     return lines, rows
@@ -100,12 +111,12 @@ def main(argv: list[str] | None = None) -> None:
     seeds = parse_seeds(args.seeds)
     for shape in SHAPES:
         for task in TASKS:
-            print(f"== L{shape[0]}H{shape[1]} {task}: {', '.join(f'{k} {v}' for k, v in schedules(args.steps).items())}",
+            print(f"== {label(shape)} {task}: {', '.join(f'{k} {v}' for k, v in schedules(args.steps).items())}",
                   flush=True)
             run_cell(args.out, shape, task, seeds, args.steps)
     lines, rows = table(args.out)
-    print(f"standard transformer, d = 32, T = 12, k = 5, {args.steps} steps of {BATCH} sequences, "
-          f"seeds {args.seeds}; 95% Wilson intervals")
+    print(f"standard transformer LxHy (x layers, y heads) and the paper's model, d = 32, T = 12, k = 5, "
+          f"{args.steps} steps of {BATCH} sequences, seeds {args.seeds}; 95% Wilson intervals")
     print("\n".join(lines))
     (args.out / "study.json").write_text(json.dumps({"steps": args.steps, "batch": BATCH,
                                                       "schedules": schedules(args.steps), "rows": rows}, indent=1))

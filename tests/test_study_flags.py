@@ -77,12 +77,14 @@ def test_the_transformer_study_trains_each_cell_once_and_tabulates_rates(tmp_pat
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "analyses"))
     study = importlib.import_module("transformer_study")
-    monkeypatch.setattr(study, "SHAPES", ((1, 2),))
+    monkeypatch.setattr(study, "SHAPES", ((1, 2), None))
     monkeypatch.setattr(study, "TASKS", ("random",))
     study.main([str(tmp_path), "--seeds", "0-1", "--steps", "20"])
     rows = json.loads((tmp_path / "study.json").read_text())["rows"]
-    assert [(r["experiment"], r["heads"], r["task"], r["seeds"]) for r in rows] == [
-        ("scratch", 2, "random", [0, 1]), ("curriculum", 2, "random", [0, 1])]
+    assert [(r["model"], r["experiment"], r["task"], r["seeds"]) for r in rows] == [
+        ("L1H2", "scratch", "random", [0, 1]), ("L1H2", "curriculum", "random", [0, 1]),
+        ("paper", "scratch", "random", [0, 1]), ("paper", "curriculum", "random", [0, 1])]
+    assert load_run(tmp_path / "paper_random" / "scratch" / "seed_0").config.model.arch == "cross_attention"
     run = load_run(tmp_path / "L1H2_random" / "curriculum" / "seed_1")
     assert [(ph.p, ph.steps, ph.batch_size) for ph in run.config.train.phases] == [(2, 6, 32), (4, 14, 32)]
     assert run.config.task.positions == "random" and run.config.model.n_heads == 2
@@ -91,4 +93,4 @@ def test_the_transformer_study_trains_each_cell_once_and_tabulates_rates(tmp_pat
     stamp = (tmp_path / "L1H2_random" / "summary.json").stat().st_mtime_ns
     study.main([str(tmp_path), "--seeds", "0-1", "--steps", "20"])  # done: read again, nothing trained
     assert (tmp_path / "L1H2_random" / "summary.json").stat().st_mtime_ns == stamp
-    assert capsys.readouterr().out.splitlines()[-3:] == first.splitlines()[-3:]
+    assert capsys.readouterr().out.splitlines()[-5:] == first.splitlines()[-5:]
