@@ -51,7 +51,15 @@ def cli(*args):
 def local_and_ray(tmp_path_factory):
     """The same 10 runs through both backends; Ray in chunks of 2 seeds, the local backend in chunks of 4."""
     base = tmp_path_factory.mktemp("sweeps")
+
+    @ray.remote(num_cpus=1)
+    def warm():
+        import circuitpath.train  # noqa: F401
+
+    # the two workers load the package (seconds) while the local sweep trains here; Ray reuses them
+    warming = [warm.remote() for _ in range(2)]
     local = cli("sweep", "--out", str(base / "local"), *FLAGS)
+    ray.get(warming)
     on_ray = cli("sweep", "--out", str(base / "ray"), *FLAGS, "--backend", "ray", "--chunk", "2")
     assert local[0] == 0 and on_ray[0] == 0
     return base, local[1], on_ray[1]
@@ -121,15 +129,17 @@ def test_a_task_whose_worker_is_killed_is_retried_and_resumes_its_runs(tmp_path)
         time.sleep(0.05)
     worker = int(lock_file.read_text().split()[-1])
     os.kill(worker, signal.SIGKILL)
-    thread.join(timeout=180)
-    assert not thread.is_alive() and "result" in done
+    # the reference trains here while Ray starts a new worker and the retried task resumes
     reference = tmp_path / "local"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as fast as a Ray worker on a busy machine; results do not depend on it
     try:
-        assert sweep(reference, [0, 1], experiments, task=task, model=model, progress=False) == done["result"]
+        local = sweep(reference, [0, 1], experiments, task=task, model=model, progress=False)
     finally:
         torch.set_num_threads(threads)
+    thread.join(timeout=180)
+    assert not thread.is_alive() and "result" in done
+    assert local == done["result"]
     for seed in (0, 1):
         run, full = load_run(out / "long" / f"seed_{seed}"), load_run(reference / "long" / f"seed_{seed}")
         assert run.info["resumed_from"] >= 500 and run.steps == [0, 1500, 3000]  # from a saved state, not step 0
