@@ -24,8 +24,19 @@ def tiny():
     return tiny_config
 
 
-@pytest.fixture
-def trained_run(tmp_path):
+@pytest.fixture(scope="session")
+def _trained_once(tmp_path_factory):
     from circuitpath import train
 
-    return train(tiny_config("2:20:1e-2,4:20:1e-2"), tmp_path / "run", progress=False)
+    return train(tiny_config("2:20:1e-2,4:20:1e-2"), tmp_path_factory.mktemp("trained") / "run", progress=False).path
+
+
+@pytest.fixture
+def trained_run(tmp_path, _trained_once):
+    """A run of its own for each test: a copy of one trained once (training is deterministic, so the
+    bytes are those of training it here), which a test may change freely."""
+    import shutil
+
+    from circuitpath import load_run
+
+    return load_run(shutil.copytree(_trained_once, tmp_path / "run", ignore=shutil.ignore_patterns(".lock")))
