@@ -77,11 +77,15 @@ def loss_and_grad(theta: Float[Tensor, "runs P"], layout, data) -> tuple[Float[T
 
 
 def _loss_and_grad(theta: Tensor, layout, tokens: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """One vmapped call; runs are independent, so the gradient of the summed losses splits by run."""
-    theta = theta.detach().requires_grad_(True)
-    losses = run_losses(stacked_logits(template(layout.cfg, theta.device), layout.views(theta), tokens), targets)
-    (grad,) = torch.autograd.grad(losses.sum(), theta)
-    return losses.detach(), grad
+    """One vmapped call; runs are independent, so the gradient of the summed losses splits by run.
+
+    Each weight is a contiguous leaf of its own, whose gradients are laid side by side once: through
+    views of theta, autograd would add a zero-padded [runs, P] copy of each weight's gradient into
+    theta's (the same values, bitwise; 10-20% of a step, `benchmarks/bench_transformer.py`)."""
+    weights = {name: view.detach().contiguous().requires_grad_(True) for name, view in layout.views(theta).items()}
+    losses = run_losses(stacked_logits(template(layout.cfg, theta.device), weights, tokens), targets)
+    grads = torch.autograd.grad(losses.sum(), list(weights.values()))
+    return losses.detach(), layout.pad(torch.cat([g.reshape(theta.shape[0], -1) for g in grads], 1))
 
 
 def run_losses(out: Float[Tensor, "runs batch n_tokens"], targets: Int[Tensor, "runs batch"]) -> Float[Tensor, " runs"]:
