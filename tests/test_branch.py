@@ -1,7 +1,6 @@
 """Branches equal runs trained from scratch with the concatenated phases, bit for bit."""
 
 import json
-import subprocess
 import sys
 
 import pytest
@@ -112,11 +111,19 @@ def test_branch_help_explains_with_examples(capsys):
     assert "examples:" in help_text and "--new-phase" in help_text and "--force" in help_text
 
 
-def test_the_branch_benchmark_runs_at_a_small_size():
+def test_the_branch_benchmark_runs_at_a_small_size(monkeypatch, capsys):
+    """Run as `python benchmarks/bench_branch.py --small --rounds 1` runs it, in this process: its folder
+    first on the path, the arguments in sys.argv, the module as __main__."""
+    import runpy
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_branch.py"
-    done = subprocess.run([sys.executable, str(script), "--small", "--rounds", "1"], capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr
-    assert "ms per run-step" in done.stdout and "branches / fresh" in done.stdout
+    monkeypatch.syspath_prepend(str(script.parent))
+    monkeypatch.setattr(sys, "argv", [str(script), "--small", "--rounds", "1"])
+    monkeypatch.delitem(sys.modules, "common", raising=False)  # the benchmarks' helpers, loaded from there
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.modules.pop("common", None)
+    out = capsys.readouterr().out
+    assert "ms per run-step" in out and "branches / fresh" in out
