@@ -29,7 +29,7 @@ from common import measure, table
 import circuitpath.engine as engine
 from circuitpath.config import ModelConfig, TaskConfig
 from circuitpath.data import make_split
-from circuitpath.model import init_weights
+from circuitpath.weights import init_weights
 
 NOW = 'scores = (z * w["W_Q"][:, None, :]).sum(-1, keepdim=True) / math.sqrt(d)'
 BEFORE = 'scores = (z @ w["W_Q"][:, :, None]) / math.sqrt(d)'

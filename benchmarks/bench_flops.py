@@ -23,7 +23,7 @@ from common import MALLOC, measure, table
 from circuitpath.config import ModelConfig, TaskConfig
 from circuitpath.data import make_split
 from circuitpath.engine import Encoded, Layout, loss_and_grad
-from circuitpath.model import init_weights
+from circuitpath.weights import init_weights
 
 
 def engine_step():

@@ -33,7 +33,7 @@ from circuitpath import processes
 from circuitpath.config import ModelConfig, RunConfig, TaskConfig, TrainConfig, parse_phases
 from circuitpath.data import make_split
 from circuitpath.engine import Adam, Encoded, Executor, Layout
-from circuitpath.model import init_weights
+from circuitpath.weights import init_weights
 from circuitpath.train import train_many
 
 POOL = ThreadPoolExecutor(os.cpu_count() or 1)  # as train.py's orchestrator shares one

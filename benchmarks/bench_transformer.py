@@ -33,7 +33,8 @@ from common import measure, table
 from circuitpath import stacked
 from circuitpath.config import ModelConfig
 from circuitpath.engine import Adam, Encoded, Executor, Layout
-from circuitpath.transformer import StandardTransformer, _heads_in, _softmax, init_weights
+from circuitpath.transformer import StandardTransformer, _heads_in, _softmax
+from circuitpath.weights import transformer_init as init_weights
 
 
 def plain_norm(x, w: dict, name: str, cfg: ModelConfig):

@@ -42,8 +42,10 @@ def test_the_package_names_load_on_first_use():
             "import circuitpath.train\n"  # binds the package's `train` to the submodule, unless kept the function
             "assert callable(cp.train) and cp.train.__module__ == 'circuitpath.train', cp.train\n"
             "assert cp.load_run.__module__ == 'circuitpath.runs'\n"
-            "print('loaded:', *(['torch'] if before else []), file=sys.stderr)\n")
-    assert loaded_after(code) == []
+            "import circuitpath.processes, circuitpath.branch\n"  # what a training process loads
+            "print('loaded:', *(['torch'] if before else []),"
+            " *(['transformer_lens'] if 'transformer_lens' in sys.modules else []), file=sys.stderr)\n")
+    assert loaded_after(code) == []  # nor does training load TransformerLens (seconds a process)
 
 
 def test_every_public_name_is_there():

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from circuitpath import ModelConfig, RunConfig, TaskConfig, TrainConfig, fused, train, train_many
 from circuitpath.config import parse_phases
 from circuitpath.engine import Encoded, Executor, Layout
-from circuitpath.model import CrossAttentionTransformer, init_weights
+from circuitpath.model import CrossAttentionTransformer
+from circuitpath.weights import init_weights
 
 
 def test_erf_is_libm_erf_to_float32_resolution():

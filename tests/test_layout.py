@@ -81,7 +81,8 @@ def test_generic_modules_import_no_paper_code():
 
 def test_the_generic_walk_covers_models_tasks_training_runs_and_analyses():
     names = {str(p.relative_to(PACKAGE)) for p in generic_modules()}
-    assert {"model.py", "transformer.py", "config.py", "data.py", "train.py", "stacked.py", "runs.py", "outcomes.py",
+    assert {"model.py", "transformer.py", "weights.py", "config.py", "data.py", "train.py", "stacked.py", "runs.py",
+            "outcomes.py",
             "switching.py", "prediction.py", "sweep/summary.py", "analysis/llc.py", "analysis/models.py"} <= names
     assert not names & {"presets.py", "claims.py", "reproduce.py", "variants.py", "experiments.py"}
 

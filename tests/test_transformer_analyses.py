@@ -213,7 +213,8 @@ def test_report_draws_a_transformer_run(runs, tmp_path, capsys):
 def hand_set() -> "StandardTransformer":
     """One layer, one head, read at a CLS token that attends to position 0 alone and copies its token to the
     logits: y = x_0 (d = 12: token one-hots in dims 0-3, position one-hots in dims 4-8, the CLS's last)."""
-    from circuitpath.transformer import StandardTransformer, init_weights
+    from circuitpath.transformer import StandardTransformer
+    from circuitpath.weights import transformer_init as init_weights
 
     cfg = ModelConfig(d_model=12, n_tokens=4, n_ctx=4, arch="transformer", n_layers=1, n_heads=1, readout="cls")
     weights = {name: torch.zeros_like(value) for name, value in init_weights(cfg).items()}

@@ -49,7 +49,7 @@ from circuitpath.data import Split, make_split
 from circuitpath.engine import Layout
 from circuitpath.errors import CheckpointError, CircuitPathError, RunError
 from circuitpath.loop import checkpoint_schedule
-from circuitpath.model import init_weights
+from circuitpath.weights import init_weights
 from circuitpath.runs import CHECKPOINT_DIR, METRICS, RUN_JSON, STATE_DIR, Run, RunWriter, load_run, saved_steps, step_file
 from circuitpath.storage import load_tensors, write_atomic
 

@@ -27,7 +27,7 @@ RESIDUALS = {
 #: The residual of runs saved before the option existed.
 LEGACY_RESIDUAL = "normalized"
 
-#: How the initial weights are drawn from `ModelConfig.seed` (`model.init_weights`).
+#: How the initial weights are drawn from `ModelConfig.seed` (`weights.init_weights`).
 INITS = {
     "ordered": "each weight in contract order from one generator: N(0, 1) embeddings, U(+-1/sqrt(fan_in)) elsewhere",
     "shared_stream": "as the paper's d = 2 pipeline (projects/visualization/train.py): the MLP from the first h "

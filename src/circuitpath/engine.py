@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuitpath import fused, stacked
+from circuitpath import fused
 from circuitpath.config import ModelConfig
-from circuitpath.model import root_mean_square, weight_shapes
+from circuitpath.weights import root_mean_square, weight_shapes
 
 
 #: A parameter row is padded to a multiple of this many floats (128 bytes). Every row then starts at
@@ -258,6 +258,8 @@ def loss_and_grad(
 ) -> tuple[Float[Tensor, " runs"], Float[Tensor, "runs P"]]:
     """Each run's loss and its gradient; the fast path when it is safe, autograd otherwise."""
     if layout.cfg.arch == "transformer":
+        from circuitpath import stacked  # the hooked transformer, TransformerLens with it: only when trained
+
         return stacked.loss_and_grad(theta, layout, data)
     weights = layout.views(theta)
     if fast_path_safe(weights):
@@ -280,6 +282,8 @@ def evaluate(
 ) -> tuple[Float[Tensor, " runs"], Float[Tensor, " runs"]]:
     """Loss and accuracy of each run on its own sequences."""
     if layout.cfg.arch == "transformer":
+        from circuitpath import stacked
+
         return stacked.evaluate(theta, layout, data)
     logits = forward(layout.views(theta), data, layout.cfg)
     accuracy = (logits.argmax(-1) == data.targets).float().mean(1)

@@ -12,7 +12,8 @@ The residual r is z_A in the paper's code (a standard pre-norm block, `residual=
 z̄_A in the text's equation 4 (`residual="normalized"`).
 
 This module and `transformer.py` (the standard transformer) are the ones that import TransformerLens
-hook classes; `weight_shapes`, `init_weights` and `build_model` serve either model by `cfg.arch`.
+hook classes; `build_model` serves either model by `cfg.arch`, and `weights.py` (no TransformerLens)
+gives either model's weight shapes and initial weights.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from transformer_lens.hook_points import HookPoint
 
 from circuitpath import transformer
 from circuitpath.cache import CrossAttentionCache
-from circuitpath.config import MLP_STREAM_ROWS, ModelConfig
+from circuitpath.config import ModelConfig
 from circuitpath.errors import CheckpointError, HookError, InputError
 from circuitpath.hooked import HookedModel
+from circuitpath.weights import init_weights, root_mean_square, weight_shapes
 
 #: Contract weight name -> key in `state_dict()`. Checkpoints store the contract names.
 WEIGHT_KEYS: dict[str, str] = {
@@ -43,103 +45,6 @@ WEIGHT_KEYS: dict[str, str] = {
     "b_out": "blocks.0.mlp.b_out",
     "W_U": "unembed.W_U",
 }
-
-
-def weight_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Shape of every trained weight, in contract order (W_U only when untied); the standard
-    transformer's by `state_dict()` key."""
-    if cfg.arch == "transformer":
-        return transformer.weight_shapes(cfg)
-    d, h, v = cfg.d_model, cfg.d_mlp, cfg.n_tokens
-    shapes = {
-        "W_E": (v, d),
-        "W_pos": (cfg.n_ctx, d),
-        "W_Q": (d,),
-        "W_V": (d, d),
-        "W_in": (d, h),
-        "b_in": (h,),
-        "W_out": (h, d),
-        "b_out": (d,),
-    }
-    if not cfg.tied:
-        shapes["W_U"] = (d, v)
-    return shapes  # type: ignore[return-value]
-
-
-def init_weights(cfg: ModelConfig) -> dict[str, Tensor]:
-    """Initial weights from `cfg.seed` alone, drawn as `cfg.init` says (see `config.INITS`)."""
-    if cfg.arch == "transformer":
-        return transformer.init_weights(cfg)
-    return shared_stream_weights(cfg) if cfg.init == "shared_stream" else ordered_weights(cfg)
-
-
-def ordered_weights(cfg: ModelConfig) -> dict[str, Tensor]:
-    """N(0, 1) embeddings, U(±1/sqrt(fan_in)) elsewhere, each weight in contract order from one generator."""
-    generator = torch.Generator().manual_seed(cfg.seed)
-    weights = {}
-    for name, shape in weight_shapes(cfg).items():
-        if name in ("W_E", "W_pos"):
-            weights[name] = torch.randn(shape, generator=generator)
-        else:
-            fan_in = cfg.d_mlp if name in ("W_out", "b_out") else cfg.d_model
-            bound = 1.0 / math.sqrt(fan_in)
-            weights[name] = (torch.rand(shape, generator=generator) * 2 - 1) * bound
-    return weights
-
-
-def shared_stream_weights(cfg: ModelConfig) -> dict[str, Tensor]:
-    """The initial weights of projects/visualization/train.py for seed `cfg.seed`, bit for bit.
-
-    There (lines 116-163): `torch.manual_seed(seed)`, then one `torch.rand(MAX_FFN_DIM, 2d + 2)` draw
-    cut to its first h rows and mapped to [-1, 1) (so a smaller h keeps the rows of a larger one),
-    then the model's modules built in order with PyTorch's own initialisations, then the MLP overwritten
-    from the draw by `set_parameters` (src/factorization/models/softmax_model.py, lines 151-178).
-    """
-    d, h = cfg.d_model, cfg.d_mlp
-    generator = torch.Generator().manual_seed(cfg.seed)
-    stream = torch.rand(MLP_STREAM_ROWS, 2 * d + 2, generator=generator)[:h] * 2 - 1
-    modules = _pytorch_modules(cfg, generator)
-    weights = {"W_E": modules["token_emb"], "W_pos": modules["pos_emb"], "W_Q": modules["query"][0],
-               "W_V": modules["value"].T, **_mlp_from_stream(stream, d, h)}
-    if not cfg.tied:
-        weights["W_U"] = modules["output"].T  # the output layer's own draw, which the paper's tie discards
-    return weights
-
-
-def _mlp_from_stream(stream: Float[Tensor, "d_mlp two_d_plus_2"], d: int, h: int) -> dict[str, Tensor]:
-    """`set_parameters`: columns [0, d) are fc1's weight, [d, 2d) fc2's, 2d fc1's bias, and the first d
-    rows of column 2d + 1 fc2's bias; fc1's scaled by 1/sqrt(d), fc2's by 1/sqrt(h). Our W = their W.T."""
-    scale_in, scale_out = 1 / math.sqrt(d), 1 / math.sqrt(h)
-    return {"W_in": (stream[:, :d] * scale_in).T.contiguous(), "b_in": stream[:, 2 * d] * scale_in,
-            "W_out": stream[:, d : 2 * d] * scale_out, "b_out": stream[:d, 2 * d + 1] * scale_out}
-
-
-def _pytorch_modules(cfg: ModelConfig, generator: torch.Generator) -> dict[str, Tensor]:
-    """The draws of the paper's `Model.__init__`, in its order (nn.Embedding: N(0, 1); nn.Linear:
-    weight [out, in] and bias U(±1/sqrt(in))); fc1 and fc2 are drawn only to keep the stream in step."""
-    d, h, v = cfg.d_model, cfg.d_mlp, cfg.n_tokens
-    drawn = {"token_emb": nn.init.normal_(torch.empty(v, d), generator=generator)}
-    drawn["pos_emb"] = nn.init.normal_(torch.empty(cfg.n_ctx, d), generator=generator)
-    drawn["query"] = _linear(1, d, generator)
-    drawn["value"] = _linear(d, d, generator)
-    _linear(h, d, generator, bias=True)  # fc1, then overwritten by set_parameters
-    _linear(d, h, generator, bias=True)  # fc2, likewise
-    drawn["output"] = _linear(v, d, generator)
-    return drawn
-
-
-def _linear(fan_out: int, fan_in: int, generator: torch.Generator, bias: bool = False) -> Tensor:
-    """An nn.Linear's weight [fan_out, fan_in] as `reset_parameters` draws it (its bias drawn, then dropped)."""
-    weight = nn.init.kaiming_uniform_(torch.empty(fan_out, fan_in), a=math.sqrt(5), generator=generator)
-    if bias:
-        nn.init.uniform_(torch.empty(fan_out), -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in), generator=generator)
-    return weight
-
-
-def root_mean_square(x: Tensor) -> Tensor:
-    """sqrt(mean(x**2)) over the last axis, as |x| / sqrt(d): one reduction instead of four passes
-    (2-8x faster; equal to the literal form within 1e-6)."""
-    return torch.linalg.vector_norm(x, dim=-1, keepdim=True) * x.shape[-1] ** -0.5
 
 
 class RMSNorm(nn.Module):

@@ -203,7 +203,7 @@ def vis_setting(n_tokens: int, residual: str) -> tuple[TaskConfig, ModelConfig]:
     - n_tokens embedding rows: `nb_emb`, 3 in the grid (line 392; the model is built with
       `vocab_size = nb_emb`, lines 159-162); a p = 4 fine-tune needs 4.
     - Initial weights: `init="shared_stream"` (train.py lines 119, 149-163 and `set_parameters`,
-      softmax_model.py lines 151-178; see `model.shared_stream_weights`).
+      softmax_model.py lines 151-178; see `weights.shared_stream_weights`).
     """
     task = TaskConfig(with_replacement=True)
     model = ModelConfig(d_model=2, d_mlp=32, n_tokens=n_tokens, residual=residual, init="shared_stream")

@@ -29,7 +29,7 @@ from circuitpath.engine import Executor, Layout
 from circuitpath.errors import ConfigError, RunError
 from circuitpath.heap import keep_freed_memory
 from circuitpath.loop import GroupTrainer, Interrupted, Position, checkpoint_schedule, log_schedule
-from circuitpath.model import init_weights
+from circuitpath.weights import init_weights
 from circuitpath.runs import CHECKPOINT_DIR, STATE_DIR, Run, RunWriter, load_run, saved_steps, step_file
 from circuitpath.storage import load_tensors
 

@@ -27,63 +27,7 @@ from transformer_lens.hook_points import HookPoint
 from circuitpath.config import ModelConfig
 from circuitpath.errors import CheckpointError, InputError
 from circuitpath.hooked import HookedModel
-
-
-def n_positions(cfg: ModelConfig) -> int:
-    """Positions the model sees: the task's n_ctx, and one more for the CLS token."""
-    return cfg.n_ctx + (cfg.readout == "cls")
-
-
-def readout_position(cfg: ModelConfig) -> int:
-    """The position whose final residual gives the logits."""
-    if cfg.readout == "cls":
-        return cfg.n_ctx
-    return cfg.n_ctx - 1 if cfg.readout == "last" else int(cfg.readout)
-
-
-def weight_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Shape of every trained weight by its `state_dict()` key, in the model's order."""
-    d, h, heads, e = cfg.d_model, cfg.d_mlp, cfg.n_heads, cfg.d_head
-    rows = cfg.n_tokens + (cfg.readout == "cls")  # the CLS token is the last embedding row
-    shapes: dict[str, tuple[int, ...]] = {"embed.W_E": (rows, d), "pos_embed.W_pos": (n_positions(cfg), d)}
-    for layer in range(cfg.n_layers):
-        at = f"blocks.{layer}."
-        shapes.update(_norm_shapes(cfg, at + "ln1"))
-        for m in "QKV":
-            shapes[f"{at}attn.W_{m}"] = (heads, d, e)
-        for m in "QKV":
-            shapes[f"{at}attn.b_{m}"] = (heads, e)
-        shapes.update({f"{at}attn.W_O": (heads, e, d), f"{at}attn.b_O": (d,)})
-        shapes.update(_norm_shapes(cfg, at + "ln2"))
-        shapes.update({f"{at}mlp.W_in": (d, h), f"{at}mlp.b_in": (h,), f"{at}mlp.W_out": (h, d), f"{at}mlp.b_out": (d,)})
-    shapes.update(_norm_shapes(cfg, "ln_final"))
-    if not cfg.tied:
-        shapes["unembed.W_U"] = (d, cfg.n_tokens)
-    return shapes
-
-
-def _norm_shapes(cfg: ModelConfig, name: str) -> dict[str, tuple[int, ...]]:
-    shapes = {f"{name}.w": (cfg.d_model,)}
-    if cfg.norm == "layer":
-        shapes[f"{name}.b"] = (cfg.d_model,)
-    return shapes
-
-
-def init_weights(cfg: ModelConfig) -> dict[str, Tensor]:
-    """Initial weights from `cfg.seed` alone, each in order from one generator: N(0, 1) embeddings,
-    norm gains 1 and biases 0, U(+-1/sqrt(fan_in)) elsewhere (fan_in d_mlp for W_out, b_out; else d_model)."""
-    generator = torch.Generator().manual_seed(cfg.seed)
-    weights = {}
-    for name, shape in weight_shapes(cfg).items():
-        leaf = name.rsplit(".", 1)[1]
-        if leaf in ("W_E", "W_pos"):
-            weights[name] = torch.randn(shape, generator=generator)
-        elif leaf in ("w", "b"):
-            weights[name] = torch.ones(shape) if leaf == "w" else torch.zeros(shape)
-        else:
-            bound = 1.0 / math.sqrt(cfg.d_mlp if leaf in ("W_out", "b_out") else cfg.d_model)
-            weights[name] = (torch.rand(shape, generator=generator) * 2 - 1) * bound
-    return weights
+from circuitpath.weights import n_positions, readout_position, transformer_init, transformer_shapes
 
 
 class Norm(nn.Module):
@@ -236,7 +180,7 @@ class StandardTransformer(HookedModel):
             self.unembed = Unembed(cfg)
         self.readout_at = readout_position(cfg)
         self.setup()
-        self.load_weights(init_weights(cfg) if weights is None else weights)
+        self.load_weights(transformer_init(cfg) if weights is None else weights)
 
     def forward(self, tokens: Int[Tensor, "batch pos"], return_type: str = "logits",
                 targets: Int[Tensor, " batch"] | None = None, engine: bool = False) -> Tensor:
@@ -315,5 +259,5 @@ class StandardTransformer(HookedModel):
 
     def load_weights(self, weights: dict[str, Tensor]) -> None:
         """Copy weights given by `state_dict()` key; the names and shapes must match the config exactly."""
-        self.copy_weights(weights, weight_shapes(self.cfg), lambda name: name)
+        self.copy_weights(weights, transformer_shapes(self.cfg), lambda name: name)
 
