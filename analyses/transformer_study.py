@@ -81,8 +81,8 @@ def rate(hits: list[int], n: int) -> str:
 
 def table(out: Path) -> tuple[list[str], list[dict]]:
     """One line per (shape, task, experiment): the rates, and the median final test accuracy."""
-    lines = [f"{'model':6} {'task':7} {'experiment':11} {'generalised':16} {'memorised':16} "
-             f"{'p = 2 solved':16} test acc median / max"]
+    lines = [f"{'model':6} {'task':7} {'experiment':11} {'generalised':17} {'memorised':17} "
+             f"{'p = 2 solved':17} train acc median  test acc median / max"]
     rows = []
     for shape in SHAPES:
         for task in TASKS:
@@ -93,11 +93,12 @@ def table(out: Path) -> tuple[list[str], list[dict]]:
                 n = len(s.seeds)
                 accs = sorted(s.test_acc)
                 solved = rate(s.first_phase_solved, n) if s.first_phase_solved is not None else "-"
-                lines.append(f"{label(shape):6} {task:7} {name:11} {rate(s.successes, n):16} "
-                             f"{rate(s.memorised, n):16} {solved:16} {accs[n // 2]:.3f} / {accs[-1]:.3f}")
+                train = sorted(s.train_acc)[n // 2]
+                lines.append(f"{label(shape):6} {task:7} {name:11} {rate(s.successes, n):17} "
+                             f"{rate(s.memorised, n):17} {solved:17} {train:16.3f}  {accs[n // 2]:.3f} / {accs[-1]:.3f}")
                 rows.append({"model": label(shape), "task": task, "experiment": name,
                              "seeds": s.seeds, "generalised": s.successes, "memorised": s.memorised,
-                             "p2_solved": s.first_phase_solved, "test_acc": s.test_acc})
+                             "p2_solved": s.first_phase_solved, "train_acc": s.train_acc, "test_acc": s.test_acc})
     return lines, rows
 
 

@@ -89,7 +89,7 @@ def test_the_transformer_study_trains_each_cell_once_and_tabulates_rates(tmp_pat
     assert [(ph.p, ph.steps, ph.batch_size) for ph in run.config.train.phases] == [(2, 6, 32), (4, 14, 32)]
     assert run.config.task.positions == "random" and run.config.model.n_heads == 2
     first = capsys.readouterr().out
-    assert "L1H2   random  curriculum   0/2 (0.00-0.66)" in first
+    assert "L1H2   random  curriculum   0/2 (0.00-0.66)  " in first
     stamp = (tmp_path / "L1H2_random" / "summary.json").stat().st_mtime_ns
     study.main([str(tmp_path), "--seeds", "0-1", "--steps", "20"])  # done: read again, nothing trained
     assert (tmp_path / "L1H2_random" / "summary.json").stat().st_mtime_ns == stamp
