@@ -60,6 +60,10 @@ class Layout:
         """Rows of the weights' values (or of their gradients, or of an optimiser state) with the padding added."""
         return F.pad(rows, (0, self.size - rows.shape[-1]))
 
+    def join(self, grads: list[Tensor]) -> Float[Tensor, "runs P"]:
+        """Per-weight tensors [runs, *shape], in layout order, as flat padded rows (e.g. gradients)."""
+        return self.pad(torch.cat([g.reshape(g.shape[0], -1) for g in grads], dim=1))
+
     def views(self, theta: Float[Tensor, "runs P"]) -> dict[str, Tensor]:
         """Weight views [runs, *shape] into theta (gradients flow back into theta)."""
         runs = theta.shape[0]
@@ -264,7 +268,7 @@ def loss_and_grad(
     weights = layout.views(theta)
     if fast_path_safe(weights):
         losses, grads = fast_loss_and_grad(weights, data, layout.cfg)
-        return losses, layout.pad(torch.cat([g.reshape(theta.shape[0], -1) for g in grads], dim=1))
+        return losses, layout.join(grads)
     return autograd_loss_and_grad(theta, layout, data)
 
 

@@ -85,7 +85,7 @@ def _loss_and_grad(theta: Tensor, layout, tokens: Tensor, targets: Tensor) -> tu
     weights = {name: view.detach().contiguous().requires_grad_(True) for name, view in layout.views(theta).items()}
     losses = run_losses(stacked_logits(template(layout.cfg, theta.device), weights, tokens), targets)
     grads = torch.autograd.grad(losses.sum(), list(weights.values()))
-    return losses.detach(), layout.pad(torch.cat([g.reshape(theta.shape[0], -1) for g in grads], 1))
+    return losses.detach(), layout.join(grads)
 
 
 def run_losses(out: Float[Tensor, "runs batch n_tokens"], targets: Int[Tensor, "runs batch"]) -> Float[Tensor, " runs"]:
