@@ -20,7 +20,6 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from unittest import mock
 
 from common import table
 
@@ -44,11 +43,7 @@ def train_run(root: Path, quick: bool):
 
 def timed(run, steps: list[int], n: int, workers: int | None):
     start = time.perf_counter()
-    if workers is None:
-        timeline = positions.discover_positions(run, n=n, steps=steps)
-    else:
-        with mock.patch.object(positions, "_workers", return_value=workers):
-            timeline = positions.discover_positions(run, n=n, steps=steps)
+    timeline = positions.discover_positions(run, n=n, steps=steps, workers=workers)
     return time.perf_counter() - start, timeline
 
 

@@ -1,7 +1,5 @@
 """The lean pass (the last block at the readout position alone) and position discovery on several threads."""
 
-from unittest import mock
-
 import pytest
 import torch
 
@@ -44,10 +42,8 @@ def run(tmp_path_factory):
 
 
 def test_position_scores_do_not_depend_on_how_many_checkpoints_run_at_once(run):
-    with mock.patch.object(positions, "_workers", return_value=1):
-        alone = positions.discover_positions(run, n=32)
-    with mock.patch.object(positions, "_workers", return_value=3):
-        together = positions.discover_positions(run, n=32)
+    alone = positions.discover_positions(run, n=32, workers=1)
+    together = positions.discover_positions(run, n=32, workers=3)
     assert alone.steps == together.steps and len(alone.steps) >= 4
     for method in alone.methods:
         assert torch.equal(alone.scores[method], together.scores[method])

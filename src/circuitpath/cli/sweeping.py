@@ -149,8 +149,8 @@ def _train(args: argparse.Namespace):
 def _check_preset_flags(args: argparse.Namespace, experiments: dict) -> None:
     """A preset carries its own task and model: refuse task and model flags that it would ignore."""
     presets = [name for name, value in experiments.items() if isinstance(value, dict)]
-    if presets and (extra := _given(args, ("n_ctx", "n_train", "positions", "d_model", "d_mlp", *ARCH_FLAGS,
-                                                          *TRAIN_FLAGS))):
+    ignored = ("n_ctx", "n_train", "positions", "d_model", "d_mlp", *ARCH_FLAGS, *TRAIN_FLAGS)
+    if presets and (extra := _given(args, ignored)):
         raise ConfigError(f"{', '.join(extra)} would not apply to the preset {presets[0]} (it keeps its own task and "
                           "model, schedule and logging); sweep it apart, or give its phases as name=p:steps:lr")
 

@@ -146,8 +146,11 @@ class PositionTimeline:
 
 def discover_positions(run: Run, methods: tuple[str, ...] = METHODS, *, n: int = 1024, metric: str = "logit_diff",
                        ablation: str = "mean", seed: int = 0, steps: list[int] | str | None = None,
-                       device: str = "cpu") -> PositionTimeline:
-    """Score every input position at every chosen checkpoint with each method (checks before any work)."""
+                       device: str = "cpu", workers: int | None = None) -> PositionTimeline:
+    """Score every input position at every chosen checkpoint with each method (checks before any work).
+
+    `workers` checkpoints are scored at once, each single-threaded (default: one a core on the CPU,
+    one at a time elsewhere); the scores are the same bytes for any number."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ConfigError(f"unknown method {unknown[0] if unknown else ''!r}; known: {', '.join(METHODS)}")
@@ -174,7 +177,7 @@ def discover_positions(run: Run, methods: tuple[str, ...] = METHODS, *, n: int =
             accuracy = float((_logits(model, probe.clean).argmax(-1) == probe.labels).float().mean())
         return accuracy, {method: score[method](model, probe).float().cpu() for method in methods}
 
-    with single_threaded(), ThreadPoolExecutor(_workers(device, len(steps))) as pool:
+    with single_threaded(), ThreadPoolExecutor(workers or _workers(device, len(steps))) as pool:
         done = list(pool.map(checkpoint, steps, phases))  # each checkpoint on one thread: the same bytes on any count
     scores = {m: [change[m].abs().mean(-1) for _, change in done] for m in methods}
     signed = {m: [change[m].mean(-1) for _, change in done] for m in methods}
