@@ -30,6 +30,7 @@ import json
 from pathlib import Path
 
 from circuitpath.config import ModelConfig, TaskConfig, TrainConfig
+from circuitpath.errors import CircuitPathError
 from circuitpath.stats import wilson_interval
 from circuitpath.sweep import parse_seeds, pending_runs, read_summary, resume_sweep, sweep
 from circuitpath.sweep.spec import SWEEP_JSON
@@ -70,7 +71,7 @@ def run_cell(out: Path, shape: tuple[int, int] | None, task: str, seeds: list[in
             resume_sweep(where)
         return
     sweep(where, seeds, schedules(steps), task=TaskConfig(positions=task), model=model_of(shape),
-          train=TrainConfig(log_every=steps // 20, checkpoint_every=steps // 10), keep_checkpoints="ends")
+          train=TrainConfig(log_every=max(1, steps // 20), checkpoint_every=max(1, steps // 10)), keep_checkpoints="ends")
 
 
 # %%
@@ -109,7 +110,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="0-31", help="N, N-M or a list (default 0-31)")
     parser.add_argument("--steps", type=int, default=3000, help="steps of every run (default 3000)")
     args = parser.parse_args(argv)
-    seeds = parse_seeds(args.seeds)
+    if args.steps < 2:
+        parser.error(f"--steps must be at least 2 (both curriculum phases need a step), got {args.steps}")
+    try:
+        seeds = parse_seeds(args.seeds)
+    except CircuitPathError as error:
+        parser.error(str(error))
     for shape in SHAPES:
         for task in TASKS:
             print(f"== {label(shape)} {task}: {', '.join(f'{k} {v}' for k, v in schedules(args.steps).items())}",

@@ -94,3 +94,17 @@ def test_the_transformer_study_trains_each_cell_once_and_tabulates_rates(tmp_pat
     study.main([str(tmp_path), "--seeds", "0-1", "--steps", "20"])  # done: read again, nothing trained
     assert (tmp_path / "L1H2_random" / "summary.json").stat().st_mtime_ns == stamp
     assert capsys.readouterr().out.splitlines()[-5:] == first.splitlines()[-5:]
+
+
+@pytest.mark.parametrize("args, message", [(["--steps", "1"], "--steps must be at least 2"),
+                                           (["--seeds", "x"], "seeds are N, N-M")])
+def test_the_study_refuses_bad_settings_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, args, message):
+    from pathlib import Path
+    import importlib
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "analyses"))
+    study = importlib.import_module("transformer_study")
+    with pytest.raises(SystemExit) as stop:
+        study.main([str(tmp_path / "out"), *args])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and message in err.splitlines()[-1] and not (tmp_path / "out").exists()
