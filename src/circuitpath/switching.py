@@ -85,6 +85,11 @@ class SwitchSettings:
         return cls(tuple(seeds), tuple(switch_steps), total, p2_lr, p4_lr, TaskConfig(**task), ModelConfig(**model),
                    TrainConfig(**train), batch_size)
 
+    def schedule(self) -> str:
+        """The schedule in words, as the table and the figure state it."""
+        batch = f"mini-batches of {self.batch_size}" if self.batch_size else "full batch"
+        return f"p = 2 at lr {self.p2_lr:g}, then p = 4 at lr {self.p4_lr:g}; {self.total} steps in all, {batch}"
+
     def to_dict(self) -> dict:
         return {"seeds": list(self.seeds), "switch_steps": list(self.switch_steps), "total": self.total,
                 "p2_lr": self.p2_lr, "p4_lr": self.p4_lr, "batch_size": self.batch_size,
@@ -266,8 +271,7 @@ class SwitchResult:
         s = self.settings
         header = (f"{'switch':>6}  {'generalise (' + GENERALISES + ')':<30}  {'p2 solved at switch':>19}  "
                   f"{'generalise | p2 solved':<24}  {'generalise | p2 not solved':<26}  {'memorised':>9}")
-        lines = [f"p = 2 at lr {s.p2_lr:g}, then p = 4 at lr {s.p4_lr:g}; {s.total} steps in all; "
-                 f"{len(s.seeds)} seeds; [Wilson 95% interval]", header, "-" * len(header)]
+        lines = [f"{s.schedule()}; {len(s.seeds)} seeds; [Wilson 95% interval]", header, "-" * len(header)]
         for row in self.rows:
             solved, unsolved = row.split()
             count = "- (no p = 2)" if row.switch == 0 else sum(row.p2_solved)

@@ -39,8 +39,7 @@ def switch_figure(result: SwitchResult) -> go.Figure:
     s = result.settings
     figure.update_layout(
         **title(f"Generalising against the switch step ({len(s.seeds)} seeds)",
-                f"p = 2 at lr {s.p2_lr:g}, then p = 4 at lr {s.p4_lr:g}, {s.total} steps in all; switch step 0 = p = 4 "
-                "from scratch; bars: Wilson 95% intervals"),
+                f"{s.schedule()}; switch step 0 = p = 4 from scratch; bars: Wilson 95% intervals"),
         xaxis_title="switch step (p = 2 → p = 4)", yaxis_title="fraction reaching test acc ≥ 0.99",
         yaxis_range=[-0.05, 1.05], template=TEMPLATE, legend={"orientation": "h", "y": -0.2},
     )
