@@ -102,8 +102,10 @@ def test_the_default_falls_back_to_native_on_a_cpu_without_avx2_but_an_ask_does_
         pinning.resolve(None, {"sse2", "fma"})
 
 
-def test_run_json_records_the_pinning(trained_run):
+def test_run_json_records_the_pinning_and_show_names_it(trained_run, capsys):
     assert trained_run.info[pinning.KEY] == pinning.running() == os.environ[pinning.ENV]
+    assert main(["show", str(trained_run.path)]) == 0
+    assert f"\npinning: {pinning.running()}\n" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("recorded", ["compatible", None], ids=["compatible", "none"])
