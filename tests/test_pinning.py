@@ -159,3 +159,27 @@ def test_the_shells_variables_win_with_one_line(tmp_path):
     info = json.loads((tmp_path / "x" / "run.json").read_text())
     assert info["pinning"] == "custom: ATEN_CPU_CAPABILITY=default"
     assert info["platform"]["cpu_capability"] == "DEFAULT"
+
+
+def test_worker_processes_train_under_the_pinning_chosen_here(tmp_path):
+    """Workers resume runs created here, and refuse one written under another pinning than theirs."""
+    done = run_python(textwrap.dedent(f"""
+        import json, sys
+        from circuitpath import pinning, processes
+        from circuitpath.train import train_many
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from conftest import tiny_config
+        assert pinning.pin("compatible") == []
+        processes.MIN_WORK = 0  # train in worker processes however small the work
+        runs = train_many([tiny_config(seed=s) for s in range(2)], [{str(tmp_path)!r} + f"/r{{s}}" for s in range(2)],
+                          progress=False, workers=2)
+        print(json.dumps([[run.status, run.info["pinning"], run.info["platform"]["cpu_capability"]] for run in runs]))
+    """))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [["completed", "compatible", "DEFAULT"]] * 2
+    assert "overrides" not in done.stderr and "could not take effect" not in done.stderr
+
+
+def test_ray_workers_get_the_variables_of_the_pinning_running_here():
+    wanted = pinning.PINNINGS[pinning.running()]
+    assert pinning.environment() == {pinning.ENV: pinning.running(), **wanted}
