@@ -133,7 +133,7 @@ def pin(name: str | None = None) -> list[str]:
     if "torch" in sys.modules and not _took_effect(wanted):
         _unpin()
         os.environ[ENV] = "native"  # worker processes run what this one runs
-        return [f"torch ran kernels before circuitpath was imported, so pinning {name} could not take effect: this "
+        return [f"torch ran kernels before circuitpath could pin them, so pinning {name} could not take effect: this "
                 f"process runs {running()}; import circuitpath before torch, or set "
                 f"{' '.join(f'{k}={v}' for k, v in wanted.items())} in the shell"]
     os.environ[ENV] = name  # worker processes pin the same

@@ -52,10 +52,10 @@ def check(recorded: dict[str, Any] | None, what: str, *, allow: bool, device: st
     same_pinning = pinned == running or here["device"] != "cpu"
     if allow or (recorded is not None and _same(recorded, here) and same_pinning):
         return
-    hint = f"pass --pinning {pinned} or {FLAG}" if pinned in pinning.PINNINGS and not same_pinning else f"pass {FLAG}"
+    hint = f"continue it with --pinning {pinned}, or " if pinned in pinning.PINNINGS and not same_pinning else ""
     raise ConfigError(f"{what} was written on {describe(recorded)} under pinning {pinned}, this process runs "
                       f"{describe(here)} under pinning {running}: its bytes would differ from an uninterrupted "
-                      f"run's; {hint} to continue anyway")
+                      f"run's; {hint}pass {FLAG} to continue anyway")
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
