@@ -1,7 +1,7 @@
 """ms per training step at the paper's size: the plain reference, circuitpath's step, and whole groups,
 each beside the arrangement before runs became bit-identical on any thread count.
 
-Run: python benchmarks/bench_train.py [--group-steps 1000]
+Run: python benchmarks/bench_train.py [--group-steps 1000] [--rounds 20]
 The paper's configuration: T = 12, n = 2048 full batch, d = 32, n_tokens = 4, p = 4, Adam; malloc set
 as `train` sets it (common.py), for every candidate.
 - One step, interleaved rounds in this process: a lone run (one thread per kernel, as `train` runs
@@ -11,13 +11,19 @@ as `train` sets it (common.py), for every candidate.
   evaluations and checkpoints, as `train` runs them now (one process per core for long work), in
   threads with one run to a chunk, and as before (threads, chunks of 4 runs). Includes ~4 s of
   process start; ms per run-step = wall / (8 x steps).
+- Kernel pinnings side by side (`circuitpath.pinning`): the lone run's step and the group of 8's
+  run-step under the default pinning (avx2) and native, each in a fresh process of its own (the
+  pinning is set before torch's first kernel), one after the other; the ratio is pinned / native.
 """
 
 # %%
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +35,7 @@ import torch.nn.functional as F
 from common import MALLOC, measure, table
 from reference import reference_forward
 
-from circuitpath import processes
+from circuitpath import pinning, processes
 from circuitpath.config import ModelConfig, RunConfig, TaskConfig, TrainConfig, parse_phases
 from circuitpath.data import make_split
 from circuitpath.engine import Adam, Encoded, Executor, Layout
@@ -99,12 +105,43 @@ def group_seconds(steps: int, arrangement: str) -> float:
                 patch.stop()
 
 
+def pinned_timings(pinning_name: str, group_steps: int, rounds: int) -> dict:
+    """In this process (started under `pinning_name`): a lone run's step and a group of 8's run-step, seconds."""
+    if pinning.running() != pinning_name:
+        raise SystemExit(f"asked for pinning {pinning_name}, this process runs {pinning.running()}")
+    lone = measure({"lone": engine_step(make_split(TaskConfig(), 4), 1)}, rounds=rounds)["lone"]
+    group = group_seconds(group_steps, "now") / (8 * group_steps)
+    return {"pinning": pinning.running(), "capability": torch.backends.cpu.get_cpu_capability(),
+            "lone": lone, "group": group}
+
+
+def pinning_rows(group_steps: int, rounds: int) -> list[tuple[str, ...]]:
+    """Each pinning in a fresh process (its variables must be set before torch loads); pinned / native."""
+    timings = {}
+    for name in ("native", pinning.DEFAULT):
+        env = {k: v for k, v in os.environ.items() if k not in pinning.VARIABLES} | {pinning.ENV: name}
+        done = subprocess.run([sys.executable, __file__, "--group-steps", str(group_steps), "--rounds", str(rounds),
+                               "--timings-under", name], env=env, capture_output=True, text=True, check=True)
+        timings[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    native, pinned = timings["native"], timings[pinning.DEFAULT]
+    rows = []
+    for key, what in (("lone", "lone run's step"), ("group", "group of 8, a run-step")):
+        rows.append((f"{what}: {pinned['pinning']} ({pinned['capability']}) / native ({native['capability']})",
+                     f"{pinned[key] * 1e3:.2f} / {native[key] * 1e3:.2f}", f"{pinned[key] / native[key]:.2f}"))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--group-steps", type=int, default=1000, help="steps of each group run (default 1000)")
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds of each one-step timing (default 20)")
+    parser.add_argument("--timings-under", choices=sorted(pinning.PINNINGS), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.group_steps < 1:
-        parser.error(f"--group-steps must be >= 1, got {args.group_steps}")
+    if args.group_steps < 1 or args.rounds < 1:
+        parser.error(f"--group-steps and --rounds must be >= 1, got {args.group_steps} and {args.rounds}")
+    if args.timings_under:  # a child of pinning_rows
+        print(json.dumps(pinned_timings(args.timings_under, args.group_steps, args.rounds)))
+        return
     split = make_split(TaskConfig(), 4)
     reference_name = "reference (plain PyTorch + torch.optim.Adam)"
     steps = {reference_name: (reference_step(split), 1),
@@ -112,7 +149,7 @@ def main() -> None:
              "  before: lone run, two threads": (engine_step(split, 1, threads=2), 1),
              "circuitpath, 8 runs on one core, a run a chunk": (engine_step(split, 8, pool=None), 8),
              "  before: 8 runs on one core, chunks of 4": (engine_step(split, 8, chunk=4, pool=None), 8)}
-    seconds = measure({name: fn for name, (fn, _) in steps.items()})
+    seconds = measure({name: fn for name, (fn, _) in steps.items()}, rounds=args.rounds)
     reference = seconds[reference_name]
     rows = [(name, f"{seconds[name] / s * 1e3:.2f}", f"{reference / (seconds[name] / s):.1f}x")
             for name, (_, s) in steps.items()]
@@ -122,8 +159,11 @@ def main() -> None:
         per_run_step = group_seconds(args.group_steps, arrangement) / (8 * args.group_steps)
         rows.append((name, f"{per_run_step * 1e3:.2f}", f"{reference / per_run_step:.1f}x"))
     print(f"training at the paper's size, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-          f"{torch.backends.cpu.get_cpu_capability()}, {MALLOC}; groups: {args.group_steps} steps")
+          f"{torch.backends.cpu.get_cpu_capability()} (pinning {pinning.running()}), {MALLOC}; "
+          f"groups: {args.group_steps} steps")
     print(table(rows, ("implementation", "ms per run-step", "speed-up")))
+    print()
+    print(table(pinning_rows(args.group_steps, args.rounds), ("pinned vs native", "ms per run-step", "ratio")))
 
 
 # %%

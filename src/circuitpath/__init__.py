@@ -10,6 +10,11 @@ import types
 
 __version__ = "0.1.0"
 
+from circuitpath import pinning
+
+pinning.pin_at_import()  # before torch's first kernel: see circuitpath.pinning
+
+
 from circuitpath.config import ModelConfig, Phase, RunConfig, TaskConfig, TrainConfig, parse_phases
 from circuitpath.errors import (
     CheckpointError,

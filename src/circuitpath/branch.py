@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from circuitpath import platform
+from circuitpath import pinning, platform
 from circuitpath.config import Phase, RunConfig
 from circuitpath.data import Split, make_split
 from circuitpath.engine import Layout
@@ -125,7 +125,7 @@ def plan_branch(parent: Run, step: int, phases: tuple[Phase, ...], out: str | Pa
         raise BranchError(f"{parent.path} has no checkpoint at step {step}; "
                           f"saved steps near it: {_near(parent.steps, step)}")
     platform.check(parent.info.get(platform.KEY), f"the parent run {parent.path}", allow=allow_other_platform,
-                   device=device)
+                   device=device, pinned=parent.info.get(pinning.KEY))
     try:
         config, continues = branch_config(parent.config, step, tuple(phases), new_phase)
     except CircuitPathError as error:

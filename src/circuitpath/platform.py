@@ -3,15 +3,16 @@
 Training is arranged so that a run's arithmetic is a function of its config alone on one platform
 (see `engine.Executor`): not of threads, load, batch-mates or backend. Across platforms it is not:
 another torch version or another set of CPU kernels (`ATEN_CPU_CAPABILITY`, AVX512 / AVX2 / DEFAULT)
-may round differently. run.json records the platform a run was written on, and continuing a run
-(resume, branch, switch) on another platform is refused unless the user accepts it.
+may round differently. run.json records the platform a run was written on and, beside it, the
+kernel pinning it ran under (`pinning`; a run without one ran natively); continuing a run (resume,
+branch, switch) on another platform or pinning is refused unless the user accepts it.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
+from circuitpath import pinning
 from circuitpath.errors import ConfigError
 
 #: run.json key holding the platform record.
@@ -39,16 +40,22 @@ def describe(record: dict[str, Any] | None) -> str:
     return f"torch {record.get('torch', '?')}, {device}{capability}"
 
 
-def check(recorded: dict[str, Any] | None, what: str, *, allow: bool, device: str = "cpu") -> None:
-    """Refuse to continue `what` (a run written on `recorded`) here when the platforms differ.
+def check(recorded: dict[str, Any] | None, what: str, *, allow: bool, device: str = "cpu",
+          pinned: str | None = None) -> None:
+    """Refuse to continue `what` (a run written on `recorded`, under pinning `pinned`) here when they differ.
 
-    One line naming both platforms; `allow` (the user's `--allow-other-platform`) lets it go on.
+    One line naming both platforms and pinnings; `allow` (the user's `--allow-other-platform`) lets
+    it go on. A run that recorded no pinning ran natively.
     """
     here = current(device)
-    if allow or (recorded is not None and _same(recorded, here)):
+    pinned, running = pinned or "native", pinning.record()
+    same_pinning = pinned == running or here["device"] != "cpu"
+    if allow or (recorded is not None and _same(recorded, here) and same_pinning):
         return
-    raise ConfigError(f"{what} was written on {describe(recorded)}, this process runs {describe(here)}: "
-                      f"its bytes would differ from an uninterrupted run's; pass {FLAG} to continue anyway")
+    hint = f"continue it with --pinning {pinned}, or " if pinned in pinning.PINNINGS and not same_pinning else ""
+    raise ConfigError(f"{what} was written on {describe(recorded)} under pinning {pinned}, this process runs "
+                      f"{describe(here)} under pinning {running}: its bytes would differ from an uninterrupted "
+                      f"run's; {hint}pass {FLAG} to continue anyway")
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -58,7 +65,7 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def capability_request() -> str | None:
     """A line saying so when ATEN_CPU_CAPABILITY asks for a kernel set torch is not running (None otherwise)."""
-    asked = os.environ.get("ATEN_CPU_CAPABILITY")
+    asked = pinning.asked_capability()
     if not asked:
         return None
     import torch

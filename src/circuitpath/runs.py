@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from circuitpath import platform
+from circuitpath import pinning, platform
 from circuitpath.config import RunConfig
 from circuitpath.errors import CheckpointError, CircuitPathError, RunError
 from circuitpath.storage import RunLock, load_tensors, read_json, save_tensors, write_atomic, write_json
@@ -265,6 +265,7 @@ class RunWriter:
                device: str = "cpu") -> RunWriter:
         path = Path(path)
         cls.check_target(path, force)
+        recorded = {platform.KEY: platform.current(device), pinning.KEY: pinning.record()}  # before writing
         if (path / RUN_JSON).is_file():  # force: replace, but never under another writer's feet
             RunLock(path).acquire().release()
             shutil.rmtree(path)
@@ -284,7 +285,7 @@ class RunWriter:
             "created": _now(),
             "updated": _now(),
             "config": config.to_dict(),
-            platform.KEY: platform.current(device),  # what the run's bytes depend on besides its config
+            **recorded,  # what the run's bytes depend on besides its config
         }
         if config.task.positions != "first":  # the truth each phase sums, written out (a first-k task's: 0..k-1)
             info["relevant_positions"] = [list(config.task.relevant_positions(ph)) for ph in config.train.phases]

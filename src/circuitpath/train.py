@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from circuitpath import platform, processes
+from circuitpath import pinning, platform, processes
 from circuitpath.config import RunConfig
 from circuitpath.data import make_split
 from circuitpath.engine import Executor, Layout
@@ -156,7 +156,8 @@ def resume_groups(
     for i in pending:
         _check_group([run.config for run in runs[i]], [run.path for run in runs[i]])
         for run in runs[i]:
-            platform.check(run.info.get(platform.KEY), f"the run {run.path}", allow=allow_other_platform, device=device)
+            platform.check(run.info.get(platform.KEY), f"the run {run.path}", allow=allow_other_platform, device=device,
+                           pinned=run.info.get(pinning.KEY))
     all_paths = [run.path.resolve() for i in pending for run in runs[i]]
     if len(set(all_paths)) != len(all_paths):
         raise ConfigError("two runs share an output directory")

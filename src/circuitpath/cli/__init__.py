@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from circuitpath import pinning
 from circuitpath.config import RESIDUALS, ModelConfig, TaskConfig
 from circuitpath.errors import CircuitPathError
 from circuitpath.heap import keep_freed_memory
@@ -101,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a one-layer cross-attention transformer on sparse modular addition, save "
         "checkpoints along training, and analyse them (Odonnat, Bouaziz, Cabannes, ICASSP 2025).",
     )
+    parser.add_argument("--pinning", help="the CPU kernels to run: avx2 (default: the same bytes on every x86-64 CPU "
+                        "with AVX2, Intel or AMD), native (this CPU's fastest) or compatible (any x86-64); "
+                        f"default ${pinning.ENV} or avx2")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     training.add_parsers(sub)
     sweeping.add_parsers(sub)
@@ -115,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _pin(args.pinning)
         keep_freed_memory()  # training and analyses retake the memory they free at every step or checkpoint
         return args.handler(args)
     except KeyboardInterrupt:
@@ -128,6 +133,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"circuitpath: {stop}", file=sys.stderr)
         return 130
+
+
+def _pin(name: str | None) -> None:
+    """Apply --pinning (before any kernel: no command has run torch yet), or say what pinning at import left to say."""
+    if name is None:
+        pinning.announce()
+        return
+    for line in pinning.pin(name):
+        print(f"circuitpath: {line}", file=sys.stderr)
 
 
 def _interrupted(error: Exception) -> bool:

@@ -395,6 +395,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         status = f"interrupted (marked running, but no process is writing it; resume with circuitpath train --resume {run.path})"
     print(f"run {run.path}  status: {status}  circuitpath {run.info.get('circuitpath', '?')}")
     print(f"platform: {describe(run.info.get('platform'))}")
+    print(f"pinning: {run.info.get('pinning', 'native (not recorded: written before circuitpath pinned kernels)')}")
     print(json.dumps(run.config.to_dict(), indent=2))
     bad = unreadable_files(run)
     print(f"{len(steps)} checkpoints" + (f", steps {steps[0]}..{steps[-1]}" if steps else "")

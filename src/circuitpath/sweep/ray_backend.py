@@ -8,7 +8,8 @@ torch installed, at the versions of the machine that starts the sweep.
 
 CPU threads: a task reserves one CPU per `RUNS_PER_CPU` of its seeds (one such task by default) and
 trains them with single-threaded kernels on one worker thread per reserved CPU, as the local backend
-does over the machine's cores; a run's bytes are the same either way (engine.Executor).
+does over the machine's cores; a run's bytes are the same either way (engine.Executor). Each task's
+worker starts with this process's kernel pinning (`circuitpath.pinning`) in its environment.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from circuitpath import pinning
 from circuitpath.errors import CircuitPathError, ConfigError, RunError
 from circuitpath.sweep.finish import train_chunk
 from circuitpath.sweep.spec import SWEEP_JSON
@@ -114,7 +116,8 @@ def run_chunks(out: Path, spec: dict, jobs: list[tuple[str, list[int]]], *, devi
     remote = ray.remote(train_chunk_task)
     pending = {}
     for experiment, seeds in jobs:
-        ref = remote.options(**resources, max_retries=retries, name=f"{experiment} seeds {seeds[0]}..{seeds[-1]}")
+        ref = remote.options(**resources, max_retries=retries, name=f"{experiment} seeds {seeds[0]}..{seeds[-1]}",
+                             runtime_env={"env_vars": pinning.environment()})  # set before the worker loads torch
         pending[ref.remote(spec, experiment, seeds, str(out.resolve()), device, allow_other_platform)] = (experiment, seeds)
     failures = []
     with tqdm(total=sum(len(seeds) for _, seeds in jobs), desc=f"{out.name} on Ray", unit="run",
