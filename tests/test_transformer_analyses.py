@@ -265,3 +265,17 @@ def test_ablate_names_the_cls_token(runs, capsys):
     lines = capsys.readouterr().out.splitlines()
     rows = [line.rsplit(None, 6)[0] for line in lines[lines.index(next(l for l in lines if l.startswith("intact"))) + 1:]]
     assert rows == [f"pos {t}" for t in range(6)] + ["cls", "first k (0-2)", "spurious (3-5)"]
+
+
+def test_the_cls_position_is_cls_in_the_api_and_the_report(runs, tmp_path):
+    from circuitpath.analysis.models import key_labels
+    from circuitpath.report import build_report
+
+    model, x = runs[0].model_at(), runs[0].data().x_test[:8]
+    y = targets(x, 4, 3)
+    assert ablate(model, x, y).names == [f"pos {t}" for t in range(6)] + ["cls"]
+    assert patch(model, "blocks.0.hook_resid_pre", x, (x + 1) % 4, y, y, over=("pos",)).labels[-1] == "cls"
+    assert key_labels(model.cfg)[-1] == "cls"
+    build_report({"first": runs[0]}, tmp_path / "report.html", n=16)
+    page = (tmp_path / "report.html").read_text()
+    assert "pos 6" not in page and '"cls"' in page
