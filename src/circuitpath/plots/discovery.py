@@ -147,10 +147,9 @@ def auroc_figure(timelines: dict[str, DiscoveryTimeline], title: str = "AUROC of
     figure = go.Figure()
     for i, (name, timeline) in enumerate(timelines.items()):
         for method in timeline.methods:
-            first = timeline.first_reaching(method)
             figure.add_trace(go.Scatter(
                 x=timeline.steps, y=timeline.auroc(method).tolist(), mode="lines+markers",
-                name=f"{name}: {method} " + (f"(≥ {LEVEL} from step {first})" if first is not None else f"(≥ {LEVEL}: not reached)"),
+                name=f"{name}: {method} ({timeline.reaching(method)})",
                 line={"color": RUN_COLOURS[i % len(RUN_COLOURS)], "dash": METHOD_DASHES.get(method, "dashdot")}))
         _phase_lines(figure, timeline.phase_switches)
     figure.add_hline(y=LEVEL, line={"dash": "dash", "color": "black"})
@@ -267,7 +266,7 @@ def position_figures(timelines: dict, title: str = "input positions against the 
     for name, timeline in timelines.items():
         for method in timeline.methods:
             auroc.add_scatter(x=timeline.steps, y=timeline.auroc(method).tolist(), mode="lines+markers",
-                              name=f"{name}: {method} (first >= {LEVEL}: {timeline.first_reaching(method)})")
+                              name=f"{name}: {method} ({timeline.reaching(method)})")
     auroc.add_hline(y=0.5, line_dash="dot", line_color="grey")
     auroc.update_layout(**titled(f"AUROC of the {title}", f"position t = the first residual stream at t; 1: every "
                                  "relevant position outscores every spurious one, 0.5: chance"),

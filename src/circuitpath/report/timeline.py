@@ -34,8 +34,9 @@ METHODS_COST = ("Cost: `circuitpath discover RUN` on the paper's curriculum run 
 CAPTIONS = {
     "auroc": "AUROC of the position scores against the truth (the task's relevant positions summed, 0..k-1 in the "
              "paper's task; the rest not) at each "
-             "checkpoint: 1 means every summed position outranks every spurious one, 0.5 is chance. Look for the "
-             "step each run first reaches 0.99 (in the legend), and for the curriculum's p = 2 phase.",
+             "checkpoint: 1 means every summed position outranks every spurious one, 0.5 is chance. The legend gives the "
+             "step from which each run stays >= 0.99 (and its first arrival, when it fell back in between); look "
+             "also at the curriculum's p = 2 phase.",
     "circuit": "The circuit attribution patching keeps at each checkpoint (move the slider): orange nodes are the "
                "summed positions (v3: position 3's value, a3: its attention weight), grey the spurious ones, n12 "
                f"MLP neuron 12; width is the score. Positions and neurons have separate budgets ({BUDGET_RULE}), "
@@ -79,12 +80,18 @@ def position_timelines(ctx: Context) -> dict:
     return out
 
 
+def _headline(ctx: Context, name: str, timeline) -> None:
+    """The first step the AUROC reaches LEVEL and the step from which it stays there (-1: not so)."""
+    first, stays = timeline.first_reaching(METHOD), timeline.stays_from(METHOD)
+    headline = ctx.headlines.run(name)
+    headline.circuit_found_at, headline.circuit_stays_from = (-1 if s is None else s for s in (first, stays))
+
+
 def build(ctx: Context) -> list[Panel]:
     panels = []
     positions = position_timelines(ctx)
     for name, timeline in positions.items():
-        first = timeline.first_reaching(METHOD)
-        ctx.headlines.run(name).circuit_found_at = first if first is not None else -1
+        _headline(ctx, name, timeline)
     if positions:
         figures = position_figures(positions, "input positions' attribution scores against the truth")
         panels += [Panel(figures[0], CAPTIONS["positions"])] + [Panel(f, CAPTIONS["position_scores"]) for f in figures[1:]]
@@ -92,8 +99,7 @@ def build(ctx: Context) -> list[Panel]:
     if not found:
         return panels
     for name, timeline in found.items():
-        first = timeline.first_reaching(METHOD)
-        ctx.headlines.run(name).circuit_found_at = first if first is not None else -1
+        _headline(ctx, name, timeline)
     figures = discovery_figures(found, METHOD)
     kinds = ["auroc"] + ["circuit", "faithfulness"] * len(found) + (["pruning"] if len(figures) > 1 + 2 * len(found) else [])
     return [Panel(figure, CAPTIONS[kind]) for figure, kind in zip(figures, kinds)] + panels
