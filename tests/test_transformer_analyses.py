@@ -279,3 +279,11 @@ def test_the_cls_position_is_cls_in_the_api_and_the_report(runs, tmp_path):
     build_report({"first": runs[0]}, tmp_path / "report.html", n=16)
     page = (tmp_path / "report.html").read_text()
     assert "pos 6" not in page and '"cls"' in page
+    assert "patching each position's first-layer value (blocks.0.attn.hook_v, every head)" in page
+
+
+@pytest.mark.parametrize("args, hook", [([], "patching blocks.0.hook_resid_pre over pos"),
+                                        (["--corrupt", "each"], "(hook blocks.0.attn.hook_v, every head)")])
+def test_patch_names_the_hook_it_patched(runs, args, hook, capsys):
+    assert main(["patch", str(runs[0].path), "--n", "8", *args]) == 0
+    assert hook in capsys.readouterr().out.splitlines()[0]

@@ -263,8 +263,9 @@ def _patch_each(args, run, model, step: int, phase: int, clean, p: int) -> int:
                           f"drop {', '.join(changed)}")
     summed = positions_of(truth_of(run.config.task, run.config.train.phases[phase]))
     result = position_patching(model, clean, p, len(summed), seed=args.seed)
+    heads = "" if model.cfg.arch == "cross_attention" else ", every head"
     print(f"{run.path} step {step} (phase {phase}, p = {p}): each key position redrawn alone (seed {args.seed}) "
-          f"and its value patched back, {len(clean)} test inputs")
+          f"and its value patched back (hook {result.hook}{heads}), {len(clean)} test inputs")
     print(f"{result.metric}; effect = patched - corrupted (change from the corrupted baseline), "
           f"restored = effect / (clean - corrupted): 0 = as corrupted, 1 = as clean")
     for i, (label, effect, restored, flipped) in enumerate(zip(

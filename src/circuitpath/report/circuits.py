@@ -76,9 +76,10 @@ def _positions(name: str, run, ctx: Context) -> list[Panel]:
               "embedding, blocks.0.hook_resid_pre; pos 3: position 3's) or a set of them is replaced by its mean. A "
               "model that uses exactly the relevant positions drops to chance for each of them and not at all for "
               "the spurious set."),
-        Panel(plots.patching_figure(patched, f"{name}: patching each position's first-layer value from clean inputs"),
-              "One position at a time is given another token, then its value vectors in the first layer (every head) "
-              "are patched back from the clean input; the bar is the fraction of the logit difference restored, on "
+        Panel(plots.patching_figure(patched, f"{name}: patching each position's first-layer value ({patched.hook}, "
+                                    "every head) from clean inputs"),
+              f"One position at a time is given another token, then its value vectors in the first layer ({patched.hook}, "
+              "every head) are patched back from the clean input; the bar is the fraction of the logit difference restored, on "
               "the inputs whose answer the corruption flips. Later layers still see the corrupted token at its own "
               "position, so a small fraction need not mean the position is unused. Not drawn for "
               f"{describe(run.config.model)}: the component diagram and the circuit over training, which read the "
