@@ -16,7 +16,7 @@ from circuitpath.analysis.discovery.timeline import LEVEL
 from circuitpath.analysis.models import is_paper
 from circuitpath.plots.discovery import discovery_figures, position_figures
 from circuitpath.report.page import Panel
-from circuitpath.report.section import Context, Section
+from circuitpath.report.section import Context, Section, is_transformer, runs_text
 from circuitpath.runs import ANALYSIS_DIR
 
 METHOD = "attribution"
@@ -47,7 +47,8 @@ CAPTIONS = {
                  "every checkpoint; the curve is their AUROC against the truth of each checkpoint's phase (1: every "
                  "relevant position outscores every spurious one; 0.5: chance).",
     "position_scores": "Each input position's attribution score (the mean over inputs of |(corrupted - clean) . "
-                       "gradient|) at each checkpoint; starred: the relevant positions. Spurious columns should fade.",
+                       "gradient|) at each checkpoint; the relevant positions are left of the red line when they are "
+                       "the first k, else starred on the axis (3*). Spurious columns should fade.",
     "faithfulness": "Accuracy with only the top-n nodes kept, the rest mean-ablated, at the last checkpoint: a "
                     "curve that reaches the model's own accuracy (dotted) with few nodes means a small circuit.",
     "pruning": "The paper's red and blue arrows, measured: per interval between checkpoints, which position edges "
@@ -112,12 +113,22 @@ def applies(runs) -> bool:
     return any(has_truth(run) and run.steps for run in runs.values())
 
 
-SECTION = Section(
-    key="timeline", title="Circuit timeline: the circuit at every checkpoint, scored against the truth", figure=None,
-    claims=(),
-    intro=f"Attribution patching scores every node and edge of the model at every saved checkpoint (a standard "
+TRANSFORMER_INTRO = (f"Attribution patching scores each input position of {{runs}} at every saved checkpoint (the first "
+                     f"residual stream at each position, blocks.0.hook_resid_pre), and the scores are compared with the "
+                     f"truth of the checkpoint's phase (the task's relevant positions); AUROC >= {LEVEL} counts as "
+                     "having found them. Attribution is the cheapest method (one forward and one backward pass per "
+                     "checkpoint); `circuitpath discover RUN` also runs activation patching and ablation.")
+SECTION_TITLE = "Circuit timeline: the circuit at every checkpoint, scored against the truth"
+SECTION_INTRO = (f"Attribution patching scores every node and edge of the model at every saved checkpoint (a standard "
           f"transformer's: its input positions); its position "
           f"scores are compared with the truth (the task's relevant positions, the first k in the paper's task). An extension of the paper's "
-          f"thesis, on the runs of Fig. 5; AUROC >= {LEVEL} counts as having found the circuit. {METHODS_COST}",
+          f"thesis, on the runs of Fig. 5; AUROC >= {LEVEL} counts as having found the circuit. {METHODS_COST}")
+
+SECTION = Section(
+    key="timeline", title=SECTION_TITLE, figure=None, claims=(), intro=SECTION_INTRO,
     build=build, applies=applies, experiments=("scratch", "curriculum"),
+    needs="the circuit timeline needs a run with checkpoints and a spurious position in every phase (a truth to tell "
+          "apart)",
+    heading=lambda runs: (SECTION_TITLE, TRANSFORMER_INTRO.format(runs=runs_text(runs)) if is_transformer(runs)
+                          else SECTION_INTRO),
 )
