@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
                     ("three methods, every checkpoint", "seconds")))
         print(f"relevant positions {list(timeline.relevant[-1])}; test acc at the end {float(timeline.accuracy[-1]):.3f}")
         for method in timeline.methods:
-            print(f"{method:12} AUROC first >= 0.9 at step {timeline.first_reaching(method, 0.9)}; "
+            print(f"{method:12} AUROC first >= 0.9 at step {timeline.first_reaching(method, 0.9)}, stays >= 0.9 "
+                  f"from step {timeline.stays_from(method, 0.9)}; "
                   f"at the end {float(timeline.auroc(method)[-1]):.2f}")
 
 

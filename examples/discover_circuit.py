@@ -28,7 +28,7 @@ def main(run_dir: str | None = None) -> None:
     # %% AUROC and precision@k of the position scores, per method and step
     for method in timeline.methods:
         aurocs = " ".join(f"{a:.2f}" for a in timeline.auroc(method).tolist())
-        print(f"{method:>11}: AUROC {aurocs}; >= 0.99 from step {timeline.first_reaching(method)}")
+        print(f"{method:>11}: AUROC {aurocs}; {timeline.reaching(method)}")
     story = pruning_story(timeline, "attribution")
     print(f"spurious position edges last strengthened at step {story.last_spurious_strengthened}")
 

@@ -30,7 +30,7 @@ def test_discover_prints_the_table_and_writes_every_file(run_dir, capsys):
     before = snapshot(run_dir)
     assert main(["discover", str(run_dir), "--steps", "0,20-40", "--n", "20", "--force"]) == 0
     out = capsys.readouterr().out
-    assert "AUROC" in out and "precision@k" in out and "first step with AUROC >= 0.99 (of the 4 steps scored, 0-40)" in out
+    assert "AUROC" in out and "precision@k" in out and "AUROC (of the 4 steps scored, 0-40): " in out
     assert "4 checkpoints, 20 test inputs each;" in out
     assert out.count("\n     30  ") == 1 and "pruning story (attribution)" in out
     assert snapshot(run_dir) == before  # nothing but analysis files changed
@@ -117,7 +117,7 @@ def test_an_earlier_discovery_is_replaced_only_with_force(tmp_path, capsys):
     assert main(["discover", str(run.path), "--n", "20", "--steps", "30", "--method", "patching", "--force"]) == 0
     out = capsys.readouterr().out
     assert f"removed the earlier discovery in {directory} ({2 + 2 * 3 * steps + 2} files)" in out
-    assert "first step with AUROC >= 0.99 (of the 1 step scored, 30): patching" in out
+    assert "AUROC (of the 1 step scored, 30): patching >= 0.99" in out
     assert sorted(f.name for f in (directory / "circuits").iterdir()) == ["patching_step_0000030.json", "patching_step_0000030.svg"]
     assert sorted(f.name for f in directory.iterdir()) == ["circuits", "discovery.html", "notes.txt", "plotly.min.js",
                                                           "scores.safetensors", "timeline.json"]
@@ -181,7 +181,7 @@ def test_several_runs_share_one_page_and_are_all_checked_first(tmp_path, capsys)
     curriculum = train(tiny_config("2:10:1e-2,4:10:1e-2"), tmp_path / "curriculum", progress=False).path
     assert main(["discover", str(scratch), str(curriculum), "--steps", "0,10,20", "--n", "20", "--method", "attribution"]) == 0
     out = capsys.readouterr().out
-    assert out.count("first step with AUROC") == 2 and f"figures written to {tmp_path / 'discovery.html'}" in out
+    assert out.count("AUROC (of the") == 2 and f"figures written to {tmp_path / 'discovery.html'}" in out
     html = (tmp_path / "discovery.html").read_text()
     assert "scratch: attribution" in html and "curriculum: attribution" in html  # one AUROC axis, one pruning axis
     # a step that one run lacks stops both before anything is written
@@ -261,7 +261,7 @@ def test_auroc_has_one_colour_per_run_and_a_dash_per_method(run_dir):
     chance = dataclasses.replace(timeline, magnitude={m: torch.ones_like(v) for m, v in timeline.magnitude.items()})
     assert chance.first_reaching("attribution") is None  # all positions tie: AUROC 0.5
     names = [t.name for t in auroc_figure({"a": chance}).data]
-    assert all("(≥ 0.99: not reached)" in n and "never" not in n for n in names), names
+    assert all("(>= 0.99: not reached)" in n and "never" not in n for n in names), names
 
 
 def test_labels_of_close_nodes_fan_out():
@@ -281,3 +281,17 @@ def test_labels_of_close_nodes_fan_out():
     drawn = circuit_timeline_figure(timeline, "attribution", "t").data[-1]
     assert list(drawn.textposition) == label_places([places[n] for n in drawn.text])
     assert len({drawn.textposition[drawn.text.index(n)] for n in ("n55", "n58", "n59")}) == 3
+
+
+def test_the_auroc_level_is_said_from_where_it_stays_not_where_it_first_touched():
+    from circuitpath.analysis.discovery.truth import reaching_text, stays_from
+
+    steps = [0, 10, 20, 30, 40]
+    fell_back = torch.tensor([0.5, 1.0, 0.7, 0.995, 1.0])
+    assert stays_from(steps, fell_back) == 30
+    assert reaching_text(10, 30) == ">= 0.99 from step 30 on (first at step 10, then fell back)"
+    assert stays_from(steps, torch.tensor([0.5, 1.0, 1.0, 1.0, 0.7])) is None
+    assert reaching_text(10, None) == ">= 0.99 first at step 10, below it at the last step"
+    assert stays_from(steps, torch.tensor([0.5, 0.6, 1.0, 1.0, 1.0])) == 20
+    assert reaching_text(20, 20) == ">= 0.99 from step 20 on"
+    assert reaching_text(None, None) == ">= 0.99: not reached"

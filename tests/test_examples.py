@@ -34,11 +34,29 @@ def test_patch_positions_tells_summed_positions_from_ignored_ones(example, train
 @pytest.mark.parametrize("name, expected", [
     ("ablate_positions", "first k (0-2)"),
     ("draw_circuit", "kept:"),
-    ("probe_checkpoint", "attention mass on the 3 summed positions [0, 1, 2]"),
+    ("probe_checkpoint", "attention mass on the 3 summed positions [0, 1, 2]:\n        x0"),
 ])
 def test_examples_run_on_a_given_run(example, trained_run, capsys, name, expected):
     example(name).main(str(trained_run.path))
     assert expected in capsys.readouterr().out
+
+
+def test_probe_checkpoint_reads_each_layer_and_head_of_a_standard_transformer(example, tmp_path, capsys):
+    from circuitpath import ModelConfig, RunConfig, TaskConfig, TrainConfig, parse_phases, train
+
+    config = RunConfig(task=TaskConfig(n_ctx=6, k=3, n_train=40, n_test=40),
+                       model=ModelConfig(arch="transformer", d_model=8, n_ctx=6, n_layers=2, n_heads=2),
+                       train=TrainConfig(phases=parse_phases("4:10:1e-2"), log_every=5, checkpoint_every=5))
+    run = train(config, tmp_path / "transformer", progress=False)
+    example("probe_checkpoint").main(str(run.path))
+    lines = capsys.readouterr().out.splitlines()
+    assert "of the readout position (cls)" in lines[1]
+    assert lines[2].split() == ["x0", "x1", "x2", "x3", "x4", "x5", "cls", "mass"]
+    rows = [line.split() for line in lines[3:]]
+    assert [row[0] for row in rows] == ["L0H0", "L0H1", "L1H0", "L1H1"]
+    for row in rows:  # each row is one head's attention: it sums to 1, and the mass is its first three
+        weights = [float(a) for a in row[1:-1]]
+        assert abs(sum(weights) - 1) < 0.04 and abs(sum(weights[:3]) - float(row[-1])) < 0.02
 
 
 def test_the_demo_run_is_short():

@@ -88,6 +88,9 @@ def test_circuit_timeline_is_drawn_and_saved_beside_each_run(report):
         headline = json.loads((report.parent / name / "analysis" / "headlines.json").read_text())
         first = saved["methods"]["attribution"]["first_step_auroc_ge_0.99"]
         assert headline["circuit_found_at"] == (-1 if first is None else first)
+        stays = saved["methods"]["attribution"]["auroc_ge_0.99_from_step"]
+        assert headline["circuit_stays_from"] == (-1 if stays is None else stays)
+        assert stays is None or first is not None and stays >= first
 
 
 def test_analyze_refuses_what_is_not_a_run(tmp_path, capsys):

@@ -50,6 +50,24 @@ def test_hook_names_follow_transformer_lens_in_forward_order():
     assert StandardTransformer(model_config()).hook_names() == HOOKS
 
 
+def test_weights_stack_over_layers_as_transformer_lens_names_them():
+    cfg = model_config(d_model=8, n_heads=2, d_mlp=12, n_layers=3)
+    model = StandardTransformer(cfg)
+    L, H, d, e, h = 3, 2, 8, 4, 12
+    shapes = {"W_Q": (L, H, d, e), "W_K": (L, H, d, e), "W_V": (L, H, d, e), "W_O": (L, H, e, d),
+              "b_Q": (L, H, e), "b_K": (L, H, e), "b_V": (L, H, e), "b_O": (L, d),
+              "W_in": (L, d, h), "b_in": (L, h), "W_out": (L, h, d), "b_out": (L, d), "b_U": (cfg.n_tokens,)}
+    for name, shape in shapes.items():
+        assert tuple(getattr(model, name).shape) == shape, name
+    for layer, block in enumerate(model.blocks):
+        for name in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"):
+            assert torch.equal(getattr(model, name)[layer], getattr(block.attn, name)), (name, layer)
+        for name in ("W_in", "b_in", "W_out", "b_out"):
+            assert torch.equal(getattr(model, name)[layer], getattr(block.mlp, name)), (name, layer)
+    assert not model.W_Q.data_ptr() == model.blocks[0].attn.W_Q.data_ptr()  # a stacked copy, not the parameter
+    assert torch.equal(model.b_U, torch.zeros(cfg.n_tokens))
+
+
 @pytest.mark.parametrize("readout, positions", [("cls", 7), ("last", 6), (2, 6)])
 def test_activations_have_transformer_lens_shapes(readout, positions):
     _, cache = StandardTransformer(model_config(readout=readout)).run_with_cache(tokens())

@@ -265,3 +265,49 @@ def test_ablate_names_the_cls_token(runs, capsys):
     lines = capsys.readouterr().out.splitlines()
     rows = [line.rsplit(None, 6)[0] for line in lines[lines.index(next(l for l in lines if l.startswith("intact"))) + 1:]]
     assert rows == [f"pos {t}" for t in range(6)] + ["cls", "first k (0-2)", "spurious (3-5)"]
+
+
+@pytest.fixture(scope="module")
+def one_run_page(runs, tmp_path_factory) -> str:
+    """The report of the one-phase first-k run alone."""
+    from circuitpath.report import build_report
+
+    path = tmp_path_factory.mktemp("one_run") / "report.html"
+    build_report({"first": runs[0]}, path, n=16)
+    return path.read_text()
+
+
+def test_the_cls_position_is_cls_in_the_api_and_the_report(runs, one_run_page):
+    from circuitpath.analysis.models import key_labels
+
+    model, x = runs[0].model_at(), runs[0].data().x_test[:8]
+    y = targets(x, 4, 3)
+    assert ablate(model, x, y).names == [f"pos {t}" for t in range(6)] + ["cls"]
+    assert patch(model, "blocks.0.hook_resid_pre", x, (x + 1) % 4, y, y, over=("pos",)).labels[-1] == "cls"
+    assert key_labels(model.cfg)[-1] == "cls"
+    page = one_run_page
+    assert "pos 6" not in page and '"cls"' in page
+    assert "patching each position's first-layer value (blocks.0.attn.hook_v, every head)" in page
+
+
+@pytest.mark.parametrize("args, hook", [([], "patching blocks.0.hook_resid_pre over pos"),
+                                        (["--corrupt", "each"], "(hook blocks.0.attn.hook_v, every head)")])
+def test_patch_names_the_hook_it_patched(runs, args, hook, capsys):
+    assert main(["patch", str(runs[0].path), "--n", "8", *args]) == 0
+    assert hook in capsys.readouterr().out.splitlines()[0]
+
+
+def test_a_transformer_report_speaks_of_its_model_and_runs(one_run_page):
+    import html
+
+    page = html.unescape(one_run_page)
+    for paper_only in ("The attention of the single query", "scratch memorises, the curriculum generalises",
+                       "on the paper's curriculum run", "checkpoint; starred: the relevant positions", "In the paper the scratch",
+                       "where the curriculum's path turns", "In a `circuitpath reproduce` report this section tests"):
+        assert paper_only not in page, paper_only
+    assert "where the readout position attends, per layer and head" in page
+    assert "Training and test accuracy of first (p = 4)." in page
+    assert "Not drawn: the loss barrier needs two runs" in page  # Fig. 6 left out, and why
+    assert "transformer: 2 layers, 2 heads, d=8" in page
+    assert "are about the paper's model" in page
+    assert "first: attribution (\\u003e= 0.99" in page and "\"showlegend\":true" in page  # the AUROC's legend (JSON escapes ">"), shown for one curve

@@ -253,6 +253,64 @@ class StandardTransformer(HookedModel):
     def W_U(self) -> Float[Tensor, "d_model n_tokens"]:
         return self.embed.W_E[: self.cfg.n_tokens].T if self.cfg.tied else self.unembed.W_U
 
+    @property
+    def b_U(self) -> Float[Tensor, " n_tokens"]:
+        """The unembedding has no bias: zeros, as TransformerLens's b_U of a model without one."""
+        return torch.zeros(self.cfg.n_tokens, device=self.embed.W_E.device, dtype=self.embed.W_E.dtype)
+
+    # Every block's weights stacked over layers, as TransformerLens's HookedTransformer gives them:
+    # new tensors (torch.stack), for reading; the parameters themselves live in `blocks.{l}`.
+    def _stacked(self, module: str, name: str) -> Tensor:
+        return torch.stack([getattr(getattr(block, module), name) for block in self.blocks])
+
+    @property
+    def W_Q(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return self._stacked("attn", "W_Q")
+
+    @property
+    def W_K(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return self._stacked("attn", "W_K")
+
+    @property
+    def W_V(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return self._stacked("attn", "W_V")
+
+    @property
+    def W_O(self) -> Float[Tensor, "n_layers n_heads d_head d_model"]:
+        return self._stacked("attn", "W_O")
+
+    @property
+    def b_Q(self) -> Float[Tensor, "n_layers n_heads d_head"]:
+        return self._stacked("attn", "b_Q")
+
+    @property
+    def b_K(self) -> Float[Tensor, "n_layers n_heads d_head"]:
+        return self._stacked("attn", "b_K")
+
+    @property
+    def b_V(self) -> Float[Tensor, "n_layers n_heads d_head"]:
+        return self._stacked("attn", "b_V")
+
+    @property
+    def b_O(self) -> Float[Tensor, "n_layers d_model"]:
+        return self._stacked("attn", "b_O")
+
+    @property
+    def W_in(self) -> Float[Tensor, "n_layers d_model d_mlp"]:
+        return self._stacked("mlp", "W_in")
+
+    @property
+    def b_in(self) -> Float[Tensor, "n_layers d_mlp"]:
+        return self._stacked("mlp", "b_in")
+
+    @property
+    def W_out(self) -> Float[Tensor, "n_layers d_mlp d_model"]:
+        return self._stacked("mlp", "W_out")
+
+    @property
+    def b_out(self) -> Float[Tensor, "n_layers d_model"]:
+        return self._stacked("mlp", "b_out")
+
     def weights(self) -> dict[str, Tensor]:
         """The trained weights by `state_dict()` key (detached)."""
         return {name: value.detach() for name, value in self.named_parameters()}

@@ -119,7 +119,7 @@ def ablate(
     activation = cache[hook]
     shape = activation.shape[1:]
     masks = axis_masks(shape, hook, tuple(over), axes)
-    names = index_names(hook, tuple(over), [shape[axes.index(a)] for a in over])
+    names = index_names(hook, tuple(over), [shape[axes.index(a)] for a in over], model.cfg)
     if sets:
         if len(over) != 1:
             raise InputError(f"sets of indices need exactly one axis in over, got {over}")

@@ -86,10 +86,24 @@ def readout_position(cfg: ModelConfig) -> int:
     return at(cfg)
 
 
+#: The name of a standard transformer's appended CLS token wherever a position is named.
+CLS = "cls"
+#: The axes whose index is a sequence position (and may be the CLS token's).
+POSITION_AXES = ("pos", "key_pos", "query_pos")
+
+
+def position_name(cfg: ModelConfig | None, t: int, name: str) -> str:
+    """Position t's name: `name` (x3, pos 3, ...), or "cls" for the CLS token a standard transformer read out
+    at "cls" appends after the n_ctx input positions (position n_ctx). The one place positions get that name."""
+    if cfg is not None and cfg.arch == "transformer" and cfg.readout == "cls" and t == cfg.n_ctx:
+        return CLS
+    return name
+
+
 def key_labels(cfg: ModelConfig) -> list[str]:
     """A name for each key position of the readout attention: x0, x1, ..., and cls for the CLS token."""
-    labels = [f"x{t}" for t in range(cfg.n_ctx)]
-    return labels + ["cls"] if cfg.arch == "transformer" and cfg.readout == "cls" else labels
+    extra = cfg.arch == "transformer" and cfg.readout == "cls"
+    return [position_name(cfg, t, f"x{t}") for t in range(cfg.n_ctx + extra)]
 
 
 def pattern_hooks(cfg: ModelConfig) -> list[str]:

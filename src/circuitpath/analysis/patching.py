@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from jaxtyping import Int
 from torch import Tensor
 
-from circuitpath.analysis.models import PAPER_HOOK_AXES, hook_axes, is_paper
+from circuitpath.analysis.models import PAPER_HOOK_AXES, POSITION_AXES, hook_axes, is_paper, position_name
 from circuitpath.analysis.replacing import DEFAULT_MAX_BATCH, VALUES, run_replaced
+from circuitpath.config import ModelConfig
 from circuitpath.errors import InputError
 from circuitpath.model import CrossAttentionTransformer
 
@@ -59,14 +60,16 @@ INDEX_PREFIXES: dict[tuple[str, str], str] = {
 }
 
 
-def index_names(hook: str, over: tuple[str, ...], sizes: list[int]) -> list[str]:
-    """One name per index of the `over` axes of `hook`, in the order `axis_masks` makes them."""
+def index_names(hook: str, over: tuple[str, ...], sizes: list[int], cfg: ModelConfig | None = None) -> list[str]:
+    """One name per index of the `over` axes of `hook`, in the order `axis_masks` makes them; given the
+    model's config, a standard transformer's CLS position is "cls" (`models.position_name`)."""
     if not over:
         return ["all"]
 
     def name(axis: str, i: int) -> str:
         prefix = INDEX_PREFIXES.get((hook, axis))
-        return f"{prefix}{i}" if prefix else f"{axis} {i}"
+        plain = f"{prefix}{i}" if prefix else f"{axis} {i}"
+        return position_name(cfg, i, plain) if axis in POSITION_AXES else plain
     return [" ".join(name(a, i) for a, i in zip(over, index))
             for index in itertools.product(*(range(s) for s in sizes))]
 
@@ -187,7 +190,7 @@ def patch(
         clean=float(fn(clean_logits, clean_labels, corrupted_labels)),
         corrupted=float(fn(corrupted_logits, clean_labels, corrupted_labels)),
         metric=name,
-        labels=index_names(hook, tuple(over), sizes),
+        labels=index_names(hook, tuple(over), sizes, model.cfg),
         seed=seed,
     )
 
@@ -312,5 +315,5 @@ def position_patching(
     return PatchResult(
         hook=VALUES, axes=("key_pos",), patched=stacked["patched"], clean=stacked["clean"],
         corrupted=stacked["corrupted"], metric=FLIP_METRIC, measured=stacked["measured"].long(),
-        labels=index_names(VALUES, ("key_pos",), [n_ctx]), seed=drawn_with,
+        labels=index_names(VALUES, ("key_pos",), [n_ctx], model.cfg), seed=drawn_with,
     )

@@ -105,7 +105,6 @@ def cmd_discover(args: argparse.Namespace) -> int:
 def _discover_positions(args: argparse.Namespace, runs) -> int:
     """A standard transformer: its input positions scored at every checkpoint (`discovery.positions`)."""
     from circuitpath.analysis.discovery.positions import POSITIONS_JSON, discover_positions, positions_dir, save_positions
-    from circuitpath.analysis.discovery.timeline import LEVEL
     from circuitpath.plots.discovery import position_figures
     from circuitpath.plots.html import write_html
     from circuitpath.train import resolve_device
@@ -138,8 +137,7 @@ def _discover_positions(args: argparse.Namespace, runs) -> int:
         print(f"{run.path}: {len(timeline.steps)} checkpoints, up to {timeline.n} test inputs each; nodes: the input "
               f"positions (blocks.0.hook_resid_pre at t); truth: {_truth(run)}")
         print(_table(timeline))
-        print(f"first step with AUROC >= {LEVEL}: " + ", ".join(
-            f"{m} {'never' if s is None else s}" for m, s in ((m, timeline.first_reaching(m)) for m in timeline.methods)))
+        print("AUROC " + "; ".join(f"{m} {timeline.reaching(m)}" for m in timeline.methods))
         print(f"wrote {save_positions(timeline, positions_dir(run))}")
     write_html(position_figures(timelines), out, "input positions: " + ", ".join(names), plotlyjs="beside")
     print(f"figures written to {out} (plotly.js beside it)")
@@ -190,15 +188,12 @@ def _names(runs) -> list[str]:
 
 def _report(run, timeline, tol: float, inputs: str) -> None:
     from circuitpath.analysis.discovery import pruning_story
-    from circuitpath.analysis.discovery.timeline import LEVEL
 
     print(f"{run.path}: {len(timeline.steps)} checkpoints, {inputs}; truth: {_truth(run)}")
     print(_table(timeline))
-    firsts = {m: timeline.first_reaching(m) for m in timeline.methods}
     steps = timeline.steps
     scored = f"{len(steps)} step{'s' * (len(steps) > 1)} scored, {steps[0]}" + (f"-{steps[-1]}" if len(steps) > 1 else "")
-    print(f"first step with AUROC >= {LEVEL} (of the {scored}): "
-          + ", ".join(f"{m} {'never' if s is None else s}" for m, s in firsts.items()))
+    print(f"AUROC (of the {scored}): " + "; ".join(f"{m} {timeline.reaching(m)}" for m in timeline.methods))
     if len(timeline.steps) >= 2:
         for method in timeline.methods:
             last = pruning_story(timeline, method, tol).last_spurious_strengthened

@@ -134,13 +134,6 @@ def model_defaults(parser: argparse.ArgumentParser, verb: str) -> None:
             action.help = helps[action.dest]
 
 
-def cls_named(labels: list[str], cfg) -> list[str]:
-    """A standard transformer's appended CLS token, `pos {n_ctx}` in index names, named `cls`."""
-    if cfg.arch != "transformer" or cfg.readout != "cls":
-        return labels
-    return ["cls" if label == f"pos {cfg.n_ctx}" else label for label in labels]
-
-
 def hook_and_over(args: argparse.Namespace, model) -> tuple[str, tuple[str, ...]]:
     """The --hook and --over given, or the model's defaults; an axis the hook lacks is refused in one line."""
     from circuitpath.analysis.models import check_hook_axes, position_hook
@@ -249,7 +242,6 @@ def cmd_patch(args: argparse.Namespace) -> int:
     print(f"{result.metric}: clean {result.clean:.4f}, corrupted {result.corrupted:.4f}; effect = patched - "
           f"corrupted (change from the corrupted baseline), restored = effect / (clean - corrupted)")
     gap = result.clean - result.corrupted
-    result.labels = cls_named(result.labels, model.cfg)
     width = max(len(label) for label in [*result.labels, "patched"])
     print(f"  {'patched':<{width}}  {'effect':>8}  {'restored':>8}")
     for label, effect in zip(result.labels, result.effect.reshape(-1).tolist()):
@@ -271,8 +263,9 @@ def _patch_each(args, run, model, step: int, phase: int, clean, p: int) -> int:
                           f"drop {', '.join(changed)}")
     summed = positions_of(truth_of(run.config.task, run.config.train.phases[phase]))
     result = position_patching(model, clean, p, len(summed), seed=args.seed)
+    heads = "" if model.cfg.arch == "cross_attention" else ", every head"
     print(f"{run.path} step {step} (phase {phase}, p = {p}): each key position redrawn alone (seed {args.seed}) "
-          f"and its value patched back, {len(clean)} test inputs")
+          f"and its value patched back (hook {result.hook}{heads}), {len(clean)} test inputs")
     print(f"{result.metric}; effect = patched - corrupted (change from the corrupted baseline), "
           f"restored = effect / (clean - corrupted): 0 = as corrupted, 1 = as clean")
     for i, (label, effect, restored, flipped) in enumerate(zip(
@@ -309,7 +302,6 @@ def cmd_ablate(args: argparse.Namespace) -> int:
           f"{len(inputs['test'][0])} test inputs" + (" (resampled with seed 0)" if args.method == "resample" else ""))
     print("effect = accuracy lost when ablated (change from the intact baseline: intact - ablated)")
     train, test = results["train"], results["test"]
-    train.names = test.names = cls_named(train.names, model.cfg)
     width = max(len(n) for n in train.names + ["intact"])
     print(f"{'ablated':<{width}}  train acc  train effect  train loss  test acc  test effect  test loss")
     print(f"{'intact':<{width}}  {train.base_accuracy:9.4f}  {0:+12.4f}  {train.base_loss:10.4f}  "

@@ -147,10 +147,9 @@ def auroc_figure(timelines: dict[str, DiscoveryTimeline], title: str = "AUROC of
     figure = go.Figure()
     for i, (name, timeline) in enumerate(timelines.items()):
         for method in timeline.methods:
-            first = timeline.first_reaching(method)
             figure.add_trace(go.Scatter(
                 x=timeline.steps, y=timeline.auroc(method).tolist(), mode="lines+markers",
-                name=f"{name}: {method} " + (f"(≥ {LEVEL} from step {first})" if first is not None else f"(≥ {LEVEL}: not reached)"),
+                name=f"{name}: {method} ({timeline.reaching(method)})",
                 line={"color": RUN_COLOURS[i % len(RUN_COLOURS)], "dash": METHOD_DASHES.get(method, "dashdot")}))
         _phase_lines(figure, timeline.phase_switches)
     figure.add_hline(y=LEVEL, line={"dash": "dash", "color": "black"})
@@ -262,23 +261,27 @@ def write_discovered_svg(circuit: DiscoveredCircuit, graph: ModelGraph, relevant
 
 def position_figures(timelines: dict, title: str = "input positions against the truth") -> list[go.Figure]:
     """Figures of `discovery.positions.PositionTimeline`s: each method's AUROC against step, and each run's
-    position scores per step (one heatmap per run and method; starred: the last step's relevant positions)."""
+    position scores per step (one heatmap per run and method; the last step's relevant positions left of a red
+    line when they are the first k, else starred on the axis)."""
     auroc = go.Figure(layout={"template": TEMPLATE})
     for name, timeline in timelines.items():
         for method in timeline.methods:
             auroc.add_scatter(x=timeline.steps, y=timeline.auroc(method).tolist(), mode="lines+markers",
-                              name=f"{name}: {method} (first >= {LEVEL}: {timeline.first_reaching(method)})")
+                              name=f"{name}: {method} ({timeline.reaching(method)})")
+    auroc.add_hline(y=LEVEL, line={"dash": "dash", "color": "black"})
     auroc.add_hline(y=0.5, line_dash="dot", line_color="grey")
     auroc.update_layout(**titled(f"AUROC of the {title}", f"position t = the first residual stream at t; 1: every "
                                  "relevant position outscores every spurious one, 0.5: chance"),
-                        xaxis_title="step", yaxis={"title": "AUROC", "range": [0, 1.02]}, height=420)
+                        xaxis_title="step", yaxis={"title": "AUROC", "range": [0, 1.02]}, height=420,
+                        showlegend=True)  # the legend says when each curve holds the level, even for one curve
     figures = [auroc]
     for name, timeline in timelines.items():
         for method in timeline.methods:
             heat = go.Figure(layout={"template": TEMPLATE})
             heat.add_heatmap(z=timeline.scores[method].tolist(), x=list(range(timeline.n_ctx)), y=timeline.steps,
                              colorscale="Blues", colorbar={"title": "score"})
-            mark_truth(heat, timeline.relevant[-1], timeline.n_ctx, axis="x")
+            if mark_truth(heat, timeline.relevant[-1], timeline.n_ctx, axis="x"):  # the first k: one block
+                heat.add_vline(x=len(timeline.relevant[-1]) - 0.5, line={"color": "red", "width": 2})
             heat.update_layout(**titled(f"{name}: {method} score of each input position", f"mean over {timeline.n} "
                                         f"test inputs of each input's |change| ({timeline.metric if method != 'ablation' else 'loss'})"),
                                xaxis_title="position", yaxis={"title": "step", "type": "category"}, height=420)

@@ -20,7 +20,7 @@ from circuitpath.report import (circuits, fig2_flow, fig3_attention, fig4_cluste
                                fig7_trajectory, timeline)
 from circuitpath.report.headlines import Headlines, RunHeadline
 from circuitpath.report.page import Page
-from circuitpath.report.section import Context, Section, drawable
+from circuitpath.report.section import Context, Section, drawable, is_transformer
 from circuitpath.runs import Run
 
 #: Every section, in the order of the page.
@@ -50,23 +50,35 @@ def run_rows(runs: dict[str, Run]) -> list[list[str]]:
         c = run.config
         phases = ", ".join(f"p={ph.p}: {ph.steps} steps, lr {ph.lr:g}" + (f", batch {ph.batch_size}" if ph.batch_size else "")
                            for ph in c.train.phases)
-        rows.append([name, str(run.path), f"T={c.task.n_ctx}, k={c.task.k}, n={c.task.n_train}",
-                     f"d={c.model.d_model}, h={c.model.d_mlp}, {getattr(c.model, 'residual', 'normalized')}",
+        rows.append([name, str(run.path), f"T={c.task.n_ctx}, k={c.task.k}, n={c.task.n_train}", model_text(c.model),
                      phases, f"data {c.task.seed}, weights {c.model.seed}, batches {c.train.seed}",
                      run.info.get("circuitpath", "?")])
     return rows
 
 
-RUN_HEADER = ["run", "directory", "task", "model (residual)", "phases", "seeds", "trained with"]
+def model_text(model) -> str:
+    """The model's shape in a table cell: the paper's with its residual, a standard transformer's layers,
+    heads and readout."""
+    shape = f"d={model.d_model}, h={model.d_mlp}"
+    if model.arch == "cross_attention":
+        return f"{shape}, residual {model.residual}"
+    return f"transformer: {model.n_layers} layers, {model.n_heads} heads, {shape}, read out at {model.readout}"
+
+
+RUN_HEADER = ["run", "directory", "task", "model", "phases", "seeds", "trained with"]
 
 
 def _draw(page: Page, section: Section, ctx: Context, tested: list[Claim]) -> None:
     with single_threaded():
         panels = section.build(ctx)
-    page.heading(section.title, anchor=section.key)
-    page.text(section.intro)
+    title, intro = section.text(ctx)
+    page.heading(title, anchor=section.key)
+    page.text(intro)
     if tested:
         page.text("Tests: " + "; ".join(f"{c.key} ({c.count}/{c.n} seeds, {c.verdict})" for c in tested), css="tests")
+    elif section.claims and is_transformer(ctx.runs):
+        page.text("Tests no claim: its claims (" + ", ".join(section.claims) + ") are about the paper's model, "
+                  "tested over seeds by `circuitpath reproduce`.", css="tests")
     elif section.claims and not ctx.paper:
         page.text("In a `circuitpath reproduce` report this section tests the claims " + ", ".join(section.claims)
                   + " over seeds.", css="tests")
@@ -86,9 +98,9 @@ def build_report(runs: dict[str, Run], path: str | Path, n: int = 1024) -> Headl
             _draw(body, section, Context(runs=drawn, n=n, headlines=headlines), [])
             if left_out:
                 body.text(left_out, css="tests")
-        elif left_out:
-            body.heading(section.title, anchor=section.key)
-            body.text(left_out)
+        elif left_out or section.needs:
+            body.heading(section.text(Context(runs=runs))[0], anchor=section.key)
+            body.text(left_out or f"Not drawn: {section.needs}.")
     page = Page("circuitpath report: " + ", ".join(runs))
     page.text(f"circuitpath {_version()}, written {_now()}. Runs analysed:")
     page.table(RUN_HEADER, run_rows(runs))

@@ -13,7 +13,7 @@ from circuitpath.data import positions_of, truth_name, truth_of
 from circuitpath.plots import training as plots
 from circuitpath.plots.circuit import circuit_figure
 from circuitpath.report.page import Panel
-from circuitpath.report.section import Context, Section
+from circuitpath.report.section import Context, Section, is_transformer
 
 
 def build(ctx: Context) -> list[Panel]:
@@ -73,12 +73,14 @@ def _positions(name: str, run, ctx: Context) -> list[Panel]:
               "Rand index with each labeling. `circuitpath clusters RUN --hook NAME` clusters any other hook."),
         Panel(plots.ablation_figure(ablations, f"{name}: accuracy with each input position mean-ablated"),
               "Accuracy on training and test inputs when one position's first residual stream (token and position "
-              "embedding, blocks.0.hook_resid_pre; pos 3: position 3's) or a set of them is replaced by its mean. A "
+              "embedding, blocks.0.hook_resid_pre; pos 3: position 3's, cls: the CLS token's) or a set of them is "
+              "replaced by its mean. A "
               "model that uses exactly the relevant positions drops to chance for each of them and not at all for "
               "the spurious set."),
-        Panel(plots.patching_figure(patched, f"{name}: patching each position's first-layer value from clean inputs"),
-              "One position at a time is given another token, then its value vectors in the first layer (every head) "
-              "are patched back from the clean input; the bar is the fraction of the logit difference restored, on "
+        Panel(plots.patching_figure(patched, f"{name}: patching each position's first-layer value ({patched.hook}, "
+                                    "every head) from clean inputs"),
+              f"One position at a time is given another token, then its value vectors in the first layer ({patched.hook}, "
+              "every head) are patched back from the clean input; the bar is the fraction of the logit difference restored, on "
               "the inputs whose answer the corruption flips. Later layers still see the corrupted token at its own "
               "position, so a small fraction need not mean the position is unused. Not drawn for "
               f"{describe(run.config.model)}: the component diagram and the circuit over training, which read the "
@@ -108,9 +110,15 @@ def _final(name: str, run, ctx: Context, circuit=None) -> list[Panel]:
     ]
 
 
+SECTION_INTRO = ("Ablation and patching of the runs' components, at the end of training and along it (an extension of "
+                 "the paper, which reads its circuits from the figures above).")
+
 SECTION = Section(
     key="circuits", title="Circuits: which components the final models use", figure=None, claims=(),
-    intro="Ablation and patching of the runs' components, at the end of training and along it (an extension of "
-          "the paper, which reads its circuits from the figures above).",
+    intro=SECTION_INTRO,
     build=build, experiments=("scratch", "curriculum"),
+    heading=lambda runs: ("Circuits: which input positions the final models read",
+                          "Mean-ablation and patching of each input position of the final checkpoint, and the clusters "
+                          "of the last residual stream at the readout position (an extension of the paper).")
+    if is_transformer(runs) else ("Circuits: which components the final models use", SECTION_INTRO),
 )

@@ -10,7 +10,7 @@ from circuitpath.plots import training as plots
 from circuitpath.plots.graphs import flow_figure, readout_flow_figures
 from circuitpath.plots.paper import update_changes_figure
 from circuitpath.report.page import Panel
-from circuitpath.report.section import Context, Section
+from circuitpath.report.section import Context, Section, is_transformer
 
 
 def build(ctx: Context) -> list[Panel]:
@@ -95,8 +95,20 @@ def leading_updates(steps: list[int]) -> list[int]:
     return dense
 
 
+def heading(runs) -> tuple[str, str]:
+    """A standard transformer's readout attention per layer and head, or the paper's graph, along the runs' checkpoints."""
+    if is_transformer(runs):
+        return ("Fig. 2's question — where the readout position attends, per layer and head",
+                "A standard transformer has no single query: the position its logits are read at attends, in every "
+                "layer and head, to the input positions. Its attention on the relevant and the spurious positions is "
+                "drawn at every checkpoint, the counterpart of the paper's attention-flow graph.")
+    return ("Fig. 2 — attention flow, checkpoint by checkpoint",
+            "The attention of the single query on each position of one input, as a graph, at every saved checkpoint "
+            "(update by update where every update was saved).")
+
+
 SECTION = Section(
-    key="fig2", title="Fig. 2 — attention flow, update by update", figure=2,
+    key="fig2", title="Fig. 2 — attention flow, update by update", figure=2, heading=heading,
     claims=("spurious_updates", "first_epoch_focus", "spurious_pruned"),
     intro="The attention of the single query on each position of one input, as a graph, along training.",
     build=build,

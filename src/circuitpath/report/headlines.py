@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from circuitpath.analysis.discovery.timeline import LEVEL
+from circuitpath.analysis.discovery.truth import reaching_text
 from circuitpath.runs import ANALYSIS_DIR, Run
 from circuitpath.storage import write_json
 
@@ -18,6 +20,7 @@ class RunHeadline:
     first_k_ablated_test_acc: float = NAN
     clusters: dict[int, tuple[int, str, float]] = field(default_factory=dict)  # step -> (count, labeling, ARI)
     circuit_found_at: int | None = None  # first step whose attribution AUROC reaches 0.99 (-1: never)
+    circuit_stays_from: int | None = None  # the step from which it stays >= 0.99 to the end (-1: below at the end)
     truth: str = "first k"  # how lines name the summed positions: "first k", or "relevant positions" for other truths
     clustered: str = "z_A"  # the activation `clusters` counts: z_A, or a standard transformer's hook at its readout
 
@@ -43,8 +46,9 @@ class Headlines:
             if parts:
                 out.append(f"{name}: " + "; ".join(parts))
             if h.circuit_found_at is not None:
-                found = "never" if h.circuit_found_at < 0 else f"from step {h.circuit_found_at}"
-                out.append(f"{name}: attribution patching ranks the summed positions first (AUROC >= 0.99) {found}")
+                first, stays = (None if s is None or s < 0 else s for s in (h.circuit_found_at, h.circuit_stays_from))
+                out.append(f"{name}: attribution patching's AUROC of the {h.truth} (1: they outrank every spurious "
+                           f"position) {reaching_text(first, stays, LEVEL)}")
             for step, (count, labeling, ari) in h.clusters.items():
                 out.append(f"{name} step {step}: {count} clusters of {h.clustered}, best aligned with {labeling} (ARI {ari:.3f})")
         if self.barrier is not None:

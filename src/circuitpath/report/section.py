@@ -36,6 +36,28 @@ class Section:
     build: Callable[[Context], list[Panel]]
     applies: Callable[[dict[str, Run]], bool] = lambda runs: bool(runs)
     experiments: tuple[str, ...] = ()  # preset experiments drawn in a reproduce report (default: the figure's)
+    needs: str = ""  # why `applies` may leave the section out, in one line ("the loss barrier needs two runs ...")
+    # (title, intro) for the runs of an `analyze` report, where they differ from the paper's (None: the same)
+    heading: Callable[[dict[str, Run]], tuple[str, str]] | None = None
+
+    def text(self, ctx: Context) -> tuple[str, str]:
+        """The title and intro for the runs drawn: the paper's in a `reproduce` report, else written for them."""
+        return self.heading(ctx.runs) if self.heading and not ctx.paper else (self.title, self.intro)
+
+
+def is_transformer(runs: dict[str, Run]) -> bool:
+    """True when no run has the paper's model (every one is a standard transformer)."""
+    return all(run.config.model.arch != "cross_attention" for run in runs.values())
+
+
+def phases_text(run: Run) -> str:
+    """A run's phases in words: "p = 4" or "p = 2, then p = 4"."""
+    return ", then ".join(f"p = {phase.p}" for phase in run.config.train.phases)
+
+
+def runs_text(runs: dict[str, Run]) -> str:
+    """Each run with its phases: "R (p = 2, then p = 4)", joined."""
+    return ", ".join(f"{name} ({phases_text(run)})" for name, run in runs.items())
 
 
 def one_shape(runs: dict[str, Run]) -> bool:

@@ -16,7 +16,7 @@ from circuitpath.analysis.discovery.timeline import LEVEL
 from circuitpath.analysis.models import is_paper
 from circuitpath.plots.discovery import discovery_figures, position_figures
 from circuitpath.report.page import Panel
-from circuitpath.report.section import Context, Section
+from circuitpath.report.section import Context, Section, is_transformer, runs_text
 from circuitpath.runs import ANALYSIS_DIR
 
 METHOD = "attribution"
@@ -34,8 +34,9 @@ METHODS_COST = ("Cost: `circuitpath discover RUN` on the paper's curriculum run 
 CAPTIONS = {
     "auroc": "AUROC of the position scores against the truth (the task's relevant positions summed, 0..k-1 in the "
              "paper's task; the rest not) at each "
-             "checkpoint: 1 means every summed position outranks every spurious one, 0.5 is chance. Look for the "
-             "step each run first reaches 0.99 (in the legend), and for the curriculum's p = 2 phase.",
+             "checkpoint: 1 means every summed position outranks every spurious one, 0.5 is chance. The legend gives the "
+             "step from which each run stays >= 0.99 (and its first arrival, when it fell back in between); look "
+             "also at the curriculum's p = 2 phase.",
     "circuit": "The circuit attribution patching keeps at each checkpoint (move the slider): orange nodes are the "
                "summed positions (v3: position 3's value, a3: its attention weight), grey the spurious ones, n12 "
                f"MLP neuron 12; width is the score. Positions and neurons have separate budgets ({BUDGET_RULE}), "
@@ -46,7 +47,8 @@ CAPTIONS = {
                  "every checkpoint; the curve is their AUROC against the truth of each checkpoint's phase (1: every "
                  "relevant position outscores every spurious one; 0.5: chance).",
     "position_scores": "Each input position's attribution score (the mean over inputs of |(corrupted - clean) . "
-                       "gradient|) at each checkpoint; starred: the relevant positions. Spurious columns should fade.",
+                       "gradient|) at each checkpoint; the relevant positions are left of the red line when they are "
+                       "the first k, else starred on the axis (3*). Spurious columns should fade.",
     "faithfulness": "Accuracy with only the top-n nodes kept, the rest mean-ablated, at the last checkpoint: a "
                     "curve that reaches the model's own accuracy (dotted) with few nodes means a small circuit.",
     "pruning": "The paper's red and blue arrows, measured: per interval between checkpoints, which position edges "
@@ -79,12 +81,18 @@ def position_timelines(ctx: Context) -> dict:
     return out
 
 
+def _headline(ctx: Context, name: str, timeline) -> None:
+    """The first step the AUROC reaches LEVEL and the step from which it stays there (-1: not so)."""
+    first, stays = timeline.first_reaching(METHOD), timeline.stays_from(METHOD)
+    headline = ctx.headlines.run(name)
+    headline.circuit_found_at, headline.circuit_stays_from = (-1 if s is None else s for s in (first, stays))
+
+
 def build(ctx: Context) -> list[Panel]:
     panels = []
     positions = position_timelines(ctx)
     for name, timeline in positions.items():
-        first = timeline.first_reaching(METHOD)
-        ctx.headlines.run(name).circuit_found_at = first if first is not None else -1
+        _headline(ctx, name, timeline)
     if positions:
         figures = position_figures(positions, "input positions' attribution scores against the truth")
         panels += [Panel(figures[0], CAPTIONS["positions"])] + [Panel(f, CAPTIONS["position_scores"]) for f in figures[1:]]
@@ -92,8 +100,7 @@ def build(ctx: Context) -> list[Panel]:
     if not found:
         return panels
     for name, timeline in found.items():
-        first = timeline.first_reaching(METHOD)
-        ctx.headlines.run(name).circuit_found_at = first if first is not None else -1
+        _headline(ctx, name, timeline)
     figures = discovery_figures(found, METHOD)
     kinds = ["auroc"] + ["circuit", "faithfulness"] * len(found) + (["pruning"] if len(figures) > 1 + 2 * len(found) else [])
     return [Panel(figure, CAPTIONS[kind]) for figure, kind in zip(figures, kinds)] + panels
@@ -106,12 +113,22 @@ def applies(runs) -> bool:
     return any(has_truth(run) and run.steps for run in runs.values())
 
 
-SECTION = Section(
-    key="timeline", title="Circuit timeline: the circuit at every checkpoint, scored against the truth", figure=None,
-    claims=(),
-    intro=f"Attribution patching scores every node and edge of the model at every saved checkpoint (a standard "
+TRANSFORMER_INTRO = (f"Attribution patching scores each input position of {{runs}} at every saved checkpoint (the first "
+                     f"residual stream at each position, blocks.0.hook_resid_pre), and the scores are compared with the "
+                     f"truth of the checkpoint's phase (the task's relevant positions); AUROC >= {LEVEL} counts as "
+                     "having found them. Attribution is the cheapest method (one forward and one backward pass per "
+                     "checkpoint); `circuitpath discover RUN` also runs activation patching and ablation.")
+SECTION_TITLE = "Circuit timeline: the circuit at every checkpoint, scored against the truth"
+SECTION_INTRO = (f"Attribution patching scores every node and edge of the model at every saved checkpoint (a standard "
           f"transformer's: its input positions); its position "
           f"scores are compared with the truth (the task's relevant positions, the first k in the paper's task). An extension of the paper's "
-          f"thesis, on the runs of Fig. 5; AUROC >= {LEVEL} counts as having found the circuit. {METHODS_COST}",
+          f"thesis, on the runs of Fig. 5; AUROC >= {LEVEL} counts as having found the circuit. {METHODS_COST}")
+
+SECTION = Section(
+    key="timeline", title=SECTION_TITLE, figure=None, claims=(), intro=SECTION_INTRO,
     build=build, applies=applies, experiments=("scratch", "curriculum"),
+    needs="the circuit timeline needs a run with checkpoints and a spurious position in every phase (a truth to tell "
+          "apart)",
+    heading=lambda runs: (SECTION_TITLE, TRANSFORMER_INTRO.format(runs=runs_text(runs)) if is_transformer(runs)
+                          else SECTION_INTRO),
 )

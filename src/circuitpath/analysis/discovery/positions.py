@@ -30,7 +30,7 @@ from circuitpath.analysis.ablation import METHODS as ABLATIONS
 from circuitpath.analysis.ablation import replacement_for
 from circuitpath.analysis.discovery.methods import METHODS, Probe
 from circuitpath.analysis.discovery.timeline import LEVEL, probe_of, select_steps
-from circuitpath.analysis.discovery.truth import auroc, first_reaching, precision_at_k
+from circuitpath.analysis.discovery.truth import auroc, first_reaching, precision_at_k, reaching_text, stays_from
 from circuitpath.analysis.patching import selection_masks
 from circuitpath.analysis.replacing import run_replaced
 from circuitpath.analysis.threads import single_threaded
@@ -135,12 +135,21 @@ class PositionTimeline:
     def first_reaching(self, method: str, level: float = LEVEL) -> int | None:
         return first_reaching(self.steps, self.auroc(method), level)
 
+    def stays_from(self, method: str, level: float = LEVEL) -> int | None:
+        """The step from which the AUROC stays >= `level` to the last step scored (None: below at the end)."""
+        return stays_from(self.steps, self.auroc(method), level)
+
+    def reaching(self, method: str) -> str:
+        """When the AUROC holds >= LEVEL, in words (`truth.reaching_text`)."""
+        return reaching_text(self.first_reaching(method), self.stays_from(method), LEVEL)
+
     def to_dict(self) -> dict:
         return {"run": self.run, "steps": self.steps, "phases": self.phases, "n_ctx": self.n_ctx, "metric": self.metric,
                 "n": self.n, "hook": HOOK, "relevant": [list(r) for r in self.relevant],
                 "accuracy": self.accuracy.tolist(),
                 "methods": {m: {"auroc": self.auroc(m).tolist(), "precision_at_k": self.precision(m).tolist(),
-                                "first_reaching": self.first_reaching(m), "scores": self.scores[m].tolist(),
+                                "first_reaching": self.first_reaching(m),
+                                "stays_from": self.stays_from(m), "scores": self.scores[m].tolist(),
                                 "signed": self.signed[m].tolist()} for m in self.methods}}
 
 

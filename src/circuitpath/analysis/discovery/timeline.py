@@ -21,7 +21,8 @@ from circuitpath.analysis.ablation import METHODS as ABLATIONS
 from circuitpath.analysis.discovery.graph import ModelGraph, site_activations
 from circuitpath.analysis.discovery.methods import DIFFERENTIABLE, METHODS, Probe, ProbeRuns, SiteScores, score_sites
 from circuitpath.analysis.discovery.prune import DiscoveredCircuit, check_rule, greedy, prune
-from circuitpath.analysis.discovery.truth import auroc, faithfulness, faithfulness_counts, first_reaching, precision_at_k
+from circuitpath.analysis.discovery.truth import (auroc, faithfulness, faithfulness_counts, first_reaching, precision_at_k,
+                                                  reaching_text, stays_from)
 from circuitpath.analysis.models import require_paper
 from circuitpath.analysis.threads import single_threaded
 from circuitpath.data import relevant_mask
@@ -123,6 +124,14 @@ class DiscoveryTimeline:
 
     def first_reaching(self, method: str, level: float = LEVEL) -> int | None:
         return first_reaching(self.steps, self.auroc(method), level)
+
+    def stays_from(self, method: str, level: float = LEVEL) -> int | None:
+        """The step from which the AUROC stays >= `level` to the last step scored (None: below at the end)."""
+        return stays_from(self.steps, self.auroc(method), level)
+
+    def reaching(self, method: str) -> str:
+        """When the AUROC holds >= LEVEL, in words (`truth.reaching_text`)."""
+        return reaching_text(self.first_reaching(method), self.stays_from(method), LEVEL)
 
 
 # ---- inputs --------------------------------------------------------------------------------------
@@ -268,7 +277,8 @@ def save_timeline(timeline: DiscoveryTimeline, directory: str | Path) -> list[Pa
     for m in timeline.methods:
         methods[m] = {
             "auroc": timeline.auroc(m).tolist(), "precision_at_k": timeline.precision(m).tolist(),
-            "first_step_auroc_ge_0.99": timeline.first_reaching(m), "positions": timeline.positions(m).tolist(),
+            "first_step_auroc_ge_0.99": timeline.first_reaching(m),
+            "auroc_ge_0.99_from_step": timeline.stays_from(m), "positions": timeline.positions(m).tolist(),
             "total": timeline.totals[m].tolist(), "faithfulness": timeline.faithfulness[m].tolist(),
         }
     summary = {

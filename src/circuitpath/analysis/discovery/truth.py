@@ -74,6 +74,27 @@ def first_reaching(steps: list[int], values: Tensor, level: float = 0.99) -> int
     return None
 
 
+def stays_from(steps: list[int], values: Tensor, level: float = 0.99) -> int | None:
+    """The step from which `values` stay at or above `level` through the last step, or None (the last is
+    below). A curve that reaches `level`, falls back and reaches it again stays from its second arrival."""
+    since = None
+    for step, value in zip(steps, values.tolist()):
+        since = (since if since is not None else step) if value >= level else None
+    return since
+
+
+def reaching_text(first: int | None, stays: int | None, level: float = 0.99) -> str:
+    """When a curve holds >= `level`, in words: the step from which it stays there, and its first arrival
+    when that is earlier (it fell back in between)."""
+    if first is None:
+        return f">= {level}: not reached"
+    if stays is None:
+        return f">= {level} first at step {first}, below it at the last step"
+    if stays == first:
+        return f">= {level} from step {stays} on"
+    return f">= {level} from step {stays} on (first at step {first}, then fell back)"
+
+
 def ranks(values: Tensor) -> Tensor:
     """Ranks 1..n along the last axis, ties given their average rank."""
     order = values.argsort(-1)
