@@ -13,10 +13,13 @@ same run gave other claims on an Intel Xeon than on an AMD EPYC. A pinning fixes
 - ``compatible``: MKL_CBWR=COMPATIBLE and ATEN_CPU_CAPABILITY=default: the plainest code each library
   has, for any x86-64 CPU (slowest).
 
-oneDNN, which torch calls for GELU, is left to choose (ONEDNN_MAX_CPU_ISA unset): its AVX-512 kernels
-(avx512_core, avx512_core_bf16) gave the same bytes as each other, its AVX2 kernel other bytes, so a
-CPU without AVX-512 differs there even under ``avx2``; pinning it to AVX2 would change the bytes
-``avx2`` gives today.
+oneDNN, which torch calls for GELU, is capped under ``avx2`` at its AVX-512 core kernels
+(ONEDNN_MAX_CPU_ISA=AVX512_CORE): on an AMD EPYC its avx512_core and avx512_core_bf16 kernels gave the
+same bytes as each other (the reference digests either way), and the cap keeps a CPU with newer
+extensions (AMX on a recent Xeon) on that same code. Its AVX2 kernel gives other bytes, so a CPU
+without AVX-512 differs in GELU even under ``avx2``; capping oneDNN at AVX2 would make every AVX2 CPU
+agree, at the price of other bytes than those measured on the reference machine. ``compatible``
+leaves oneDNN to choose.
 
 When each library reads its variable, measured on torch 2.13.0+cpu: not when torch is imported, but on
 first use, MKL at its first call and ATen at its first dispatched kernel (or `get_cpu_capability`).
@@ -47,11 +50,11 @@ DEFAULT = "avx2"
 KEY = "pinning"
 #: What each pinning sets; the variables any of them sets are the ones that say which kernels run.
 PINNINGS: dict[str, dict[str, str]] = {
-    "avx2": {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+    "avx2": {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
     "native": {},
     "compatible": {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default"},
 }
-VARIABLES = ("MKL_CBWR", "ATEN_CPU_CAPABILITY")
+VARIABLES = ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 #: The CPU flags (/proc/cpuinfo) a pinning needs.
 NEEDS = {"avx2": ("avx2", "fma"), "native": (), "compatible": ()}
 #: The ATEN_CPU_CAPABILITY values torch takes on x86-64 (others it ignores).
