@@ -81,7 +81,7 @@ class BranchPlan:
         return {
             "parent": str(self.parent.path.resolve()),
             "step": self.step,
-            "parent_phases": [vars(ph) for ph in self.parent.config.train.phases],
+            "parent_phases": [ph.to_dict() for ph in self.parent.config.train.phases],
             "continues_phase": self.continues,
             "replayed_from": self.restart if self.replays else None,
         }
