@@ -193,3 +193,25 @@ def test_gpt2_init_draws_as_gpt2_and_leaves_ordered_unchanged():
     assert "unembed.W_U" in weights  # the untied readout is drawn too
     ordered = init_weights(replace(cfg, init="ordered"))
     assert ordered["embed.W_E"].std() > 0.5  # N(0, 1), as before
+
+
+def test_branch_and_switch_refuse_a_recipe_that_differs_from_the_recorded_one(tmp_path, capsys):
+    parent = train(tiny_config("2:20:1e-2:wd=0.1:warmup=5"), tmp_path / "parent", progress=False)
+    flags = [str(parent.path), "--at", "10", "--phases", "2:10:1e-2"]
+    assert main(["branch", *flags, "--out", str(tmp_path / "b1")]) == 2  # continues phase 0 with plain Adam
+    assert "changes its optimiser recipe: weight_decay 0.0 (recorded 0.1), warmup 0 (recorded 5)" in capsys.readouterr().err
+    assert main(["branch", *flags, "--init", "gpt2", "--out", str(tmp_path / "b2")]) == 2
+    assert "--init gpt2 differs from the init ordered" in capsys.readouterr().err
+    assert not (tmp_path / "b1").exists() and not (tmp_path / "b2").exists()
+    assert main(["branch", *flags, "--weight-decay", "0.1", "--warmup", "5", "--out", str(tmp_path / "b3")]) == 0
+    branched = load_run(tmp_path / "b3")
+    assert branched.config.train.phases == (Phase(p=2, steps=20, lr=1e-2, weight_decay=0.1, warmup=5),)
+    assert_same_run(branched, parent)  # it continued the recipe: the parent's own bytes
+    out = tmp_path / "switch"
+    small = ["--n-ctx", "6", "--k", "3", "--n-train", "40", "--d-model", "8", "--log-every", "5",
+             "--checkpoint-every", "10", "--seeds", "0", "--at", "0,10", "--total", "20"]
+    assert main(["switch", "--out", str(out), *small, "--weight-decay", "0.1", "--clip", "1"]) == 0
+    assert load_run(out / "switch_10" / "seed_0").config.train.phases[1].recipe["clip"] == 1.0
+    capsys.readouterr()
+    assert main(["switch", "--resume", str(out), "--clip", "2"]) == 2
+    assert "--clip 2.0 differs from the clip 1.0 that the switch experiment" in capsys.readouterr().err

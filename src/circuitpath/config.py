@@ -390,19 +390,33 @@ class Phase:
         return {key: getattr(self, key) for key in RECIPE_DEFAULTS}
 
     @property
+    def changed_recipe(self) -> dict[str, Any]:
+        """The recipe's fields that differ from plain Adam's."""
+        return {key: value for key, value in self.recipe.items() if value != RECIPE_DEFAULTS[key]}
+
+    @property
     def plain(self) -> bool:
         """Whether this phase trains with plain Adam (the default recipe)."""
         return self.recipe == RECIPE_DEFAULTS
 
     def to_dict(self) -> dict[str, Any]:
         """The phase as run.json holds it: recipe keys only where they differ from plain Adam."""
-        data = dataclasses.asdict(self)
-        for key, default in RECIPE_DEFAULTS.items():
-            if data[key] == default:
-                del data[key]
+        data = {key: value for key, value in dataclasses.asdict(self).items() if key not in RECIPE_DEFAULTS}
+        data |= self.changed_recipe
         if "betas" in data:
             data["betas"] = list(data["betas"])
         return data
+
+    def to_text(self) -> str:
+        """The phase string `parse` reads back to this phase, e.g. `2:400:0.001:128:wd=0.1:betas=0.9/0.98`."""
+        parts = [str(self.p), str(self.steps), repr(float(self.lr))]
+        parts += [] if self.batch_size is None else [str(self.batch_size)]
+        parts += [] if self.k is None else [f"k={self.k}"]
+        keys = {field: key for key, field in PHASE_KEYS.items()}
+        for field, value in self.changed_recipe.items():
+            text = "/".join(repr(float(b)) for b in value) if field == "betas" else repr(value).strip("'")
+            parts.append(f"{keys[field]}={text}")
+        return ":".join(parts)
 
     @classmethod
     def parse(cls, text: str, **defaults: Any) -> Phase:
