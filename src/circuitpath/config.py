@@ -217,8 +217,8 @@ class ModelConfig:
     seed: int = 0
     """Seed of the initial weights."""
     init: str = "ordered"
-    """How the initial weights are drawn from `seed`: "ordered" or "shared_stream" (the paper's d = 2
-    pipeline, which needs d_model <= d_mlp <= MLP_STREAM_ROWS). See `INITS`."""
+    """How the initial weights are drawn from `seed`: "ordered", "shared_stream" (the paper's d = 2
+    pipeline, which needs d_model <= d_mlp <= MLP_STREAM_ROWS) or, for the transformer, "gpt2". See `INITS`."""
     arch: str = "cross_attention"
     """Which model: "cross_attention" (the paper's) or "transformer" (a standard one). See `ARCHS`.
     The fields below apply to the transformer; the paper's model keeps their defaults."""

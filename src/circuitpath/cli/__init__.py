@@ -85,8 +85,9 @@ def add_recipe_flags(parser: argparse.ArgumentParser) -> None:
                        help="linear warm-up: step t of a phase takes lr * min(1, (t + 1) / STEPS) (default 0: none)")
     group.add_argument("--clip", type=float, metavar="NORM",
                        help="clip each run's gradient to this global norm, as clip_grad_norm_ (default: no clipping)")
-    group.add_argument("--init", help="initial weights: ordered (default) or, with --model transformer, gpt2 "
-                       "(N(0, 0.02) embeddings and matrices, residual outputs N(0, 0.02 / sqrt(2 n_layers)))")
+    group.add_argument("--init", help="initial weights: ordered (default; N(0, 1) embeddings, U(+-1/sqrt(fan_in)) "
+                       "elsewhere), shared_stream (the paper's d = 2 pipeline) or, with --model transformer, gpt2 "
+                       "(N(0, 0.02) embeddings and matrices, residual outputs N(0, 0.02 / sqrt(2 n_layers)), biases 0)")
 
 
 #: Phase fields set by the flags of `add_recipe_flags`.
