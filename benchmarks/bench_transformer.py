@@ -1,6 +1,6 @@
 """The standard transformer: a training step of 32 seeds, and the hooked forward against a plain one.
 
-Run: python benchmarks/bench_transformer.py [--seeds 32] [--batch 64] [--d-model 32] [--rounds 5]
+Run: python benchmarks/bench_transformer.py [--seeds 32] [--batch 64] [--d-model 32] [--rounds 5] [--recipe-seeds 8]
 Model: d = 32, 2 layers, 4 heads, T = 12, n_tokens = 4, CLS readout (flags change d and the batch).
 The plain model (`plain_logits` below) is the hooked model's arithmetic, op for op, as one function:
 no hook points, no module tree.
@@ -12,6 +12,11 @@ no hook points, no module tree.
   a run a call: the same, one run to each vmapped call (what sharing calls buys);
   one call: every seed in one vmapped call on one core (the GPU's arrangement), --threads threads.
 All three engine arrangements give each run the same bytes (tests/test_transformer.py).
+- The training recipe (`config.Phase`: AdamW) at the setting where it learns p = 2: d = 64, MLP 256, 2 layers,
+  4 heads, layer norm, untied readout, GPT-2 initialisation, mini-batches of 128, AdamW lr 1e-3, betas
+  (0.9, 0.98), weight decay 0.1 on the matrices. The engine (`Executor`, `Adam.of_phase`, as `train`) against
+  a plain loop per seed (the plain model, autograd, torch.optim.AdamW), and each one's GFLOP/s of the step's
+  matrix products (counted by torch's FlopCounterMode on the plain loop's step) against a one-thread sgemm's.
 - Forward: the hooked model with no hooks attached against the plain model, no gradient, one thread.
 One thread a kernel by default: on a small shared machine torch's threads wait on each other and on
 other load (on 2 busy cores, 2 threads made the plain loop 5-10x slower than one).
@@ -27,11 +32,12 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from common import measure, table
 
 from circuitpath import stacked
-from circuitpath.config import ModelConfig
+from circuitpath.config import ModelConfig, Phase
 from circuitpath.engine import Adam, Encoded, Executor, Layout
 from circuitpath.transformer import StandardTransformer, _heads_in, _softmax
 from circuitpath.weights import transformer_init as init_weights
@@ -58,7 +64,8 @@ def plain_logits(w: dict, tokens, cfg: ModelConfig):
         resid = resid + (z.reshape(*z.shape[:2], -1) @ w_o.reshape(-1, w_o.shape[-1]) + w[f"{at}attn.b_O"])
         hidden = F.gelu(plain_norm(resid, w, at + "ln2", cfg) @ w[f"{at}mlp.W_in"] + w[f"{at}mlp.b_in"])
         resid = resid + (hidden @ w[f"{at}mlp.W_out"] + w[f"{at}mlp.b_out"])
-    return plain_norm(resid, w, "ln_final", cfg)[:, cfg.n_ctx] @ w["embed.W_E"][: cfg.n_tokens].T
+    w_u = w["unembed.W_U"] if "unembed.W_U" in w else w["embed.W_E"][: cfg.n_tokens].T
+    return plain_norm(resid, w, "ln_final", cfg)[:, cfg.n_ctx] @ w_u
 
 
 def plain_loop(cfgs: list[ModelConfig], x, y):
@@ -126,6 +133,74 @@ def training(args, cfg: ModelConfig) -> str:
     return table(rows, (f"{args.seeds} seeds, batch {args.batch}", "ms a step", "speed-up on the plain loop"))
 
 
+#: The recipe's phase and model (the study's setting); `--recipe-seeds` seeds of it.
+RECIPE_PHASE = Phase(p=2, steps=1000, lr=1e-3, batch_size=128, weight_decay=0.1, betas=(0.9, 0.98))
+RECIPE_MODEL = ModelConfig(arch="transformer", d_model=64, d_mlp=256, n_layers=2, n_heads=4, n_ctx=12, norm="layer",
+                           tied=False, init="gpt2")
+
+
+def plain_adamw_loop(cfgs: list[ModelConfig], x, y, phase: Phase):
+    """One step of every seed: the plain model, autograd and torch.optim.AdamW (decay on the matrices)."""
+    weights = [{k: v.clone().requires_grad_(True) for k, v in init_weights(c).items()} for c in cfgs]
+
+    def groups(w: dict) -> list[dict]:
+        leaf = lambda name: name.rsplit(".", 1)[-1]  # noqa: E731
+        decayed = [name for name in w if leaf(name).startswith("W_") and leaf(name) not in ("W_E", "W_pos")]
+        return [{"params": [w[n] for n in decayed], "weight_decay": phase.weight_decay},
+                {"params": [v for n, v in w.items() if n not in decayed], "weight_decay": 0.0}]
+
+    optimisers = [torch.optim.AdamW(groups(w), lr=phase.lr, betas=phase.betas) for w in weights]
+
+    def step():
+        for s, (w, optimiser) in enumerate(zip(weights, optimisers)):
+            optimiser.zero_grad()
+            F.cross_entropy(plain_logits(w, x[s], cfgs[s]), y[s]).backward()
+            optimiser.step()
+
+    return step
+
+
+def recipe_engine_step(cfgs: list[ModelConfig], x, y, pool: ThreadPoolExecutor, phase: Phase):
+    """One step of every seed through the engine as `train` runs the recipe."""
+    layout = Layout.of(cfgs[0])
+    theta = layout.pack([init_weights(c) for c in cfgs])
+    executor = Executor(len(cfgs), theta.device, pool, cfgs[0])
+    parts = executor.split(Encoded.of(x, y, cfgs[0].n_tokens))
+    adam = Adam.of_phase(theta, torch.full((len(cfgs),), phase.lr), phase, layout)
+
+    def step():
+        _, grad = executor.loss_and_grad(theta, layout, parts)
+        adam.step(theta, grad)
+
+    return step
+
+
+def recipe(args) -> str:
+    cfgs = [replace(RECIPE_MODEL, seed=s) for s in range(args.recipe_seeds)]
+    batch = RECIPE_PHASE.batch_size
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randint(0, RECIPE_PHASE.p, (len(cfgs), batch, RECIPE_MODEL.n_ctx), generator=generator)
+    y = x[:, :, :5].sum(-1) % RECIPE_PHASE.p
+    with FlopCounterMode(display=False) as counter:  # one run's step: forward and backward
+        plain_adamw_loop(cfgs[:1], x[:1], y[:1], RECIPE_PHASE)()
+    flops = counter.get_total_flops()
+    positions = batch * (RECIPE_MODEL.n_ctx + 1)  # the largest product: the MLP's [positions, d] x [d, h]
+    a, b = torch.randn(positions, RECIPE_MODEL.d_model), torch.randn(RECIPE_MODEL.d_model, RECIPE_MODEL.d_mlp)
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        seconds = measure({
+            "plain loop (torch.optim.AdamW)": threads(plain_adamw_loop(cfgs, x, y, RECIPE_PHASE)),
+            "circuitpath (Adam.of_phase)": threads(recipe_engine_step(cfgs, x, y, pool, RECIPE_PHASE)),
+            f"sgemm {list(a.shape)} x {list(b.shape)}": threads(lambda: a @ b),
+        }, rounds=args.rounds, seconds=0.2)
+    names = list(seconds)
+    work = {names[0]: flops * len(cfgs), names[1]: flops * len(cfgs), names[2]: 2 * a.shape[0] * a.shape[1] * b.shape[1]}
+    rate = {name: work[name] / seconds[name] / 1e9 for name in names}
+    rows = [(name, f"{seconds[name] * 1e3:.2f}", f"{rate[name]:.1f}", f"{rate[name] / rate[names[2]]:.0%}",
+             f"{seconds[names[0]] / seconds[name]:.2f}x" if name != names[2] else "") for name in names]
+    title = (f"recipe: {len(cfgs)} seeds, {flops / 1e6:.1f} MFLOP a run-step")
+    return table(rows, (title, "ms a step", "GFLOP/s", "of sgemm's", "speed-up on the plain loop"))
+
+
 def forward(args, cfg: ModelConfig) -> str:
     model = StandardTransformer(cfg).eval()
     weights = model.weights()
@@ -147,10 +222,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--d-model", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="threads a kernel of the plain loop and of one call")
+    parser.add_argument("--recipe-seeds", type=int, default=8, help="seeds of the recipe's comparison")
     args = parser.parse_args(argv)
     cfg = ModelConfig(arch="transformer", d_model=args.d_model, n_layers=2, n_heads=4, n_ctx=12)
     print(f"torch {torch.__version__}, {os.cpu_count()} cores; plain loop and one call on {args.threads} thread(s)")
     print(training(args, cfg))
+    print()
+    print(recipe(args))
     print()
     print(forward(args, cfg))
 

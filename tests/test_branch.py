@@ -44,7 +44,7 @@ def test_a_branch_equals_the_concatenated_run_trained_from_scratch(tmp_path, par
     info = child.info["branch"]
     assert info["step"] == at and info["parent"] == str(parent.path.resolve())
     assert "resumed_from" not in child.info
-    assert info["parent_phases"] == [vars(ph) for ph in parent.config.train.phases]
+    assert info["parent_phases"] == [ph.to_dict() for ph in parent.config.train.phases]
     for step in (s for s in parent.steps if s <= at):  # the parent's records up to the branch step, unchanged
         assert child.checkpoint_path(step).read_bytes() == parent.checkpoint_path(step).read_bytes()
     if at > 0:  # up to and including the record of `at` in the parent's phase there (a new phase logs its own start)

@@ -57,8 +57,8 @@ def test_branching_every_run_of_a_sweep_keeps_its_layout_and_its_parents_records
 @pytest.mark.parametrize("at, spec, message", [
     ("11", "4:10:1e-2", "has no checkpoint at step 11; saved steps near it: 2, 5, 10"),
     ("-1", "4:10:1e-2", "has no checkpoint at step -1"),
-    ("10", "4:ten:1e-2", "a phase is p:steps:lr[:batch_size][:k=K] with numbers, got '4:ten:1e-2'"),
-    ("10", "4:10", "a phase is p:steps:lr[:batch_size][:k=K], got '4:10'"),
+    ("10", "4:ten:1e-2", "a phase is p:steps:lr[:batch_size][:key=value...] with numbers, got '4:ten:1e-2'"),
+    ("10", "4:10", "a phase is p:steps:lr[:batch_size][:key=value...], got '4:10'"),
     ("10", "", "no phase given in ''"),
     ("10", "9:10:1e-2", "phase p = 9 exceeds the model's n_tokens = 4"),
     ("10", "4:10:0", "lr must be a positive number, got 0.0"),

@@ -36,7 +36,7 @@ def test_bad_phases(text, message):
     (lambda: RunConfig(model=ModelConfig(n_ctx=8)), r"model.n_ctx \(8\) must equal task.n_ctx \(12\)"),
     (lambda: RunConfig(train=TrainConfig(phases=(Phase(5, 10, 1e-2),))), "p = 5 exceeds the model's n_tokens = 4"),
     (lambda: RunConfig(train=TrainConfig(phases=(Phase(4, 10, 1e-2, batch_size=5000),))), "batch_size must be <= n_train"),
-    (lambda: ModelConfig(init="paper"), "init must be one of ordered, shared_stream, got 'paper'"),
+    (lambda: ModelConfig(init="paper"), "init must be one of ordered, shared_stream, gpt2, got 'paper'"),
     (lambda: ModelConfig(d_mlp=4096, init="shared_stream"), "d_mlp must be <= 2048 with init shared_stream, got 4096"),
     (lambda: ModelConfig(d_model=8, d_mlp=4, init="shared_stream"), r"d_mlp must be >= d_model \(8\) with init shared_stream, got 4"),
     (lambda: RunConfig(model=ModelConfig(n_tokens=3), train=TrainConfig(phases=parse_phases("2:5:1e-3,4:5:1e-3"))),

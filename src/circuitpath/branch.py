@@ -81,7 +81,7 @@ class BranchPlan:
         return {
             "parent": str(self.parent.path.resolve()),
             "step": self.step,
-            "parent_phases": [vars(ph) for ph in self.parent.config.train.phases],
+            "parent_phases": [ph.to_dict() for ph in self.parent.config.train.phases],
             "continues_phase": self.continues,
             "replayed_from": self.restart if self.replays else None,
         }
@@ -98,6 +98,11 @@ def branch_config(parent: RunConfig, step: int, phases: tuple[Phase, ...], new_p
     same = ((phases[0].p, phases[0].lr, phases[0].batch_size, phases[0].k)
             == (current.p, current.lr, current.batch_size, current.k))
     continues = local > 0 and same and not new_phase
+    if continues and phases[0].recipe != current.recipe:  # Adam's moments carry on: so must its recipe
+        changed = ", ".join(f"{key} {phases[0].recipe[key]} (recorded {value})"
+                            for key, value in current.recipe.items() if phases[0].recipe[key] != value)
+        raise BranchError(f"the first new phase continues phase {index} but changes its optimiser recipe: {changed}; "
+                          "give the recorded recipe, or --new-phase to restart the optimiser")
     if continues:
         joined = head[:-1] + [replace(current, steps=local + phases[0].steps)] + list(phases[1:])
     else:

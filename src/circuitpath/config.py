@@ -32,6 +32,9 @@ INITS = {
     "ordered": "each weight in contract order from one generator: N(0, 1) embeddings, U(+-1/sqrt(fan_in)) elsewhere",
     "shared_stream": "as the paper's d = 2 pipeline (projects/visualization/train.py): the MLP from the first h "
                      "rows of one torch.rand(MLP_STREAM_ROWS, 2d + 2) draw, then PyTorch's module initialisations",
+    "gpt2": "as GPT-2 and TransformerLens draw a transformer (arch transformer only): embeddings, positions and "
+            "matrices N(0, 0.02), the residual-output projections (W_O, W_out) N(0, 0.02 / sqrt(2 n_layers)), "
+            "biases 0, norm gains 1",
 }
 #: Rows of the one draw the "shared_stream" MLP is sliced from (train.py, `MAX_FFN_DIM = 2048`): h <= this.
 MLP_STREAM_ROWS = 2048
@@ -49,6 +52,17 @@ READOUTS = {
 }
 #: The standard transformer's norm before attention, MLP and unembedding (`ModelConfig.norm`).
 NORMS = {"rms": "RMSNorm with a learned gain", "layer": "LayerNorm with a learned gain and bias"}
+
+
+#: Which weights AdamW's decoupled weight decay shrinks (`Phase.decay`).
+DECAYS = {
+    "matrices": "the matrices only (W_* of two or more axes per run: attention, MLP and unembedding), not norms, "
+                "biases, embeddings or positions, as GPT-2 and nanoGPT train",
+    "all": "every weight, embeddings, positions, norms and biases too",
+}
+#: The optimiser recipe of a phase and its defaults: plain Adam (torch.optim.Adam's betas, no decay,
+#: no warm-up, no clipping). A phase at these values writes none of them to run.json.
+RECIPE_DEFAULTS = {"weight_decay": 0.0, "betas": (0.9, 0.999), "warmup": 0, "clip": None, "decay": "matrices"}
 
 
 #: Which positions a task sums (`TaskConfig.positions`), besides an explicit tuple of positions.
@@ -203,8 +217,8 @@ class ModelConfig:
     seed: int = 0
     """Seed of the initial weights."""
     init: str = "ordered"
-    """How the initial weights are drawn from `seed`: "ordered" or "shared_stream" (the paper's d = 2
-    pipeline, which needs d_model <= d_mlp <= MLP_STREAM_ROWS). See `INITS`."""
+    """How the initial weights are drawn from `seed`: "ordered", "shared_stream" (the paper's d = 2
+    pipeline, which needs d_model <= d_mlp <= MLP_STREAM_ROWS) or, for the transformer, "gpt2". See `INITS`."""
     arch: str = "cross_attention"
     """Which model: "cross_attention" (the paper's) or "transformer" (a standard one). See `ARCHS`.
     The fields below apply to the transformer; the paper's model keeps their defaults."""
@@ -235,6 +249,8 @@ class ModelConfig:
         _check(isinstance(self.init, str) and self.init in INITS, f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.init == "shared_stream":
             self._check_stream()
+        _check(self.init != "gpt2" or self.arch == "transformer", "init gpt2 applies to arch transformer, got arch "
+               f"{self.arch!r}")
         _check(isinstance(self.arch, str) and self.arch in ARCHS, f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         if self.arch == "transformer":
             self._check_transformer()
@@ -254,7 +270,7 @@ class ModelConfig:
                    f"readout must be one of {', '.join(READOUTS)} or a position, got {self.readout!r}")
         _check(self.norm in NORMS, f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
         _check(self.residual == "attn_out", f"residual must be attn_out with arch transformer, got {self.residual!r}")
-        _check(self.init == "ordered", f"init must be ordered with arch transformer, got {self.init!r}")
+        _check(self.init in ("ordered", "gpt2"), f"init must be ordered or gpt2 with arch transformer, got {self.init!r}")
 
     def _check_paper_fields(self) -> None:
         """The transformer's fields keep their defaults: the paper's model has one layer, one head, one query."""
@@ -320,6 +336,19 @@ class Phase:
     k: int | None = None
     """Relevant positions summed in this phase (a curriculum over k): the first k of the task's
     `position_order`; None means the task's k."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay (AdamW, as torch.optim.AdamW): before each Adam update the decayed weights
+    (`decay`) are multiplied by 1 - lr_t * weight_decay, lr_t the step's (warmed-up) rate. 0: plain Adam."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam's (beta1, beta2), each in [0, 1)."""
+    warmup: int = 0
+    """Linear warm-up over the phase's first steps: step t (0-based within the phase) takes
+    lr * min(1, (t + 1) / warmup), so the first step takes lr / warmup; 0: none. At most `steps`."""
+    clip: float | None = None
+    """Clip each run's gradient to this global norm before the update, as torch.nn.utils.clip_grad_norm_
+    does on that run's own gradient (scaled by clip / (norm + 1e-6) when larger); None: no clipping."""
+    decay: str = "matrices"
+    """Which weights `weight_decay` shrinks: "matrices" or "all". See `DECAYS`."""
 
     def __post_init__(self) -> None:
         _check_int("p", self.p, 2)
@@ -335,30 +364,104 @@ class Phase:
             _check_int("batch_size", self.batch_size, 1)
         if self.k is not None:
             _check_int("k", self.k, 1)
+        self._check_recipe()
+
+    def _check_recipe(self) -> None:
+        _check(_is_number(self.weight_decay) and self.weight_decay >= 0,
+               f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+        _check(isinstance(self.betas, (list, tuple)) and len(self.betas) == 2,
+               f"betas must be two numbers (beta1, beta2), got {self.betas!r}")
+        object.__setattr__(self, "betas", tuple(self.betas))  # a list read from JSON becomes a tuple
+        for beta in self.betas:
+            _check(_is_number(beta) and 0 <= beta < 1, f"betas must each lie in [0, 1), got {beta!r}")
+        _check_int("warmup", self.warmup, 0)
+        _check(self.clip is None or (_is_number(self.clip) and self.clip > 0),
+               f"clip must be a number > 0 (or none), got {self.clip!r}")
+        _check(self.decay in DECAYS, f"decay must be one of {', '.join(DECAYS)}, got {self.decay!r}")
+
+    def check_warmup(self) -> Phase:
+        """Raise ConfigError when the warm-up outlasts the phase (a phase cut short by a branch may)."""
+        _check(self.warmup <= self.steps, f"warmup must be <= the phase's steps ({self.steps}), got {self.warmup}")
+        return self
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        """The optimiser recipe: weight_decay, betas, warmup, clip and decay."""
+        return {key: getattr(self, key) for key in RECIPE_DEFAULTS}
+
+    @property
+    def changed_recipe(self) -> dict[str, Any]:
+        """The recipe's fields that differ from plain Adam's."""
+        return {key: value for key, value in self.recipe.items() if value != RECIPE_DEFAULTS[key]}
+
+    @property
+    def plain(self) -> bool:
+        """Whether this phase trains with plain Adam (the default recipe)."""
+        return self.recipe == RECIPE_DEFAULTS
+
+    def to_dict(self) -> dict[str, Any]:
+        """The phase as run.json holds it: recipe keys only where they differ from plain Adam."""
+        data = {key: value for key, value in dataclasses.asdict(self).items() if key not in RECIPE_DEFAULTS}
+        data |= self.changed_recipe
+        if "betas" in data:
+            data["betas"] = list(data["betas"])
+        return data
+
+    def to_text(self) -> str:
+        """The phase string `parse` reads back to this phase, e.g. `2:400:0.001:128:wd=0.1:betas=0.9/0.98`."""
+        parts = [str(self.p), str(self.steps), repr(float(self.lr))]
+        parts += [] if self.batch_size is None else [str(self.batch_size)]
+        parts += [] if self.k is None else [f"k={self.k}"]
+        keys = {field: key for key, field in PHASE_KEYS.items()}
+        for field, value in self.changed_recipe.items():
+            text = "/".join(repr(float(b)) for b in value) if field == "betas" else repr(value).strip("'")
+            parts.append(f"{keys[field]}={text}")
+        return ":".join(parts)
 
     @classmethod
-    def parse(cls, text: str) -> Phase:
-        """Parse `p:steps:lr[:batch_size][:k=K]`, e.g. `4:7000:1e-2` or `2:3000:1e-3:k=3`."""
+    def parse(cls, text: str, **defaults: Any) -> Phase:
+        """Parse `p:steps:lr[:batch_size][:key=value...]`, e.g. `4:7000:1e-2` or `2:3000:1e-3:k=3`.
+
+        Keys: `k=K`, and the recipe's `wd=`, `betas=B1/B2`, `warmup=`, `clip=` (a number or `none`) and
+        `decay=` (matrices|all), e.g. `2:400:1e-3:128:wd=0.1:betas=0.9/0.98:warmup=40`. `defaults` give the
+        recipe of a key left out (the command line's flags); otherwise plain Adam's."""
         parts = text.strip().split(":")
-        keyed = [part for part in parts if "=" in part]
+        keyed = [part.split("=", 1) for part in parts if "=" in part]
         parts = [part for part in parts if "=" not in part]
-        form = "p:steps:lr[:batch_size][:k=K]"
-        _check(len(parts) in (3, 4) and len(keyed) <= 1, f"a phase is {form}, got {text!r}")
-        _check(all(part.startswith("k=") for part in keyed), f"a phase's only option is k=K, got {text!r}")
+        form = "p:steps:lr[:batch_size][:key=value...]"
+        _check(len(parts) in (3, 4), f"a phase is {form}, got {text!r}")
+        names = [name for name, _ in keyed]
+        for name in names:
+            _check(name in PHASE_KEYS, f"a phase's keys are {', '.join(PHASE_KEYS)}, got {name!r} in {text!r}")
+        _check(len(set(names)) == len(names), f"a phase's key is given twice in {text!r}")
         try:
             p, steps, lr = int(parts[0]), int(parts[1]), float(parts[2])
             batch = int(parts[3]) if len(parts) == 4 else None
-            k = int(keyed[0][2:]) if keyed else None
+            options = {PHASE_KEYS[name]: _PARSE[name](value) for name, value in keyed}
         except ValueError:
             raise ConfigError(f"a phase is {form} with numbers, got {text!r}") from None
-        return cls(p=p, steps=steps, lr=lr, batch_size=batch, k=k)
+        return cls(p=p, steps=steps, lr=lr, batch_size=batch, **{**defaults, **options}).check_warmup()
 
 
-def parse_phases(text: str) -> tuple[Phase, ...]:
-    """Parse a comma-separated list of phases, e.g. `2:3000:1e-3,4:7000:1e-2`."""
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _parse_betas(text: str) -> tuple[float, ...]:
+    return tuple(float(b) for b in text.replace(",", "/").split("/"))
+
+
+#: The keys of a phase string and the fields they set.
+PHASE_KEYS = {"k": "k", "wd": "weight_decay", "betas": "betas", "warmup": "warmup", "clip": "clip", "decay": "decay"}
+_PARSE = {"k": int, "wd": float, "betas": _parse_betas, "warmup": int,
+          "clip": lambda text: None if text.lower() == "none" else float(text), "decay": str}
+
+
+def parse_phases(text: str, **defaults: Any) -> tuple[Phase, ...]:
+    """Parse a comma-separated list of phases, e.g. `2:3000:1e-3,4:7000:1e-2`; `defaults` as in `Phase.parse`."""
     items = [item for item in text.split(",") if item.strip()]
     _check(bool(items), f"no phase given in {text!r}")
-    return tuple(Phase.parse(item) for item in items)
+    return tuple(Phase.parse(item, **defaults) for item in items)
 
 
 @dataclass(frozen=True)
@@ -436,7 +539,10 @@ class RunConfig:
                 )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """As run.json holds it: a phase's recipe keys only where they differ from plain Adam (`Phase.to_dict`)."""
+        data = dataclasses.asdict(self)
+        data["train"]["phases"] = [phase.to_dict() for phase in self.train.phases]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], saved: bool = False) -> RunConfig:

@@ -29,7 +29,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitpath import fused
-from circuitpath.config import ModelConfig
+from circuitpath.config import ModelConfig, TrainConfig
 from circuitpath.weights import root_mean_square, weight_shapes
 
 
@@ -313,8 +313,8 @@ class Executor:
     """
 
     def __init__(self, runs: int, device: torch.device, pool: ThreadPoolExecutor | None = None,
-                 cfg: ModelConfig | None = None):
-        self.fused = cfg is not None and fused.takes_fused_path(cfg, device)
+                 cfg: ModelConfig | None = None, train: TrainConfig | None = None):
+        self.fused = cfg is not None and fused.takes_fused_path(cfg, device, train)
         transformer = cfg is not None and cfg.arch == "transformer" and device.type == "cpu"
         if self.fused or transformer:  # compiled loops run after run, or vmapped calls (`stacked`): any
             size = -(-runs // (os.cpu_count() or 1))  # chunking gives the same bytes; a chunk a core
@@ -363,25 +363,53 @@ class Executor:
 
 
 class Adam:
-    """torch.optim.Adam's update (default betas and eps), on a flat [runs, P] buffer with one lr per run."""
+    """torch.optim.Adam's update on a flat [runs, P] buffer with one lr per run; with the recipe of a
+    phase (`config.Phase`), torch.optim.AdamW's, with warm-up and gradient clipping.
 
-    def __init__(self, theta: Tensor, lr: Float[Tensor, " runs"], betas=(0.9, 0.999), eps: float = 1e-8):
+    Each step, in torch's order: clip each run's gradient to norm `clip` (torch.nn.utils.clip_grad_norm_
+    on the run's own gradient), take the rate lr_t = lr * min(1, t / warmup) (t = 1, 2, ... the steps of
+    the phase), shrink the decayed weights by 1 - lr_t * weight_decay (`decay_mask`, built once by
+    `decay_mask`), then Adam's update at lr_t. The default recipe takes none of the first three
+    operations: plain Adam's bytes are those of before the recipe existed.
+    """
+
+    def __init__(self, theta: Tensor, lr: Float[Tensor, " runs"], betas=(0.9, 0.999), eps: float = 1e-8, *,
+                 weight_decay: float = 0.0, decay: Float[Tensor, " P"] | None = None, warmup: int = 0,
+                 clip: float | None = None):
         self.m = torch.zeros_like(theta)
         self.v = torch.zeros_like(theta)
         self.step_count = 0
         self.lr = lr.to(theta)[:, None]
         self.beta1, self.beta2 = betas
         self.eps = eps
+        self.base_lr = lr.double()[:, None]  # the decay factor is formed in double, as torch's scalar is
+        self.weight_decay, self.warmup, self.clip = weight_decay, warmup, clip
+        self.decay = None if decay is None else decay.double().to(theta.device)
+
+    @classmethod
+    def of_phase(cls, theta: Tensor, lr: Float[Tensor, " runs"], phase, layout: Layout) -> Adam:
+        """The optimiser of one phase (`config.Phase`): its betas, weight decay, warm-up and clipping."""
+        decay = decay_mask(layout, phase.decay) if phase.weight_decay else None
+        return cls(theta, lr, phase.betas, weight_decay=phase.weight_decay, decay=decay, warmup=phase.warmup,
+                   clip=phase.clip)
 
     @torch.no_grad()
     def step(self, theta: Tensor, grad: Tensor) -> None:
         self.step_count += 1
+        if self.clip is not None:
+            grad = clip_rows(grad, self.clip)
+        lr = self.lr
+        if self.warmup and self.step_count < self.warmup:
+            lr = self.lr * (self.step_count / self.warmup)
+        if self.weight_decay:
+            rate = self.base_lr * min(1.0, self.step_count / self.warmup) if self.warmup else self.base_lr
+            theta.mul_((1 - rate * self.weight_decay * self.decay).to(theta.dtype))
         self.m.lerp_(grad, 1 - self.beta1)
         self.v.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
         bias1 = 1 - self.beta1**self.step_count
         bias2_sqrt = (1 - self.beta2**self.step_count) ** 0.5
         denom = (self.v.sqrt() / bias2_sqrt).add_(self.eps)
-        theta.addcmul_(self.m / denom, self.lr, value=-1.0 / bias1)
+        theta.addcmul_(self.m / denom, lr, value=-1.0 / bias1)
 
     def state(self) -> dict[str, Tensor]:
         return {"m": self.m, "v": self.v}
@@ -390,3 +418,23 @@ class Adam:
         self.m.copy_(m)
         self.v.copy_(v)
         self.step_count = step_count
+
+
+def decay_mask(layout: Layout, decay: str = "matrices") -> Float[Tensor, " P"]:
+    """1 on the weights AdamW decays, 0 elsewhere (padding included), over a flat row.
+
+    "matrices": the weights named W_* of two or more axes per run (attention, MLP, unembedding),
+    not embeddings (W_E), positions (W_pos), norms or biases; "all": every weight."""
+    mask = torch.zeros(layout.size)
+    for name, (start, end) in layout.offsets.items():
+        leaf = name.rsplit(".", 1)[-1]
+        matrix = leaf.startswith("W_") and leaf not in ("W_E", "W_pos") and len(layout.shapes[name]) >= 2
+        if decay == "all" or matrix:
+            mask[start:end] = 1.0
+    return mask
+
+
+def clip_rows(grad: Float[Tensor, "runs P"], max_norm: float) -> Float[Tensor, "runs P"]:
+    """Each run's gradient scaled to norm at most `max_norm`, as torch.nn.utils.clip_grad_norm_ does."""
+    norms = torch.linalg.vector_norm(grad, dim=1, keepdim=True)
+    return grad * (max_norm / (norms + 1e-6)).clamp(max=1.0)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from circuitpath.config import ModelConfig
+from circuitpath.config import ModelConfig, TrainConfig
 
 #: Runs whose model is at most this wide train on the fused path (on the CPU).
 FUSED_MAX_D = 4
@@ -34,9 +34,12 @@ _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-def takes_fused_path(cfg: ModelConfig, device: torch.device) -> bool:
-    """Whether runs of this model train on the fused path: the paper's model, small, on the CPU."""
-    return device.type == "cpu" and cfg.arch == "cross_attention" and cfg.d_model <= FUSED_MAX_D
+def takes_fused_path(cfg: ModelConfig, device: torch.device, train: TrainConfig | None = None) -> bool:
+    """Whether runs of this model train on the fused path: the paper's model, small, on the CPU, with
+    plain Adam in every phase of `train`. The compiled loop takes Adam's update only; a phase with
+    another recipe (weight decay, betas, warm-up, clipping) sends the run to the general engine."""
+    plain = train is None or all(phase.plain for phase in train.phases)
+    return device.type == "cpu" and cfg.arch == "cross_attention" and cfg.d_model <= FUSED_MAX_D and plain
 
 
 def offsets(layout) -> np.ndarray:

@@ -120,7 +120,7 @@ class GroupTrainer:
         first_step = start.step(self.train_cfg)
         name = self.writers[0].path.name
         desc = name if len(self.writers) == 1 else f"{self.writers[0].path.parent.name} ({len(self.writers)} runs)"
-        executor = Executor(len(self.writers), self.theta.device, self.pool, self.model_cfg)
+        executor = Executor(len(self.writers), self.theta.device, self.pool, self.model_cfg, self.train_cfg)
         with tqdm(total=total, initial=first_step, desc=desc, unit="step", dynamic_ncols=True,
                   disable=None if self.progress else True, mininterval=0.5,
                   position=self.bar_position, leave=True) as bar:
@@ -143,7 +143,7 @@ class GroupTrainer:
             self.model_cfg.n_tokens, onehot,
         ))
         lrs = torch.tensor([c.train.phases[index].lr for c in self.configs])
-        adam = Adam(self.theta, lrs)
+        adam = Adam.of_phase(self.theta, lrs, phase, self.layout)
         if adam_state is not None:
             adam.load(*adam_state)
         local = first

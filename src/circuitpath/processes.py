@@ -40,7 +40,7 @@ def process_count(groups: list[list[RunConfig]], device, workers: int | None) ->
     if device.type != "cpu" or cores < 2 or runs < 2:
         return 0
     work = sum(c.train.total_steps * c.task.n_train * c.model.d_model * c.model.d_mlp
-               for configs in groups for c in configs if not takes_fused_path(c.model, device))
+               for configs in groups for c in configs if not takes_fused_path(c.model, device, c.train))
     return min(cores, runs) if work >= MIN_WORK else 0
 
 

@@ -50,6 +50,7 @@ class SwitchSettings:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)  # log and checkpoint settings; phases are set here
     batch_size: int | None = None  # sequences per step of both phases; None: the full training set
+    recipe: dict = field(default_factory=dict)  # the optimiser recipe of both phases (`Phase` fields); {}: plain Adam
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(sorted(set(self.seeds))))
@@ -63,55 +64,65 @@ class SwitchSettings:
         if self.switch_steps[0] < 0 or self.switch_steps[-1] >= self.total:
             bad = self.switch_steps[0] if self.switch_steps[0] < 0 else self.switch_steps[-1]
             raise ConfigError(f"switch steps must lie in 0 .. total - 1 = {self.total - 1}, got {bad}")
+        object.__setattr__(self, "recipe", Phase(p=2, steps=1, lr=1.0, **self.recipe).changed_recipe)  # checked
         Phase(p=2, steps=self.total, lr=self.p2_lr, batch_size=self.batch_size)  # checks the rates and the batch
         Phase(p=4, steps=self.total, lr=self.p4_lr)
+        if self.switch_steps[-1] > 0:  # the shortest phases: the p = 2 runs' and the branches at the last switch
+            Phase(p=2, steps=self.switch_steps[-1], lr=self.p2_lr, **self.recipe).check_warmup()
+        Phase(p=4, steps=self.total - self.switch_steps[-1], lr=self.p4_lr, **self.recipe).check_warmup()
         self.p2_config(self.seeds[0]) if self.switch_steps[-1] > 0 else None
         self.branch_phases(self.switch_steps[0])
 
     @classmethod
     def from_flags(cls, *, seeds, switch_steps, total, p2_lr, p4_lr, n_ctx=None, k=None, n_train=None, n_test=None,
                    d_model=None, residual=None, checkpoint_every=None, arch=None, n_layers=None, n_heads=None,
-                   readout=None, norm=None, positions=None, batch_size=None, log_every=None) -> SwitchSettings:
+                   readout=None, norm=None, positions=None, batch_size=None, log_every=None, init=None,
+                   recipe=None) -> SwitchSettings:
         """Settings from the command line's flags; a flag left out (None) keeps the configs' default. `arch` and
-        the four after it choose a standard transformer (`ModelConfig`)."""
+        the four after it choose a standard transformer (`ModelConfig`); `recipe` holds `Phase` recipe fields."""
         task = {k_: v for k_, v in (("n_ctx", n_ctx), ("k", k), ("n_train", n_train), ("n_test", n_test),
                                     ("positions", positions)) if v is not None}
         model = {k_: v for k_, v in (("n_ctx", n_ctx), ("d_model", d_model), ("residual", residual), ("arch", arch),
                                      ("n_layers", n_layers), ("n_heads", n_heads), ("readout", readout),
-                                     ("norm", norm)) if v is not None}
+                                     ("norm", norm), ("init", init)) if v is not None}
         if d_model is not None:
             model["d_mlp"] = None
         train = {k_: v for k_, v in (("checkpoint_every", checkpoint_every), ("log_every", log_every)) if v is not None}
         return cls(tuple(seeds), tuple(switch_steps), total, p2_lr, p4_lr, TaskConfig(**task), ModelConfig(**model),
-                   TrainConfig(**train), batch_size)
+                   TrainConfig(**train), batch_size, dict(recipe or {}))
 
     def schedule(self) -> str:
         """The schedule in words, as the table and the figure state it."""
         batch = f"mini-batches of {self.batch_size}" if self.batch_size else "full batch"
-        return f"p = 2 at lr {self.p2_lr:g}, then p = 4 at lr {self.p4_lr:g}; {self.total} steps in all, {batch}"
+        recipe = "".join(f", {key} {value}" for key, value in self.recipe.items())
+        return f"p = 2 at lr {self.p2_lr:g}, then p = 4 at lr {self.p4_lr:g}; {self.total} steps in all, {batch}{recipe}"
 
     def to_dict(self) -> dict:
-        return {"seeds": list(self.seeds), "switch_steps": list(self.switch_steps), "total": self.total,
+        data = {"seeds": list(self.seeds), "switch_steps": list(self.switch_steps), "total": self.total,
                 "p2_lr": self.p2_lr, "p4_lr": self.p4_lr, "batch_size": self.batch_size,
                 "task": asdict(self.task), "model": asdict(self.model),
                 "train": {k: v for k, v in asdict(self.train).items() if k not in ("phases", "extra_checkpoints")}}
+        if self.recipe:  # plain Adam's settings are written as before
+            data["recipe"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.recipe.items()}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> SwitchSettings:
         config = RunConfig.from_dict({"task": data["task"], "model": data["model"], "train": data["train"]}, saved=True)
         return cls(tuple(data["seeds"]), tuple(data["switch_steps"]), data["total"], data["p2_lr"], data["p4_lr"],
-                   config.task, config.model, config.train, data.get("batch_size"))  # older ones: full batch
+                   config.task, config.model, config.train, data.get("batch_size"),  # older ones: full batch
+                   data.get("recipe", {}))  # and plain Adam
 
     def p2_config(self, seed: int, steps: int | None = None) -> RunConfig:
         """The p = 2 run of a seed: to the largest switch step, every switch step checkpointed."""
         last = self.switch_steps[-1] if steps is None else steps
-        phase = Phase(p=2, steps=last, lr=self.p2_lr, batch_size=self.batch_size)
+        phase = Phase(p=2, steps=last, lr=self.p2_lr, batch_size=self.batch_size, **self.recipe)
         train = replace(self.train, phases=(phase,), seed=seed,
                         extra_checkpoints=tuple(s for s in self.switch_steps if 0 < s <= last))
         return RunConfig(task=replace(self.task, seed=seed), model=replace(self.model, seed=seed), train=train)
 
     def branch_phases(self, switch: int) -> tuple[Phase, ...]:
-        return (Phase(p=4, steps=self.total - switch, lr=self.p4_lr, batch_size=self.batch_size),)
+        return (Phase(p=4, steps=self.total - switch, lr=self.p4_lr, batch_size=self.batch_size, **self.recipe),)
 
 
 def p2_path(out: Path, seed: int) -> Path:

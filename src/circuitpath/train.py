@@ -38,7 +38,7 @@ Group = tuple[list[RunConfig], list[Path]]
 
 def _shape_key(config: RunConfig) -> tuple:
     task, model, train = config.task, config.model, config.train
-    phases = tuple((ph.p, ph.steps, ph.batch_size) for ph in train.phases)
+    phases = tuple((ph.p, ph.steps, ph.batch_size, tuple(ph.recipe.values())) for ph in train.phases)
     return (task.n_ctx, task.k, task.n_train, task.n_test, model.to_shape(), phases,
             train.log_every, train.checkpoint_every, train.dense_checkpoints, train.extra_checkpoints)
 
@@ -54,7 +54,7 @@ def _check_group(configs: list[RunConfig], outs: list[Path]) -> None:
     for config in configs[1:]:
         if _shape_key(config) != key:
             raise ConfigError(
-                "runs trained together must share shapes, phases (p, steps, batch size) and schedules; "
+                "runs trained together must share shapes, phases (p, steps, batch size, optimiser recipe) and schedules; "
                 "only seeds and learning rates may differ"
             )
 
@@ -202,7 +202,7 @@ def _run(trainers: list[GroupTrainer], progress: bool, workers: int | None) -> l
     on_cpu = trainers[0].theta.device.type == "cpu"
     if on_cpu:
         keep_freed_memory()  # no page faults for the activations each step frees and takes again
-    units = sum(len(Executor(len(t.writers), t.theta.device, cfg=t.model_cfg).chunks) for t in trainers)
+    units = sum(len(Executor(len(t.writers), t.theta.device, cfg=t.model_cfg, train=t.train_cfg).chunks) for t in trainers)
     cores = min(workers or os.cpu_count() or 1, units)
     parallel = on_cpu and cores > 1
     stop = threading.Event()

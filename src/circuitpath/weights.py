@@ -153,7 +153,10 @@ def _norm_shapes(cfg: ModelConfig, name: str) -> dict[str, tuple[int, ...]]:
 
 def transformer_init(cfg: ModelConfig) -> dict[str, Tensor]:
     """Initial weights from `cfg.seed` alone, each in order from one generator: N(0, 1) embeddings,
-    norm gains 1 and biases 0, U(+-1/sqrt(fan_in)) elsewhere (fan_in d_mlp for W_out, b_out; else d_model)."""
+    norm gains 1 and biases 0, U(+-1/sqrt(fan_in)) elsewhere (fan_in d_mlp for W_out, b_out; else d_model).
+    `cfg.init == "gpt2"`: as GPT-2 and TransformerLens draw them (`gpt2_init`)."""
+    if cfg.init == "gpt2":
+        return gpt2_init(cfg)
     generator = torch.Generator().manual_seed(cfg.seed)
     weights = {}
     for name, shape in transformer_shapes(cfg).items():
@@ -165,6 +168,26 @@ def transformer_init(cfg: ModelConfig) -> dict[str, Tensor]:
         else:
             bound = 1.0 / math.sqrt(cfg.d_mlp if leaf in ("W_out", "b_out") else cfg.d_model)
             weights[name] = (torch.rand(shape, generator=generator) * 2 - 1) * bound
+    return weights
+
+
+#: The standard deviation of GPT-2's initial weights (TransformerLens `initializer_range`).
+GPT2_STD = 0.02
+
+
+def gpt2_init(cfg: ModelConfig) -> dict[str, Tensor]:
+    """GPT-2's initialisation, each weight in order from one generator: embeddings, positions and
+    matrices (W_Q, W_K, W_V, W_in, an untied W_U) N(0, 0.02); the projections that write into the
+    residual stream (W_O, W_out) N(0, 0.02 / sqrt(2 n_layers)); biases 0, norm gains 1."""
+    generator = torch.Generator().manual_seed(cfg.seed)
+    weights = {}
+    for name, shape in transformer_shapes(cfg).items():
+        leaf = name.rsplit(".", 1)[1]
+        if leaf in ("w", "b") or leaf.startswith("b_"):
+            weights[name] = torch.ones(shape) if leaf == "w" else torch.zeros(shape)
+        else:
+            std = GPT2_STD / math.sqrt(2 * cfg.n_layers) if leaf in ("W_O", "W_out") else GPT2_STD
+            weights[name] = torch.randn(shape, generator=generator) * std
     return weights
 
 

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from circuitpath import pinning
 from circuitpath.config import RESIDUALS, ModelConfig, TaskConfig
-from circuitpath.errors import CircuitPathError
+from circuitpath.errors import CircuitPathError, ConfigError
 from circuitpath.heap import keep_freed_memory
 
 
@@ -64,6 +64,59 @@ def add_arch_flags(parser) -> None:
     parser.add_argument("--norm", help="the transformer's pre-norm: rms (default) or layer")
 
 
+def _betas(text: str) -> tuple[float, ...]:
+    """`--betas B1,B2` (checked by Phase)."""
+    try:
+        return tuple(float(b) for b in text.replace("/", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--betas takes two numbers B1,B2, got {text!r}") from None
+
+
+def add_recipe_flags(parser: argparse.ArgumentParser) -> None:
+    """The optimiser recipe of every phase (a phase string's keys override it) and the initialisation."""
+    group = parser.add_argument_group("optimiser recipe (every phase; a phase's wd=, betas=B1/B2, warmup=, clip=, "
+                                      "decay= override it) and initialisation")
+    group.add_argument("--weight-decay", type=float, metavar="WD",
+                       help="decoupled weight decay (AdamW): decayed weights shrink by lr * WD each step (default 0: Adam)")
+    group.add_argument("--decay", choices=("matrices", "all"),
+                       help="weights --weight-decay shrinks: matrices (attention, MLP, unembedding; not embeddings, "
+                       "positions, norms or biases; default) or all")
+    group.add_argument("--betas", type=_betas, metavar="B1,B2", help="Adam's betas (default 0.9,0.999)")
+    group.add_argument("--warmup", type=int, metavar="STEPS",
+                       help="linear warm-up: step t of a phase takes lr * min(1, (t + 1) / STEPS) (default 0: none)")
+    group.add_argument("--clip", type=float, metavar="NORM",
+                       help="clip each run's gradient to this global norm, as clip_grad_norm_ (default: no clipping)")
+    group.add_argument("--init", help="initial weights: ordered (default; N(0, 1) embeddings, U(+-1/sqrt(fan_in)) "
+                       "elsewhere), shared_stream (the paper's d = 2 pipeline) or, with --model transformer, gpt2 "
+                       "(N(0, 0.02) embeddings and matrices, residual outputs N(0, 0.02 / sqrt(2 n_layers)), biases 0)")
+
+
+#: Phase fields set by the flags of `add_recipe_flags`.
+RECIPE_FLAGS = {"weight_decay": "weight_decay", "decay": "decay", "betas": "betas", "warmup": "warmup", "clip": "clip"}
+
+
+def recipe_from_flags(args: argparse.Namespace) -> dict:
+    """The recipe fields the command line gives (left out: the phase's own, or plain Adam's)."""
+    return {field: getattr(args, flag) for flag, field in RECIPE_FLAGS.items() if getattr(args, flag, None) is not None}
+
+
+def check_recorded(phases, model: ModelConfig, args: argparse.Namespace, what: str) -> None:
+    """Refuse recipe flags (and --init) that differ from what a run recorded: resuming keeps its recipe."""
+    for field, value in recipe_from_flags(args).items():
+        for index, phase in enumerate(phases):
+            recorded = getattr(phase, field)
+            if recorded != value:
+                raise ConfigError(f"--{field.replace('_', '-')} {_shown(value)} differs from the {field} "
+                                  f"{_shown(recorded)} that {what} recorded (phase {index}); it keeps its recipe")
+    if getattr(args, "init", None) is not None and args.init != model.init:
+        raise ConfigError(f"--init {args.init} differs from the init {model.init} that {what} recorded; "
+                          "it keeps its initial weights")
+
+
+def _shown(value) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
+
+
 #: ModelConfig fields set by the flags of `add_size_flags`, `add_residual_flag` and `add_arch_flags`
 #: (`--model` sets `arch`); a parser without a flag leaves its field at the default.
 MODEL_FLAGS = {"residual": "residual", "d_model": "d_model", "d_mlp": "d_mlp", "model": "arch",
@@ -72,6 +125,8 @@ MODEL_FLAGS = {"residual": "residual", "d_model": "d_model", "d_mlp": "d_mlp", "
 
 def model_from_flags(args: argparse.Namespace, task: TaskConfig) -> ModelConfig:
     given = {field: getattr(args, flag) for flag, field in MODEL_FLAGS.items() if getattr(args, flag, None) is not None}
+    if getattr(args, "init", None) is not None:
+        given["init"] = args.init
     return ModelConfig(n_ctx=task.n_ctx, **given)
 
 

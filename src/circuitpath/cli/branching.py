@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from circuitpath.cli import add_arch_flags, add_residual_flag
+from circuitpath.cli import add_arch_flags, add_recipe_flags, add_residual_flag, check_recorded, recipe_from_flags
 from circuitpath.config import parse_phases
 from circuitpath.errors import ConfigError
 
@@ -64,7 +64,8 @@ def add_parsers(sub) -> None:
     branch.add_argument("runs", type=Path, nargs="+", metavar="RUN|SWEEP", help="a run, or a directory of runs")
     branch.add_argument("--at", type=int, required=True, metavar="STEP", help="a checkpointed step of every run")
     branch.add_argument("--phases", required=True, metavar="SPEC",
-                        help="the new phases, comma-separated p:steps:lr[:batch_size][:k=K], e.g. 4:7000:1e-2")
+                        help="the new phases, comma-separated p:steps:lr[:batch_size][:key=value...] (keys as in train "
+                        "--phases), e.g. 4:7000:1e-2")
     branch.add_argument("--out", type=Path, required=True, help="the branch's run directory (for one run), or "
                         "the directory that receives one branch per run")
     branch.add_argument("--new-phase", action="store_true",
@@ -74,6 +75,7 @@ def add_parsers(sub) -> None:
     branch.add_argument("--allow-other-platform", action="store_true",
                         help="branch a run written under another torch version, device or CPU kernel set "
                         "(ATEN_CPU_CAPABILITY) anyway: continuing it here gives other bytes than an uninterrupted run")
+    add_recipe_flags(branch)
     branch.set_defaults(handler=cmd_branch)
 
     switch = sub.add_parser("switch", help="rates of generalising against the curriculum's switch step, over seeds",
@@ -106,6 +108,7 @@ def add_parsers(sub) -> None:
     switch.add_argument("--log-every", type=int, help="steps between metric lines (default 50)")
     switch.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     switch.add_argument("--force", action="store_true", help="replace an existing switch experiment at --out")
+    add_recipe_flags(switch)
     switch.set_defaults(handler=cmd_switch)
 
     predict = sub.add_parser("predict", help="predict from early checkpoints which runs will generalise",
@@ -154,7 +157,7 @@ def cmd_branch(args: argparse.Namespace) -> int:
     from circuitpath.outcomes import generalises, summary_table
     from circuitpath.runs import load_run
 
-    phases = parse_phases(args.phases)
+    phases = parse_phases(args.phases, **recipe_from_flags(args))
     targets: list[tuple[Path, Path]] = []
     for root in args.runs:
         parents = find_runs(root)
@@ -162,7 +165,12 @@ def cmd_branch(args: argparse.Namespace) -> int:
         for parent in parents:
             relative = Path(parent.name) if parent == root else parent.relative_to(root)
             targets.append((parent, args.out if single else args.out / relative))
-    plans = [plan_branch(load_run(parent), args.at, phases, out, args.new_phase,
+    parents = {parent: load_run(parent) for parent, _ in targets}
+    for parent, run in parents.items():
+        if args.init is not None and args.init != run.config.model.init:
+            raise ConfigError(f"--init {args.init} differs from the init {run.config.model.init} that {parent} recorded; "
+                              "a branch starts from its parent's weights")
+    plans = [plan_branch(parents[parent], args.at, phases, out, args.new_phase,
                          allow_other_platform=args.allow_other_platform, device=args.device) for parent, out in targets]
     runs = branch_many(plans, device=args.device, force=args.force)
     if len(runs) <= 8:
@@ -183,6 +191,11 @@ def cmd_switch(args: argparse.Namespace) -> int:
     if args.allow_other_platform and args.resume is None:
         raise ConfigError("--allow-other-platform applies to --resume DIR only: a new experiment makes its own runs")
     if args.resume is not None:
+        from circuitpath.switching import load_settings
+
+        recorded = load_settings(args.resume)
+        check_recorded(recorded.branch_phases(recorded.switch_steps[0]), recorded.model, args,
+                       f"the switch experiment {args.resume}")
         result = resume_switch(args.resume, device=args.device, allow_other_platform=args.allow_other_platform)
         out = args.resume
     else:
@@ -191,7 +204,8 @@ def cmd_switch(args: argparse.Namespace) -> int:
             p2_lr=args.p2_lr, p4_lr=args.p4_lr, n_ctx=args.n_ctx, k=args.k, n_train=args.n_train,
             n_test=args.n_test, d_model=args.d_model, residual=args.residual, checkpoint_every=args.checkpoint_every,
             arch=args.model, n_layers=args.n_layers, n_heads=args.n_heads, readout=args.readout, norm=args.norm,
-            positions=args.positions, batch_size=args.batch_size, log_every=args.log_every)
+            positions=args.positions, batch_size=args.batch_size, log_every=args.log_every, init=args.init,
+            recipe=recipe_from_flags(args))
         result = switch_experiment(args.out, settings, device=args.device, force=args.force)
         out = args.out
     print("\n".join(result.lines()))

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from circuitpath.cli import add_arch_flags, add_run_flags, add_task_flags, model_from_flags, task_from_flags
+from circuitpath.cli import (RECIPE_FLAGS, add_arch_flags, add_recipe_flags, add_run_flags, add_task_flags,
+                             model_from_flags, recipe_from_flags, task_from_flags)
 from circuitpath.errors import ConfigError
 
 DEFAULT_OUT, DEFAULT_SEEDS, DEFAULT_EXPERIMENTS = Path("runs/sweep"), "0-31", "scratch,curriculum"
@@ -26,7 +27,7 @@ every machine with circuitpath installed and OUT on a file system they all see a
 Without --address, --backend ray starts a Ray instance on this machine for the sweep."""
 
 RAY_FLAGS = ("address", "cpus", "chunk", "retries")
-ARCH_FLAGS = ("model", "n_layers", "n_heads", "readout", "norm")
+ARCH_FLAGS = ("model", "n_layers", "n_heads", "readout", "norm", "init", *RECIPE_FLAGS)
 TRAIN_FLAGS = ("log_every", "checkpoint_every")
 
 
@@ -47,6 +48,7 @@ def add_parsers(sub) -> None:
                       "task, model and schedule, so only --residual applies to it")
     add_task_flags(what)
     add_arch_flags(what)
+    add_recipe_flags(sweep)
     what.add_argument("--log-every", type=int, help="steps between metric lines of every run (default 50; each is an "
                       "evaluation on the train and test sets, a large share of a long sweep's time)")
     what.add_argument("--checkpoint-every", type=int, help="steps between regular checkpoints (default 250)")
@@ -124,6 +126,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             task = task_from_flags(args)
             experiments = parse_experiments(args.experiments or DEFAULT_EXPERIMENTS)
             _check_preset_flags(args, experiments)
+            experiments = _with_recipe(experiments, recipe_from_flags(args))
             summaries = sweep(out, parse_seeds(args.seeds or DEFAULT_SEEDS), experiments, task=task,
                               model=model_from_flags(args, task), train=_train(args), device=args.device, force=args.force,
                               keep_checkpoints=args.keep_checkpoints or "all", backend=args.backend, ray=ray)
@@ -144,6 +147,16 @@ def _train(args: argparse.Namespace):
     from circuitpath.config import TrainConfig
 
     return TrainConfig(**{k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None})
+
+
+def _with_recipe(experiments: dict, recipe: dict) -> dict:
+    """Each experiment's phases with the flags' recipe where its phase string gives none (stored as written out)."""
+    from circuitpath.config import parse_phases
+
+    if not recipe:
+        return experiments
+    return {name: ",".join(ph.to_text() for ph in parse_phases(value, **recipe)) if isinstance(value, str) else value
+            for name, value in experiments.items()}
 
 
 def _check_preset_flags(args: argparse.Namespace, experiments: dict) -> None:

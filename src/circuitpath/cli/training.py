@@ -9,7 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from circuitpath.cli import add_arch_flags, add_residual_flag, add_run_flags, add_size_flags
+from circuitpath.cli import (add_arch_flags, add_recipe_flags, add_residual_flag, add_run_flags, add_size_flags,
+                             check_recorded, recipe_from_flags)
 from circuitpath.config import Phase, RunConfig, parse_phases
 from circuitpath.errors import ConfigError
 
@@ -19,6 +20,7 @@ EPILOG_TRAIN = """examples:
   circuitpath train --config my_run.toml --out runs/y --seed 3
   circuitpath train --resume runs/x
   circuitpath train --out runs/t --model transformer --n-layers 2 --n-heads 4 --readout cls --norm rms
+  circuitpath train --out runs/r --model transformer --init gpt2 --untied --weight-decay 0.1 --phases 2:400:1e-3:128:warmup=40
 A config file (JSON or TOML) holds the sections task, model and train, as in a run's run.json;
 flags given on the command line override it."""
 
@@ -64,13 +66,15 @@ def add_parsers(sub) -> None:
                        "draw options as in sweep --experiments, e.g. vis_finetune:vis_n_tokens=3:vis_finetune_p=3); "
                        "flags given override it")
     phases = train.add_argument_group("phases (either --phases, or --p/--steps/--lr for a single phase)")
-    phases.add_argument("--phases", help="comma-separated p:steps:lr[:batch_size][:k=K], e.g. 2:3000:1e-3,4:7000:1e-2; "
-                        "k=K sums K positions in that phase (a curriculum over k; default: --k)")
+    phases.add_argument("--phases", help="comma-separated p:steps:lr[:batch_size][:key=value...], e.g. "
+                        "2:3000:1e-3,4:7000:1e-2; k=K sums K positions in that phase (a curriculum over k; default: "
+                        "--k); wd=, betas=B1/B2, warmup=, clip= and decay= set that phase's optimiser recipe")
     phases.add_argument("--p", type=int, help="modulus of a single phase (default 4)")
     phases.add_argument("--steps", type=int, help="steps of a single phase (default 10000)")
     phases.add_argument("--lr", type=float, help="Adam learning rate of a single phase (default 1e-2)")
     phases.add_argument("--batch-size", type=int, help="sequences per step (default: full batch)")
     _add_config_flags(train)
+    add_recipe_flags(train)
     add_run_flags(train)
     train.set_defaults(handler=cmd_train)
 
@@ -130,13 +134,14 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         model["tied"] = False
     _set(model, "seed", args.model_seed)
     _set(model, "arch", args.model)
+    _set(model, "init", args.init)
     for key in ("n_layers", "n_heads", "readout", "norm"):
         _set(model, key, getattr(args, key))
     for key in ("log_every", "checkpoint_every", "dense_checkpoints"):
         _set(train, key, getattr(args, key))
     _set(train, "seed", args.sample_seed)
     given = args.config is not None or bool(args.preset)
-    train["phases"] = [vars(ph) for ph in _phases(args, base.train.phases, given_file=given)]
+    train["phases"] = [ph.check_warmup().to_dict() for ph in _phases(args, base.train.phases, given_file=given)]
     return RunConfig.from_dict(data)
 
 
@@ -172,7 +177,7 @@ def _phases(args: argparse.Namespace, base: tuple[Phase, ...], given_file: bool)
         given = [f"--{k}" for k, v in single.items() if v is not None]
         if given:
             raise ConfigError(f"--phases cannot be combined with {', '.join(given)}")
-        phases = parse_phases(args.phases)
+        phases = parse_phases(args.phases, **recipe_from_flags(args))
     elif any(v is not None for v in single.values()) or not given_file:
         if given_file and len(base) > 1:
             raise ConfigError("--p/--steps/--lr set a single phase, but the config file has several; use --phases")
@@ -181,6 +186,8 @@ def _phases(args: argparse.Namespace, base: tuple[Phase, ...], given_file: bool)
         phases = (replace(first, **given),)
     else:
         phases = base
+    if args.phases is None:  # a phase string's keys override the flags; here the flags override file and default
+        phases = tuple(replace(ph, **recipe_from_flags(args)) for ph in phases)
     if args.batch_size is not None:
         phases = tuple(replace(ph, batch_size=args.batch_size) for ph in phases)
     return phases
@@ -198,7 +205,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("--resume continues a run as it was configured; drop --out, --config and --preset")
         from circuitpath.runs import load_run
 
-        if load_run(args.resume).status == "completed":
+        recorded = load_run(args.resume)
+        check_recorded(recorded.config.train.phases, recorded.config.model, args, f"the run {args.resume}")
+        if recorded.status == "completed":
             print(f"{args.resume} is already completed; nothing to resume")
             return 0
         (run,) = resume([args.resume], device=args.device, allow_other_platform=args.allow_other_platform)
