@@ -389,6 +389,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     from circuitpath.runs import load_run
 
     run = load_run(args.run)
+    bad = unreadable_files(run)
+    if bad:  # refused before anything is printed: the error is the one line
+        more = f" (and {len(bad) - 1} more unreadable: {', '.join(str(path.relative_to(run.path)) for path, _ in bad[1:])})"
+        raise CheckpointError(bad[0][1] + (more if len(bad) > 1 else ""))
     steps = run.steps
     status = run.status
     if status == "running" and not run.is_being_written():
@@ -396,14 +400,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"run {run.path}  status: {status}  circuitpath {run.info.get('circuitpath', '?')}")
     print(f"platform: {describe(run.info.get('platform'))}")
     print(json.dumps(run.config.to_dict(), indent=2))
-    bad = unreadable_files(run)
-    print(f"{len(steps)} checkpoints" + (f", steps {steps[0]}..{steps[-1]}" if steps else "")
-          + (f"; unreadable: {', '.join(str(path.relative_to(run.path)) for path, _ in bad)}" if bad else ""))
+    print(f"{len(steps)} checkpoints" + (f", steps {steps[0]}..{steps[-1]}" if steps else ""))
     if run.metrics:
         print(summary_table({run.path.name: run}))
-    if bad:
-        more = f" (and {len(bad) - 1} more unreadable, listed above)" if len(bad) > 1 else ""
-        raise CheckpointError(f"{bad[0][1]}{more}")
     return 0
 
 
