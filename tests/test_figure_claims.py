@@ -121,3 +121,41 @@ def test_circuit_over_training_measures_on_the_inputs_it_is_asked_for(seeds):
     assert over.position_effects[-1].tolist() == pytest.approx(knocked.effect.tolist())
     with pytest.raises(InputError, match="got 'valid'"):
         circuit_over_training(run, on="valid")
+
+
+def _drawn_steps(figure) -> set[int]:
+    """The checkpoint steps a Fig. 3 panel draws: the heatmaps' step axis (x of the summary heatmap, y per input)."""
+    steps = set()
+    for trace in figure.data:
+        if trace.type == "heatmap":
+            axis = trace.y if trace.y is not None and str(trace.y[0]).isdigit() and trace.x[0].startswith("x0=") else trace.x
+            steps |= {int(s) for s in axis}
+    return steps
+
+
+@pytest.mark.parametrize("paper", [True, False])
+def test_fig3_titles_and_captions_say_the_range_and_inputs_they_draw(seeds, paper):
+    from circuitpath.analysis.dynamics import attention_over_training
+    from circuitpath.report.fig3_attention import SECTION
+    from circuitpath.report.section import Context
+
+    run = seeds["curriculum"][0]
+    switch, n = run.config.train.phase_starts()[1], 30
+    panels = SECTION.build(Context(runs={"curriculum": run}, n=n, paper=paper))
+    assert panels and "p = 2 phase" not in SECTION.title  # the section also draws whole runs (`analyze`)
+    for panel in panels:
+        title, steps = panel.figure.layout.title.text, _drawn_steps(panel.figure)
+        said_p2 = "p = 2 phase" in title
+        assert said_p2 == paper and ("p = 2 phase" in panel.caption) == paper, (title, panel.caption)
+        if said_p2:
+            assert steps == {s for s in run.steps if s <= switch}, (title, steps)
+        else:  # the whole run: the switch is marked on the figure and named in the caption
+            assert steps == set(run.steps)
+            assert f"the dotted line at step {switch} marks the switch to p = 4" in panel.caption
+            assert any(shape.line.dash == "dot" for shape in panel.figure.layout.shapes)
+        if "mean attention" in [a.text for a in panel.figure.layout.annotations]:  # the summary heatmap
+            phase = 0 if said_p2 else -1
+            assert f"over {min(n, len(run.data(phase).x_test))} {'p = 2 test inputs' if said_p2 else 'test inputs of the last phase (p = 4)'}" in panel.caption
+            expected = attention_over_training(run, n=n, phase=phase, steps=sorted(steps)).pattern
+            assert panel.figure.data[0].z == pytest.approx(expected.T.tolist())
+            assert f"(steps {min(steps)}-{max(steps)})" in title
