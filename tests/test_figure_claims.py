@@ -159,3 +159,73 @@ def test_fig3_titles_and_captions_say_the_range_and_inputs_they_draw(seeds, pape
             expected = attention_over_training(run, n=n, phase=phase, steps=sorted(steps)).pattern
             assert panel.figure.data[0].z == pytest.approx(expected.T.tolist())
             assert f"(steps {min(steps)}-{max(steps)})" in title
+
+
+def test_fig4_colours_each_point_by_its_label_and_says_which_labeling_fits(seeds):
+    from circuitpath.analysis.clusters import FITS_ARI, find_clusters
+    from circuitpath.report.fig4_clusters import SECTION
+    from circuitpath.report.section import Context
+
+    run, n = seeds["curriculum"][0], 40
+    panels = SECTION.build(Context(runs={"curriculum": run}, n=n))
+    train = run.config.train
+    assert len(panels) == len(train.phases)  # the end of each phase
+    for panel, index, end in zip(panels, range(len(train.phases)), train.phase_starts()[1:] + [train.total_steps]):
+        p, tokens = train.phases[index].p, run.data(index).x_test[:n]
+        found = find_clusters(run.model_at(end), tokens, p, run.config.task.k)
+        label = tokens[:, : run.config.task.k].sum(1) % p
+        drawn = [t for t in panel.figure.data if t.legendgroup == "classes"]
+        assert [t.name for t in drawn] == [f"y = {y}" for y in label.unique().tolist()]  # at most p colours
+        assert [len(t.x) for t in drawn] == [int((label == y).sum()) for y in label.unique().tolist()]
+        assert len({t.marker.color for t in drawn}) == len(drawn)
+        title = re.sub(r"</sup><br><sup>|<br>", " ", panel.figure.layout.title.text)
+        best = found.best_labeling
+        score = (found.alignment if found.n_clusters > 1 else found.separation)[best]
+        assert (f"Fits: {best} (ARI >= {FITS_ARI})" in title) == (score >= FITS_ARI) != ("No labeling fits" in title)
+        assert "coloured by its label y" in panel.caption
+
+
+def _texts(html: str) -> list[str]:
+    """The page's paragraphs (intros, captions, notes) as plain text: what points the reader somewhere."""
+    from html import unescape
+
+    return [unescape(text) for text in re.findall(r"<p[^>]*>(.*?)</p>", html, flags=re.S)]
+
+
+def test_quick_tour_texts_point_only_to_claims_rows_that_exist(tmp_path, monkeypatch):
+    """`reproduce --seeds 1 --vis-seeds 1` where the drawn d = 2 seed's pretraining failed: no _if_pretrained rows,
+    and no text sends the reader to them."""
+    import json
+
+    from circuitpath import presets
+    from circuitpath.claims import PRETRAINED
+    from circuitpath.cli import main
+    from circuitpath.report import SECTIONS
+    from tiny_presets import tiny_experiments
+
+    monkeypatch.setattr(presets, "experiments", lambda **kwargs: tiny_experiments(kwargs.get("residual", "attn_out")))
+    out = tmp_path / "runs"
+    assert main(["reproduce", "--out", str(out), "--seeds", "1", "--vis-seeds", "1", "--figures", "3,4",
+                 "--n", "32"]) == 0
+    keys = {c["key"] for c in json.loads((out / "claims.json").read_text())["claims"]}
+    assert "vis_p2_solved" in keys and not any(key.endswith(PRETRAINED) for key in keys)  # the case of the tour
+    texts = _texts((out / "report.html").read_text())
+    assert any("1 seed (0)" in text for text in texts)
+    known = {key for section in SECTIONS for key in section.claims} | keys
+    for text in texts:
+        named = set(re.findall(r"\b[a-z0-9]+(?:_[a-z0-9]+)+\b", text)) & known
+        assert named <= keys, (named - keys, text)
+        assert PRETRAINED not in text, text
+    assert any("no rows over the pretrained seeds" in text for text in texts)
+
+
+def test_fig4_names_the_pretrained_rows_only_when_the_table_has_them():
+    from circuitpath.claims import PRETRAINED, Claim
+    from circuitpath.report.fig4_clusters import claims_note
+    from circuitpath.report.section import Context
+
+    row = lambda key: Claim(key, 4, "paper", "test")
+    with_rows = claims_note(Context(runs={}, claims={k: row(k) for k in ("clusters_p2", "clusters_p2" + PRETRAINED)}))
+    without = claims_note(Context(runs={}, claims={"clusters_p2": row("clusters_p2")}))
+    assert f"the {PRETRAINED} rows" in with_rows and PRETRAINED not in without and "no rows over" in without
+    assert claims_note(Context(runs={})) == ""  # `analyze`: no claims table

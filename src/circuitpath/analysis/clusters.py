@@ -67,6 +67,10 @@ TOLERANCE = 0.005
 MIN_EXCESS = 0.15
 #: Points clustered at most; further points join the cluster with the nearest centroid.
 MAX_POINTS = 2048
+#: A labeling fits the points when its adjusted Rand index reaches this (0: chance, 1: the same partition).
+FITS_ARI = 0.9
+#: The candidate labeling that is the task's label: the sum of the summed tokens mod p.
+LABEL = "target y"
 
 
 @dataclass
@@ -90,6 +94,14 @@ class ClusterResult:
         return max(scores, key=lambda name: -2.0 if scores[name] != scores[name] else scores[name])
 
     @property
+    def fitting(self) -> str | None:
+        """The best labeling if it fits (ARI >= FITS_ARI with the clusters, or without clusters with Ward's
+        partition into as many groups), else None: no labeling fits."""
+        best = self.best_labeling
+        scores = self.alignment if self.n_clusters > 1 else self.separation
+        return best if scores[best] >= FITS_ARI else None
+
+    @property
     def excess(self) -> dict[int, float]:
         """Silhouette above the structureless reference, per count."""
         return {n: s - self.reference[n] for n, s in self.silhouette.items() if n in self.reference}
@@ -102,7 +114,7 @@ def candidate_labelings(tokens: Int[Tensor, "batch pos"], p: int, k: int | Seque
     counts = torch.stack([(summed == v).sum(1) for v in range(p)], dim=1)
     _, count_class = torch.unique(counts, dim=0, return_inverse=True)
     name = truth_name(k)
-    return {"target y": summed.sum(1) % p, f"sum of {name}": summed.sum(1), f"counts in {name}": count_class}
+    return {LABEL: summed.sum(1) % p, f"sum of {name}": summed.sum(1), f"counts in {name}": count_class}
 
 
 def choose_count(silhouette: dict[int, float], reference: dict[int, float],

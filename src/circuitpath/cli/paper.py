@@ -30,7 +30,8 @@ why lr 1e-3 from scratch: the notebook sets lr = 1e-3 and then overrides it with
 the paper's Fig. 5 curve (train acc ~0.95 at step 2 000, 0.99 at ~2 600; at 1e-2 it is 1.0 by step 1 250).
 why more seeds at d = 2: the paper's Figs. 3-4 show one run among many, its p = 2 pretraining succeeds on a
 minority of seeds, and a d = 2 run is cheap; those figures are drawn on the first seed whose pretraining
-succeeded, and each of their claims is reported over all d = 2 seeds and over those (the _if_pretrained rows).
+succeeded, and each of their claims is reported over all d = 2 seeds and over those (the _if_pretrained rows,
+when any seed's pretraining succeeded).
 why residual attn_out: the code that drew the figures adds the MLP to the un-normalised attention output
 (a pre-norm block); the text's equation 4 adds it to RMS(z_A) (--residual normalized)."""
 

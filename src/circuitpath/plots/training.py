@@ -9,7 +9,7 @@ from plotly.subplots import make_subplots
 
 from circuitpath.analysis.ablation import AblationResult
 from circuitpath.analysis.barrier import BarrierResult
-from circuitpath.analysis.clusters import MIN_EXCESS, TOLERANCE, ClusterResult
+from circuitpath.analysis.clusters import FITS_ARI, LABEL, MIN_EXCESS, TOLERANCE, ClusterResult
 from circuitpath.analysis.dynamics import AttentionOverTraining
 from circuitpath.analysis.patching import PatchResult
 from circuitpath.analysis.trajectory import Trajectory
@@ -150,20 +150,50 @@ def _principal_plane(points: torch.Tensor) -> torch.Tensor:
 
 
 def clusters_figure(result: ClusterResult, title: str) -> go.Figure:
-    """Left: the activations in their first two principal axes, one colour per class of the labeling that
-    best matches the clusters. Right: the rule's curves: silhouette per cluster count, for the data and
-    for a structureless reference, the chosen count marked."""
+    """Left: the activations in their first two principal axes, one colour per value of the label y (the
+    task's labeling, the same in every panel; few colours, none repeated). Right: the rule's curves:
+    silhouette per cluster count, for the data and for a structureless reference, the chosen count marked.
+    The title says which labeling fits the points (ARI >= FITS_ARI), or that none does."""
     coords = _principal_plane(result.points)
-    best = result.best_labeling
-    classes = result.candidates[best]
+    best, named = result.best_labeling, _label_name(result)
+    classes = result.candidates[LABEL]
+    other = {name: labels.tolist() for name, labels in result.candidates.items() if name != LABEL}
     figure = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.1,
-                           subplot_titles=(f"{result.activation}, coloured by {best}", "how many clusters"))
+                           subplot_titles=(f"{result.activation}, coloured by its {named}", "how many clusters"))
     for index, value in enumerate(classes.unique().tolist()):
         rows = (classes == value).nonzero().squeeze(1)
         figure.add_trace(go.Scattergl(
-            x=coords[rows, 0].tolist(), y=coords[rows, 1].tolist(), mode="markers", name=str(value),
-            legendgroup="classes", legendgrouptitle_text=best, marker={"color": class_colour(index), "size": 5},
-            text=[f"{best} {value}, cluster {c}" for c in result.labels[rows].tolist()], hoverinfo="text"), row=1, col=1)
+            x=coords[rows, 0].tolist(), y=coords[rows, 1].tolist(), mode="markers", name=f"y = {value}",
+            legendgroup="classes", legendgrouptitle_text=named, marker={"color": class_colour(index), "size": 5},
+            text=[f"y {value}, " + ", ".join(f"{name} {labels[r]}" for name, labels in other.items()) + f", cluster {c}"
+                  for r, c in zip(rows.tolist(), result.labels[rows].tolist())], hoverinfo="text"), row=1, col=1)
+    _silhouette_curves(figure, result)
+    alignment = ", ".join(f"{name} {ari:.2f}" for name, ari in result.alignment.items())
+    if result.n_clusters > 1:
+        head = f"{title}: {result.n_clusters} clusters of {result.activation}"
+        found = f"adjusted Rand index of the clusters with each labeling: {alignment}. "
+        score = result.alignment[best]
+    else:
+        head = f"{title}: no well-separated clusters of {result.activation}"
+        score = result.separation[best]
+        found = (f"Ward's tree reproduces {best} best (ARI {score:.2f} at {len(result.candidates[best].unique())} "
+                 "groups). ")
+    fits = (f"Fits: {best} (ARI >= {FITS_ARI})." if result.fitting else
+            f"No labeling fits (the best, {best}, has ARI {score:.2f} < {FITS_ARI}).")
+    rule = (f"Count: the largest whose silhouette is within {TOLERANCE} of the best, kept if it beats the "
+            f"reference by {MIN_EXCESS}. ")
+    figure.update_layout(**titled(head, rule + found + fits), template=TEMPLATE, height=560,
+                         legend={"groupclick": "toggleitem"})
+    return figure
+
+
+def _label_name(result: ClusterResult) -> str:
+    """"label y = sum of first k mod p", naming the summed tokens as the candidate labelings do."""
+    summed = next((name[len("sum of "):] for name in result.candidates if name.startswith("sum of ")), "first k")
+    return f"label y = sum of {summed} mod p"
+
+
+def _silhouette_curves(figure: go.Figure, result: ClusterResult) -> None:
     counts = sorted(result.silhouette)
     figure.add_trace(go.Scatter(x=counts, y=[result.silhouette[n] for n in counts], mode="lines+markers",
                                 name="silhouette", legendgroup="rule", legendgrouptitle_text="rule",
@@ -178,19 +208,6 @@ def clusters_figure(result: ClusterResult, title: str) -> go.Figure:
     figure.update_yaxes(title_text="PC 2", row=1, col=1)
     figure.update_xaxes(title_text="cluster count (Ward)", row=1, col=2)
     figure.update_yaxes(title_text="mean silhouette", row=1, col=2)
-    alignment = ", ".join(f"{name} {ari:.2f}" for name, ari in result.alignment.items())
-    if result.n_clusters > 1:
-        head = f"{title}: {result.n_clusters} clusters of {result.activation}"
-        found = f"adjusted Rand index of the clusters with each labeling: {alignment}."
-    else:
-        head = f"{title}: no well-separated clusters of {result.activation}"
-        found = (f"colours show the classes of {best}, the labeling Ward's tree reproduces best "
-                 f"(ARI {result.separation[best]:.2f} at {len(result.candidates[best].unique())} groups), not clusters.")
-    rule = (f"Count: the largest whose silhouette is within {TOLERANCE} of the best, kept if it beats the "
-            f"reference by {MIN_EXCESS}. ")
-    figure.update_layout(**titled(head, rule + found), template=TEMPLATE, height=560,
-                         legend={"groupclick": "toggleitem"})
-    return figure
 
 
 def circuit_over_training_figure(result, title: str) -> go.Figure:

@@ -64,7 +64,7 @@ def _draw(page: Page, section: Section, ctx: Context, tested: list[Claim]) -> No
     with single_threaded():
         panels = section.build(ctx)
     page.heading(section.title, anchor=section.key)
-    page.text(section.intro)
+    page.text(section.intro + section.claims_note(ctx))
     if tested:
         page.text("Tests: " + "; ".join(f"{c.key} ({c.count}/{c.n} seeds, {c.verdict})" for c in tested), css="tests")
     elif section.claims and not ctx.paper:

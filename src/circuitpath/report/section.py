@@ -36,6 +36,7 @@ class Section:
     build: Callable[[Context], list[Panel]]
     applies: Callable[[dict[str, Run]], bool] = lambda runs: bool(runs)
     experiments: tuple[str, ...] = ()  # preset experiments drawn in a reproduce report (default: the figure's)
+    claims_note: Callable[[Context], str] = lambda ctx: ""  # after the intro: what it says of the claims measured
 
 
 def one_shape(runs: dict[str, Run]) -> bool:
