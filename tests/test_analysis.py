@@ -282,7 +282,7 @@ def test_circuit_over_training_measures_each_checkpoint_on_its_phase(trained_run
     assert len(result.n_clusters) == len(result.steps) and all(1 <= c <= 6 for c in result.n_clusters)
 
 
-def test_without_clusters_the_figure_colours_by_the_label_and_names_the_labeling_wards_tree_reproduces_best():
+def test_without_clusters_the_figure_colours_by_the_sum_and_names_the_labeling_wards_tree_reproduces_best():
     from circuitpath import CrossAttentionTransformer, ModelConfig
     from circuitpath.analysis.clusters import find_clusters
     from circuitpath.plots.training import clusters_figure
@@ -301,8 +301,7 @@ def test_without_clusters_the_figure_colours_by_the_label_and_names_the_labeling
     figure = clusters_figure(result, "stripes")
     title = re.sub(r"</sup><br><sup>|<br>", " ", figure.layout.title.text)
     assert "no well-separated clusters" in title and "Ward's tree reproduces sum of first k best" in title
-    drawn = [t for t in figure.data if t.legendgroup == "classes"]
-    assert [t.name for t in drawn] == ["y = 0", "y = 1", "y = 2", "y = 3"]  # the label, one colour each
-    assert len({t.marker.color for t in drawn}) == 4
+    points = figure.data[0]  # one colour per sum of the first k (0..9) on an ordered scale: none repeats
+    assert list(points.marker.color) == tokens[:, :3].sum(1).tolist() and points.marker.colorscale
     score = result.separation["sum of first k"]
     assert ("Fits: sum of first k" in title) == (score >= 0.9) != ("No labeling fits" in title)

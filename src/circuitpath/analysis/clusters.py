@@ -69,8 +69,6 @@ MIN_EXCESS = 0.15
 MAX_POINTS = 2048
 #: A labeling fits the points when its adjusted Rand index reaches this (0: chance, 1: the same partition).
 FITS_ARI = 0.9
-#: The candidate labeling that is the task's label: the sum of the summed tokens mod p.
-LABEL = "target y"
 
 
 @dataclass
@@ -114,7 +112,7 @@ def candidate_labelings(tokens: Int[Tensor, "batch pos"], p: int, k: int | Seque
     counts = torch.stack([(summed == v).sum(1) for v in range(p)], dim=1)
     _, count_class = torch.unique(counts, dim=0, return_inverse=True)
     name = truth_name(k)
-    return {LABEL: summed.sum(1) % p, f"sum of {name}": summed.sum(1), f"counts in {name}": count_class}
+    return {"target y": summed.sum(1) % p, f"sum of {name}": summed.sum(1), f"counts in {name}": count_class}
 
 
 def choose_count(silhouette: dict[int, float], reference: dict[int, float],

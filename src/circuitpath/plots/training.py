@@ -9,7 +9,7 @@ from plotly.subplots import make_subplots
 
 from circuitpath.analysis.ablation import AblationResult
 from circuitpath.analysis.barrier import BarrierResult
-from circuitpath.analysis.clusters import FITS_ARI, LABEL, MIN_EXCESS, TOLERANCE, ClusterResult
+from circuitpath.analysis.clusters import FITS_ARI, MIN_EXCESS, TOLERANCE, ClusterResult
 from circuitpath.analysis.dynamics import AttentionOverTraining
 from circuitpath.analysis.patching import PatchResult
 from circuitpath.analysis.trajectory import Trajectory
@@ -150,23 +150,23 @@ def _principal_plane(points: torch.Tensor) -> torch.Tensor:
 
 
 def clusters_figure(result: ClusterResult, title: str) -> go.Figure:
-    """Left: the activations in their first two principal axes, one colour per value of the label y (the
-    task's labeling, the same in every panel; few colours, none repeated). Right: the rule's curves:
-    silhouette per cluster count, for the data and for a structureless reference, the chosen count marked.
-    The title says which labeling fits the points (ARI >= FITS_ARI), or that none does."""
+    """Left: the activations in their first two principal axes, coloured by the sum of the summed tokens (the
+    labeling the paper's figure colours by and its claims test: one colour per sum on an ordered scale, none
+    repeated, the same in every panel). Right: the rule's curves: silhouette per cluster count, for the data and
+    for a structureless reference, the chosen count marked. The title says which labeling fits the points
+    (ARI >= FITS_ARI), or that none does."""
     coords = _principal_plane(result.points)
-    best, named = result.best_labeling, _label_name(result)
-    classes = result.candidates[LABEL]
-    other = {name: labels.tolist() for name, labels in result.candidates.items() if name != LABEL}
-    figure = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.1,
-                           subplot_titles=(f"{result.activation}, coloured by its {named}", "how many clusters"))
-    for index, value in enumerate(classes.unique().tolist()):
-        rows = (classes == value).nonzero().squeeze(1)
-        figure.add_trace(go.Scattergl(
-            x=coords[rows, 0].tolist(), y=coords[rows, 1].tolist(), mode="markers", name=f"y = {value}",
-            legendgroup="classes", legendgrouptitle_text=named, marker={"color": class_colour(index), "size": 5},
-            text=[f"y {value}, " + ", ".join(f"{name} {labels[r]}" for name, labels in other.items()) + f", cluster {c}"
-                  for r, c in zip(rows.tolist(), result.labels[rows].tolist())], hoverinfo="text"), row=1, col=1)
+    best, summed = result.best_labeling, _sum_labeling(result)
+    sums = result.candidates[summed]
+    others = {name: labels.tolist() for name, labels in result.candidates.items() if name != summed}
+    figure = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.2,
+                           subplot_titles=(f"{result.activation}, coloured by {summed}", "how many clusters"))
+    figure.add_trace(go.Scattergl(
+        x=coords[:, 0].tolist(), y=coords[:, 1].tolist(), mode="markers", name=summed, showlegend=False,
+        marker={"color": sums.tolist(), "colorscale": "Turbo", "cmin": int(sums.min()), "cmax": int(sums.max()),
+                "size": 5, "colorbar": {"title": "sum", "x": 0.5, "xanchor": "left", "len": 0.9, "thickness": 12}},
+        text=[f"{summed} {v}, " + ", ".join(f"{name} {labels[i]}" for name, labels in others.items()) + f", cluster {c}"
+              for i, (v, c) in enumerate(zip(sums.tolist(), result.labels.tolist()))], hoverinfo="text"), row=1, col=1)
     _silhouette_curves(figure, result)
     alignment = ", ".join(f"{name} {ari:.2f}" for name, ari in result.alignment.items())
     if result.n_clusters > 1:
@@ -187,10 +187,9 @@ def clusters_figure(result: ClusterResult, title: str) -> go.Figure:
     return figure
 
 
-def _label_name(result: ClusterResult) -> str:
-    """"label y = sum of first k mod p", naming the summed tokens as the candidate labelings do."""
-    summed = next((name[len("sum of "):] for name in result.candidates if name.startswith("sum of ")), "first k")
-    return f"label y = sum of {summed} mod p"
+def _sum_labeling(result: ClusterResult) -> str:
+    """The candidate labeling "sum of first k" (or "sum of relevant positions")."""
+    return next(name for name in result.candidates if name.startswith("sum of "))
 
 
 def _silhouette_curves(figure: go.Figure, result: ClusterResult) -> None:

@@ -9,8 +9,8 @@ from circuitpath.report.page import Panel
 from circuitpath.presets import VIS_RESET
 from circuitpath.report.section import Context, Section
 
-CAPTION = ("Each point is one input's z_A (its first two principal axes when d > 2), coloured by its label y (the sum "
-           "of the first k mod p); the title gives the cluster count (1: no group stands out from a structureless "
+CAPTION = ("Each point is one input's z_A (its first two principal axes when d > 2), coloured by the sum of its first "
+           "k (as the paper's figure; its label y is that sum mod p); the title gives the cluster count (1: no group stands out from a structureless "
            f"cloud), the adjusted Rand index with each labeling, and the labeling that fits (ARI >= {FITS_ARI}) or that "
            "none does. ")
 PAPER = ("The paper (d = 2): 6 clusters, one per count of ones among the first k, after p = 2; 16, one per sum of the "
