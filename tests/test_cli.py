@@ -129,6 +129,8 @@ def test_patch_prints_one_effect_per_position(trained_run, capsys):
     assert main(["patch", str(trained_run.path), "--n", "30"]) == 0
     out = capsys.readouterr().out
     assert "logit_diff: clean" in out and all(f"\n  v{t} " in out for t in range(6))
+    header = next(line for line in out.splitlines() if "effect" in line and "restored" in line and "=" not in line)
+    assert header.split() == ["position", "effect", "restored"]  # the labels' column is named for what they are
 
 
 @pytest.mark.parametrize("args, message", [

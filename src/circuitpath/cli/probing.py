@@ -152,6 +152,11 @@ def hook_and_over(args: argparse.Namespace, model) -> tuple[str, tuple[str, ...]
     return hook, over
 
 
+#: The name of the column of `patch`'s table for each axis patched over (its rows' labels: v0, head 1, ...).
+AXIS_WORDS = {"key_pos": "position", "pos": "position", "query_pos": "query position", "head_index": "head",
+              "d_model": "dimension", "d_mlp": "neuron", "d_head": "dimension"}
+
+
 #: What --n does, said in each probing command's description.
 N_RULE = ("--n inputs are the first of the phase's {data}: left out, up to {default} are used; given, exactly that "
           "many, and an --n beyond the data is refused. The number used is printed.")
@@ -250,8 +255,9 @@ def cmd_patch(args: argparse.Namespace) -> int:
           f"corrupted (change from the corrupted baseline), restored = effect / (clean - corrupted)")
     gap = result.clean - result.corrupted
     result.labels = cls_named(result.labels, model.cfg)
-    width = max(len(label) for label in [*result.labels, "patched"])
-    print(f"  {'patched':<{width}}  {'effect':>8}  {'restored':>8}")
+    site = " x ".join(AXIS_WORDS.get(axis, axis) for axis in over) or "activation"  # what each row's label names
+    width = max(len(label) for label in [*result.labels, site])
+    print(f"  {site:<{width}}  {'effect':>8}  {'restored':>8}")
     for label, effect in zip(result.labels, result.effect.reshape(-1).tolist()):
         restored = f"{effect / gap:+8.3f}" if gap != 0 else f"{'-':>8}"
         print(f"  {label:<{width}}  {effect:+8.4f}  {restored}")
