@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -280,7 +282,7 @@ def test_circuit_over_training_measures_each_checkpoint_on_its_phase(trained_run
     assert len(result.n_clusters) == len(result.steps) and all(1 <= c <= 6 for c in result.n_clusters)
 
 
-def test_without_clusters_the_figure_colours_by_the_labeling_wards_tree_reproduces_best():
+def test_without_clusters_the_figure_colours_by_the_sum_and_names_the_labeling_wards_tree_reproduces_best():
     from circuitpath import CrossAttentionTransformer, ModelConfig
     from circuitpath.analysis.clusters import find_clusters
     from circuitpath.plots.training import clusters_figure
@@ -297,6 +299,9 @@ def test_without_clusters_the_figure_colours_by_the_labeling_wards_tree_reproduc
     assert result.best_labeling == "sum of first k"
     assert result.separation["sum of first k"] > result.separation["target y"]
     figure = clusters_figure(result, "stripes")
-    assert "no well-separated clusters" in figure.layout.title.text
-    assert len([t for t in figure.data if t.legendgroup == "classes"]) == 10  # sums 0..9, one colour each
-    assert len({t.marker.color for t in figure.data if t.legendgroup == "classes"}) == 10
+    title = re.sub(r"</sup><br><sup>|<br>", " ", figure.layout.title.text)
+    assert "no well-separated clusters" in title and "Ward's tree reproduces sum of first k best" in title
+    points = figure.data[0]  # one colour per sum of the first k (0..9) on an ordered scale: none repeats
+    assert list(points.marker.color) == tokens[:, :3].sum(1).tolist() and points.marker.colorscale
+    score = result.separation["sum of first k"]
+    assert ("Fits: sum of first k" in title) == (score >= 0.9) != ("No labeling fits" in title)

@@ -77,7 +77,7 @@ def test_many_branches_train_batched_and_equal_their_branches_alone(tmp_path):
 
 def test_bad_input_is_refused_before_anything_is_written(tmp_path):
     parent = train(tiny_config("2:30:1e-2"), tmp_path / "parent", progress=False)
-    with pytest.raises(BranchError, match="no checkpoint at step 11; saved steps near it: 2, 5, 10"):
+    with pytest.raises(BranchError, match="no checkpoint at step 11; nearest saved, nearest first: 10, 5, 2"):
         plan_branch(parent, 11, parse_phases("4:5:1e-2"), tmp_path / "x")
     with pytest.raises(BranchError, match="phase p = 5 exceeds the model's n_tokens"):
         plan_branch(parent, 10, parse_phases("5:5:1e-2"), tmp_path / "x")

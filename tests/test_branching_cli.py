@@ -55,7 +55,7 @@ def test_branching_every_run_of_a_sweep_keeps_its_layout_and_its_parents_records
 
 
 @pytest.mark.parametrize("at, spec, message", [
-    ("11", "4:10:1e-2", "has no checkpoint at step 11; saved steps near it: 2, 5, 10"),
+    ("11", "4:10:1e-2", "has no checkpoint at step 11; nearest saved, nearest first: 10, 5, 2"),
     ("-1", "4:10:1e-2", "has no checkpoint at step -1"),
     ("10", "4:ten:1e-2", "a phase is p:steps:lr[:batch_size][:key=value...] with numbers, got '4:ten:1e-2'"),
     ("10", "4:10", "a phase is p:steps:lr[:batch_size][:key=value...], got '4:10'"),
@@ -74,7 +74,7 @@ def test_branch_refuses_a_missing_step_or_a_bad_phase_spec_and_writes_nothing(sw
 
 def test_one_run_of_a_sweep_without_the_step_stops_every_branch(sweep, tmp_path, capsys):
     refused(capsys, ["branch", str(sweep), "--at", "10", "--phases", "4:5:1e-2", "--out", str(tmp_path / "b")],
-            "short/seed_5 has no checkpoint at step 10; saved steps near it: 2, 6, 15")
+            "short/seed_5 has no checkpoint at step 10; nearest saved, nearest first: 6, 15, 2")
     assert not (tmp_path / "b").exists()
 
 

@@ -129,6 +129,8 @@ def test_patch_prints_one_effect_per_position(trained_run, capsys):
     assert main(["patch", str(trained_run.path), "--n", "30"]) == 0
     out = capsys.readouterr().out
     assert "logit_diff: clean" in out and all(f"\n  v{t} " in out for t in range(6))
+    header = next(line for line in out.splitlines() if "effect" in line and "restored" in line and "=" not in line)
+    assert header.split() == ["position", "effect", "restored"]  # the labels' column is named for what they are
 
 
 @pytest.mark.parametrize("args, message", [
@@ -261,7 +263,7 @@ def test_help_examples_name_runs_that_reproduce_writes(capsys):
 
 
 # ---- show: what is on disk, checked ---------------------------------------------------------------
-def test_show_names_the_platform_and_a_truncated_last_checkpoint(trained_run, capsys):
+def test_show_names_the_platform_and_a_truncated_last_checkpoint_in_one_line(trained_run, capsys):
     from circuitpath.platform import describe
 
     assert main(["show", str(trained_run.path)]) == 0
@@ -271,15 +273,12 @@ def test_show_names_the_platform_and_a_truncated_last_checkpoint(trained_run, ca
     last.write_bytes(last.read_bytes()[:-7])
     assert main(["show", str(trained_run.path)]) == 2
     captured = capsys.readouterr()
-    assert "; unreadable: checkpoints/step_0000040.safetensors\n" in captured.out
+    assert captured.out == ""  # the error is the one line: no config printed before it
     err = captured.err.strip()
     assert err.startswith(f"circuitpath: error: {last} is truncated or corrupted (") and "\n" not in err, err
 
 
-def test_show_lists_every_unreadable_file_and_a_run_without_a_platform(trained_run, capsys):
-    info = json.loads((trained_run.path / "run.json").read_text())
-    info.pop("platform")
-    (trained_run.path / "run.json").write_text(json.dumps(info))
+def test_show_names_every_unreadable_file_in_its_one_line(trained_run, capsys):
     (trained_run.path / "data" / "phase_1.safetensors").unlink()
     state = trained_run.path / "state" / "step_0000040.safetensors"
     raw = bytearray(state.read_bytes())
@@ -287,10 +286,17 @@ def test_show_lists_every_unreadable_file_and_a_run_without_a_platform(trained_r
     state.write_bytes(bytes(raw))
     assert main(["show", str(trained_run.path)]) == 2
     captured = capsys.readouterr()
-    assert "platform: an unrecorded platform (written before circuitpath recorded it)" in captured.out
-    assert "; unreadable: state/step_0000040.safetensors, data/phase_1.safetensors\n" in captured.out
+    assert captured.out == ""
     assert captured.err.strip() == (f"circuitpath: error: {state} is corrupted (its checksum does not match its "
-                                    "contents) (and 1 more unreadable, listed above)")
+                                    "contents) (and 1 more unreadable: data/phase_1.safetensors)")
+
+
+def test_show_a_run_without_a_platform(trained_run, capsys):
+    info = json.loads((trained_run.path / "run.json").read_text())
+    info.pop("platform")
+    (trained_run.path / "run.json").write_text(json.dumps(info))
+    assert main(["show", str(trained_run.path)]) == 0
+    assert "platform: an unrecorded platform (written before circuitpath recorded it)" in capsys.readouterr().out
 
 
 # ---- --n: exactly as given, or refused ------------------------------------------------------------

@@ -279,8 +279,33 @@ def test_labels_of_close_nodes_fan_out():
     timeline = type("T", (), {"circuits": {"attribution": [circuit]}, "graph": graph, "k": 5,
                               "relevant_at": lambda self, row: (0, 1, 2, 3, 4)})()
     drawn = circuit_timeline_figure(timeline, "attribution", "t").data[-1]
-    assert list(drawn.textposition) == label_places([places[n] for n in drawn.text])
-    assert len({drawn.textposition[drawn.text.index(n)] for n in ("n55", "n58", "n59")}) == 3
+    shown = node_places(graph, ["n10", "n55", "n58", "n59"])  # the drawn neurons spread evenly: apart, labels on top
+    assert list(drawn.textposition) == label_places([shown[n] for n in drawn.text]) == ["top center"] * len(drawn.text)
+
+
+@pytest.mark.parametrize("neurons", [[33, 34], [33, 34, 35, 40, 56, 68, 85, 94], list(range(30, 60))])
+def test_drawn_neurons_never_overlap_and_line_up_across_steps(neurons):
+    from circuitpath.analysis.discovery import ModelGraph
+    from circuitpath.plots.discovery import circuit_timeline_figure
+
+    graph = ModelGraph(n_ctx=12, d_mlp=128)
+    names = [f"n{i}" for i in neurons]
+    steps = [DiscoveredCircuit(rule="budgets", parameter=0.1, nodes={"attn": 1.0} | {n: 1.0 for n in half},
+                               edges=[], method="attribution", step=step)
+             for step, half in enumerate((names[::2], names[1::2], names))]
+    timeline = type("T", (), {"circuits": {"attribution": steps}, "graph": graph, "k": 5,
+                              "relevant_at": lambda self, row: (0, 1, 2, 3, 4)})()
+    figure = circuit_timeline_figure(timeline, "attribution", "t")
+    places = {}
+    for frame in figure.frames:
+        nodes = frame.data[-1]
+        for name, x, y in zip(nodes.text, nodes.x, nodes.y):
+            assert places.setdefault(name, (x, y)) == (x, y), name  # one place at every step
+    # a unit of x is about 75 px, of y about 70 px; the largest marker is 30 px across, a label about 12 px tall
+    for a in names:
+        for b in names:
+            dx, dy = abs(places[a][0] - places[b][0]), abs(places[a][1] - places[b][1])
+            assert a == b or dx >= 0.35 and (dx >= 0.7 or dy >= 0.45), (a, b, places[a], places[b])
 
 
 def test_the_auroc_level_is_said_from_where_it_stays_not_where_it_first_touched():

@@ -121,3 +121,109 @@ def test_circuit_over_training_measures_on_the_inputs_it_is_asked_for(seeds):
     assert over.position_effects[-1].tolist() == pytest.approx(knocked.effect.tolist())
     with pytest.raises(InputError, match="got 'valid'"):
         circuit_over_training(run, on="valid")
+
+
+def _drawn_steps(figure) -> set[int]:
+    """The checkpoint steps a Fig. 3 panel draws: the heatmaps' step axis (x of the summary heatmap, y per input)."""
+    steps = set()
+    for trace in figure.data:
+        if trace.type == "heatmap":
+            axis = trace.y if trace.y is not None and str(trace.y[0]).isdigit() and trace.x[0].startswith("x0=") else trace.x
+            steps |= {int(s) for s in axis}
+    return steps
+
+
+@pytest.mark.parametrize("paper", [True, False])
+def test_fig3_titles_and_captions_say_the_range_and_inputs_they_draw(seeds, paper):
+    from circuitpath.analysis.dynamics import attention_over_training
+    from circuitpath.report.fig3_attention import SECTION
+    from circuitpath.report.section import Context
+
+    run = seeds["curriculum"][0]
+    switch, n = run.config.train.phase_starts()[1], 30
+    panels = SECTION.build(Context(runs={"curriculum": run}, n=n, paper=paper))
+    assert panels and "p = 2 phase" not in SECTION.title  # the section also draws whole runs (`analyze`)
+    for panel in panels:
+        title, steps = panel.figure.layout.title.text, _drawn_steps(panel.figure)
+        said_p2 = "p = 2 phase" in title
+        assert said_p2 == paper and ("p = 2 phase" in panel.caption) == paper, (title, panel.caption)
+        if said_p2:
+            assert steps == {s for s in run.steps if s <= switch}, (title, steps)
+        else:  # the whole run: the switch is marked on the figure and named in the caption
+            assert steps == set(run.steps)
+            assert f"the dotted line at step {switch} marks the switch to p = 4" in panel.caption
+            assert any(shape.line.dash == "dot" for shape in panel.figure.layout.shapes)
+        if "mean attention" in [a.text for a in panel.figure.layout.annotations]:  # the summary heatmap
+            phase = 0 if said_p2 else -1
+            assert f"over {min(n, len(run.data(phase).x_test))} {'p = 2 test inputs' if said_p2 else 'test inputs of the last phase (p = 4)'}" in panel.caption
+            expected = attention_over_training(run, n=n, phase=phase, steps=sorted(steps)).pattern
+            assert panel.figure.data[0].z == pytest.approx(expected.T.tolist())
+            assert f"(steps {min(steps)}-{max(steps)})" in title
+
+
+def test_fig4_colours_each_point_by_its_sum_and_says_which_labeling_fits(seeds):
+    from circuitpath.analysis.clusters import FITS_ARI, find_clusters
+    from circuitpath.report.fig4_clusters import SECTION
+    from circuitpath.report.section import Context
+
+    run, n = seeds["curriculum"][0], 40
+    panels = SECTION.build(Context(runs={"curriculum": run}, n=n))
+    train = run.config.train
+    assert len(panels) == len(train.phases)  # the end of each phase
+    for panel, index, end in zip(panels, range(len(train.phases)), train.phase_starts()[1:] + [train.total_steps]):
+        p, tokens = train.phases[index].p, run.data(index).x_test[:n]
+        found = find_clusters(run.model_at(end), tokens, p, run.config.task.k)
+        points = panel.figure.data[0]  # each point coloured by its sum of the first k, the labeling the claims test
+        assert list(points.marker.color) == tokens[:, : run.config.task.k].sum(1).tolist() and len(points.x) == len(tokens)
+        assert points.marker.colorscale and not any(t.showlegend is not False for t in panel.figure.data[:1])
+        title = re.sub(r"</sup><br><sup>|<br>", " ", panel.figure.layout.title.text)
+        best = found.best_labeling
+        score = (found.alignment if found.n_clusters > 1 else found.separation)[best]
+        assert (f"Fits: {best} (ARI >= {FITS_ARI})" in title) == (score >= FITS_ARI) != ("No labeling fits" in title)
+        assert "coloured by the sum of its first k" in panel.caption
+
+
+def _texts(html: str) -> list[str]:
+    """The page's paragraphs (intros, captions, notes) as plain text: what points the reader somewhere."""
+    from html import unescape
+
+    return [unescape(text) for text in re.findall(r"<p[^>]*>(.*?)</p>", html, flags=re.S)]
+
+
+def test_quick_tour_texts_point_only_to_claims_rows_that_exist(tmp_path, monkeypatch):
+    """`reproduce --seeds 1 --vis-seeds 1` where the drawn d = 2 seed's pretraining failed: no _if_pretrained rows,
+    and no text sends the reader to them."""
+    import json
+
+    from circuitpath import presets
+    from circuitpath.claims import PRETRAINED
+    from circuitpath.cli import main
+    from circuitpath.report import SECTIONS
+    from tiny_presets import tiny_experiments
+
+    monkeypatch.setattr(presets, "experiments", lambda **kwargs: tiny_experiments(kwargs.get("residual", "attn_out")))
+    out = tmp_path / "runs"
+    assert main(["reproduce", "--out", str(out), "--seeds", "1", "--vis-seeds", "1", "--figures", "3,4",
+                 "--n", "32"]) == 0
+    keys = {c["key"] for c in json.loads((out / "claims.json").read_text())["claims"]}
+    assert "vis_p2_solved" in keys and not any(key.endswith(PRETRAINED) for key in keys)  # the case of the tour
+    texts = _texts((out / "report.html").read_text())
+    assert any("1 seed (0)" in text for text in texts)
+    known = {key for section in SECTIONS for key in section.claims} | keys
+    for text in texts:
+        named = set(re.findall(r"\b[a-z0-9]+(?:_[a-z0-9]+)+\b", text)) & known
+        assert named <= keys, (named - keys, text)
+        assert PRETRAINED not in text, text
+    assert any("no rows over the pretrained seeds" in text for text in texts)
+
+
+def test_fig4_names_the_pretrained_rows_only_when_the_table_has_them():
+    from circuitpath.claims import PRETRAINED, Claim
+    from circuitpath.report.fig4_clusters import claims_note
+    from circuitpath.report.section import Context
+
+    row = lambda key: Claim(key, 4, "paper", "test")
+    with_rows = claims_note(Context(runs={}, claims={k: row(k) for k in ("clusters_p2", "clusters_p2" + PRETRAINED)}))
+    without = claims_note(Context(runs={}, claims={"clusters_p2": row("clusters_p2")}))
+    assert f"the {PRETRAINED} rows" in with_rows and PRETRAINED not in without and "no rows over" in without
+    assert claims_note(Context(runs={})) == ""  # `analyze`: no claims table

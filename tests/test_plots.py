@@ -174,3 +174,14 @@ def test_diagram_and_patching_pages_render_their_labels_in_headless_chromium(tmp
     for text in ("attn 0.80", "mlp 0.70", "logits 1.00", "v3 0.60", "0 = as corrupted", "1 = as clean"):
         assert f">{text}<" in done.stdout, text
     assert not [line for line in done.stderr.splitlines() if "CONSOLE" in line and "Error" in line]
+
+
+@pytest.mark.parametrize("relevant", [None, (0, 2, 4)])
+def test_fig2_boundary_note_sits_above_the_cells(relevant):
+    from circuitpath.analysis.probes import UpdateChanges
+    from circuitpath.plots.paper import update_changes_figure
+
+    changes = UpdateChanges([0, 1, 2, 3], torch.rand(4, 8), k=5, relevant=relevant)
+    figure = update_changes_figure(changes, [3] * 8, "t")
+    (note,) = figure.layout.annotations
+    assert note.yref == "paper" and note.y >= 1 and note.yanchor == "bottom", note  # its whole text above the top row

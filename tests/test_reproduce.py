@@ -166,6 +166,17 @@ def test_existing_output_needs_force(reproduced, capsys):
     assert (reproduced / CLAIMS_JSON).read_text() == before
 
 
+def test_help_states_the_measured_time_of_the_default_run(capsys):
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--help"])
+    text = capsys.readouterr().out
+    stated = re.findall(r"about (\d+) min on (\d+) cores, measured: (\d+) s", text)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    measured = re.search(r"Time on (\d+) CPU cores, final code: (\d+) s wall", readme).groups()
+    assert stated == [(str(round(int(measured[1]) / 60)), measured[0], measured[1])], stated
+    assert "of CPU" not in text  # no figure the code never measured
+
+
 @pytest.mark.parametrize("args, message", [
     (["--residual", "prenorm"], "residual must be one of attn_out, normalized, got 'prenorm'"),
     (["--figures", "9"], "unknown figure '9'"),

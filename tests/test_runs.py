@@ -34,8 +34,34 @@ def test_no_pickle_anywhere(trained_run):
 
 
 def test_missing_step_lists_the_nearest_saved(trained_run):
-    with pytest.raises(CheckpointError, match="step 13 was not saved .*nearest saved: 5, 10, 20"):
+    with pytest.raises(CheckpointError, match="step 13 was not saved .*nearest saved, nearest first: 10, 20, 5$"):
         trained_run.model_at(13)
+
+
+def _listed(message: str) -> list[int]:
+    return [int(s) for s in message.rsplit("nearest first: ", 1)[1].split(", ")]
+
+
+@pytest.mark.parametrize("step", [-5, 0, 3, 7, 13, 14, 15, 26, 37, 1000])
+def test_every_nearest_list_is_the_nearest_saved_steps_nearest_first(trained_run, tmp_path, step):
+    from circuitpath import parse_phases
+    from circuitpath.branch import BranchError, plan_branch
+
+    steps = trained_run.steps
+    if step in steps:
+        return
+    messages = []
+    for refuse, error in ((lambda: trained_run.checkpoint_path(step), CheckpointError),
+                          (lambda: plan_branch(trained_run, step, parse_phases("4:5:1e-2"), tmp_path / "b"), BranchError)):
+        with pytest.raises(error) as caught:
+            refuse()
+        messages.append(str(caught.value))
+    for message in messages:
+        listed = _listed(message)
+        distances = [abs(s - step) for s in listed]
+        assert distances == sorted(distances), message
+        assert len(listed) == 3 and set(listed) <= set(steps)
+        assert max(distances) <= min(abs(s - step) for s in steps if s not in listed), message
 
 
 def test_not_a_run(tmp_path):

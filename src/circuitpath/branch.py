@@ -50,7 +50,7 @@ from circuitpath.engine import Layout
 from circuitpath.errors import CheckpointError, CircuitPathError, RunError
 from circuitpath.loop import checkpoint_schedule
 from circuitpath.weights import init_weights
-from circuitpath.runs import CHECKPOINT_DIR, METRICS, RUN_JSON, STATE_DIR, Run, RunWriter, load_run, saved_steps, step_file
+from circuitpath.runs import CHECKPOINT_DIR, METRICS, RUN_JSON, STATE_DIR, Run, RunWriter, load_run, nearest_steps, saved_steps, step_file
 from circuitpath.storage import load_tensors, write_atomic
 
 #: run.json key that describes where a branch comes from.
@@ -128,7 +128,7 @@ def plan_branch(parent: Run, step: int, phases: tuple[Phase, ...], out: str | Pa
         raise BranchError("a branch needs at least one new phase")
     if step not in parent.steps:
         raise BranchError(f"{parent.path} has no checkpoint at step {step}; "
-                          f"saved steps near it: {_near(parent.steps, step)}")
+                          f"nearest saved, nearest first: {nearest_steps(parent.steps, step)}")
     platform.check(parent.info.get(platform.KEY), f"the parent run {parent.path}", allow=allow_other_platform,
                    device=device, pinned=parent.info.get(pinning.KEY))
     try:
@@ -288,13 +288,6 @@ def _mark(run: Run, status: str, **extra) -> None:
 
 def _same_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def _near(steps: list[int], step: int) -> str:
-    if not steps:
-        return "none"
-    near = sorted(sorted(steps, key=lambda s: (abs(s - step), s))[:3])
-    return ", ".join(str(s) for s in near)
 
 
 __all__ = ["BRANCH_KEY", "BranchError", "BranchPlan", "branch", "branch_config", "branch_many", "find_runs", "plan_branch"]

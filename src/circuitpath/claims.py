@@ -18,7 +18,7 @@ from typing import Callable
 
 from circuitpath.analysis.barrier import run_barrier
 from circuitpath.analysis.threads import single_threaded
-from circuitpath.analysis.clusters import find_clusters
+from circuitpath.analysis.clusters import FITS_ARI, find_clusters
 from circuitpath.analysis.probes import attention_at, constant_inputs, first_k_inputs, token_focus, update_changes
 from circuitpath.outcomes import FITS, GENERALISES_AT, MEMORISED_BELOW, generalises, memorises
 from circuitpath.runs import Run
@@ -32,7 +32,7 @@ SPURIOUS_PRUNED = 0.05
 """Spurious positions are pruned when their total attention is below this (uniform: (T - k) / T)."""
 ZERO_FOCUS = 2.0
 """The attention "focuses on the 0s" when a 0 among the first k gets at least this many times a 1's."""
-CLUSTER_ARI = 0.9
+CLUSTER_ARI = FITS_ARI
 """Clusters encode a labeling when their adjusted Rand index with it is at least this."""
 BARRIER = math.log(4)
 """A barrier is high when the path's training loss rises above its ends by more than a uniform guess's loss."""

@@ -15,7 +15,6 @@ No pickle anywhere: tensors in safetensors (with a checksum), everything else JS
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
 import json
 import re
@@ -119,7 +118,7 @@ class Run:
     def checkpoint_path(self, step: int) -> Path:
         steps = self.steps
         if step not in steps:
-            raise CheckpointError(f"step {step} was not saved in {self.path}; nearest saved: {_nearest(steps, step)}")
+            raise CheckpointError(f"step {step} was not saved in {self.path}; nearest saved, nearest first: {nearest_steps(steps, step)}")
         return self.path / CHECKPOINT_DIR / step_file(step)
 
     def weights_at(self, step: int) -> dict[str, Tensor]:
@@ -154,12 +153,11 @@ class Run:
         return Split(**tensors)
 
 
-def _nearest(steps: list[int], step: int, count: int = 3) -> str:
+def nearest_steps(steps: list[int], step: int, count: int = 3) -> str:
+    """The `count` saved steps nearest `step`, nearest first (a tie: the earlier first), as text."""
     if not steps:
         return "none"
-    at = bisect.bisect_left(steps, step)
-    near = sorted(steps[max(0, at - count) : at + count], key=lambda s: (abs(s - step), s))[:count]
-    return ", ".join(str(s) for s in sorted(near))
+    return ", ".join(str(s) for s in sorted(steps, key=lambda s: (abs(s - step), s))[:count])
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

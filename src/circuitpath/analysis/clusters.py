@@ -67,6 +67,8 @@ TOLERANCE = 0.005
 MIN_EXCESS = 0.15
 #: Points clustered at most; further points join the cluster with the nearest centroid.
 MAX_POINTS = 2048
+#: A labeling fits the points when its adjusted Rand index reaches this (0: chance, 1: the same partition).
+FITS_ARI = 0.9
 
 
 @dataclass
@@ -88,6 +90,14 @@ class ClusterResult:
         """The labeling the clusters match best; without clusters, the one Ward's tree reproduces best."""
         scores = self.alignment if self.n_clusters > 1 else self.separation
         return max(scores, key=lambda name: -2.0 if scores[name] != scores[name] else scores[name])
+
+    @property
+    def fitting(self) -> str | None:
+        """The best labeling if it fits (ARI >= FITS_ARI with the clusters, or without clusters with Ward's
+        partition into as many groups), else None: no labeling fits."""
+        best = self.best_labeling
+        scores = self.alignment if self.n_clusters > 1 else self.separation
+        return best if scores[best] >= FITS_ARI else None
 
     @property
     def excess(self) -> dict[int, float]:

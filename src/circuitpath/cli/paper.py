@@ -30,12 +30,13 @@ why lr 1e-3 from scratch: the notebook sets lr = 1e-3 and then overrides it with
 the paper's Fig. 5 curve (train acc ~0.95 at step 2 000, 0.99 at ~2 600; at 1e-2 it is 1.0 by step 1 250).
 why more seeds at d = 2: the paper's Figs. 3-4 show one run among many, its p = 2 pretraining succeeds on a
 minority of seeds, and a d = 2 run is cheap; those figures are drawn on the first seed whose pretraining
-succeeded, and each of their claims is reported over all d = 2 seeds and over those (the _if_pretrained rows).
+succeeded, and each of their claims is reported over all d = 2 seeds and over those (the _if_pretrained rows,
+when any seed's pretraining succeeded).
 why residual attn_out: the code that drew the figures adds the MLP to the un-normalised attention output
 (a pre-norm block); the text's equation 4 adds it to RMS(z_A) (--residual normalized)."""
 
 EPILOG = """examples:
-  circuitpath reproduce                      # every figure, 8 seeds, into ./runs (~16 min of CPU: 8+ min on 2 cores)
+  circuitpath reproduce                      # every figure, 8 seeds, into ./runs (about 12 min on 2 cores, measured: 704 s)
   circuitpath reproduce --seeds 1 --vis-seeds 1   # a quick tour: one seed of everything
   circuitpath reproduce --figures 4 --vis-seeds 8   # one figure, on 8 seeds of the d = 2 pipeline
   circuitpath reproduce --figures 2,4 --out runs/small

@@ -145,6 +145,11 @@ def hook_and_over(args: argparse.Namespace, model) -> tuple[str, tuple[str, ...]
     return hook, over
 
 
+#: The name of the column of `patch`'s table for each axis patched over (its rows' labels: v0, head 1, ...).
+AXIS_WORDS = {"key_pos": "position", "pos": "position", "query_pos": "query position", "head_index": "head",
+              "d_model": "dimension", "d_mlp": "neuron", "d_head": "dimension"}
+
+
 #: What --n does, said in each probing command's description.
 N_RULE = ("--n inputs are the first of the phase's {data}: left out, up to {default} are used; given, exactly that "
           "many, and an --n beyond the data is refused. The number used is printed.")
@@ -242,8 +247,9 @@ def cmd_patch(args: argparse.Namespace) -> int:
     print(f"{result.metric}: clean {result.clean:.4f}, corrupted {result.corrupted:.4f}; effect = patched - "
           f"corrupted (change from the corrupted baseline), restored = effect / (clean - corrupted)")
     gap = result.clean - result.corrupted
-    width = max(len(label) for label in [*result.labels, "patched"])
-    print(f"  {'patched':<{width}}  {'effect':>8}  {'restored':>8}")
+    site = " x ".join(AXIS_WORDS.get(axis, axis) for axis in over) or "activation"  # what each row's label names
+    width = max(len(label) for label in [*result.labels, site])
+    print(f"  {site:<{width}}  {'effect':>8}  {'restored':>8}")
     for label, effect in zip(result.labels, result.effect.reshape(-1).tolist()):
         restored = f"{effect / gap:+8.3f}" if gap != 0 else f"{'-':>8}"
         print(f"  {label:<{width}}  {effect:+8.4f}  {restored}")
@@ -381,6 +387,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     from circuitpath.runs import load_run
 
     run = load_run(args.run)
+    bad = unreadable_files(run)
+    if bad:  # refused before anything is printed: the error is the one line
+        more = f" (and {len(bad) - 1} more unreadable: {', '.join(str(path.relative_to(run.path)) for path, _ in bad[1:])})"
+        raise CheckpointError(bad[0][1] + (more if len(bad) > 1 else ""))
     steps = run.steps
     status = run.status
     if status == "running" and not run.is_being_written():
@@ -389,14 +399,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"platform: {describe(run.info.get('platform'))}")
     print(f"pinning: {run.info.get('pinning', 'native (not recorded: written before circuitpath pinned kernels)')}")
     print(json.dumps(run.config.to_dict(), indent=2))
-    bad = unreadable_files(run)
-    print(f"{len(steps)} checkpoints" + (f", steps {steps[0]}..{steps[-1]}" if steps else "")
-          + (f"; unreadable: {', '.join(str(path.relative_to(run.path)) for path, _ in bad)}" if bad else ""))
+    print(f"{len(steps)} checkpoints" + (f", steps {steps[0]}..{steps[-1]}" if steps else ""))
     if run.metrics:
         print(summary_table({run.path.name: run}))
-    if bad:
-        more = f" (and {len(bad) - 1} more unreadable, listed above)" if len(bad) > 1 else ""
-        raise CheckpointError(f"{bad[0][1]}{more}")
     return 0
 
 

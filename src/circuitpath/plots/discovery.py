@@ -27,6 +27,7 @@ METHOD_DASHES = {"attribution": "solid", "patching": "dash", "ablation": "dot"}
 CLUSTER_PLACES = ("top left", "top right", "bottom right", "bottom left")
 SIGN_COLOURS = {True: "rgb(214, 39, 40)", False: "rgb(31, 119, 180)"}  # the score helps / hurts the metric
 WIDTHS = (1.0, 2.5, 4.5, 7.0, 10.0)  # edge widths by fifth of the largest |score|
+NEURON_ROW, NEURON_STAGGER = 2.6, 0.25  # height of the neurons' row; when many, they alternate this much below/above
 
 DISCOVERY_NOTES = (
     "Circuit discovery along training, scored against the truth (the task's relevant positions are summed, "
@@ -42,16 +43,25 @@ DISCOVERY_NOTES = (
 
 
 # ---- layout --------------------------------------------------------------------------------------
-def node_places(graph: ModelGraph) -> dict[str, tuple[float, float]]:
+def node_places(graph: ModelGraph, neurons: Sequence[str] = ()) -> dict[str, tuple[float, float]]:
     """Fixed coordinates of every node, so circuits of different steps line up: values and patterns
-    along the bottom, attention, neurons, the MLP and residual path, the logits on top."""
+    along the bottom, attention, neurons, the MLP and residual path, the logits on top.
+
+    `neurons`: the neurons a figure draws (over all its steps). They take evenly spaced slots in index
+    order, alternating below and above the row when there are more than the positions, so neighbours such
+    as n33 and n34 never overlap; the other neurons keep a place by index."""
     width, centre = max(graph.n_ctx - 1, 1), (graph.n_ctx - 1) / 2
+    slots = {name: i for i, name in enumerate(sorted(set(neurons), key=lambda n: graph.node_by_name[n].index))}
     places = {}
     for node in graph.nodes:
         if node.kind in ("value", "pattern"):
             places[node.name] = (float(node.index), 0.0 if node.kind == "value" else 0.6)
+        elif node.name in slots:
+            slot, staggered = slots[node.name], len(slots) > graph.n_ctx
+            places[node.name] = (slot * width / max(len(slots) - 1, 1),
+                                 NEURON_ROW + (NEURON_STAGGER * (1 if slot % 2 else -1) if staggered else 0.0))
         elif node.kind == "neuron":
-            places[node.name] = (node.index * width / max(graph.d_mlp - 1, 1), 2.6)
+            places[node.name] = (node.index * width / max(graph.d_mlp - 1, 1), NEURON_ROW)
         else:
             x = {"attention": centre, "mlp": centre - 1.5, "residual": centre + 1.5, "logits": centre}[node.kind]
             places[node.name] = (x, {"attention": 1.6, "mlp": 3.6, "residual": 3.6, "logits": 4.6}[node.kind])
@@ -76,9 +86,10 @@ def _largest(circuit: DiscoveredCircuit) -> float:
 
 
 # ---- the circuit timeline ------------------------------------------------------------------------
-def _circuit_traces(circuit: DiscoveredCircuit, graph: ModelGraph, relevant: Sequence[int]) -> list[go.Scatter]:
+def _circuit_traces(circuit: DiscoveredCircuit, graph: ModelGraph, relevant: Sequence[int],
+                    places: dict[str, tuple[float, float]]) -> list[go.Scatter]:
     """Always 2 x 5 edge traces (sign x width class) and one node trace, so slider frames line up."""
-    places, largest = node_places(graph), _largest(circuit)
+    largest = _largest(circuit)
     segments = {(sign, w): ([], []) for sign in (True, False) for w in range(len(WIDTHS))}
     for source, target, score in circuit.edges:
         xs, ys = segments[(score >= 0, _width_class(score, largest))]
@@ -88,9 +99,13 @@ def _circuit_traces(circuit: DiscoveredCircuit, graph: ModelGraph, relevant: Seq
                          line={"width": WIDTHS[w], "color": SIGN_COLOURS[sign]})
               for (sign, w), (xs, ys) in segments.items()]
     names = list(circuit.nodes)
+    lower = NEURON_ROW - NEURON_STAGGER  # staggered: the lower neurons label to their right, clear of attn and the upper
+    spots = [("middle right" if places[n][1] == lower and graph.node_by_name[n].kind == "neuron" else spot)
+             for n, spot in zip(names, label_places([places[n] for n in names]))]
     traces.append(go.Scatter(
         x=[places[n][0] for n in names], y=[places[n][1] for n in names], mode="markers+text", showlegend=False,
-        text=names, textposition=label_places([places[n] for n in names]), hoverinfo="text",
+        text=names, textposition=spots, hoverinfo="text",
+        textfont={"shadow": "auto"},  # a halo in the background colour: labels stay readable where edges cross
         hovertext=[f"{n}: score {s:.4g}" if s is not None else n for n, s in circuit.nodes.items()],
         marker={"size": [10 + 20 * abs(s) / largest if s is not None and largest > 0 else 14 for s in circuit.nodes.values()],
                 "color": [_colour(graph, n, relevant) for n in names]}))
@@ -120,8 +135,9 @@ def label_places(points: list[tuple[float, float]], near: float = 0.06) -> list[
 
 def circuit_timeline_figure(timeline: DiscoveryTimeline, method: str, title: str) -> go.Figure:
     """The circuit a method finds at each checkpoint, one slider step per checkpoint."""
-    circuits = timeline.circuits[method]
-    frames = [go.Frame(data=_circuit_traces(c, timeline.graph, timeline.relevant_at(row)), name=str(c.step))
+    circuits, graph = timeline.circuits[method], timeline.graph
+    places = node_places(graph, [n for c in circuits for n in c.nodes if graph.node_by_name[n].kind == "neuron"])
+    frames = [go.Frame(data=_circuit_traces(c, graph, timeline.relevant_at(row), places), name=str(c.step))
               for row, c in enumerate(circuits)]
     figure = go.Figure(data=frames[-1].data, frames=frames)
     rule = describe_rule(circuits[-1].rule, circuits[-1].parameter)
@@ -233,7 +249,8 @@ def write_discovered_svg(circuit: DiscoveredCircuit, graph: ModelGraph, relevant
                          title: str) -> Path:
     """A static SVG of one circuit, written directly (no browser, no network); `relevant`: the summed positions
     (a number k: the first k)."""
-    places, largest = node_places(graph), _largest(circuit)
+    places = node_places(graph, [n for n in circuit.nodes if graph.node_by_name[n].kind == "neuron"])
+    largest = _largest(circuit)
     scale_x, scale_y, margin = 60.0, 90.0, 50.0
     top = max(y for _, y in places.values())
     point = lambda name: (margin + places[name][0] * scale_x, margin + 40 + (top - places[name][1]) * scale_y)

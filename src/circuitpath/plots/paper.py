@@ -24,11 +24,11 @@ def update_changes_figure(changes: UpdateChanges, tokens: list[int], title: str)
         colorscale=[[0, "rgb(31, 119, 180)"], [0.5, "white"], [1, "rgb(214, 39, 40)"]], zmin=-limit, zmax=limit,
         colorbar={"title": "change"}, hovertemplate="update %{y}, %{x}: %{z:.2e}<extra></extra>"))
     if starred:
-        figure.add_annotation(x=0, xref="paper", y=1.02, yref="paper", text="*: the summed positions",
+        figure.add_annotation(x=0, xref="paper", y=1.01, yref="paper", yanchor="bottom", text="*: the summed positions",
                               showarrow=False, xanchor="left", font={"size": 13})
     else:
         figure.add_vline(x=changes.k - 0.5, line_color="black", line_width=3)
-        figure.add_annotation(x=changes.k - 0.5, y=1.02, yref="paper", text=f"k = {changes.k}: spurious to the right",
+        figure.add_annotation(x=changes.k - 0.5, y=1.01, yref="paper", yanchor="bottom", text=f"k = {changes.k}: spurious to the right",
                               showarrow=False, xanchor="left", font={"size": 13})
     figure.update_yaxes(title_text="update (step before → after)", autorange="reversed")
     figure.update_layout(title=title, template=TEMPLATE, height=640)

@@ -9,7 +9,7 @@ from plotly.subplots import make_subplots
 
 from circuitpath.analysis.ablation import AblationResult
 from circuitpath.analysis.barrier import BarrierResult
-from circuitpath.analysis.clusters import MIN_EXCESS, TOLERANCE, ClusterResult
+from circuitpath.analysis.clusters import FITS_ARI, MIN_EXCESS, TOLERANCE, ClusterResult
 from circuitpath.analysis.dynamics import AttentionOverTraining
 from circuitpath.analysis.patching import PatchResult
 from circuitpath.analysis.trajectory import Trajectory
@@ -150,20 +150,49 @@ def _principal_plane(points: torch.Tensor) -> torch.Tensor:
 
 
 def clusters_figure(result: ClusterResult, title: str) -> go.Figure:
-    """Left: the activations in their first two principal axes, one colour per class of the labeling that
-    best matches the clusters. Right: the rule's curves: silhouette per cluster count, for the data and
-    for a structureless reference, the chosen count marked."""
+    """Left: the activations in their first two principal axes, coloured by the sum of the summed tokens (the
+    labeling the paper's figure colours by and its claims test: one colour per sum on an ordered scale, none
+    repeated, the same in every panel). Right: the rule's curves: silhouette per cluster count, for the data and
+    for a structureless reference, the chosen count marked. The title says which labeling fits the points
+    (ARI >= FITS_ARI), or that none does."""
     coords = _principal_plane(result.points)
-    best = result.best_labeling
-    classes = result.candidates[best]
-    figure = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.1,
-                           subplot_titles=(f"{result.activation}, coloured by {best}", "how many clusters"))
-    for index, value in enumerate(classes.unique().tolist()):
-        rows = (classes == value).nonzero().squeeze(1)
-        figure.add_trace(go.Scattergl(
-            x=coords[rows, 0].tolist(), y=coords[rows, 1].tolist(), mode="markers", name=str(value),
-            legendgroup="classes", legendgrouptitle_text=best, marker={"color": class_colour(index), "size": 5},
-            text=[f"{best} {value}, cluster {c}" for c in result.labels[rows].tolist()], hoverinfo="text"), row=1, col=1)
+    best, summed = result.best_labeling, _sum_labeling(result)
+    sums = result.candidates[summed]
+    others = {name: labels.tolist() for name, labels in result.candidates.items() if name != summed}
+    figure = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.2,
+                           subplot_titles=(f"{result.activation}, coloured by {summed}", "how many clusters"))
+    figure.add_trace(go.Scattergl(
+        x=coords[:, 0].tolist(), y=coords[:, 1].tolist(), mode="markers", name=summed, showlegend=False,
+        marker={"color": sums.tolist(), "colorscale": "Turbo", "cmin": int(sums.min()), "cmax": int(sums.max()),
+                "size": 5, "colorbar": {"title": "sum", "x": 0.5, "xanchor": "left", "len": 0.9, "thickness": 12}},
+        text=[f"{summed} {v}, " + ", ".join(f"{name} {labels[i]}" for name, labels in others.items()) + f", cluster {c}"
+              for i, (v, c) in enumerate(zip(sums.tolist(), result.labels.tolist()))], hoverinfo="text"), row=1, col=1)
+    _silhouette_curves(figure, result)
+    alignment = ", ".join(f"{name} {ari:.2f}" for name, ari in result.alignment.items())
+    if result.n_clusters > 1:
+        head = f"{title}: {result.n_clusters} clusters of {result.activation}"
+        found = f"adjusted Rand index of the clusters with each labeling: {alignment}. "
+        score = result.alignment[best]
+    else:
+        head = f"{title}: no well-separated clusters of {result.activation}"
+        score = result.separation[best]
+        found = (f"Ward's tree reproduces {best} best (ARI {score:.2f} at {len(result.candidates[best].unique())} "
+                 "groups). ")
+    fits = (f"Fits: {best} (ARI >= {FITS_ARI})." if result.fitting else
+            f"No labeling fits (the best, {best}, has ARI {score:.2f} < {FITS_ARI}).")
+    rule = (f"Count: the largest whose silhouette is within {TOLERANCE} of the best, kept if it beats the "
+            f"reference by {MIN_EXCESS}. ")
+    figure.update_layout(**titled(head, rule + found + fits), template=TEMPLATE, height=560,
+                         legend={"groupclick": "toggleitem"})
+    return figure
+
+
+def _sum_labeling(result: ClusterResult) -> str:
+    """The candidate labeling "sum of first k" (or "sum of relevant positions")."""
+    return next(name for name in result.candidates if name.startswith("sum of "))
+
+
+def _silhouette_curves(figure: go.Figure, result: ClusterResult) -> None:
     counts = sorted(result.silhouette)
     figure.add_trace(go.Scatter(x=counts, y=[result.silhouette[n] for n in counts], mode="lines+markers",
                                 name="silhouette", legendgroup="rule", legendgrouptitle_text="rule",
@@ -178,19 +207,6 @@ def clusters_figure(result: ClusterResult, title: str) -> go.Figure:
     figure.update_yaxes(title_text="PC 2", row=1, col=1)
     figure.update_xaxes(title_text="cluster count (Ward)", row=1, col=2)
     figure.update_yaxes(title_text="mean silhouette", row=1, col=2)
-    alignment = ", ".join(f"{name} {ari:.2f}" for name, ari in result.alignment.items())
-    if result.n_clusters > 1:
-        head = f"{title}: {result.n_clusters} clusters of {result.activation}"
-        found = f"adjusted Rand index of the clusters with each labeling: {alignment}."
-    else:
-        head = f"{title}: no well-separated clusters of {result.activation}"
-        found = (f"colours show the classes of {best}, the labeling Ward's tree reproduces best "
-                 f"(ARI {result.separation[best]:.2f} at {len(result.candidates[best].unique())} groups), not clusters.")
-    rule = (f"Count: the largest whose silhouette is within {TOLERANCE} of the best, kept if it beats the "
-            f"reference by {MIN_EXCESS}. ")
-    figure.update_layout(**titled(head, rule + found), template=TEMPLATE, height=560,
-                         legend={"groupclick": "toggleitem"})
-    return figure
 
 
 def circuit_over_training_figure(result, title: str) -> go.Figure:

@@ -73,7 +73,7 @@ def _draw(page: Page, section: Section, ctx: Context, tested: list[Claim]) -> No
         panels = section.build(ctx)
     title, intro = section.text(ctx)
     page.heading(title, anchor=section.key)
-    page.text(intro)
+    page.text(intro + section.claims_note(ctx))
     if tested:
         page.text("Tests: " + "; ".join(f"{c.key} ({c.count}/{c.n} seeds, {c.verdict})" for c in tested), css="tests")
     elif section.claims and is_transformer(ctx.runs):

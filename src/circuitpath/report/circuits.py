@@ -68,7 +68,7 @@ def _positions(name: str, run, ctx: Context) -> list[Panel]:
     return [
         Panel(plots.clusters_figure(found, f"{name} at step {run.steps[-1]}: clusters of {hook} at the readout position"),
               "Fig. 4's analysis on the standard transformer: each point is one test input's last residual stream at "
-              "the readout position (its first two principal axes), coloured by the labeling its clusters match best; "
+              "the readout position (its first two principal axes), coloured by the sum of its summed tokens; "
               "the title gives the cluster count (1: no group stands out from a structureless cloud) and the adjusted "
               "Rand index with each labeling. `circuitpath clusters RUN --hook NAME` clusters any other hook."),
         Panel(plots.ablation_figure(ablations, f"{name}: accuracy with each input position mean-ablated"),

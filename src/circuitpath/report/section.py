@@ -39,6 +39,7 @@ class Section:
     needs: str = ""  # why `applies` may leave the section out, in one line ("the loss barrier needs two runs ...")
     # (title, intro) for the runs of an `analyze` report, where they differ from the paper's (None: the same)
     heading: Callable[[dict[str, Run]], tuple[str, str]] | None = None
+    claims_note: Callable[[Context], str] = lambda ctx: ""  # after the intro: what it says of the claims measured
 
     def text(self, ctx: Context) -> tuple[str, str]:
         """The title and intro for the runs drawn: the paper's in a `reproduce` report, else written for them."""
