@@ -36,7 +36,7 @@ from pathlib import Path
 
 from circuitpath.claims import BARRIER, Claim, fig5, fig6, per_seed_lines, table
 from circuitpath.config import ModelConfig, TaskConfig, TrainConfig, parse_phases
-from circuitpath.errors import CircuitPathError, ConfigError, InputError
+from circuitpath.errors import CircuitPathError, InputError
 from circuitpath.plots.paper import seed_outcomes_figure
 from circuitpath.plots.switching import switch_figure
 from circuitpath.report import claims_table
@@ -53,7 +53,7 @@ from transformer_pilot import SOLVED, Setting
 CELLS = ("main", "width", "random")
 ROUND = 250  # the default switch is rounded up to a multiple of this (the pilot logged every 250 steps)
 LOG_EVERY = 250  # at most; tiny studies log more often (every N // 20 steps)
-CLAIMS_JSON, PAGE = "claims.json", "study.html"
+CLAIMS_JSON, PAGE, CURVE = "claims.json", "study.html", "switch_curve"
 #: Overrides of `TaskConfig` for every cell (empty: the paper's task; tests make it smaller).
 TASK: dict = {}
 
@@ -190,17 +190,26 @@ def curve_steps(steps: int, switch: int) -> tuple[int, ...]:
     return tuple(sorted({s for s in (0, switch // 2, switch, 2 * switch, steps // 2) if 0 <= s < steps}))
 
 
-def switch_curve(out: Path, cell: Cell, steps: int, switch: int) -> SwitchResult:
-    where = out / "switch_curve"
-    settings = SwitchSettings(cell.seeds, curve_steps(steps, switch), total=steps, p2_lr=cell.setting.lr,
-                              p4_lr=cell.setting.lr, task=cell.task(), model=cell.model(), train=train_config(steps),
-                              batch_size=cell.setting.batch, recipe=recipe(cell.setting))
-    if (where / SWITCH_JSON).is_file():
-        if load_settings(where).to_dict() != settings.to_dict():
-            raise InputError(f"{where} holds a switch experiment with other settings; use another OUT or remove it")
-        result = resume_switch(where, progress=False)
-    else:
-        result = switch_experiment(where, settings, progress=False)
+def curve_settings(cell: Cell, steps: int, switch: int) -> SwitchSettings:
+    """The switch experiment of the cell's setting: both phases at the setting's lr, batch and recipe."""
+    return SwitchSettings(cell.seeds, curve_steps(steps, switch), total=steps, p2_lr=cell.setting.lr,
+                          p4_lr=cell.setting.lr, task=cell.task(), model=cell.model(), train=train_config(steps),
+                          batch_size=cell.setting.batch, recipe=recipe(cell.setting))
+
+
+def check_curve(out: Path, settings: SwitchSettings) -> None:
+    where = out / CURVE
+    if (where / SWITCH_JSON).is_file() and load_settings(where).to_dict() != settings.to_dict():
+        raise InputError(f"{where} holds a switch experiment with other settings; use another OUT or remove it")
+    if where.exists() and not (where / SWITCH_JSON).is_file():
+        raise InputError(f"{where} exists and is not a switch experiment; use another OUT or remove it")
+
+
+def switch_curve(out: Path, settings: SwitchSettings) -> SwitchResult:
+    """Train (or finish) the switch experiment and save its table; a finished one is only read."""
+    where = out / CURVE
+    done = (where / SWITCH_JSON).is_file()
+    result = resume_switch(where, progress=False) if done else switch_experiment(where, settings, progress=False)
     save_table(result, where)
     return result
 
@@ -271,7 +280,7 @@ def plan(args: argparse.Namespace) -> tuple[Setting, list[str], list[Cell], int,
     seeds = {"main": args.seeds, "width": args.other_seeds, "random": args.random_seeds}
     cells = [Cell(name, other_width(setting) if name == "width" else setting,
                   "random" if name == "random" else "first", tuple(parse_seeds(seeds[name])))
-             for name in names if seeds[name].strip().lower() != "none"]
+             for name in CELLS if name in names and seeds[name].strip().lower() != "none"]
     if not cells:
         raise InputError("every cell asked for has no seeds (none); nothing to run")
     head = [f"setting: {setting.shape} {setting.name} ({asdict(setting)}), from {source}",
@@ -292,8 +301,12 @@ def main(argv: list[str] | None = None) -> dict:
         setting, head, cells, steps, switch = plan(args)
         for cell in cells:
             check_existing(args.out, cell, cell_spec(cell, steps, switch))
-        if args.switch_curve and "main" not in [c.name for c in cells]:
-            raise InputError("--switch-curve branches the main cell's setting: include main in --cells")
+        curve = None
+        if args.switch_curve:
+            if cells[0].name != "main":
+                raise InputError("--switch-curve branches the main cell's setting: include main in --cells")
+            curve = curve_settings(cells[0], steps, switch)
+            check_curve(args.out, curve)
     except CircuitPathError as error:
         fail(str(error).splitlines()[0])
     print("\n".join(head), flush=True)
@@ -303,8 +316,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"== {cell.describe()}", flush=True)
         run_cell(args.out, cell, steps, switch)
         results[cell.name] = (cell, *cell_claims(args.out, cell))
-    main_cell = next((c for c in cells if c.name == "main"), None)
-    curve = switch_curve(args.out, main_cell, steps, switch) if args.switch_curve else None
+    curve = switch_curve(args.out, curve) if curve is not None else None
     wall = time.perf_counter() - start
     for name, (cell, claims, left_out) in results.items():
         print(f"\n{cell.describe()}\n{table(claims)}")

@@ -82,6 +82,12 @@ def test_the_quick_tour_measures_each_claim_over_seeds_and_resumes_without_train
     again = study.main(argv)
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files} == files  # nothing trained or rewritten
     assert [c["count"] for c in again["cells"]["main"]["claims"]] == [c["count"] for c in record["cells"]["main"]["claims"]]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:  # another switch into the same OUT: its runs would answer another question
+        study.main(argv + ["--switch", "5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and "holds a sweep with other experiments" in err[0]
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files} == files
 
 
 def test_the_barrier_rebuilds_the_transformer_it_interpolates(tmp_path, study):
@@ -104,6 +110,9 @@ def test_the_barrier_rebuilds_the_transformer_it_interpolates(tmp_path, study):
     (["--pilot", "MISSING"], "missing.json does not exist; give the setting by flags (missing: --d-model, --n-heads, "
                              "--n-layers)"),
     (["--pilot", "NONE"], "chose no setting; give the setting by flags"),
+    (["--cells", "random", "--switch-curve"], "--switch-curve branches the main cell's setting"),
+    (["--seeds", "none", "--other-seeds", "none", "--random-seeds", "none"], "nothing to run"),
+    (["--seeds", "3-1"], "seeds are N, N-M"),
 ])
 def test_bad_input_is_refused_in_one_line_and_nothing_is_written(tmp_path, study, capsys, args, message):
     pilot = write_pilot(tmp_path / "pilot", study, SOLVES)
