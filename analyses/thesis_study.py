@@ -44,7 +44,7 @@ from circuitpath.report.fig5_accuracy import seed_outcomes, seeds_caption
 from circuitpath.report.page import Page, Panel
 from circuitpath.runs import load_run
 from circuitpath.storage import read_json, write_json
-from circuitpath.sweep import parse_seeds, pending_runs, resume_sweep, run_path, sweep
+from circuitpath.sweep import SUMMARY_JSON, parse_seeds, pending_runs, resume_sweep, run_path, sweep
 from circuitpath.sweep.spec import SWEEP_JSON, load_spec, make_spec
 from circuitpath.switching import (SWITCH_JSON, SwitchResult, SwitchSettings, load_settings, resume_switch, save_table,
                                    switch_experiment)
@@ -128,6 +128,8 @@ def switch_from_pilot(pilot: Path, setting: Setting) -> tuple[int, str]:
     runs = sorted(where.glob("seed_*/metrics.jsonl"))
     if not runs:
         raise InputError(f"no pilot p = 2 runs of {setting.shape} {setting.name} under {where}; give --switch")
+    if not (where.parent / SUMMARY_JSON).is_file():
+        raise InputError(f"the pilot's p = 2 sweep {where.parent} has not finished (no {SUMMARY_JSON}); give --switch")
     steps = {path.parent.name: solved_from([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
              for path in runs}
     solved = {seed: step for seed, step in steps.items() if step is not None}
@@ -331,7 +333,9 @@ def main(argv: list[str] | None = None) -> dict:
                         for name, (cell, claims, left_out) in results.items()},
               "switch_curve": curve.to_dict() if curve is not None else None}
     write_json(args.out / CLAIMS_JSON, record)
-    print(f"written: {args.out / CLAIMS_JSON}, {write_page(args.out, head, results, curve)}")
+    page = write_page(args.out, head + [f"the study took {wall:.0f} s (training and claims, on this machine)"],
+                      results, curve)
+    print(f"written: {args.out / CLAIMS_JSON}, {page}")
     return record
 
 

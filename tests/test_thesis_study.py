@@ -31,6 +31,7 @@ def write_pilot(root: Path, study, accs: dict[int, list[tuple[int, float]]], cho
     for seed, lines in accs.items():
         where = root / f"p2_{setting.shape}" / setting.name / f"seed_{seed}"
         where.mkdir(parents=True)
+        (root / f"p2_{setting.shape}" / "summary.json").write_text("{}")  # the rule reads only finished sweeps
         (where / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "test_acc": a}) + "\n" for s, a in lines))
     root.mkdir(parents=True, exist_ok=True)
     (root / "pilot.json").write_text(json.dumps({"stage1_steps": 10, "stage2_steps": 10,
@@ -52,6 +53,9 @@ def test_the_switch_is_where_every_solving_pilot_seed_stayed_solved_rounded_up(t
     assert switch == 10 and "seed_0 from 4, seed_1 from 7; 2 of 3 solved" in rule
     with pytest.raises(study.InputError, match="give --switch"):  # the pilot never trained this lr
         study.switch_from_pilot(pilot, setting)
+    (tmp_path / "p2_d8_L1H2" / "summary.json").unlink()
+    with pytest.raises(study.InputError, match="has not finished"):  # a pilot still running gives no switch
+        study.switch_from_pilot(pilot, chosen)
 
 
 def test_the_quick_tour_measures_each_claim_over_seeds_and_resumes_without_training(tmp_path, study, capsys):
