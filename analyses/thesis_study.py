@@ -259,37 +259,64 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def plan(args: argparse.Namespace) -> tuple[Setting, list[str], list[Cell], int, int]:
-    """Everything the study will do, checked before a file is written: setting, what to print, cells, N, S."""
-    flags = {"d_model": args.d_model, "n_layers": args.n_layers, "n_heads": args.n_heads, "batch": args.batch,
-             "lr": args.lr, "weight_decay": args.weight_decay, "decay": args.decay}
-    setting, source, pilot = setting_from(args.pilot, flags)
-    names = [n.strip() for n in args.cells.split(",") if n.strip()]
-    if not names or any(n not in CELLS for n in names):
-        raise InputError(f"--cells takes names of {', '.join(CELLS)}, got {args.cells!r}")
+@dataclass
+class Plan:
+    """Everything the study will do, checked before a file is written."""
+
+    setting: Setting
+    head: list[str]  # what to print before training: the setting and where it came from, the arms, the switch
+    cells: list[Cell]
+    steps: int
+    switch: int
+    curve: SwitchSettings | None = None
+
+
+def steps_and_switch(args: argparse.Namespace, setting: Setting, pilot: dict | None) -> tuple[int, int, str]:
+    """N (--steps, else the pilot's two stages), S (--switch, else the pilot's rule) and the rule in words."""
     steps = args.steps if args.steps is not None else (
         pilot["stage1_steps"] + pilot["stage2_steps"] if pilot and "stage1_steps" in pilot else None)
     if steps is None:
         raise InputError(f"no pilot steps in {args.pilot}; give --steps")
     if steps < 2:
         raise InputError(f"--steps must be at least 2 (both curriculum phases need a step), got {steps}")
-    if args.switch is not None:
-        switch, rule = args.switch, "given by --switch"
-    else:
-        switch, rule = switch_from_pilot(args.pilot, setting)
+    switch, rule = (args.switch, "given by --switch") if args.switch is not None else switch_from_pilot(args.pilot, setting)
     if not 0 < switch < steps:
         raise InputError(f"the switch must lie in 1 .. steps - 1 = {steps - 1}, got {switch} ({rule})")
+    return steps, switch, rule
+
+
+def cells_of(args: argparse.Namespace, setting: Setting) -> list[Cell]:
+    names = [n.strip() for n in args.cells.split(",") if n.strip()]
+    if not names or any(n not in CELLS for n in names):
+        raise InputError(f"--cells takes names of {', '.join(CELLS)}, got {args.cells!r}")
     seeds = {"main": args.seeds, "width": args.other_seeds, "random": args.random_seeds}
     cells = [Cell(name, other_width(setting) if name == "width" else setting,
                   "random" if name == "random" else "first", tuple(parse_seeds(seeds[name])))
              for name in CELLS if name in names and seeds[name].strip().lower() != "none"]
     if not cells:
         raise InputError("every cell asked for has no seeds (none); nothing to run")
+    return cells
+
+
+def plan(args: argparse.Namespace) -> Plan:
+    flags = {"d_model": args.d_model, "n_layers": args.n_layers, "n_heads": args.n_heads, "batch": args.batch,
+             "lr": args.lr, "weight_decay": args.weight_decay, "decay": args.decay}
+    setting, source, pilot = setting_from(args.pilot, flags)
+    steps, switch, rule = steps_and_switch(args, setting, pilot)
+    cells = cells_of(args, setting)
+    arms = schedules(setting, steps, switch)
     head = [f"setting: {setting.shape} {setting.name} ({asdict(setting)}), from {source}",
-            f"arms: {steps} steps each; scratch {schedules(setting, steps, switch)['scratch']}; curriculum "
-            f"{schedules(setting, steps, switch)['curriculum']}",
+            f"arms: {steps} steps each; scratch {arms['scratch']}; curriculum {arms['curriculum']}",
             f"switch S = {switch}: {rule}"] + [f"cell {cell.describe()}" for cell in cells]
-    return setting, head, cells, steps, switch
+    for cell in cells:
+        check_existing(args.out, cell, cell_spec(cell, steps, switch))
+    result = Plan(setting, head, cells, steps, switch)
+    if args.switch_curve:
+        if cells[0].name != "main":
+            raise InputError("--switch-curve branches the main cell's setting: include main in --cells")
+        result.curve = curve_settings(cells[0], steps, switch)
+        check_curve(args.out, result.curve)
+    return result
 
 
 def fail(message: str) -> None:
@@ -297,46 +324,42 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    try:
-        setting, head, cells, steps, switch = plan(args)
-        for cell in cells:
-            check_existing(args.out, cell, cell_spec(cell, steps, switch))
-        curve = None
-        if args.switch_curve:
-            if cells[0].name != "main":
-                raise InputError("--switch-curve branches the main cell's setting: include main in --cells")
-            curve = curve_settings(cells[0], steps, switch)
-            check_curve(args.out, curve)
-    except CircuitPathError as error:
-        fail(str(error).splitlines()[0])
-    print("\n".join(head), flush=True)
-    start = time.perf_counter()
-    results = {}
-    for cell in cells:
-        print(f"== {cell.describe()}", flush=True)
-        run_cell(args.out, cell, steps, switch)
-        results[cell.name] = (cell, *cell_claims(args.out, cell))
-    curve = switch_curve(args.out, curve) if curve is not None else None
-    wall = time.perf_counter() - start
-    for name, (cell, claims, left_out) in results.items():
+def report(out: Path, todo: Plan, results: dict, curve: SwitchResult | None, wall: float) -> dict:
+    """Print the claims of every cell (and the curve), write OUT/claims.json and OUT/study.html."""
+    for cell, claims, left_out in results.values():
         print(f"\n{cell.describe()}\n{table(claims)}")
         print("\n".join(per_seed_lines(claims) + [f"  left out: {k}: {why}" for k, why in left_out.items()]))
     if curve is not None:
         print("\nswitch-step curve (main cell)\n" + "\n".join(curve.lines()))
     print(f"\nverdict: supported when the whole 95% interval lies above 1/2, refuted below, mixed otherwise; "
           f"barrier holds above ln 4 = {BARRIER:.3f}\nthe study took {wall:.0f} s here")
-    record = {"setting": asdict(setting), "head": head, "steps": steps, "switch": switch, "wall_s": wall,
+    record = {"setting": asdict(todo.setting), "head": todo.head, "steps": todo.steps, "switch": todo.switch,
+              "wall_s": wall,
               "cells": {name: {"shape": cell.setting.shape, "setting": asdict(cell.setting), "positions": cell.positions,
                                "seeds": list(cell.seeds), "claims": [c.to_dict() for c in claims], "left_out": left_out}
                         for name, (cell, claims, left_out) in results.items()},
               "switch_curve": curve.to_dict() if curve is not None else None}
-    write_json(args.out / CLAIMS_JSON, record)
-    page = write_page(args.out, head + [f"the study took {wall:.0f} s (training and claims, on this machine)"],
+    write_json(out / CLAIMS_JSON, record)
+    page = write_page(out, todo.head + [f"the study took {wall:.0f} s (training and claims, on this machine)"],
                       results, curve)
-    print(f"written: {args.out / CLAIMS_JSON}, {page}")
+    print(f"written: {out / CLAIMS_JSON}, {page}")
     return record
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    try:
+        todo = plan(args)
+    except CircuitPathError as error:
+        fail(str(error).splitlines()[0])
+    print("\n".join(todo.head), flush=True)
+    start, results = time.perf_counter(), {}
+    for cell in todo.cells:
+        print(f"== {cell.describe()}", flush=True)
+        run_cell(args.out, cell, todo.steps, todo.switch)
+        results[cell.name] = (cell, *cell_claims(args.out, cell))
+    curve = switch_curve(args.out, todo.curve) if todo.curve is not None else None
+    return report(args.out, todo, results, curve, time.perf_counter() - start)
 
 
 if __name__ == "__main__":
