@@ -235,7 +235,9 @@ def write_page(out: Path, head: list[str], results: dict[str, tuple[Cell, list[C
     if curve is not None:
         page.heading("Rate of generalising against the switch step (main cell)")
         page.panel(Panel(switch_figure(curve), "Switch step 0 is scratch. Look for the rate to rise once the switch "
-                         "comes after p = 2 is solved (the study's switch), and whether switching later still helps."))
+                         "comes after p = 2 is solved (the study's switch), and whether switching later still helps. Its runs order "
+                         "their mini-batches by seed where the cells' sweeps order every seed's as seed 0's, so its point "
+                         "at the study's switch replicates the main cell's curriculum rather than repeating it."))
     return page.write(out / PAGE)
 
 
@@ -332,7 +334,8 @@ def report(out: Path, todo: Plan, results: dict, curve: SwitchResult | None, wal
         print("\n".join(per_seed_lines(claims) + [f"  left out: {k}: {why}" for k, why in left_out.items()]))
     if curve is not None:
         print("\nswitch-step curve (main cell)\n" + "\n".join(curve.lines()))
-    print(f"\nverdict: supported when the whole 95% interval lies above 1/2, refuted below, mixed otherwise; "
+    print(f"\nfig: the paper's figure the claim comes from; "
+          f"verdict: supported when the whole 95% interval lies above 1/2, refuted below, mixed otherwise; "
           f"barrier holds above ln 4 = {BARRIER:.3f}\nthe study took {wall:.0f} s here")
     record = {"setting": asdict(todo.setting), "head": todo.head, "steps": todo.steps, "switch": todo.switch,
               "wall_s": wall,
