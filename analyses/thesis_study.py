@@ -112,7 +112,10 @@ def setting_from(pilot: Path, flags: dict) -> tuple[Setting, str, dict | None]:
                              + ", ".join("--" + n.replace("_", "-") for n in sorted(needed)) + ")")
         return Setting(**given), "the command line's flags", data
     source = f"the pilot's choice in {pilot}" + (f", with {', '.join(sorted(given))} from the command line" if given else "")
-    return replace(Setting(**chosen), **given), source, data
+    try:
+        return replace(Setting(**chosen), **given), source, data
+    except TypeError:
+        raise InputError(f"{pilot}'s chosen setting is not a pilot Setting: {chosen!r}") from None
 
 
 def solved_from(lines: list[dict]) -> int | None:
@@ -131,8 +134,11 @@ def switch_from_pilot(pilot: Path, setting: Setting) -> tuple[int, str]:
         raise InputError(f"no pilot p = 2 runs of {setting.shape} {setting.name} under {where}; give --switch")
     if not (where.parent / SUMMARY_JSON).is_file():
         raise InputError(f"the pilot's p = 2 sweep {where.parent} has not finished (no {SUMMARY_JSON}); give --switch")
-    steps = {path.parent.name: solved_from([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
-             for path in runs}
+    try:
+        steps = {path.parent.name: solved_from([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+                 for path in runs}
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise InputError(f"the pilot's p = 2 metrics under {where} are not metrics lines ({error}); give --switch") from None
     solved = {seed: step for seed, step in steps.items() if step is not None}
     if not solved:
         raise InputError(f"no pilot seed of {setting.shape} {setting.name} solved p = 2 (under {where}); give --switch")
