@@ -1,0 +1,377 @@
+"""Does the thesis survive a standard transformer trained with AdamW? Scratch against curriculum, over seeds.
+
+The setting is the pilot's (analyses/transformer_pilot.py: the cheapest setting whose p = 2 reaches test
+acc >= 0.99 on 3 of 4 seeds and whose p = 4 from scratch fits its training set), read from its
+pilot.json, or given by flags. Two arms of N steps each, with the setting's recipe (lr, batch, AdamW):
+
+- scratch:    p = 4 for N steps;
+- curriculum: p = 2 for S steps, then p = 4 for N - S (a new phase: a new optimiser at the switch).
+
+N defaults to the pilot's stage-1 + stage-2 steps. S defaults to where the pilot solved p = 2: the
+first logged step from which every pilot seed that ended at p = 2 test acc >= 0.99 stayed there,
+rounded up to a multiple of 250 (`--switch` sets it).
+
+Cells, one resumable sweep each: `main` (the setting on the first-k task, --seeds), `width` (the other
+width, 32 or 64, same layers and heads, --other-seeds) and `random` (the setting on the random-positions
+task, --random-seeds). Per cell the paper's claims as rates over seeds with 95% Wilson intervals:
+p2_solved, scratch_memorises, curriculum_generalises, headline (both on one seed) and barrier (train-loss
+barrier on the straight line between the two arms' final weights > ln 4). `--switch-curve` also branches
+the main cell's p = 2 runs to p = 4 at several switch steps (as `circuitpath switch` does).
+
+Run: `python analyses/thesis_study.py [OUT] [--pilot PILOT.json] [--cells main,width,random]` (default
+runs/thesis_study). Quick tour: `--seeds 0-1 --steps 40 --other-seeds none --random-seeds none`.
+Resumable: run the command again to finish an interrupted study. Writes OUT/claims.json and OUT/study.html.
+"""
+
+# %%
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from circuitpath.analysis.threads import single_threaded
+from circuitpath.claims import BARRIER, Claim, fig5, fig6, per_seed_lines, table
+from circuitpath.config import ModelConfig, TaskConfig, TrainConfig, parse_phases
+from circuitpath.errors import CircuitPathError, InputError
+from circuitpath.plots.paper import seed_outcomes_figure
+from circuitpath.plots.switching import switch_figure
+from circuitpath.report import claims_table
+from circuitpath.report.fig5_accuracy import seed_outcomes, seeds_caption
+from circuitpath.report.page import Page, Panel
+from circuitpath.runs import load_run
+from circuitpath.storage import read_json, write_json
+from circuitpath.sweep import SUMMARY_JSON, parse_seeds, pending_runs, resume_sweep, run_path, sweep
+from circuitpath.sweep.spec import SWEEP_JSON, load_spec, make_spec
+from circuitpath.switching import (SWITCH_JSON, SwitchResult, SwitchSettings, load_settings, resume_switch, save_table,
+                                   switch_experiment)
+from transformer_pilot import SOLVED, Setting
+
+CELLS = ("main", "width", "random")
+ROUND = 250  # the default switch is rounded up to a multiple of this (the pilot logged every 250 steps)
+LOG_EVERY = 250  # at most; tiny studies log more often (every N // 20 steps)
+CLAIMS_JSON, PAGE, CURVE = "claims.json", "study.html", "switch_curve"
+#: Overrides of `TaskConfig` for every cell (empty: the paper's task; tests make it smaller).
+TASK: dict = {}
+
+
+# %%
+@dataclass(frozen=True)
+class Cell:
+    """One sweep of the study: a setting on a task, over seeds."""
+
+    name: str
+    setting: Setting
+    positions: str
+    seeds: tuple[int, ...]
+
+    def task(self) -> TaskConfig:
+        return TaskConfig(**({"positions": self.positions} | TASK))
+
+    def model(self) -> ModelConfig:
+        return replace(self.setting.model(), n_ctx=self.task().n_ctx)
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.setting.shape} {self.setting.name}, {self.positions} positions, seeds {list(self.seeds)}"
+
+
+def other_width(setting: Setting) -> Setting:
+    return replace(setting, d_model=32 if setting.d_model == 64 else 64)
+
+
+def schedules(setting: Setting, steps: int, switch: int) -> dict[str, str]:
+    """The two arms as phase strings, with the setting's recipe in each phase."""
+    return {"scratch": setting.phases(4, steps),
+            "curriculum": setting.phases(2, switch) + "," + setting.phases(4, steps - switch)}
+
+
+def train_config(steps: int) -> TrainConfig:
+    return TrainConfig(log_every=min(LOG_EVERY, max(1, steps // 20)), checkpoint_every=steps)
+
+
+def recipe(setting: Setting) -> dict:
+    """The setting's optimiser recipe as `Phase` fields (read back from its own phase string)."""
+    return parse_phases(setting.phases(2, 1))[0].changed_recipe
+
+
+# %% The setting and the switch
+def setting_from(pilot: Path, flags: dict) -> tuple[Setting, str, dict | None]:
+    """The setting (the pilot's chosen one, any flag replacing its field), where it came from, and the pilot's data."""
+    given = {key: value for key, value in flags.items() if value is not None}
+    data = read_json(pilot) if pilot.is_file() else None
+    chosen = data.get("chosen") if isinstance(data, dict) else None
+    if chosen is None:
+        needed = {"d_model", "n_layers", "n_heads"} - given.keys()
+        if needed:
+            why = f"{pilot} chose no setting" if data is not None else f"{pilot} does not exist"
+            raise InputError(f"{why}; give the setting by flags (missing: "
+                             + ", ".join("--" + n.replace("_", "-") for n in sorted(needed)) + ")")
+        return Setting(**given), "the command line's flags", data
+    source = f"the pilot's choice in {pilot}" + (f", with {', '.join(sorted(given))} from the command line" if given else "")
+    try:
+        return replace(Setting(**chosen), **given), source, data
+    except TypeError:
+        raise InputError(f"{pilot}'s chosen setting is not a pilot Setting: {chosen!r}") from None
+
+
+def solved_from(lines: list[dict]) -> int | None:
+    """The first logged step from which the test acc stays >= SOLVED to the end (None: it ends below)."""
+    step = None
+    for line in sorted(lines, key=lambda m: m["step"]):
+        step = (step if step is not None else line["step"]) if line["test_acc"] >= SOLVED else None
+    return step
+
+
+def switch_from_pilot(pilot: Path, setting: Setting) -> tuple[int, str]:
+    """The rule's switch step, from the pilot's p = 2 runs of this setting, and the rule in words."""
+    where = pilot.parent / f"p2_{setting.shape}" / setting.name
+    runs = sorted(where.glob("seed_*/metrics.jsonl"))
+    if not runs:
+        raise InputError(f"no pilot p = 2 runs of {setting.shape} {setting.name} under {where}; give --switch")
+    if not (where.parent / SUMMARY_JSON).is_file():
+        raise InputError(f"the pilot's p = 2 sweep {where.parent} has not finished (no {SUMMARY_JSON}); give --switch")
+    try:
+        steps = {path.parent.name: solved_from([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+                 for path in runs}
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise InputError(f"the pilot's p = 2 metrics under {where} are not metrics lines ({error}); give --switch") from None
+    solved = {seed: step for seed, step in steps.items() if step is not None}
+    if not solved:
+        raise InputError(f"no pilot seed of {setting.shape} {setting.name} solved p = 2 (under {where}); give --switch")
+    switch = ROUND * math.ceil(max(solved.values()) / ROUND)
+    held = ", ".join(f"{seed} from {step}" for seed, step in sorted(solved.items()))
+    return switch, (f"the first logged step from which every pilot seed that solved p = 2 stayed at test acc >= "
+                    f"{SOLVED} ({held}; {len(solved)} of {len(steps)} solved), rounded up to a multiple of {ROUND}")
+
+
+# %% Training: one resumable sweep per cell
+def cell_spec(cell: Cell, steps: int, switch: int) -> dict:
+    """The cell's sweep spec as sweep.json holds it (building it checks every run config)."""
+    spec = make_spec(list(cell.seeds), schedules(cell.setting, steps, switch), cell.task(), cell.model(), "ends",
+                     train_config(steps))
+    return json.loads(json.dumps(spec))
+
+
+def check_existing(out: Path, cell: Cell, spec: dict) -> None:
+    """A sweep already in the cell's directory must be this one (else its runs would answer another question)."""
+    where = out / cell.name
+    if (where / SWEEP_JSON).is_file():
+        saved = load_spec(where)
+        differ = [key for key in ("seeds", "experiments", "task", "model", "train") if saved.get(key) != spec[key]]
+        if differ:
+            raise InputError(f"{where} holds a sweep with other {', '.join(differ)}; use another OUT or remove it")
+    elif where.exists():
+        raise InputError(f"{where} exists and is not a sweep; use another OUT or remove it")
+
+
+def run_cell(out: Path, cell: Cell, steps: int, switch: int) -> None:
+    """Train the cell's sweep, or finish it when it was interrupted (a finished one is left as it is)."""
+    where = out / cell.name
+    if (where / SWEEP_JSON).is_file():
+        if pending_runs(where):
+            resume_sweep(where)
+        return
+    sweep(where, list(cell.seeds), schedules(cell.setting, steps, switch), task=cell.task(), model=cell.model(),
+          train=train_config(steps), keep_checkpoints="ends")
+
+
+# %% Claims per cell
+def cell_claims(out: Path, cell: Cell) -> tuple[list[Claim], dict[str, str]]:
+    """The claims over the cell's seeds, and the rows left out with the reason."""
+    runs = {arm: {seed: load_run(run_path(out / cell.name, arm, seed)) for seed in cell.seeds}
+            for arm in ("scratch", "curriculum")}
+    claims, left_out = fig5(runs["scratch"], runs["curriculum"]), {}
+    try:
+        claims += fig6(runs["scratch"], runs["curriculum"])
+    except (CircuitPathError, RuntimeError) as error:
+        left_out["barrier"] = f"run_barrier failed on this model: {error}"
+    order = ["p2_solved", "scratch_memorises", "curriculum_generalises", "headline", "barrier"]
+    return sorted(claims, key=lambda c: order.index(c.key)), left_out
+
+
+# %% The switch-step curve (main cell)
+def curve_steps(steps: int, switch: int) -> tuple[int, ...]:
+    """0 (scratch), half the switch, the switch, twice it, and half the budget: those below the budget."""
+    return tuple(sorted({s for s in (0, switch // 2, switch, 2 * switch, steps // 2) if 0 <= s < steps}))
+
+
+def curve_settings(cell: Cell, steps: int, switch: int) -> SwitchSettings:
+    """The switch experiment of the cell's setting: both phases at the setting's lr, batch and recipe."""
+    return SwitchSettings(cell.seeds, curve_steps(steps, switch), total=steps, p2_lr=cell.setting.lr,
+                          p4_lr=cell.setting.lr, task=cell.task(), model=cell.model(), train=train_config(steps),
+                          batch_size=cell.setting.batch, recipe=recipe(cell.setting))
+
+
+def check_curve(out: Path, settings: SwitchSettings) -> None:
+    where = out / CURVE
+    if (where / SWITCH_JSON).is_file() and load_settings(where).to_dict() != settings.to_dict():
+        raise InputError(f"{where} holds a switch experiment with other settings; use another OUT or remove it")
+    if where.exists() and not (where / SWITCH_JSON).is_file():
+        raise InputError(f"{where} exists and is not a switch experiment; use another OUT or remove it")
+
+
+def switch_curve(out: Path, settings: SwitchSettings) -> SwitchResult:
+    """Train (or finish) the switch experiment and save its table; a finished one is only read."""
+    where = out / CURVE
+    done = (where / SWITCH_JSON).is_file()
+    result = resume_switch(where, progress=False) if done else switch_experiment(where, settings, progress=False)
+    save_table(result, where)
+    return result
+
+
+# %% The page
+def write_page(out: Path, head: list[str], results: dict[str, tuple[Cell, list[Claim], dict]],
+               curve: SwitchResult | None) -> Path:
+    page = Page("Does the thesis survive a standard transformer trained with AdamW?")
+    page.items(head)
+    for name, (cell, claims, left_out) in results.items():
+        page.heading(f"Cell {cell.describe()}")
+        claims_table(page, claims)
+        page.items([f"left out: {key}: {why}" for key, why in left_out.items()] + per_seed_lines(claims))
+        outcomes = {arm: seed_outcomes(load_run(run_path(out / name, arm, cell.seeds[0])), list(cell.seeds))
+                    for arm in ("scratch", "curriculum")}
+        switch = next((c.values for c in claims if c.key == "p2_solved"), {})
+        figure = seed_outcomes_figure(outcomes, switch, f"{name}: final train and test accuracy per seed and arm")
+        page.panel(Panel(figure, seeds_caption(outcomes) + " Look for the thesis's pattern: red crosses (scratch "
+                         "memorised) under the 0.5 line and blue circles (curriculum generalised) at 1 on the same seed."))
+    if curve is not None:
+        page.heading("Rate of generalising against the switch step (main cell)")
+        page.panel(Panel(switch_figure(curve), "Switch step 0 is scratch. Look for the rate to rise once the switch "
+                         "comes after p = 2 is solved (the study's switch), and whether switching later still helps. Its runs order "
+                         "their mini-batches by seed where the cells' sweeps order every seed's as seed 0's, so its point "
+                         "at the study's switch replicates the main cell's curriculum rather than repeating it."))
+    return page.write(out / PAGE)
+
+
+# %% Command line
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("out", nargs="?", type=Path, default=Path("runs/thesis_study"))
+    parser.add_argument("--pilot", type=Path, default=Path("runs/transformer_pilot/pilot.json"),
+                        help="the pilot's pilot.json (default runs/transformer_pilot/pilot.json)")
+    for flag, kind in (("--d-model", int), ("--n-layers", int), ("--n-heads", int), ("--batch", int),
+                       ("--lr", float), ("--weight-decay", float)):
+        parser.add_argument(flag, type=kind, help="the setting's field (default: the pilot's choice)")
+    parser.add_argument("--decay", choices=("matrices", "all"), help="weights the decay shrinks (default: the pilot's)")
+    parser.add_argument("--steps", type=int, help="steps of every run (default: the pilot's stage-1 + stage-2 steps)")
+    parser.add_argument("--switch", type=int, help="the curriculum's p = 2 steps (default: where the pilot solved p = 2)")
+    parser.add_argument("--cells", default=",".join(CELLS), help=f"cells to run, of {', '.join(CELLS)} (default all)")
+    parser.add_argument("--seeds", default="0-31", help="seeds of the main cell (default 0-31)")
+    parser.add_argument("--other-seeds", default="0-15", help="seeds of the width cell, or none (default 0-15)")
+    parser.add_argument("--random-seeds", default="0-15", help="seeds of the random cell, or none (default 0-15)")
+    parser.add_argument("--switch-curve", action="store_true", help="also the switch-step curve of the main cell")
+    return parser.parse_args(argv)
+
+
+@dataclass
+class Plan:
+    """Everything the study will do, checked before a file is written."""
+
+    setting: Setting
+    head: list[str]  # what to print before training: the setting and where it came from, the arms, the switch
+    cells: list[Cell]
+    steps: int
+    switch: int
+    curve: SwitchSettings | None = None
+
+
+def steps_and_switch(args: argparse.Namespace, setting: Setting, pilot: dict | None) -> tuple[int, int, str]:
+    """N (--steps, else the pilot's two stages), S (--switch, else the pilot's rule) and the rule in words."""
+    steps = args.steps if args.steps is not None else (
+        pilot["stage1_steps"] + pilot["stage2_steps"] if pilot and "stage1_steps" in pilot else None)
+    if steps is None:
+        raise InputError(f"no pilot steps in {args.pilot}; give --steps")
+    if steps < 2:
+        raise InputError(f"--steps must be at least 2 (both curriculum phases need a step), got {steps}")
+    switch, rule = (args.switch, "given by --switch") if args.switch is not None else switch_from_pilot(args.pilot, setting)
+    if not 0 < switch < steps:
+        raise InputError(f"the switch must lie in 1 .. steps - 1 = {steps - 1}, got {switch} ({rule})")
+    return steps, switch, rule
+
+
+def cells_of(args: argparse.Namespace, setting: Setting) -> list[Cell]:
+    names = [n.strip() for n in args.cells.split(",") if n.strip()]
+    if not names or any(n not in CELLS for n in names):
+        raise InputError(f"--cells takes names of {', '.join(CELLS)}, got {args.cells!r}")
+    seeds = {"main": args.seeds, "width": args.other_seeds, "random": args.random_seeds}
+    cells = [Cell(name, other_width(setting) if name == "width" else setting,
+                  "random" if name == "random" else "first", tuple(parse_seeds(seeds[name])))
+             for name in CELLS if name in names and seeds[name].strip().lower() != "none"]
+    if not cells:
+        raise InputError("every cell asked for has no seeds (none); nothing to run")
+    return cells
+
+
+def plan(args: argparse.Namespace) -> Plan:
+    flags = {"d_model": args.d_model, "n_layers": args.n_layers, "n_heads": args.n_heads, "batch": args.batch,
+             "lr": args.lr, "weight_decay": args.weight_decay, "decay": args.decay}
+    setting, source, pilot = setting_from(args.pilot, flags)
+    steps, switch, rule = steps_and_switch(args, setting, pilot)
+    cells = cells_of(args, setting)
+    arms = schedules(setting, steps, switch)
+    head = [f"setting: {setting.shape} {setting.name} ({asdict(setting)}), from {source}",
+            f"arms: {steps} steps each; scratch {arms['scratch']}; curriculum {arms['curriculum']}",
+            f"switch S = {switch}: {rule}"] + [f"cell {cell.describe()}" for cell in cells]
+    for cell in cells:
+        check_existing(args.out, cell, cell_spec(cell, steps, switch))
+    result = Plan(setting, head, cells, steps, switch)
+    if args.switch_curve:
+        if cells[0].name != "main":
+            raise InputError("--switch-curve branches the main cell's setting: include main in --cells")
+        result.curve = curve_settings(cells[0], steps, switch)
+        check_curve(args.out, result.curve)
+    return result
+
+
+def fail(message: str) -> None:
+    print(f"thesis_study: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def report(out: Path, todo: Plan, results: dict, curve: SwitchResult | None, wall: float) -> dict:
+    """Print the claims of every cell (and the curve), write OUT/claims.json and OUT/study.html."""
+    for cell, claims, left_out in results.values():
+        print(f"\n{cell.describe()}\n{table(claims)}")
+        print("\n".join(per_seed_lines(claims) + [f"  left out: {k}: {why}" for k, why in left_out.items()]))
+    if curve is not None:
+        print("\nswitch-step curve (main cell)\n" + "\n".join(curve.lines()))
+    print(f"\nfig: the paper's figure the claim comes from; "
+          f"verdict: supported when the whole 95% interval lies above 1/2, refuted below, mixed otherwise; "
+          f"barrier holds above ln 4 = {BARRIER:.3f}\nthe study took {wall:.0f} s here")
+    record = {"setting": asdict(todo.setting), "head": todo.head, "steps": todo.steps, "switch": todo.switch,
+              "wall_s": wall,
+              "cells": {name: {"shape": cell.setting.shape, "setting": asdict(cell.setting), "positions": cell.positions,
+                               "seeds": list(cell.seeds), "claims": [c.to_dict() for c in claims], "left_out": left_out}
+                        for name, (cell, claims, left_out) in results.items()},
+              "switch_curve": curve.to_dict() if curve is not None else None}
+    write_json(out / CLAIMS_JSON, record)
+    page = write_page(out, todo.head + [f"the study took {wall:.0f} s (training and claims, on this machine)"],
+                      results, curve)
+    print(f"written: {out / CLAIMS_JSON}, {page}")
+    return record
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    try:
+        todo = plan(args)
+    except CircuitPathError as error:
+        fail(str(error).splitlines()[0])
+    print("\n".join(todo.head), flush=True)
+    start, results = time.perf_counter(), {}
+    for cell in todo.cells:
+        print(f"== {cell.describe()}", flush=True)
+        run_cell(args.out, cell, todo.steps, todo.switch)
+        with single_threaded():  # the barrier's small forwards: a second thread only waits on busy cores
+            results[cell.name] = (cell, *cell_claims(args.out, cell))
+    curve = switch_curve(args.out, todo.curve) if todo.curve is not None else None
+    return report(args.out, todo, results, curve, time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    main()

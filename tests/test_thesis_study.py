@@ -1,0 +1,131 @@
+"""analyses/thesis_study.py: the setting and switch from the pilot, the claims per cell, resuming, bad input."""
+
+import importlib
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from circuitpath.analysis.barrier import run_barrier
+from circuitpath.analysis.threads import single_threaded
+from circuitpath.runs import load_run
+
+ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
+TINY_TASK = {"n_ctx": 6, "k": 3, "n_train": 40, "n_test": 50, "with_replacement": True}
+
+
+@pytest.fixture
+def study(monkeypatch):
+    monkeypatch.syspath_prepend(str(ANALYSES))
+    module = importlib.import_module("thesis_study")
+    monkeypatch.setattr(module, "TASK", TINY_TASK)
+    monkeypatch.setattr(module, "ROUND", 5)
+    yield module
+    sys.modules.pop("thesis_study", None)
+
+
+def write_pilot(root: Path, study, accs: dict[int, list[tuple[int, float]]], chosen=True) -> Path:
+    """A pilot.json choosing a tiny setting, and its p = 2 metrics: seed -> (step, test acc) lines."""
+    setting = study.Setting(8, 1, 2, batch=8)
+    for seed, lines in accs.items():
+        where = root / f"p2_{setting.shape}" / setting.name / f"seed_{seed}"
+        where.mkdir(parents=True)
+        (root / f"p2_{setting.shape}" / "summary.json").write_text("{}")  # the rule reads only finished sweeps
+        (where / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "test_acc": a}) + "\n" for s, a in lines))
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pilot.json").write_text(json.dumps({"stage1_steps": 10, "stage2_steps": 10,
+                                                 "chosen": asdict(setting) if chosen else None}))
+    return root / "pilot.json"
+
+
+SOLVES = {0: [(0, 0.5), (4, 0.995), (6, 1.0)],  # solved from step 4
+          1: [(0, 0.5), (3, 0.99), (5, 0.98), (7, 0.99), (8, 1.0)],  # dipped at 5: solved from step 7
+          2: [(0, 0.5), (8, 0.7)]}  # never solved: not counted
+
+
+def test_the_switch_is_where_every_solving_pilot_seed_stayed_solved_rounded_up(tmp_path, study):
+    pilot = write_pilot(tmp_path, study, SOLVES)
+    setting, source, _ = study.setting_from(pilot, {"lr": 3e-3})
+    assert (setting.d_model, setting.batch, setting.lr) == (8, 8, 3e-3) and "lr from the command line" in source
+    chosen = study.setting_from(pilot, {})[0]
+    switch, rule = study.switch_from_pilot(pilot, chosen)
+    assert switch == 10 and "seed_0 from 4, seed_1 from 7; 2 of 3 solved" in rule
+    with pytest.raises(study.InputError, match="give --switch"):  # the pilot never trained this lr
+        study.switch_from_pilot(pilot, setting)
+    (tmp_path / "p2_d8_L1H2" / "summary.json").unlink()
+    with pytest.raises(study.InputError, match="has not finished"):  # a pilot still running gives no switch
+        study.switch_from_pilot(pilot, chosen)
+
+
+def test_the_quick_tour_measures_each_claim_over_seeds_and_resumes_without_training(tmp_path, study, capsys):
+    pilot, out = write_pilot(tmp_path / "pilot", study, SOLVES), tmp_path / "study"
+    argv = [str(out), "--pilot", str(pilot), "--seeds", "0-1", "--other-seeds", "none", "--random-seeds", "0",
+            "--switch-curve"]
+    record = study.main(argv)
+    printed = capsys.readouterr().out
+    assert "from the pilot's choice in" in printed and "switch S = 10: the first logged step" in printed
+    assert (record["steps"], record["switch"]) == (20, 10) and list(record["cells"]) == ["main", "random"]
+    saved = json.loads((out / "claims.json").read_text())
+    for name, seeds in (("main", [0, 1]), ("random", [0])):
+        claims = saved["cells"][name]["claims"]
+        assert [c["key"] for c in claims] == ["p2_solved", "scratch_memorises", "curriculum_generalises", "headline",
+                                              "barrier"]
+        for c in claims:
+            assert c["n"] == len(seeds) and sorted(map(int, c["per_seed"])) == seeds
+            assert c["count"] == sum(v["holds"] for v in c["per_seed"].values()) == len(c["seeds_holding"])
+            assert c["verdict"] in ("supported", "mixed", "refuted")
+    run = load_run(out / "main" / "curriculum" / "seed_1")
+    assert [(ph.p, ph.steps, ph.batch_size, ph.weight_decay) for ph in run.config.train.phases] == [(2, 10, 8, 0.1),
+                                                                                                   (4, 10, 8, 0.1)]
+    assert run.config.model.arch == "transformer" and load_run(out / "random" / "scratch" / "seed_0").config.task.positions == "random"
+    assert [row["switch"] for row in saved["switch_curve"]["rows"]] == [0, 5, 10]
+    assert (out / "study.html").stat().st_size > 3_000_000  # plotly.js inline: opens offline
+    files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()
+             and p.name not in ("claims.json", "study.html", "switch_table.json")}
+    again = study.main(argv)
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files} == files  # nothing trained or rewritten
+    assert [c["count"] for c in again["cells"]["main"]["claims"]] == [c["count"] for c in record["cells"]["main"]["claims"]]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:  # another switch into the same OUT: its runs would answer another question
+        study.main(argv + ["--switch", "5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and "holds a sweep with other experiments" in err[0]
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files} == files
+
+
+def test_the_barrier_rebuilds_the_transformer_it_interpolates(tmp_path, study):
+    """The barrier's ends are the two runs' final weights on the curriculum's p = 4 data: its loss there is the
+    curriculum's own logged final training loss, so the standard transformer is rebuilt as trained."""
+    out = tmp_path / "study"
+    study.main([str(out), "--pilot", str(tmp_path / "none.json"), "--d-model", "8", "--n-layers", "2", "--n-heads",
+                "2", "--batch", "8", "--steps", "12", "--switch", "4", "--seeds", "0", "--cells", "main"])
+    scratch, curriculum = (load_run(out / "main" / arm / "seed_0") for arm in ("scratch", "curriculum"))
+    with single_threaded():
+        ends = run_barrier(scratch, curriculum, points=2)
+        height = run_barrier(scratch, curriculum, points=11).height
+    assert ends.train_loss[-1].item() == pytest.approx(curriculum.final_metrics()["train_loss"], abs=1e-5)
+    shown = json.loads((out / "claims.json").read_text())["cells"]["main"]["claims"][-1]["per_seed"]["0"]["value"]
+    assert shown == pytest.approx(height)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cells", "main,wide"], "--cells takes names of main, width, random, got 'main,wide'"),
+    (["--steps", "1"], "--steps must be at least 2"),
+    (["--switch", "20"], "the switch must lie in 1 .. steps - 1 = 19, got 20"),
+    (["--pilot", "MISSING"], "missing.json does not exist; give the setting by flags (missing: --d-model, --n-heads, "
+                             "--n-layers)"),
+    (["--pilot", "NONE"], "chose no setting; give the setting by flags"),
+    (["--cells", "random", "--switch-curve"], "--switch-curve branches the main cell's setting"),
+    (["--seeds", "none", "--other-seeds", "none", "--random-seeds", "none"], "nothing to run"),
+    (["--seeds", "3-1"], "seeds are N, N-M"),
+])
+def test_bad_input_is_refused_in_one_line_and_nothing_is_written(tmp_path, study, capsys, args, message):
+    pilot = write_pilot(tmp_path / "pilot", study, SOLVES)
+    none = write_pilot(tmp_path / "none", study, {}, chosen=False)
+    args = [{"MISSING": str(tmp_path / "missing.json"), "NONE": str(none)}.get(a, a) for a in args]
+    with pytest.raises(SystemExit) as stop:
+        study.main([str(tmp_path / "out"), "--pilot", str(pilot), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and message in err[0] and not (tmp_path / "out").exists()
