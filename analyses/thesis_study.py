@@ -7,7 +7,7 @@ pilot.json, or given by flags. Two arms of N steps each, with the setting's reci
 - scratch:    p = 4 for N steps;
 - curriculum: p = 2 for S steps, then p = 4 for N - S (a new phase: a new optimiser at the switch).
 
-N defaults to the pilot's stage-1 + stage-2 steps. S defaults to where the pilot solved p = 2: the
+N defaults to S + the pilot's stage-2 steps (the p = 4 budget in which it saw scratch fit). S defaults to where the pilot solved p = 2: the
 first logged step from which every pilot seed that ended at p = 2 test acc >= 0.99 stayed there,
 rounded up to a multiple of 250 (`--switch` sets it).
 
@@ -281,14 +281,15 @@ class Plan:
 
 
 def steps_and_switch(args: argparse.Namespace, setting: Setting, pilot: dict | None) -> tuple[int, int, str]:
-    """N (--steps, else the pilot's two stages), S (--switch, else the pilot's rule) and the rule in words."""
+    """S (--switch, else the pilot's rule), N (--steps, else S + the pilot's stage-2 steps: the curriculum's
+    p = 4 phase gets the budget in which the pilot saw p = 4 fit from scratch) and the rule in words."""
+    switch, rule = (args.switch, "given by --switch") if args.switch is not None else switch_from_pilot(args.pilot, setting)
     steps = args.steps if args.steps is not None else (
-        pilot["stage1_steps"] + pilot["stage2_steps"] if pilot and "stage1_steps" in pilot else None)
+        switch + pilot["stage2_steps"] if pilot and "stage2_steps" in pilot else None)
     if steps is None:
         raise InputError(f"no pilot steps in {args.pilot}; give --steps")
     if steps < 2:
         raise InputError(f"--steps must be at least 2 (both curriculum phases need a step), got {steps}")
-    switch, rule = (args.switch, "given by --switch") if args.switch is not None else switch_from_pilot(args.pilot, setting)
     if not 0 < switch < steps:
         raise InputError(f"the switch must lie in 1 .. steps - 1 = {steps - 1}, got {switch} ({rule})")
     return steps, switch, rule

@@ -113,7 +113,7 @@ def test_the_barrier_rebuilds_the_transformer_it_interpolates(tmp_path, study):
 @pytest.mark.parametrize("args, message", [
     (["--cells", "main,wide"], "--cells takes names of main, width, random, got 'main,wide'"),
     (["--steps", "1"], "--steps must be at least 2"),
-    (["--switch", "20"], "the switch must lie in 1 .. steps - 1 = 19, got 20"),
+    (["--steps", "20", "--switch", "20"], "the switch must lie in 1 .. steps - 1 = 19, got 20"),
     (["--pilot", "MISSING"], "missing.json does not exist; give the setting by flags (missing: --d-model, --n-heads, "
                              "--n-layers)"),
     (["--pilot", "NONE"], "chose no setting; give the setting by flags"),
