@@ -7,11 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from circuitpath import ModelConfig, RunConfig, TaskConfig, TrainConfig, fused, train, train_many
+from circuitpath import ModelConfig, RunConfig, TaskConfig, TrainConfig, train, train_many
 from circuitpath.config import parse_phases
-from circuitpath.engine import Encoded, Executor, Layout
-from circuitpath.model import CrossAttentionTransformer
-from circuitpath.weights import init_weights
+from circuitpath.models.model import CrossAttentionTransformer
+from circuitpath.models.weights import init_weights
+from circuitpath.training import fused
+from circuitpath.training.engine import Encoded, Executor, Layout
 
 
 def test_erf_is_libm_erf_to_float32_resolution():
