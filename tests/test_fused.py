@@ -126,7 +126,7 @@ def test_threads_asking_for_the_kernel_at_once_get_one_compiled_step():
     import subprocess
     import sys
 
-    code = ("from concurrent.futures import ThreadPoolExecutor\nfrom circuitpath import fused\n"
+    code = ("from concurrent.futures import ThreadPoolExecutor\nfrom circuitpath.training import fused\n"
             "with ThreadPoolExecutor(4) as pool:\n    kernels = list(pool.map(lambda _: fused._kernel(), range(8)))\n"
             "print(len({id(k) for k in kernels}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)  # a fresh process
