@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import circuitpath as cp
+from circuitpath.paper.presets import FIGURES
+from circuitpath.paper.reproduce import CLAIMS_JSON, shown_runs
 from circuitpath.plots.html import write_html
-from circuitpath.presets import FIGURES
-from circuitpath.reproduce import CLAIMS_JSON, shown_runs
 
 DEFAULT_OUT = "runs"
 

@@ -7,10 +7,10 @@
 from common import runs_from, save
 
 from circuitpath.analysis.flow import attention_flow
-from circuitpath.analysis.probes import constant_inputs, update_changes
+from circuitpath.paper.probes import constant_inputs, update_changes
+from circuitpath.paper.report.fig2_flow import leading_updates
+from circuitpath.paper.report.figures import update_changes_figure
 from circuitpath.plots.graphs import flow_figure
-from circuitpath.plots.paper import update_changes_figure
-from circuitpath.report.fig2_flow import leading_updates
 
 
 def main(argv=None):

@@ -7,8 +7,8 @@
 from common import runs_from, save
 
 from circuitpath.analysis.dynamics import attention_over_training
-from circuitpath.analysis.probes import attention_at, token_focus
-from circuitpath.plots.paper import attention_per_input_figure
+from circuitpath.paper.probes import attention_at, token_focus
+from circuitpath.paper.report.figures import attention_per_input_figure
 from circuitpath.plots.training import attention_heatmap
 
 

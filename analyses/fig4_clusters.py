@@ -6,7 +6,7 @@
 # %%
 from common import runs_from, save
 
-from circuitpath.claims import clusters_on_paper_inputs
+from circuitpath.paper.claims import clusters_on_paper_inputs
 from circuitpath.plots.training import clusters_figure
 
 

@@ -1,7 +1,7 @@
 """Why the d = 2 pipeline's p = 4 fine-tune fails: its start, and what a researcher would try, over seeds.
 
 One p = 2 pretraining (`vis_p2`, n_tokens 4) per seed, shared by every fine-tune variant: each is a
-branch at the end of the p = 2 phase (`circuitpath.variants`), so all variants start from the same
+branch at the end of the p = 2 phase (`circuitpath.paper.variants`), so all variants start from the same
 weights. The notebook's own choice (n_tokens 3, a p = 3 fine-tune) needs its own pretraining (3
 token rows) and is trained as one `vis_finetune` run per seed. A fine-tune *solves* its task when
 train and test accuracy are >= 0.99 at its end, and *collapses* when its train accuracy is below
@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 
 from circuitpath.analysis.finetune_start import run_finetune_start
-from circuitpath.presets import experiments
+from circuitpath.analysis.stats import wilson_interval
+from circuitpath.paper.presets import experiments
+from circuitpath.paper.variants import FINETUNE_VARIANTS, make_variants
 from circuitpath.runs import load_run
-from circuitpath.stats import wilson_interval
-from circuitpath.train import train_groups
-from circuitpath.variants import FINETUNE_VARIANTS, make_variants
+from circuitpath.training.train import train_groups
 
 SOLVED = 0.99
 NOTEBOOK = "p=3, n_tokens 3 (FinetuneConfig default)"

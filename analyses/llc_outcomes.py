@@ -15,9 +15,9 @@ import statistics
 from tqdm.auto import tqdm
 
 from circuitpath.analysis.llc import LLCEstimate, LLCSettings, estimate_llc
-from circuitpath.branch import find_runs
-from circuitpath.outcomes import generalises, memorises
+from circuitpath.analysis.outcomes import generalises, memorises
 from circuitpath.runs import load_run
+from circuitpath.training.branch import find_runs
 
 
 def llc_and_verdict(path, settings: LLCSettings, step: int | None) -> tuple[str, LLCEstimate]:

@@ -29,9 +29,9 @@ import argparse
 import json
 from pathlib import Path
 
+from circuitpath.analysis.stats import wilson_interval
 from circuitpath.config import ModelConfig, TaskConfig, TrainConfig
 from circuitpath.errors import CircuitPathError
-from circuitpath.stats import wilson_interval
 from circuitpath.sweep import parse_seeds, pending_runs, read_summary, resume_sweep, sweep
 from circuitpath.sweep.spec import SWEEP_JSON
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from common import table
 
-from circuitpath.branch import branch_many, plan_branch
 from circuitpath.config import ModelConfig, RunConfig, TaskConfig, TrainConfig, parse_phases
-from circuitpath.train import train_many
+from circuitpath.training.branch import branch_many, plan_branch
+from circuitpath.training.train import train_many
 
 SIZES = {
     "paper": dict(runs=32, prefix=500, steps=500, task=TaskConfig(), model=ModelConfig()),

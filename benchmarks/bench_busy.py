@@ -25,7 +25,7 @@ def child(threads: int, seconds: float) -> None:
     import torch
 
     from circuitpath import CrossAttentionTransformer, ModelConfig
-    from circuitpath.engine import Adam, Encoded, Executor, Layout
+    from circuitpath.training.engine import Adam, Encoded, Executor, Layout
 
     torch.set_num_threads(threads)
     cfg = ModelConfig()

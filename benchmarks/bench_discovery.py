@@ -30,8 +30,8 @@ from circuitpath.analysis.discovery.methods import attribution_scores, patching_
 from circuitpath.analysis.discovery.timeline import probe_of
 from circuitpath.analysis.threads import single_threaded
 from circuitpath.config import ModelConfig, TaskConfig, TrainConfig
-from circuitpath.experiments import PAPER_PHASES, experiment_config
-from circuitpath.train import train_groups
+from circuitpath.paper.experiments import PAPER_PHASES, experiment_config
+from circuitpath.training.train import train_groups
 
 QUICK_PHASES = {"scratch": "4:200:1e-2", "curriculum": "2:100:1e-3,4:100:1e-2"}
 

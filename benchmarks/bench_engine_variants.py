@@ -26,10 +26,10 @@ import torch
 
 from common import measure, table
 
-import circuitpath.engine as engine
+import circuitpath.training.engine as engine
 from circuitpath.config import ModelConfig, TaskConfig
 from circuitpath.data import make_split
-from circuitpath.weights import init_weights
+from circuitpath.models.weights import init_weights
 
 NOW = 'scores = (z * w["W_Q"][:, None, :]).sum(-1, keepdim=True) / math.sqrt(d)'
 BEFORE = 'scores = (z @ w["W_Q"][:, :, None]) / math.sqrt(d)'

@@ -22,8 +22,8 @@ from common import MALLOC, measure, table
 
 from circuitpath.config import ModelConfig, TaskConfig
 from circuitpath.data import make_split
-from circuitpath.engine import Encoded, Layout, loss_and_grad
-from circuitpath.weights import init_weights
+from circuitpath.models.weights import init_weights
+from circuitpath.training.engine import Encoded, Layout, loss_and_grad
 
 
 def engine_step():

@@ -25,9 +25,9 @@ import torch
 
 from common import MALLOC, table
 
-from circuitpath import fused
 from circuitpath.config import ModelConfig, RunConfig, TaskConfig, TrainConfig, parse_phases
-from circuitpath.train import train_many
+from circuitpath.training import fused
+from circuitpath.training.train import train_many
 
 
 def configs(seeds: int, updates: int) -> list[RunConfig]:

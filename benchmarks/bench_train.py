@@ -35,12 +35,13 @@ import torch.nn.functional as F
 from common import MALLOC, measure, table
 from reference import reference_forward
 
-from circuitpath import pinning, processes
+from circuitpath import pinning
 from circuitpath.config import ModelConfig, RunConfig, TaskConfig, TrainConfig, parse_phases
 from circuitpath.data import make_split
-from circuitpath.engine import Adam, Encoded, Executor, Layout
-from circuitpath.weights import init_weights
-from circuitpath.train import train_many
+from circuitpath.models.weights import init_weights
+from circuitpath.training import processes
+from circuitpath.training.engine import Adam, Encoded, Executor, Layout
+from circuitpath.training.train import train_many
 
 POOL = ThreadPoolExecutor(os.cpu_count() or 1)  # as train.py's orchestrator shares one
 
@@ -91,8 +92,8 @@ def group_seconds(steps: int, arrangement: str) -> float:
     if arrangement != "now":
         patches.append(mock.patch.object(processes, "MIN_WORK", float("inf")))
     if arrangement == "before":
-        patches += [mock.patch("circuitpath.loop.Executor", ChunksOfFour),
-                    mock.patch("circuitpath.train.Executor", ChunksOfFour)]
+        patches += [mock.patch("circuitpath.training.loop.Executor", ChunksOfFour),
+                    mock.patch("circuitpath.training.train.Executor", ChunksOfFour)]
     with tempfile.TemporaryDirectory() as out:
         for patch in patches:
             patch.start()

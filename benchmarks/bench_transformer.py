@@ -36,11 +36,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from common import measure, table
 
-from circuitpath import stacked
 from circuitpath.config import ModelConfig, Phase
-from circuitpath.engine import Adam, Encoded, Executor, Layout
-from circuitpath.transformer import StandardTransformer, _heads_in, _softmax
-from circuitpath.weights import transformer_init as init_weights
+from circuitpath.models.transformer import StandardTransformer, _heads_in, _softmax
+from circuitpath.models.weights import transformer_init as init_weights
+from circuitpath.training import stacked
+from circuitpath.training.engine import Adam, Encoded, Executor, Layout
 
 
 def plain_norm(x, w: dict, name: str, cfg: ModelConfig):

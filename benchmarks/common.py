@@ -14,7 +14,7 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the plain reference implementation the tests use
 
-from circuitpath.heap import keep_freed_memory  # noqa: E402
+from circuitpath.training.heap import keep_freed_memory  # noqa: E402
 
 MALLOC = "freed memory kept" if keep_freed_memory() else "glibc's malloc defaults"
 

@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from circuitpath import parse_phases, train, train_many
-from circuitpath.branch import BranchError, branch, branch_many, plan_branch
 from circuitpath.runs import STATE_DIR, saved_steps
+from circuitpath.training.branch import BranchError, branch, branch_many, plan_branch
 from conftest import tiny_config
 
 
@@ -93,7 +93,7 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path):
 
 def test_a_killed_branch_resumes_to_the_same_bits(tmp_path):
     from circuitpath import resume
-    from circuitpath.branch import _create
+    from circuitpath.training.branch import _create
 
     parent = train(tiny_config("2:20:1e-2"), tmp_path / "parent", progress=False)
     plan = plan_branch(parent, 10, parse_phases("4:20:1e-2:8"), tmp_path / "branch")

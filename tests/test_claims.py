@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from circuitpath.analysis.probes import UpdateChanges, constant_inputs, first_k_inputs, token_focus
-from circuitpath.claims import PRETRAINED, Claim, among
-from circuitpath.stats import wilson_interval as wilson
+from circuitpath.analysis.stats import wilson_interval as wilson
+from circuitpath.paper.claims import PRETRAINED, Claim, among
+from circuitpath.paper.probes import UpdateChanges, constant_inputs, first_k_inputs, token_focus
 
 
 @pytest.mark.parametrize("successes, n, low, high", [

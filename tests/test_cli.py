@@ -79,7 +79,7 @@ def test_resume_of_a_completed_run_does_nothing(trained_run, capsys):
 def test_show_tells_a_killed_run_from_a_running_one(trained_run, capsys):
     import json
 
-    from circuitpath.storage import RunLock
+    from circuitpath.runs.storage import RunLock
 
     info = json.loads((trained_run.path / "run.json").read_text())
     (trained_run.path / "run.json").write_text(json.dumps({**info, "status": "running"}))  # as a kill -9 leaves it

@@ -39,10 +39,10 @@ def test_the_check_sees_a_heavy_import():
 def test_the_package_names_load_on_first_use():
     code = ("import sys, circuitpath as cp\n"
             "before = 'torch' in sys.modules\n"
-            "import circuitpath.train\n"  # binds the package's `train` to the submodule, unless kept the function
-            "assert callable(cp.train) and cp.train.__module__ == 'circuitpath.train', cp.train\n"
+            "import circuitpath.training.train\n"  # binds `training.train`, never the package's `train` (the function)
+            "assert callable(cp.train) and cp.train.__module__ == 'circuitpath.training.train', cp.train\n"
             "assert cp.load_run.__module__ == 'circuitpath.runs'\n"
-            "import circuitpath.processes, circuitpath.branch\n"  # what a training process loads
+            "import circuitpath.training.worker, circuitpath.training.branch\n"  # what a training process loads
             "print('loaded:', *(['torch'] if before else []),"
             " *(['transformer_lens'] if 'transformer_lens' in sys.modules else []), file=sys.stderr)\n")
     assert loaded_after(code) == []  # nor does training load TransformerLens (seconds a process)

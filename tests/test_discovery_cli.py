@@ -11,7 +11,7 @@ from circuitpath import train
 from circuitpath.analysis.discovery import DiscoveredCircuit, discovery_dir, load_timeline
 from circuitpath.cli import main
 from circuitpath.runs import load_run
-from circuitpath.storage import read_json, save_tensors
+from circuitpath.runs.storage import read_json, save_tensors
 from conftest import tiny_config
 
 

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from circuitpath import CrossAttentionTransformer, ModelConfig
-from circuitpath.engine import ROW_ALIGN, Adam, Encoded, Layout, forward, loss_and_grad
-from circuitpath.model import WEIGHT_KEYS
+from circuitpath.models.model import WEIGHT_KEYS
+from circuitpath.training.engine import ROW_ALIGN, Adam, Encoded, Layout, forward, loss_and_grad
 from reference import reference_train
 
 
@@ -82,7 +82,7 @@ def test_layout_round_trip():
 @pytest.mark.parametrize("residual", ["attn_out", "normalized"])
 @pytest.mark.parametrize("tied", [True, False])
 def test_fast_path_equals_autograd_path(tied, residual):
-    from circuitpath.engine import autograd_loss_and_grad, fast_path_safe
+    from circuitpath.training.engine import autograd_loss_and_grad, fast_path_safe
 
     cfg = ModelConfig(d_model=16, n_tokens=4, n_ctx=8, tied=tied, residual=residual)
     layout = Layout.of(cfg)
@@ -98,7 +98,7 @@ def test_fast_path_equals_autograd_path(tied, residual):
 
 
 def test_sharp_attention_falls_back_to_the_softmax_path():
-    from circuitpath.engine import fast_path_safe
+    from circuitpath.training.engine import fast_path_safe
 
     cfg = ModelConfig(d_model=16, n_tokens=4, n_ctx=8)
     model = CrossAttentionTransformer(cfg)

@@ -21,9 +21,9 @@ def seeds(tmp_path_factory):
 
 def test_fig2_caption_states_the_final_spurious_attention_the_claim_measures(seeds):
     from circuitpath.analysis.flow import attention_flow
-    from circuitpath.analysis.probes import constant_inputs, update_changes
-    from circuitpath.claims import SPURIOUS_PRUNED
-    from circuitpath.report.fig2_flow import final_spurious_sentence, spurious_weights
+    from circuitpath.paper.claims import SPURIOUS_PRUNED
+    from circuitpath.paper.probes import constant_inputs, update_changes
+    from circuitpath.paper.report.fig2_flow import final_spurious_sentence, spurious_weights
 
     run = seeds["scratch"][0]
     tokens = constant_inputs(4, run.config.task.n_ctx)[-1]
@@ -37,9 +37,9 @@ def test_fig2_caption_states_the_final_spurious_attention_the_claim_measures(see
 
 
 def test_fig5_seed_panel_shows_train_and_test_and_each_verdict_as_experiments_rule(seeds):
-    from circuitpath.experiments import generalises, memorises
-    from circuitpath.plots.paper import seed_outcomes_figure
-    from circuitpath.report.fig5_accuracy import seed_outcomes, seeds_caption
+    from circuitpath.paper.experiments import generalises, memorises
+    from circuitpath.paper.report.fig5_accuracy import seed_outcomes, seeds_caption
+    from circuitpath.paper.report.figures import seed_outcomes_figure
 
     outcomes = {name: seed_outcomes(runs[0], [0, 1, 2]) for name, runs in seeds.items()}
     for name, by_seed in outcomes.items():
@@ -64,8 +64,8 @@ def test_fig5_seed_panel_shows_train_and_test_and_each_verdict_as_experiments_ru
 
 def test_the_report_circuit_is_measured_where_the_ablation_bars_say_it_matters(seeds):
     from circuitpath.analysis.circuit import choose_inputs
-    from circuitpath.report.circuits import _final
-    from circuitpath.report.section import Context
+    from circuitpath.paper.report.circuits import _final
+    from circuitpath.paper.report.section import Context
 
     run = seeds["scratch"][0]
     ablation, _, diagram = _final("scratch", run, Context(runs={"scratch": run}, n=40))
@@ -136,8 +136,8 @@ def _drawn_steps(figure) -> set[int]:
 @pytest.mark.parametrize("paper", [True, False])
 def test_fig3_titles_and_captions_say_the_range_and_inputs_they_draw(seeds, paper):
     from circuitpath.analysis.dynamics import attention_over_training
-    from circuitpath.report.fig3_attention import SECTION
-    from circuitpath.report.section import Context
+    from circuitpath.paper.report.fig3_attention import SECTION
+    from circuitpath.paper.report.section import Context
 
     run = seeds["curriculum"][0]
     switch, n = run.config.train.phase_starts()[1], 30
@@ -163,8 +163,8 @@ def test_fig3_titles_and_captions_say_the_range_and_inputs_they_draw(seeds, pape
 
 def test_fig4_colours_each_point_by_its_sum_and_says_which_labeling_fits(seeds):
     from circuitpath.analysis.clusters import FITS_ARI, find_clusters
-    from circuitpath.report.fig4_clusters import SECTION
-    from circuitpath.report.section import Context
+    from circuitpath.paper.report.fig4_clusters import SECTION
+    from circuitpath.paper.report.section import Context
 
     run, n = seeds["curriculum"][0], 40
     panels = SECTION.build(Context(runs={"curriculum": run}, n=n))
@@ -195,10 +195,10 @@ def test_quick_tour_texts_point_only_to_claims_rows_that_exist(tmp_path, monkeyp
     and no text sends the reader to them."""
     import json
 
-    from circuitpath import presets
-    from circuitpath.claims import PRETRAINED
     from circuitpath.cli import main
-    from circuitpath.report import SECTIONS
+    from circuitpath.paper import presets
+    from circuitpath.paper.claims import PRETRAINED
+    from circuitpath.paper.report import SECTIONS
     from tiny_presets import tiny_experiments
 
     monkeypatch.setattr(presets, "experiments", lambda **kwargs: tiny_experiments(kwargs.get("residual", "attn_out")))
@@ -218,9 +218,9 @@ def test_quick_tour_texts_point_only_to_claims_rows_that_exist(tmp_path, monkeyp
 
 
 def test_fig4_names_the_pretrained_rows_only_when_the_table_has_them():
-    from circuitpath.claims import PRETRAINED, Claim
-    from circuitpath.report.fig4_clusters import claims_note
-    from circuitpath.report.section import Context
+    from circuitpath.paper.claims import PRETRAINED, Claim
+    from circuitpath.paper.report.fig4_clusters import claims_note
+    from circuitpath.paper.report.section import Context
 
     row = lambda key: Claim(key, 4, "paper", "test")
     with_rows = claims_note(Context(runs={}, claims={k: row(k) for k in ("clusters_p2", "clusters_p2" + PRETRAINED)}))

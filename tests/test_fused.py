@@ -7,11 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from circuitpath import ModelConfig, RunConfig, TaskConfig, TrainConfig, fused, train, train_many
+from circuitpath import ModelConfig, RunConfig, TaskConfig, TrainConfig, train, train_many
 from circuitpath.config import parse_phases
-from circuitpath.engine import Encoded, Executor, Layout
-from circuitpath.model import CrossAttentionTransformer
-from circuitpath.weights import init_weights
+from circuitpath.models.model import CrossAttentionTransformer
+from circuitpath.models.weights import init_weights
+from circuitpath.training import fused
+from circuitpath.training.engine import Encoded, Executor, Layout
 
 
 def test_erf_is_libm_erf_to_float32_resolution():
@@ -125,7 +126,7 @@ def test_threads_asking_for_the_kernel_at_once_get_one_compiled_step():
     import subprocess
     import sys
 
-    code = ("from concurrent.futures import ThreadPoolExecutor\nfrom circuitpath import fused\n"
+    code = ("from concurrent.futures import ThreadPoolExecutor\nfrom circuitpath.training import fused\n"
             "with ThreadPoolExecutor(4) as pool:\n    kernels = list(pool.map(lambda _: fused._kernel(), range(8)))\n"
             "print(len({id(k) for k in kernels}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)  # a fresh process

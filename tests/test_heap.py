@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 # unmapped when freed.
 STEPS = """
 import ctypes, json, os, resource, sys, torch
-from circuitpath.heap import keep_freed_memory
+from circuitpath.training.heap import keep_freed_memory
 kept = keep_freed_memory()
 if os.environ.get("RETURN_FREED"):
     ctypes.CDLL(None).mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD at glibc's initial value, no longer adapted
@@ -44,12 +44,12 @@ def _run(code: str, **env) -> dict:
 # trained, the flag is cleared again and a command runs. One fresh process for three tests.
 SETTERS = """
 import sys
-from circuitpath import heap
+from circuitpath.training import heap
 heap._kept = False
 sys.path.insert(0, {tests!r})
 from conftest import tiny_config
 from circuitpath.cli import main
-from circuitpath.train import train
+from circuitpath.training.train import train
 imported = heap._kept
 train(tiny_config(), {run!r}, progress=False)
 trained = heap._kept
@@ -84,8 +84,8 @@ def test_every_command_sets_the_thresholds(kept):
 
 
 def test_an_unknown_setting_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
-    from circuitpath import heap
     from circuitpath.cli import main
+    from circuitpath.training import heap
 
     monkeypatch.setattr(heap, "_kept", False)  # as in a fresh process: the setting is read at the first call
     monkeypatch.setenv("CIRCUITPATH_MALLOC", "off")

@@ -9,8 +9,8 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from circuitpath.errors import ConfigError
+from circuitpath.paper.report.page import Page, Panel
 from circuitpath.plots.html import PLOTLY_JS, write_html
-from circuitpath.report.page import Page, Panel
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

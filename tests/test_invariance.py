@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent("""
     import torch
     from circuitpath import ModelConfig, RunConfig, TaskConfig, TrainConfig
     from circuitpath.config import parse_phases
-    from circuitpath.train import train, train_many
+    from circuitpath import train, train_many
 
     out = Path(sys.argv[1])
 

@@ -5,8 +5,8 @@ import torch
 
 from circuitpath import ModelConfig, RunConfig, TaskConfig, TrainConfig, parse_phases, train
 from circuitpath.analysis.discovery import positions
-from circuitpath.model import build_model
-from circuitpath.transformer import StandardTransformer
+from circuitpath.models.model import build_model
+from circuitpath.models.transformer import StandardTransformer
 
 
 def transformer(n_layers: int = 2, readout="cls") -> StandardTransformer:

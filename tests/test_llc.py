@@ -95,7 +95,7 @@ def test_outcomes_script_groups_runs_by_verdict_and_draws_every_runs_chains(tmp_
     from pathlib import Path
 
     from circuitpath import train_many
-    from circuitpath.experiments import generalises
+    from circuitpath.paper.experiments import generalises
 
     runs = train_many([tiny_config("2:80:3e-2", seed=s) for s in (0, 6)], [tmp_path / "runs" / f"seed_{s}" for s in (0, 6)],
                       progress=False)

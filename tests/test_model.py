@@ -6,7 +6,7 @@ import torch
 from transformer_lens import ActivationCache
 
 from circuitpath import CrossAttentionTransformer, HookError, InputError, ModelConfig
-from circuitpath.weights import init_weights, weight_shapes
+from circuitpath.models.weights import init_weights, weight_shapes
 from reference import reference_forward
 
 #: The contract: every hook point, in the order the forward pass reaches it.

@@ -13,7 +13,7 @@ import pytest
 
 from circuitpath import load_run, train
 from circuitpath.cli import main
-from circuitpath.switching import SwitchSettings, branch_path, p2_path, switch_experiment
+from circuitpath.sweep.switching import SwitchSettings, branch_path, p2_path, switch_experiment
 from conftest import tiny_config
 from test_branching_cli import refused, tree
 from test_switching import tiny_settings
@@ -127,8 +127,8 @@ def test_a_parent_of_another_platform_is_branched_with_the_flag(parent, tmp_path
 
 
 def test_a_branch_whose_starting_state_is_gone_is_not_resumed_from_scratch(parent, tmp_path, capsys):
-    from circuitpath.branch import _create, plan_branch
     from circuitpath.config import parse_phases
+    from circuitpath.training.branch import _create, plan_branch
 
     plan = plan_branch(load_run(parent), 40, parse_phases("4:10:1e-2"), tmp_path / "b")
     _create(plan, force=False)  # created, never trained

@@ -166,8 +166,9 @@ def test_worker_processes_train_under_the_pinning_chosen_here(tmp_path):
     """Workers resume runs created here, and refuse one written under another pinning than theirs."""
     done = run_python(textwrap.dedent(f"""
         import json, sys
-        from circuitpath import pinning, processes
-        from circuitpath.train import train_many
+        from circuitpath import pinning
+        from circuitpath.training import processes
+        from circuitpath.training.train import train_many
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from conftest import tiny_config
         assert pinning.pin("compatible") == []

@@ -12,7 +12,7 @@ from circuitpath import load_run, platform, train
 from circuitpath.cli import main
 from circuitpath.errors import ConfigError, RunError
 from circuitpath.runs import STATE_DIR, saved_steps, step_file
-from circuitpath.train import resume
+from circuitpath import resume
 from conftest import tiny_config
 
 CLI = [sys.executable, "-m", "circuitpath.cli"]

@@ -178,8 +178,8 @@ def test_diagram_and_patching_pages_render_their_labels_in_headless_chromium(tmp
 
 @pytest.mark.parametrize("relevant", [None, (0, 2, 4)])
 def test_fig2_boundary_note_sits_above_the_cells(relevant):
-    from circuitpath.analysis.probes import UpdateChanges
-    from circuitpath.plots.paper import update_changes_figure
+    from circuitpath.paper.probes import UpdateChanges
+    from circuitpath.paper.report.figures import update_changes_figure
 
     changes = UpdateChanges([0, 1, 2, 3], torch.rand(4, 8), k=5, relevant=relevant)
     figure = update_changes_figure(changes, [3] * 8, "t")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from circuitpath import train_many
-from circuitpath.prediction import PredictionError, circuit_features, cross_validated_auroc, step_at
+from circuitpath.analysis.prediction import PredictionError, circuit_features, cross_validated_auroc, step_at
 from conftest import tiny_config
 
 SEEDS = range(12)  # p = 2, 100 steps at lr 3e-2: seeds 6, 7, 9 and 10 generalise, the others do not
@@ -41,7 +41,7 @@ def test_auroc_is_one_for_a_separating_feature_and_near_chance_for_noise():
 def test_row_wise_auroc_is_sklearns_with_ties():
     from sklearn.metrics import roc_auc_score
 
-    from circuitpath.prediction import auroc_rows
+    from circuitpath.analysis.prediction import auroc_rows
 
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, (50, 13))

@@ -2,8 +2,8 @@
 
 import pytest
 
-from circuitpath import presets
 from circuitpath.errors import ConfigError
+from circuitpath.paper import presets
 
 
 def test_every_figure_names_experiments_that_exist():
@@ -141,7 +141,7 @@ def test_the_d2_pipeline_trains_and_reloads(tmp_path, name):
     import torch
 
     from circuitpath import load_run, train
-    from circuitpath.weights import init_weights
+    from circuitpath.models.weights import init_weights
 
     config = shortened(presets.experiments()[name].config(6))
     run = load_run(train(config, tmp_path / name, progress=False).path)

@@ -5,11 +5,12 @@ import json
 import pytest
 import torch
 
-from circuitpath import ModelConfig, RunConfig, TaskConfig, TrainConfig, processes
+from circuitpath import ModelConfig, RunConfig, TaskConfig, TrainConfig
 from circuitpath.config import parse_phases
 from circuitpath.errors import RunError
 from circuitpath.runs import STATE_DIR, load_run, saved_steps, step_file
-from circuitpath.train import resume_groups, train_many
+from circuitpath.training import processes
+from circuitpath.training.train import resume_groups, train_many
 from conftest import tiny_config
 
 CPU = torch.device("cpu")

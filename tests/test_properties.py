@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from circuitpath import CheckpointError, ConfigError, RunConfig, train
-from circuitpath.storage import load_tensors, save_tensors
+from circuitpath.runs.storage import load_tensors, save_tensors
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from circuitpath import ModelConfig, Phase, load_run, parse_phases, resume, train
 from circuitpath.cli import main
 from circuitpath.config import RunConfig
-from circuitpath.engine import Adam, Encoded, Layout, clip_rows, decay_mask, loss_and_grad
-from circuitpath.weights import init_weights, transformer_shapes
+from circuitpath.models.weights import init_weights, transformer_shapes
+from circuitpath.training.engine import Adam, Encoded, Layout, clip_rows, decay_mask, loss_and_grad
 
 from conftest import tiny_config
 from test_resume import as_killed, assert_same_run

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from circuitpath import presets
-from circuitpath.analysis.probes import constant_inputs
 from circuitpath.cli import main
-from circuitpath.claims import PRETRAINED
-from circuitpath.reproduce import CLAIMS_JSON, SHOWN_SEED_RULE, VIS_SEED_RULE, run_path
+from circuitpath.paper import presets
+from circuitpath.paper.claims import PRETRAINED
+from circuitpath.paper.probes import constant_inputs
+from circuitpath.paper.reproduce import CLAIMS_JSON, SHOWN_SEED_RULE, VIS_SEED_RULE, run_path
 from circuitpath.runs import load_run
 from reference import reference_forward
 from test_report import CHROMIUM, render
@@ -96,7 +96,7 @@ def test_fig3_and_fig6_values_recomputed_with_the_reference(reproduced):
     """The 0s-against-1s ratio and the barrier height, from the checkpoints with the independent implementation."""
     import torch.nn.functional as F
 
-    from circuitpath.claims import BARRIER_POINTS, PROBES
+    from circuitpath.paper.claims import BARRIER_POINTS, PROBES
 
     claims = {c["key"]: c for c in json.loads((reproduced / CLAIMS_JSON).read_text())["claims"]}
     for seed in range(SEEDS):

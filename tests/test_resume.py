@@ -13,8 +13,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from circuitpath import fused, load_run, resume, train
+from circuitpath import load_run, resume, train
 from circuitpath.runs import saved_steps
+from circuitpath.training import fused
 from conftest import tiny_config
 
 CLI = [sys.executable, "-m", "circuitpath.cli"]
@@ -172,7 +173,7 @@ def test_a_second_writer_fails_at_once(tmp_path, capsys):
     import os
 
     from circuitpath.cli import main
-    from circuitpath.storage import RunLock
+    from circuitpath.runs.storage import RunLock
 
     run = train(tiny_config(), tmp_path / "run", progress=False)
     as_killed(run.path)

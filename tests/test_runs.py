@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from circuitpath import CheckpointError, RunError, load_run, train
 from circuitpath.runs import RunWriter
-from circuitpath.storage import RunLock
+from circuitpath.runs.storage import RunLock
 from conftest import tiny_config
 
 
@@ -45,7 +45,7 @@ def _listed(message: str) -> list[int]:
 @pytest.mark.parametrize("step", [-5, 0, 3, 7, 13, 14, 15, 26, 37, 1000])
 def test_every_nearest_list_is_the_nearest_saved_steps_nearest_first(trained_run, tmp_path, step):
     from circuitpath import parse_phases
-    from circuitpath.branch import BranchError, plan_branch
+    from circuitpath.training.branch import BranchError, plan_branch
 
     steps = trained_run.steps
     if step in steps:
@@ -126,7 +126,7 @@ def test_a_run_saved_before_the_residual_option_loads_as_the_equation(trained_ru
 
 def test_a_file_is_checked_from_its_raw_bytes_as_loading_checks_it(tmp_path):
     from circuitpath.errors import CheckpointError
-    from circuitpath.storage import load_tensors, save_tensors, verify_tensors
+    from circuitpath.runs.storage import load_tensors, save_tensors, verify_tensors
 
     path = tmp_path / "t.safetensors"
     save_tensors(path, {"w": torch.randn(3, 4), "i": torch.arange(5), "e": torch.zeros(0)}, {"step": 3})

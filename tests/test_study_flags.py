@@ -6,7 +6,7 @@ import pytest
 
 from circuitpath import load_run
 from circuitpath.cli import main
-from circuitpath.switching import SwitchSettings
+from circuitpath.sweep.switching import SwitchSettings
 
 TINY = ["--n-ctx", "6", "--n-train", "40"]
 

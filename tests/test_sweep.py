@@ -10,7 +10,7 @@ import torch
 from circuitpath import ConfigError, ModelConfig, RunError, TaskConfig, load_run
 from circuitpath.cli import main
 from circuitpath.runs import CHECKPOINT_DIR, DATA_DIR, STATE_DIR, saved_steps
-from circuitpath.storage import RunLock, write_json
+from circuitpath.runs.storage import RunLock, write_json
 from circuitpath.sweep import parse_experiments, parse_seeds, read_summary, resume_sweep, summary_lines, sweep
 from circuitpath.sweep.finish import prune_checkpoints
 from circuitpath.sweep.spec import configs, load_spec
@@ -293,7 +293,7 @@ def test_a_sweep_json_written_before_residual_and_checkpoint_policy_existed_read
 
 
 def test_a_preset_by_name_keeps_its_own_settings_and_draw_options():
-    from circuitpath.presets import experiments
+    from circuitpath.paper.presets import experiments
 
     got = parse_experiments("vis_finetune:vis_n_tokens=3:vis_finetune_p=3,small_curriculum")
     assert got == {"vis_finetune": {"preset": "vis_finetune", "vis_n_tokens": 3, "vis_finetune_p": 3},

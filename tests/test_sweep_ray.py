@@ -19,7 +19,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.
 from circuitpath import ModelConfig, RunError, TaskConfig, load_run  # noqa: E402
 from circuitpath.cli import main  # noqa: E402
 from circuitpath.runs import saved_steps  # noqa: E402
-from circuitpath.storage import RunLock, write_json  # noqa: E402
+from circuitpath.runs.storage import RunLock, write_json  # noqa: E402
 from circuitpath.sweep import RayOptions, sweep  # noqa: E402
 
 EXPERIMENTS = "a=4:30:1e-2;b=2:15:1e-3,4:15:1e-2"
@@ -54,7 +54,7 @@ def local_and_ray(tmp_path_factory):
 
     @ray.remote(num_cpus=1)
     def warm():
-        import circuitpath.train  # noqa: F401
+        import circuitpath.training.train  # noqa: F401
 
     # the two workers load the package (seconds) while the local sweep trains here; Ray reuses them
     warming = [warm.remote() for _ in range(2)]

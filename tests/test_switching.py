@@ -6,10 +6,10 @@ import shutil
 import pytest
 
 from circuitpath import ModelConfig, TaskConfig, TrainConfig, load_run, train
+from circuitpath.analysis.stats import Rate
+from circuitpath.analysis.stats import wilson_interval
 from circuitpath.errors import ConfigError, RunError
-from circuitpath.stats import wilson_interval
-from circuitpath.stats import Rate
-from circuitpath.switching import (
+from circuitpath.sweep.switching import (
     SwitchSettings,
     branch_path,
     p2_path,
@@ -47,7 +47,7 @@ def test_every_branch_has_the_total_and_equals_its_curriculum_from_scratch(tmp_p
     # a branch at 10 is the curriculum 2:10 then 4:30 trained from scratch
     child = load_run(branch_path(tmp_path / "sw", 10, 1))
     same_run(child, train(child.config, tmp_path / "scratch", progress=False))
-    from circuitpath.prediction import group_runs
+    from circuitpath.analysis.prediction import group_runs
 
     groups = group_runs(tmp_path / "sw")  # what `circuitpath predict` reads: the branches, not their parents
     assert sorted(groups) == ["switch_0", "switch_10", "switch_30"] and all(len(g) == 3 for g in groups.values())

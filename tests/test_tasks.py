@@ -289,7 +289,7 @@ def test_flow_and_attention_mark_each_phase_truth(random_run):
 
 
 def test_prediction_features_name_and_measure_the_relevant_positions(random_run):
-    from circuitpath.prediction import circuit_features
+    from circuitpath.analysis.prediction import circuit_features
 
     run = random_run
     features = circuit_features(run, run.steps[-1], n=16)
@@ -302,7 +302,7 @@ def test_prediction_features_name_and_measure_the_relevant_positions(random_run)
 
 
 def test_a_branch_into_another_k_starts_a_new_phase(tiny):
-    from circuitpath.branch import branch_config
+    from circuitpath.training.branch import branch_config
 
     parent = tiny("2:20:1e-2")
     same, continues = branch_config(parent, 10, parse_phases("2:10:1e-2"))
@@ -312,7 +312,8 @@ def test_a_branch_into_another_k_starts_a_new_phase(tiny):
 
 
 def test_sweep_takes_random_positions():
-    from circuitpath.cli import build_parser, task_from_flags
+    from circuitpath.cli import build_parser
+    from circuitpath.cli.flags import task_from_flags
 
     args = build_parser().parse_args(["sweep", "--positions", "random", "-T", "8"])
     assert task_from_flags(args) == TaskConfig(n_ctx=8, positions="random")
@@ -320,7 +321,7 @@ def test_sweep_takes_random_positions():
 
 
 def test_report_headlines_name_the_truth():
-    from circuitpath.report.headlines import Headlines
+    from circuitpath.paper.report.headlines import Headlines
 
     headlines = Headlines()
     headlines.run("paper").first_k_mass = 0.5

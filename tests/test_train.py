@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from circuitpath import ConfigError, TrainConfig, load_run, parse_phases, train, train_many
-from circuitpath.train import checkpoint_schedule, log_schedule
+from circuitpath.training.train import checkpoint_schedule, log_schedule
 from conftest import tiny_config
 from reference import reference_train
 
@@ -101,7 +101,7 @@ def test_minibatches_train_and_are_reproducible(tmp_path):
 def test_minibatches_are_consecutive_slices_of_a_fresh_order_each_epoch(tmp_path):
     import torch.nn.functional as F
 
-    from circuitpath.loop import epoch_order
+    from circuitpath.training.loop import epoch_order
     from reference import reference_forward
 
     config = tiny_config(phases="4:12:1e-2:8", n_train=40)  # 5 batches an epoch: 2 epochs and 2 steps

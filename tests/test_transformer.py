@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from circuitpath import ModelConfig, RunConfig, TaskConfig, TrainConfig, load_run, parse_phases, resume, train
-from circuitpath.branch import branch
 from circuitpath.cli import main
 from circuitpath.config import ConfigError
-from circuitpath.engine import Encoded, Layout, evaluate, loss_and_grad
+from circuitpath.models.transformer import StandardTransformer
 from circuitpath.runs import saved_steps
-from circuitpath.train import train_many
-from circuitpath.transformer import StandardTransformer
+from circuitpath.training.branch import branch
+from circuitpath.training.engine import Encoded, Layout, evaluate, loss_and_grad
+from circuitpath.training.train import train_many
 from reference_transformer import reference_logits
 
 BLOCK_HOOKS = [
@@ -207,8 +207,8 @@ VMAP_CHECK = """
 import torch
 from dataclasses import replace
 from circuitpath.config import ModelConfig
-from circuitpath.engine import Encoded, Layout
-from circuitpath import stacked
+from circuitpath.training import stacked
+from circuitpath.training.engine import Encoded, Layout
 torch.set_num_threads(1)
 for fields in ({"tied": False, "norm": "layer", "readout": "last"}, {"readout": 2, "n_layers": 1}, {}):
     cfg = ModelConfig(**({"arch": "transformer", "d_model": 8, "n_layers": 2, "n_heads": 2, "n_ctx": 6} | fields))
@@ -239,7 +239,7 @@ def test_so_it_is_under_the_default_kernel_set():
 
 
 def test_a_run_is_the_same_bytes_alone_and_in_a_group(tmp_path, monkeypatch):
-    monkeypatch.setattr("circuitpath.engine.os.cpu_count", lambda: 1)  # all three runs in one chunk, the target second
+    monkeypatch.setattr("circuitpath.training.engine.os.cpu_count", lambda: 1)  # all three runs in one chunk, the target second
     configs = [run_config(f"2:8:{lr},4:8:{lr}:8", seed=s) for s, lr in ((5, 3e-3), (7, 1e-2), (9, 3e-2))]
     group = train_many(configs, [tmp_path / f"g{i}" for i in range(3)], progress=False, workers=2)
     alone = train(configs[1], tmp_path / "alone", progress=False)

@@ -13,12 +13,12 @@ from circuitpath.analysis.discovery.positions import attribution_scores, discove
 from circuitpath.analysis.flow import readout_flow
 from circuitpath.analysis.models import hook_axes, readout_attention
 from circuitpath.analysis.patching import patch, position_patching
+from circuitpath.analysis.prediction import circuit_features
 from circuitpath.analysis.trajectory import parameter_trajectory
 from circuitpath.cli import main
 from circuitpath.data import targets
 from circuitpath.errors import InputError
-from circuitpath.prediction import circuit_features
-from circuitpath.switching import SwitchSettings
+from circuitpath.sweep.switching import SwitchSettings
 
 
 def config(phases: str, positions: str = "first", readout="cls", seed: int = 0) -> RunConfig:
@@ -213,8 +213,8 @@ def test_report_draws_a_transformer_run(runs, tmp_path, capsys):
 def hand_set() -> "StandardTransformer":
     """One layer, one head, read at a CLS token that attends to position 0 alone and copies its token to the
     logits: y = x_0 (d = 12: token one-hots in dims 0-3, position one-hots in dims 4-8, the CLS's last)."""
-    from circuitpath.transformer import StandardTransformer
-    from circuitpath.weights import transformer_init as init_weights
+    from circuitpath.models.transformer import StandardTransformer
+    from circuitpath.models.weights import transformer_init as init_weights
 
     cfg = ModelConfig(d_model=12, n_tokens=4, n_ctx=4, arch="transformer", n_layers=1, n_heads=1, readout="cls")
     weights = {name: torch.zeros_like(value) for name, value in init_weights(cfg).items()}
@@ -251,7 +251,7 @@ def test_a_hand_set_model_reads_position_zero_alone():
 
 
 def test_prediction_cross_validates_transformer_runs(runs):
-    from circuitpath.prediction import _predict_group
+    from circuitpath.analysis.prediction import _predict_group
 
     a, b = runs
     group = _predict_group("g", [a, b, a, b], [True, False, True, False], [0.5], repeats=2, folds=2, n=16,
@@ -270,7 +270,7 @@ def test_ablate_names_the_cls_token(runs, capsys):
 @pytest.fixture(scope="module")
 def one_run_page(runs, tmp_path_factory) -> str:
     """The report of the one-phase first-k run alone."""
-    from circuitpath.report import build_report
+    from circuitpath.paper.report import build_report
 
     path = tmp_path_factory.mktemp("one_run") / "report.html"
     build_report({"first": runs[0]}, path, n=16)

@@ -7,7 +7,7 @@ import torch
 from circuitpath import train
 from circuitpath.config import Phase
 from circuitpath.errors import ConfigError
-from circuitpath.variants import RESET_OWN, Variant, make_variants, unseen_tokens
+from circuitpath.paper.variants import RESET_OWN, Variant, make_variants, unseen_tokens
 from conftest import tiny_config
 
 

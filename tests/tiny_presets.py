@@ -2,8 +2,8 @@
 
 from dataclasses import replace
 
-from circuitpath import presets
 from circuitpath.config import ModelConfig, Phase, TaskConfig, TrainConfig
+from circuitpath.paper import presets
 
 TASK = TaskConfig(n_ctx=6, k=3, n_train=40, n_test=50)
 BATCH = 8  # 5 updates an epoch over 40 sequences

@@ -6,7 +6,6 @@ Cabannes, ICASSP 2025) on sparse modular addition.
 
 import importlib
 import sys
-import types
 
 __version__ = "0.1.0"
 
@@ -29,11 +28,11 @@ from circuitpath.errors import (
 #: `circuitpath --help` need no torch.
 LAZY = {
     "Split": "circuitpath.data", "make_split": "circuitpath.data",
-    "CrossAttentionTransformer": "circuitpath.model", "build_model": "circuitpath.model",
-    "StandardTransformer": "circuitpath.transformer",
+    "CrossAttentionTransformer": "circuitpath.models.model", "build_model": "circuitpath.models.model",
+    "StandardTransformer": "circuitpath.models.transformer",
     "Run": "circuitpath.runs", "load_run": "circuitpath.runs",
-    "Interrupted": "circuitpath.train", "resume": "circuitpath.train", "train": "circuitpath.train",
-    "train_many": "circuitpath.train",
+    "Interrupted": "circuitpath.training.train", "resume": "circuitpath.training.train",
+    "train": "circuitpath.training.train", "train_many": "circuitpath.training.train",
 }
 
 
@@ -48,18 +47,6 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted([*globals(), *LAZY])
 
-
-class _Package(types.ModuleType):
-    """Importing the submodule circuitpath.train binds the package's `train` to that module; the
-    package's `train` stays the function, as it was when every name was imported eagerly."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if isinstance(value, types.ModuleType) and LAZY.get(name) == value.__name__:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "CheckpointError",

@@ -20,7 +20,7 @@ from circuitpath.analysis.patching import axis_masks, index_names, seeded, selec
 from circuitpath.analysis.replacing import DEFAULT_MAX_BATCH, run_replaced
 from circuitpath.data import positions_of, truth_name
 from circuitpath.errors import InputError
-from circuitpath.model import CrossAttentionTransformer
+from circuitpath.models.model import CrossAttentionTransformer
 
 METHODS = ("zero", "mean", "resample")
 

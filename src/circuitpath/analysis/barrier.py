@@ -11,7 +11,7 @@ from torch import Tensor
 from circuitpath.config import ModelConfig
 from circuitpath.data import Split
 from circuitpath.errors import CheckpointError
-from circuitpath.model import build_model
+from circuitpath.models.model import build_model
 from circuitpath.runs import Run
 
 

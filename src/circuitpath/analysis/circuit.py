@@ -23,10 +23,10 @@ from jaxtyping import Int
 from torch import Tensor
 
 from circuitpath.analysis.ablation import ablate
+from circuitpath.analysis.models import require_paper
 from circuitpath.data import positions_of, truth_of
 from circuitpath.errors import ConfigError, InputError
-from circuitpath.analysis.models import require_paper
-from circuitpath.model import CrossAttentionTransformer
+from circuitpath.models.model import CrossAttentionTransformer
 
 ATTENTION, MLP, LOGITS, RESIDUAL = "attn", "mlp", "logits", "resid"  # as discovery names them
 INPUTS = ("train", "test")

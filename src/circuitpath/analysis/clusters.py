@@ -52,10 +52,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from circuitpath.analysis.models import describe, hook_axes, is_paper, readout_position
 from circuitpath.data import positions_of, truth_name
 from circuitpath.errors import InputError
-from circuitpath.analysis.models import describe, hook_axes, is_paper, readout_position
-from circuitpath.model import CrossAttentionTransformer
+from circuitpath.models.model import CrossAttentionTransformer
 
 HOOKS = {"z_A": "blocks.0.hook_attn_out", "z_bar_A": "blocks.0.ln2.hook_normalized"}
 

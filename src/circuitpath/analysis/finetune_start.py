@@ -20,7 +20,7 @@ from torch import Tensor
 from circuitpath.config import ModelConfig
 from circuitpath.data import Split
 from circuitpath.errors import RunError
-from circuitpath.model import CrossAttentionTransformer
+from circuitpath.models.model import CrossAttentionTransformer
 from circuitpath.runs import Run
 
 

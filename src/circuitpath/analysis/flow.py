@@ -17,8 +17,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from circuitpath.data import positions_of, truth_of
 from circuitpath.analysis.models import key_labels, readout_attention, require_paper
+from circuitpath.data import positions_of, truth_of
 from circuitpath.errors import InputError
 from circuitpath.runs import Run
 

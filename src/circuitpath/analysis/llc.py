@@ -47,9 +47,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from circuitpath.errors import CircuitPathError, ConfigError
-from circuitpath.model import CrossAttentionTransformer
+from circuitpath.models.model import CrossAttentionTransformer
 from circuitpath.runs import ANALYSIS_DIR, Run
-from circuitpath.storage import read_json, write_atomic
+from circuitpath.runs.storage import read_json, write_atomic
 
 LLC_JSON = "llc.json"
 LLC_HTML = "llc.html"

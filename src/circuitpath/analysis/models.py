@@ -81,7 +81,7 @@ def readout_position(cfg: ModelConfig) -> int:
     """The position whose residual gives the logits (0 for the paper's model: its single query)."""
     if cfg.arch == "cross_attention":
         return 0
-    from circuitpath.weights import readout_position as at
+    from circuitpath.models.weights import readout_position as at
 
     return at(cfg)
 

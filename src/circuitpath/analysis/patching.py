@@ -23,7 +23,7 @@ from circuitpath.analysis.models import PAPER_HOOK_AXES, POSITION_AXES, hook_axe
 from circuitpath.analysis.replacing import DEFAULT_MAX_BATCH, VALUES, run_replaced
 from circuitpath.config import ModelConfig
 from circuitpath.errors import InputError
-from circuitpath.model import CrossAttentionTransformer
+from circuitpath.models.model import CrossAttentionTransformer
 
 #: Named axes of every hook of the paper's model after the batch axis (the model's hook contract); any
 #: model's: `models.hook_axes`.

@@ -32,7 +32,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from circuitpath.analysis.models import is_paper
-from circuitpath.model import CrossAttentionTransformer
+from circuitpath.models.model import CrossAttentionTransformer
 
 PATTERN, VALUES, ATTN_OUT = "blocks.0.attn.hook_pattern", "blocks.0.attn.hook_v", "blocks.0.hook_attn_out"
 PRE, POST, MLP_OUT, RESID_POST = (

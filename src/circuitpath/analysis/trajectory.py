@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from circuitpath.engine import Layout
 from circuitpath.errors import CheckpointError
 from circuitpath.runs import Run
+from circuitpath.training.engine import Layout
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from circuitpath.cli import add_arch_flags, add_recipe_flags, add_residual_flag, check_recorded, recipe_from_flags
+from circuitpath.cli.flags import add_arch_flags, add_recipe_flags, add_residual_flag, check_recorded, recipe_from_flags
 from circuitpath.config import parse_phases
 from circuitpath.errors import ConfigError
 
@@ -153,9 +153,9 @@ def parse_steps(text: str, what: str = "steps") -> list[int]:
 
 # ---- branch --------------------------------------------------------------------------------------
 def cmd_branch(args: argparse.Namespace) -> int:
-    from circuitpath.branch import branch_many, find_runs, plan_branch
-    from circuitpath.outcomes import generalises, summary_table
+    from circuitpath.analysis.outcomes import generalises, summary_table
     from circuitpath.runs import load_run
+    from circuitpath.training.branch import branch_many, find_runs, plan_branch
 
     phases = parse_phases(args.phases, **recipe_from_flags(args))
     targets: list[tuple[Path, Path]] = []
@@ -184,14 +184,14 @@ def cmd_branch(args: argparse.Namespace) -> int:
 
 # ---- switch --------------------------------------------------------------------------------------
 def cmd_switch(args: argparse.Namespace) -> int:
-    from circuitpath.sweep import parse_seeds
     from circuitpath.plots.switching import write_switch_page
-    from circuitpath.switching import SwitchSettings, resume_switch, save_table, switch_experiment
+    from circuitpath.sweep import parse_seeds
+    from circuitpath.sweep.switching import SwitchSettings, resume_switch, save_table, switch_experiment
 
     if args.allow_other_platform and args.resume is None:
         raise ConfigError("--allow-other-platform applies to --resume DIR only: a new experiment makes its own runs")
     if args.resume is not None:
-        from circuitpath.switching import load_settings
+        from circuitpath.sweep.switching import load_settings
 
         recorded = load_settings(args.resume)
         check_recorded(recorded.branch_phases(recorded.switch_steps[0]), recorded.model, args,
@@ -216,8 +216,8 @@ def cmd_switch(args: argparse.Namespace) -> int:
 
 # ---- predict -------------------------------------------------------------------------------------
 def cmd_predict(args: argparse.Namespace) -> int:
+    from circuitpath.analysis.prediction import parse_fractions, predict_outcomes, save_prediction
     from circuitpath.plots.prediction import write_prediction_page
-    from circuitpath.prediction import parse_fractions, predict_outcomes, save_prediction
 
     result = predict_outcomes(args.dir, parse_fractions(args.at), repeats=args.repeats, folds=args.folds,
                               n=args.n, pool=args.pool)

@@ -71,7 +71,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
     from circuitpath.plots.discovery import discovery_figures
     from circuitpath.plots.html import write_html
     from circuitpath.runs import load_run
-    from circuitpath.train import resolve_device
+    from circuitpath.training.train import resolve_device
 
     runs = [load_run(path) for path in args.runs]
     kinds = {run.config.model.arch for run in runs}
@@ -107,7 +107,7 @@ def _discover_positions(args: argparse.Namespace, runs) -> int:
     from circuitpath.analysis.discovery.positions import POSITIONS_JSON, discover_positions, positions_dir, save_positions
     from circuitpath.plots.discovery import position_figures
     from circuitpath.plots.html import write_html
-    from circuitpath.train import resolve_device
+    from circuitpath.training.train import resolve_device
 
     graph_only = [flag for flag, given in (("--rule", args.rule != "budgets"), ("--keep", args.keep is not None),
                                            ("--threshold", args.threshold is not None), ("--ig-steps", args.ig_steps != 0))

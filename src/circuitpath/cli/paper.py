@@ -7,10 +7,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from circuitpath import presets
+from circuitpath.paper import presets
 
 DESCRIPTION = """Train the experiments of the paper's figures (each in the setting its notebook used, see
-circuitpath.presets) on several seeds, batched; print every claim of the paper as the count of seeds where
+circuitpath.paper.presets) on several seeds, batched; print every claim of the paper as the count of seeds where
 it held, the rate and its Wilson 95% interval; write OUT/claims.json and OUT/report.html (the claims table,
 then one section per figure, drawn on one seed chosen by a stated rule).
 
@@ -61,7 +61,7 @@ def add_parsers(sub) -> None:
                         help="modulus of the d = 2 pipeline's fine-tune (default 4, as the paper says; finetune.py: 3)")
     parser.add_argument("--scratch-lr", type=float, default=presets.SCRATCH_LR,
                         help=f"learning rate of the scratch run (default {presets.SCRATCH_LR:g}: of the notebook's two rates, "
-                        "the one that draws the paper's Fig. 5 curve; see circuitpath.presets)")
+                        "the one that draws the paper's Fig. 5 curve; see circuitpath.paper.presets)")
     parser.add_argument("--n", type=int, default=1024, help="test inputs probed by the report's analyses (default 1024)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--force", action="store_true", help="replace existing runs, claims and report in OUT")
@@ -69,9 +69,9 @@ def add_parsers(sub) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from circuitpath.claims import per_seed_lines, table, tests_text
     from circuitpath.errors import ConfigError
-    from circuitpath.reproduce import SHOWN_SEED_RULE, VIS_SEED_RULE, check, reproduce
+    from circuitpath.paper.claims import per_seed_lines, table, tests_text
+    from circuitpath.paper.reproduce import SHOWN_SEED_RULE, VIS_SEED_RULE, check, reproduce
 
     figures = presets.parse_figures(args.figures)
     presets.check_seed_count(args.seeds)

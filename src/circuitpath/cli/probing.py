@@ -8,7 +8,7 @@ import os
 import re
 from pathlib import Path
 
-from circuitpath.cli import add_checkpoint_flags
+from circuitpath.cli.flags import add_checkpoint_flags
 from circuitpath.errors import CheckpointError, ConfigError
 
 
@@ -203,7 +203,7 @@ def checkpoint_phase(run, step: int | None) -> tuple[int, int]:
 
 # ---- analyze -------------------------------------------------------------------------------------
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from circuitpath.report import build_report
+    from circuitpath.paper.report import build_report
     from circuitpath.runs import load_run
 
     runs = {}
@@ -223,7 +223,7 @@ def cmd_patch(args: argparse.Namespace) -> int:
     from circuitpath.analysis.patching import corrupt_positions, patch
     from circuitpath.data import positions_of, targets, truth_of
     from circuitpath.runs import load_run
-    from circuitpath.train import resolve_device
+    from circuitpath.training.train import resolve_device
 
     run = load_run(args.run)
     check_n(args.n)
@@ -289,7 +289,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from circuitpath.analysis.ablation import ablate, position_sets
     from circuitpath.data import truth_of
     from circuitpath.runs import load_run
-    from circuitpath.train import resolve_device
+    from circuitpath.training.train import resolve_device
 
     run = load_run(args.run)
     check_n(args.n)
@@ -324,7 +324,7 @@ def cmd_diagram(args: argparse.Namespace) -> int:
     from circuitpath.plots.circuit import circuit_figure, write_circuit_svg
     from circuitpath.plots.html import write_html
     from circuitpath.runs import load_run
-    from circuitpath.train import resolve_device
+    from circuitpath.training.train import resolve_device
 
     run = load_run(args.run)
     if not 0 <= args.threshold <= 1:
@@ -355,7 +355,7 @@ def cmd_clusters(args: argparse.Namespace) -> int:
     from circuitpath.analysis.clusters import default_activation, find_clusters
     from circuitpath.data import truth_of
     from circuitpath.runs import load_run
-    from circuitpath.train import resolve_device
+    from circuitpath.training.train import resolve_device
 
     run = load_run(args.run)
     check_n(args.n)
@@ -382,7 +382,7 @@ def cmd_clusters(args: argparse.Namespace) -> int:
 
 # ---- show -----------------------------------------------------------------------------------------
 def cmd_show(args: argparse.Namespace) -> int:
-    from circuitpath.outcomes import summary_table
+    from circuitpath.analysis.outcomes import summary_table
     from circuitpath.platform import describe
     from circuitpath.runs import load_run
 
@@ -410,7 +410,7 @@ def unreadable_files(run) -> list[tuple[Path, str]]:
     checksum, with the reason; checkpoints first."""
     from circuitpath.errors import CircuitPathError
     from circuitpath.runs import CHECKPOINT_DIR, DATA_DIR, STATE_DIR, data_file
-    from circuitpath.storage import verify_tensors
+    from circuitpath.runs.storage import verify_tensors
 
     paths = [*sorted((run.path / CHECKPOINT_DIR).glob("*.safetensors")),
              *sorted((run.path / STATE_DIR).glob("*.safetensors")),

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from circuitpath.cli import (RECIPE_FLAGS, add_arch_flags, add_recipe_flags, add_run_flags, add_task_flags,
-                             model_from_flags, recipe_from_flags, task_from_flags)
+from circuitpath.cli.flags import (RECIPE_FLAGS, add_arch_flags, add_recipe_flags, add_run_flags, add_task_flags,
+                                   model_from_flags, recipe_from_flags, task_from_flags)
 from circuitpath.errors import ConfigError
 
 DEFAULT_OUT, DEFAULT_SEEDS, DEFAULT_EXPERIMENTS = Path("runs/sweep"), "0-31", "scratch,curriculum"
@@ -95,9 +95,9 @@ def _ray_options(args: argparse.Namespace):
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from circuitpath.loop import Interrupted
     from circuitpath.sweep import parse_experiments, parse_seeds, read_summary, resume_sweep, summary_lines, sweep
     from circuitpath.sweep.spec import check_keep
+    from circuitpath.training.loop import Interrupted
 
     new_sweep = ("out", "seeds", "experiments", "n_ctx", "n_train", "positions", "d_model", "d_mlp", "residual",
                  *ARCH_FLAGS, *TRAIN_FLAGS, "force")

@@ -9,8 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from circuitpath.cli import (add_arch_flags, add_recipe_flags, add_residual_flag, add_run_flags, add_size_flags,
-                             check_recorded, recipe_from_flags)
+from circuitpath.cli.flags import (add_arch_flags, add_recipe_flags, add_residual_flag, add_run_flags, add_size_flags,
+                                   check_recorded, recipe_from_flags)
 from circuitpath.config import Phase, RunConfig, parse_phases
 from circuitpath.errors import ConfigError
 
@@ -162,7 +162,7 @@ def _set_positions(task: dict[str, Any], text: str | None, k: int | None) -> Non
 
 def preset_config(text: str, seed: int) -> RunConfig:
     """The run of a figure preset (by name, with its draw options) for one seed."""
-    from circuitpath.presets import experiments
+    from circuitpath.paper.presets import experiments
     from circuitpath.sweep.spec import _named
 
     name, spec = _named(text)
@@ -194,8 +194,8 @@ def _phases(args: argparse.Namespace, base: tuple[Phase, ...], given_file: bool)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from circuitpath.outcomes import summary_table
-    from circuitpath.train import resume, train
+    from circuitpath.analysis.outcomes import summary_table
+    from circuitpath.training.train import resume, train
 
     warn_capability()
     if args.allow_other_platform and args.resume is None:

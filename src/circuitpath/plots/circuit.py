@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 from circuitpath.analysis.circuit import Circuit
 from circuitpath.plots.style import TEMPLATE, wrap
 from circuitpath.plots.style import title as titled
-from circuitpath.storage import write_atomic
+from circuitpath.runs.storage import write_atomic
 
 #: How far right of the vertical line the residual arc bulges, in layout units (one position apart = 1).
 ARC_BULGE = 1.2

@@ -17,7 +17,7 @@ from circuitpath.analysis.discovery.timeline import LEVEL, DiscoveryTimeline
 from circuitpath.data import positions_of
 from circuitpath.plots.style import TEMPLATE, mark_truth
 from circuitpath.plots.style import title as titled
-from circuitpath.storage import write_atomic
+from circuitpath.runs.storage import write_atomic
 
 METHOD_COLOURS = {"attribution": "rgb(31, 119, 180)", "patching": "rgb(214, 39, 40)", "ablation": "rgb(44, 160, 44)"}
 RUN_DASHES = ["solid", "dash", "dot", "dashdot"]

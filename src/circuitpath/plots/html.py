@@ -12,7 +12,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from circuitpath.errors import ConfigError
-from circuitpath.storage import write_atomic
+from circuitpath.runs.storage import write_atomic
 
 PLOTLY_JS = "plotly.min.js"
 PLACES = ("inline", "beside")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from circuitpath.analysis.prediction import PREDICTION_HTML, PredictionResult
 from circuitpath.plots.html import write_html
 from circuitpath.plots.style import TEMPLATE, title
-from circuitpath.prediction import PREDICTION_HTML, PredictionResult
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 

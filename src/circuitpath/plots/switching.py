@@ -6,10 +6,10 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from circuitpath.analysis.stats import Rate
 from circuitpath.plots.html import write_html
 from circuitpath.plots.style import TEMPLATE, title
-from circuitpath.stats import Rate
-from circuitpath.switching import FIGURE, SwitchResult
+from circuitpath.sweep.switching import FIGURE, SwitchResult
 
 
 def _trace(switches: list[int], rates: list[Rate], name: str, colour: str, dash: str, offset: float) -> go.Scatter:

@@ -29,14 +29,14 @@ from pathlib import Path
 from circuitpath.config import ModelConfig, TaskConfig, TrainConfig
 from circuitpath.errors import ConfigError, RunError
 from circuitpath.runs import RUN_JSON, RunWriter
-from circuitpath.storage import RunLock
+from circuitpath.runs.storage import RunLock
 from circuitpath.sweep.finish import pending_seeds, prune_checkpoints, train_chunk
 from circuitpath.sweep.spec import (
     SWEEP_JSON, check_keep, check_out, configs, load_spec, make_out, make_spec, parse_experiments, parse_seeds, run_path,
     write_spec,
 )
 from circuitpath.sweep.summary import SUMMARY_JSON, ExperimentSummary, read_summary, summary_lines, write_summary
-from circuitpath.train import resolve_device, train_groups
+from circuitpath.training.train import resolve_device, train_groups
 
 BACKENDS = ("local", "ray")
 

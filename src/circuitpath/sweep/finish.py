@@ -23,9 +23,9 @@ from pathlib import Path
 from circuitpath.config import RunConfig
 from circuitpath.errors import RunError
 from circuitpath.runs import CHECKPOINT_DIR, DATA_DIR, RUN_JSON, STATE_DIR, load_run, saved_steps, step_file
-from circuitpath.storage import RunLock
+from circuitpath.runs.storage import RunLock
 from circuitpath.sweep.spec import configs, run_path
-from circuitpath.train import resume, train_many
+from circuitpath.training.train import resume, train_many
 
 _STUB_PARTS = {RunLock.FILE, DATA_DIR, CHECKPOINT_DIR, STATE_DIR}
 _DATA_FILE = re.compile(r"^\.?phase_\d+\.safetensors")  # a data file, or the temporary file of one

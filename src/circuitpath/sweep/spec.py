@@ -10,9 +10,9 @@ from pathlib import Path
 
 from circuitpath.config import ModelConfig, RunConfig, TaskConfig, TrainConfig, saved_model
 from circuitpath.errors import ConfigError, RunError
-from circuitpath.experiments import PAPER_PHASES, experiment_config
-from circuitpath.presets import experiments as preset_experiments
-from circuitpath.storage import read_json, write_json
+from circuitpath.paper.experiments import PAPER_PHASES, experiment_config
+from circuitpath.paper.presets import experiments as preset_experiments
+from circuitpath.runs.storage import read_json, write_json
 
 SWEEP_JSON = "sweep.json"
 KEEP_CHOICES = ("all", "ends")

@@ -21,10 +21,10 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from circuitpath.analysis.outcomes import GENERALISES, MEMORISES, generalises, memorises
 from circuitpath.errors import RunError
-from circuitpath.outcomes import GENERALISES, MEMORISES, generalises, memorises
 from circuitpath.runs import RUN_JSON, Run, load_run
-from circuitpath.storage import read_json, write_json
+from circuitpath.runs.storage import read_json, write_json
 from circuitpath.sweep.spec import SWEEP_JSON, load_spec, run_path
 
 SUMMARY_JSON = "summary.json"

@@ -19,9 +19,9 @@ from torch import Tensor
 
 from circuitpath.analysis.discovery.graph import GROUPS, ModelGraph
 from circuitpath.analysis.replacing import DEFAULT_MAX_BATCH
-from circuitpath.engine import rms_backward as _rms_backward
 from circuitpath.errors import InputError
-from circuitpath.weights import root_mean_square
+from circuitpath.models.weights import root_mean_square
+from circuitpath.training.engine import rms_backward as _rms_backward
 
 
 def embed(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:

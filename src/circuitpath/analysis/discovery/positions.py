@@ -37,7 +37,7 @@ from circuitpath.analysis.threads import single_threaded
 from circuitpath.data import relevant_mask
 from circuitpath.errors import ConfigError
 from circuitpath.runs import ANALYSIS_DIR, Run
-from circuitpath.storage import write_json
+from circuitpath.runs.storage import write_json
 
 #: The hook whose index t carries input position t.
 HOOK = "blocks.0.hook_resid_pre"

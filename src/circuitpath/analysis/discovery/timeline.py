@@ -28,7 +28,7 @@ from circuitpath.analysis.threads import single_threaded
 from circuitpath.data import relevant_mask
 from circuitpath.errors import CheckpointError, ConfigError, InputError, RunError
 from circuitpath.runs import ANALYSIS_DIR, DATA_DIR, Run, data_file
-from circuitpath.storage import load_tensors, read_json, save_tensors, write_json
+from circuitpath.runs.storage import load_tensors, read_json, save_tensors, write_json
 
 DISCOVERY_DIR = "discovery"
 TIMELINE_JSON, SCORES = "timeline.json", "scores.safetensors"
