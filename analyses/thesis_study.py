@@ -35,19 +35,19 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from circuitpath.analysis.threads import single_threaded
-from circuitpath.claims import BARRIER, Claim, fig5, fig6, per_seed_lines, table
+from circuitpath.paper.claims import BARRIER, Claim, fig5, fig6, per_seed_lines, table
 from circuitpath.config import ModelConfig, TaskConfig, TrainConfig, parse_phases
 from circuitpath.errors import CircuitPathError, InputError
-from circuitpath.plots.paper import seed_outcomes_figure
+from circuitpath.paper.report.figures import seed_outcomes_figure
 from circuitpath.plots.switching import switch_figure
-from circuitpath.report import claims_table
-from circuitpath.report.fig5_accuracy import seed_outcomes, seeds_caption
-from circuitpath.report.page import Page, Panel
+from circuitpath.paper.report import claims_table
+from circuitpath.paper.report.fig5_accuracy import seed_outcomes, seeds_caption
+from circuitpath.paper.report.page import Page, Panel
 from circuitpath.runs import load_run
-from circuitpath.storage import read_json, write_json
+from circuitpath.runs.storage import read_json, write_json
 from circuitpath.sweep import SUMMARY_JSON, parse_seeds, pending_runs, resume_sweep, run_path, sweep
 from circuitpath.sweep.spec import SWEEP_JSON, load_spec, make_spec
-from circuitpath.switching import (SWITCH_JSON, SwitchResult, SwitchSettings, load_settings, resume_switch, save_table,
+from circuitpath.sweep.switching import (SWITCH_JSON, SwitchResult, SwitchSettings, load_settings, resume_switch, save_table,
                                    switch_experiment)
 from transformer_pilot import SOLVED, Setting
 

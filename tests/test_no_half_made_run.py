@@ -80,7 +80,7 @@ SPOILT = [
      lambda p: edit_run_json(p, lambda i: i["config"]["train"]["phases"][0].update(lr=-1)),
      "lr must be a positive number, got -1"),
     ("run.json of another platform", 40, "4:10:1e-2", lambda p: edit_run_json(p, other_capability),
-     "cpu OTHER, this process runs torch"),
+     "cpu OTHER under pinning"),
     ("metrics.jsonl with a cut line", 40, "4:10:1e-2",
      lambda p: (p / "metrics.jsonl").write_text((p / "metrics.jsonl").read_text()[:-9]),
      "metrics.jsonl line 12 is not valid JSON"),
