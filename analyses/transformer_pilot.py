@@ -82,23 +82,29 @@ GRID = (
 
 
 # %%
-def train_stage(out: Path, settings: list[Setting], p: int, steps: int, seeds: list[int]) -> None:
-    """One sweep per shape: every setting of that shape is an experiment of it (resumed if interrupted)."""
-    for shape in sorted({s.shape for s in settings}):
-        group = [s for s in settings if s.shape == shape]
-        where = out / f"p{p}_{shape}"
+def stage_dir(out: Path, shape: str, p: int, setting: Setting | None = None) -> Path:
+    """Stage 1 trains one sweep per shape; stage 2 one per setting, since it trains them one at a time."""
+    return out / (f"p{p}_{shape}" if setting is None else f"p{p}_{shape}_{setting.name}")
+
+
+def train_stage(out: Path, settings: list[Setting], p: int, steps: int, seeds: list[int], *, each: bool = False) -> None:
+    """One sweep per shape (`each`: per setting), every setting of it an experiment (resumed if interrupted)."""
+    groups = [[s] for s in settings] if each else [[s for s in settings if s.shape == shape]
+                                                   for shape in sorted({s.shape for s in settings})]
+    for group in groups:
+        where = stage_dir(out, group[0].shape, p, group[0] if each else None)
         if (where / SWEEP_JSON).is_file():
             if pending_runs(where):
                 resume_sweep(where)
             continue
-        print(f"== p = {p}, {shape}: {', '.join(s.name for s in group)}", flush=True)
+        print(f"== p = {p}, {group[0].shape}: {', '.join(s.name for s in group)}", flush=True)
         sweep(where, seeds, {s.name: s.phases(p, steps) for s in group}, task=TaskConfig(), model=group[0].model(),
               train=TrainConfig(log_every=250, checkpoint_every=steps), keep_checkpoints="ends")
 
 
 def finals(out: Path, setting: Setting, p: int) -> tuple[list[float], list[float]] | None:
     """(train accs, test accs) of the setting's seeds at the last step, or None if not trained."""
-    where = out / f"p{p}_{setting.shape}"
+    where = stage_dir(out, setting.shape, p, setting if p == 4 else None)
     if not (where / "summary.json").is_file():
         return None
     s = read_summary(where).get(setting.name)
@@ -121,7 +127,7 @@ def run_pilot(out: Path, seeds: list[int], steps: tuple[int, int] = (STAGE1_STEP
     solved = [s for s in grid if holds(finals(out, s, 2)[1], SOLVED)]
     chosen = None
     for setting in solved:  # cheapest first, one at a time, until one fits p = 4
-        train_stage(out, [setting], 4, steps[1], seeds)
+        train_stage(out, [setting], 4, steps[1], seeds, each=True)
         if holds(finals(out, setting, 4)[0], FITS):
             chosen = setting
             break
