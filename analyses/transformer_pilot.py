@@ -9,7 +9,8 @@ The rule, fixed before any run (printed with the table):
    a step's matrix products per position), stopping at the first that *fits* (at least 3 of 4 seeds
    end at train accuracy >= 0.99).
 3. The study's setting is that first setting: the cheapest that solves p = 2 and fits p = 4.
-   If none qualifies, the next step is width 128, before anything else.
+   If none qualifies, the next step is width 128 (WIDER: the central setting at d 128), before anything
+   else; the pilot takes it by itself.
 
 Every setting shares the standard recipe: a pre-LayerNorm transformer with MLP width 4 d, a CLS
 readout through an untied unembedding, GPT-2's initialisation (N(0, 0.02)), AdamW with betas
@@ -79,6 +80,8 @@ GRID = (
     Setting(32, 2, 4, weight_decay=0.0), Setting(32, 2, 4, weight_decay=1.0), Setting(32, 2, 4, lr=3e-4),
     Setting(32, 2, 4, decay="all"), Setting(64, 2, 4),
 )
+#: Rule 3's next step when no setting of GRID qualifies: the central setting at width 128.
+WIDER = Setting(128, 2, 4)
 
 
 # %%
@@ -123,15 +126,21 @@ def holds(values: list[float], threshold: float) -> bool:
 # %%
 def run_pilot(out: Path, seeds: list[int], steps: tuple[int, int] = (STAGE1_STEPS, STAGE2_STEPS)) -> dict:
     grid = sorted(GRID, key=lambda s: s.cost)
+    chosen = first_qualifying(out, grid, seeds, steps)
+    if chosen is None:  # rule 3: widen before anything else
+        grid.append(WIDER)
+        chosen = first_qualifying(out, [WIDER], seeds, steps)
+    return {"grid": grid, "chosen": chosen}
+
+
+def first_qualifying(out: Path, grid: list[Setting], seeds: list[int], steps: tuple[int, int]) -> Setting | None:
+    """Stage 1 for every setting of `grid`, then stage 2 cheapest first until one fits (None: none does)."""
     train_stage(out, grid, 2, steps[0], seeds)
-    solved = [s for s in grid if holds(finals(out, s, 2)[1], SOLVED)]
-    chosen = None
-    for setting in solved:  # cheapest first, one at a time, until one fits p = 4
+    for setting in [s for s in grid if holds(finals(out, s, 2)[1], SOLVED)]:
         train_stage(out, [setting], 4, steps[1], seeds, each=True)
         if holds(finals(out, setting, 4)[0], FITS):
-            chosen = setting
-            break
-    return {"grid": grid, "chosen": chosen}
+            return setting
+    return None
 
 
 def table(out: Path, grid: list[Setting]) -> list[str]:
@@ -175,7 +184,8 @@ def main(argv: list[str] | None = None) -> None:
           f"(took {time.perf_counter() - start:.0f} s here)")
     print("\n".join(lines))
     chosen = result["chosen"]
-    print("study setting: " + (f"{chosen.shape} {chosen.name}" if chosen else "none qualifies: widen to d = 128"))
+    print("study setting: " + (f"{chosen.shape} {chosen.name}" if chosen else
+                              f"none qualifies, {WIDER.shape} included: say what was tried, and widen or lengthen next"))
     (args.out / "pilot.json").write_text(json.dumps({
         "stage1_steps": steps[0], "stage2_steps": steps[1], "seeds": seeds,
         "grid": [asdict(s) for s in result["grid"]], "chosen": asdict(chosen) if chosen else None,
