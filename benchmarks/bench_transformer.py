@@ -68,11 +68,8 @@ def plain_logits(w: dict, tokens, cfg: ModelConfig):
     return plain_norm(resid, w, "ln_final", cfg)[:, cfg.n_ctx] @ w_u
 
 
-def plain_loop(cfgs: list[ModelConfig], x, y):
-    """One step of every seed: the plain model, autograd and torch.optim.Adam, seed after seed."""
-    weights = [{k: v.clone().requires_grad_(True) for k, v in init_weights(c).items()} for c in cfgs]
-    optimisers = [torch.optim.Adam(list(w.values()), lr=1e-3) for w in weights]
-
+def seed_after_seed(weights: list[dict], optimisers: list, cfgs: list[ModelConfig], x, y):
+    """One step of every seed in turn: the plain model's loss, autograd and the seed's own optimiser."""
     def step():
         for s, (w, optimiser) in enumerate(zip(weights, optimisers)):
             optimiser.zero_grad()
@@ -80,6 +77,14 @@ def plain_loop(cfgs: list[ModelConfig], x, y):
             optimiser.step()
 
     return step
+
+
+def plain_loop(cfgs: list[ModelConfig], x, y):
+    """One step of every seed: the plain model, autograd and torch.optim.Adam, seed after seed."""
+    weights = [{k: v.clone().requires_grad_(True) for k, v in init_weights(c).items()} for c in cfgs]
+    optimisers = [torch.optim.Adam(list(w.values()), lr=1e-3) for w in weights]
+
+    return seed_after_seed(weights, optimisers, cfgs, x, y)
 
 
 def engine_step(cfgs: list[ModelConfig], x, y, pool: ThreadPoolExecutor | None, work_per_call: int | None = None):
@@ -151,13 +156,7 @@ def plain_adamw_loop(cfgs: list[ModelConfig], x, y, phase: Phase):
 
     optimisers = [torch.optim.AdamW(groups(w), lr=phase.lr, betas=phase.betas) for w in weights]
 
-    def step():
-        for s, (w, optimiser) in enumerate(zip(weights, optimisers)):
-            optimiser.zero_grad()
-            F.cross_entropy(plain_logits(w, x[s], cfgs[s]), y[s]).backward()
-            optimiser.step()
-
-    return step
+    return seed_after_seed(weights, optimisers, cfgs, x, y)
 
 
 def recipe_engine_step(cfgs: list[ModelConfig], x, y, pool: ThreadPoolExecutor, phase: Phase):
