@@ -61,8 +61,8 @@ def reference_step(split):
 class ChunksOfFour(Executor):
     """The previous arrangement: four runs to a chunk (their bytes depended on their batch-mates)."""
 
-    def __init__(self, runs: int, device: torch.device, pool=None, cfg=None):
-        super().__init__(runs, device, pool, cfg)
+    def __init__(self, runs: int, device: torch.device, pool=None, cfg=None, train=None):
+        super().__init__(runs, device, pool, cfg, train)
         self.chunks = [slice(i, min(i + 4, runs)) for i in range(0, runs, 4)]
         self.pool = pool if len(self.chunks) > 1 else None
 
