@@ -111,3 +111,12 @@ def test_flow_slider_names_the_checkpoint_it_shows(tmp_path):
                            "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=600)
     shown = set(re.findall(r">step (\d+)<", done.stdout))  # the slider's current-value label
     assert shown == {str(flow.steps[-1])}, (shown, flow.steps)
+
+
+def test_a_headline_of_one_cluster_says_none_stands_out_instead_of_naming_a_labeling():
+    from circuitpath.paper.report.headlines import Headlines
+
+    headlines = Headlines()
+    headlines.run("a").clusters = {64: (6, "sum of first k", 1.0), 128: (1, "counts in first k", 0.0)}
+    assert headlines.lines() == ["a step 64: 6 clusters of z_A, best aligned with sum of first k (ARI 1.000)",
+                                 "a step 128: no well-separated clusters of z_A"]

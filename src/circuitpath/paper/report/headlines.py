@@ -50,7 +50,9 @@ class Headlines:
                 out.append(f"{name}: attribution patching's AUROC of the {h.truth} (1: they outrank every spurious "
                            f"position) {reaching_text(first, stays, LEVEL)}")
             for step, (count, labeling, ari) in h.clusters.items():
-                out.append(f"{name} step {step}: {count} clusters of {h.clustered}, best aligned with {labeling} (ARI {ari:.3f})")
+                found = (f"{count} clusters of {h.clustered}, best aligned with {labeling} (ARI {ari:.3f})" if count > 1
+                         else f"no well-separated clusters of {h.clustered}")
+                out.append(f"{name} step {step}: {found}")
         if self.barrier is not None:
             out.append(f"loss barrier between {self.barrier_pair[0]} and {self.barrier_pair[1]}: {self.barrier:.4g}")
         return out
