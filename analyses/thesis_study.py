@@ -54,6 +54,7 @@ from transformer_pilot import SOLVED, Setting
 CELLS = ("main", "width", "random")
 ROUND = 250  # the default switch is rounded up to a multiple of this (the pilot logged every 250 steps)
 LOG_EVERY = 250  # at most; tiny studies log more often (every N // 20 steps)
+CIRCUIT_EVERY = 500  # the main cell's checkpoints, for the circuit over training (1.6 MB each at d = 128)
 CLAIMS_JSON, PAGE, CURVE = "claims.json", "study.html", "switch_curve"
 #: Overrides of `TaskConfig` for every cell (empty: the paper's task; tests make it smaller).
 TASK: dict = {}
@@ -89,8 +90,16 @@ def schedules(setting: Setting, steps: int, switch: int) -> dict[str, str]:
             "curriculum": setting.phases(2, switch) + "," + setting.phases(4, steps - switch)}
 
 
-def train_config(steps: int) -> TrainConfig:
-    return TrainConfig(log_every=min(LOG_EVERY, max(1, steps // 20)), checkpoint_every=steps)
+def train_config(steps: int, dense: bool = False) -> TrainConfig:
+    """Log every LOG_EVERY steps (at most); checkpoint at the end, or every CIRCUIT_EVERY for the circuit's timeline."""
+    log_every = min(LOG_EVERY, max(1, steps // 20))
+    return TrainConfig(log_every=log_every, checkpoint_every=min(CIRCUIT_EVERY, log_every) if dense else steps)
+
+
+def keeps(cell: Cell) -> tuple[bool, str]:
+    """The main cell keeps a checkpoint every CIRCUIT_EVERY steps (the circuit over training is read from them);
+    the others keep only step 0, the switch and the end."""
+    return (True, "all") if cell.name == "main" else (False, "ends")
 
 
 def recipe(setting: Setting) -> dict:
@@ -151,8 +160,9 @@ def switch_from_pilot(pilot: Path, setting: Setting) -> tuple[int, str]:
 # %% Training: one resumable sweep per cell
 def cell_spec(cell: Cell, steps: int, switch: int) -> dict:
     """The cell's sweep spec as sweep.json holds it (building it checks every run config)."""
-    spec = make_spec(list(cell.seeds), schedules(cell.setting, steps, switch), cell.task(), cell.model(), "ends",
-                     train_config(steps))
+    dense, keep = keeps(cell)
+    spec = make_spec(list(cell.seeds), schedules(cell.setting, steps, switch), cell.task(), cell.model(), keep,
+                     train_config(steps, dense))
     return json.loads(json.dumps(spec))
 
 
@@ -175,8 +185,9 @@ def run_cell(out: Path, cell: Cell, steps: int, switch: int) -> None:
         if pending_runs(where):
             resume_sweep(where)
         return
+    dense, keep = keeps(cell)
     sweep(where, list(cell.seeds), schedules(cell.setting, steps, switch), task=cell.task(), model=cell.model(),
-          train=train_config(steps), keep_checkpoints="ends")
+          train=train_config(steps, dense), keep_checkpoints=keep)
 
 
 # %% Claims per cell
