@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from circuitpath import CrossAttentionTransformer, InputError, ModelConfig
-from circuitpath.analysis.ablation import ablate, position_sets
+from circuitpath.analysis.ablation import ablate, ablate_heads, position_sets
+from circuitpath.models.transformer import StandardTransformer
 from reference import ablate_loop_reference
 
 
@@ -64,3 +65,32 @@ def test_resampling_without_a_generator_is_seeded(setup):
     model, tokens, labels = setup
     first, again = (ablate(model, tokens, labels, method="resample") for _ in range(2))
     assert torch.equal(first.loss, again.loss)
+
+
+def _transformer():
+    cfg = ModelConfig(d_model=8, n_tokens=4, n_ctx=6, arch="transformer", n_layers=2, n_heads=2, seed=3)
+    tokens = torch.randint(0, 4, (40, 6), generator=torch.Generator().manual_seed(1))
+    return StandardTransformer(cfg), tokens, tokens[:, :3].sum(1) % 4
+
+
+@pytest.mark.parametrize("method", ["zero", "mean"])
+def test_a_set_of_one_head_is_ablate_over_that_layers_heads(method):
+    """ablate_heads on one (layer, head) is ablate on blocks.{layer}.attn.hook_z over head_index."""
+    model, tokens, labels = _transformer()
+    sets = {f"L{layer}H{head}": [(layer, head)] for layer in range(2) for head in range(2)}
+    together = ablate_heads(model, tokens, labels, sets, method)
+    alone = torch.cat([ablate(model, tokens, labels, hook=f"blocks.{layer}.attn.hook_z", over=("head_index",),
+                              method=method).loss for layer in range(2)])
+    torch.testing.assert_close(together.loss, alone)
+    assert together.names == list(sets) and not torch.equal(together.loss, torch.full_like(alone, together.base_loss))
+
+
+def test_heads_of_two_layers_ablated_together_change_more_than_each():
+    model, tokens, labels = _transformer()
+    result = ablate_heads(model, tokens, labels, {"a": [(0, 1)], "b": [(1, 0)], "both": [(0, 1), (1, 0)]}, "zero")
+    change = (result.loss - result.base_loss).abs()
+    assert change[2] != change[0] and change[2] != change[1] and change.min() > 0
+    with pytest.raises(InputError, match=r"head \(2, 0\) is not a \(layer, head\) of 2 layers x 2 heads"):
+        ablate_heads(model, tokens, labels, {"bad": [(2, 0)]})
+    with pytest.raises(InputError, match="needs a standard transformer"):
+        ablate_heads(CrossAttentionTransformer(ModelConfig(d_model=8, n_tokens=4, n_ctx=6)), tokens, labels, {})

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from jaxtyping import Int
 from torch import Tensor
 
-from circuitpath.analysis.models import hook_axes, position_hook
+from circuitpath.analysis.models import hook_axes, is_paper, position_hook
 from circuitpath.analysis.patching import axis_masks, index_names, seeded, selection_masks
 from circuitpath.analysis.replacing import DEFAULT_MAX_BATCH, run_replaced
 from circuitpath.data import positions_of, truth_name
@@ -136,3 +136,59 @@ def ablate(
         base_accuracy=float((logits.argmax(-1) == labels).float().mean()),
         base_loss=float(F.cross_entropy(logits, labels)),
     )
+
+
+@torch.no_grad()
+def ablate_heads(
+    model,
+    tokens: Int[Tensor, "batch pos"],
+    labels: Int[Tensor, " batch"],
+    sets: dict[str, list[tuple[int, int]]],
+    method: str = "mean",
+    generator: torch.Generator | None = None,
+) -> AblationResult:
+    """Ablate each named set of attention heads together, heads of any layers: (layer, head) pairs.
+
+    A head is its output before the output matrix (`blocks.{layer}.attn.hook_z`, over head_index), replaced
+    as `ablate` replaces it (zero, its mean over the inputs at each position, or other inputs' value); one
+    forward pass per set. `ablate(hook=f"blocks.{layer}.attn.hook_z", over=("head_index",))` is the one-head,
+    one-layer case."""
+    if is_paper(model):
+        raise InputError("ablate_heads needs a standard transformer's heads; the paper's model has one "
+                         "(ablate blocks.0.hook_attn_out)")
+    layers, heads = model.cfg.n_layers, model.cfg.n_heads
+    bad = [pair for pairs in sets.values() for pair in pairs
+           if len(pair) != 2 or not (0 <= pair[0] < layers and 0 <= pair[1] < heads)]
+    if bad:
+        raise InputError(f"head {tuple(bad[0])} is not a (layer, head) of {layers} layers x {heads} heads")
+    device = model.W_E.device
+    tokens, labels = tokens.to(device), labels.to(device)
+    hooks = [f"blocks.{layer}.attn.hook_z" for layer in range(layers)]
+    logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks)
+    replaced = {hook: replacement_for(cache[hook], method, seeded(generator) if method == "resample" else generator)
+                for hook in hooks}
+    runs = [_without_heads(model, tokens, replaced, pairs) for pairs in sets.values()]
+    ablated = torch.stack(runs) if runs else logits.new_zeros((0, *logits.shape))
+    return AblationResult(
+        hook="blocks.*.attn.hook_z", method=method, names=list(sets),
+        accuracy=(ablated.argmax(-1) == labels).float().mean(-1).cpu(),
+        loss=F.cross_entropy(ablated.transpose(1, 2), labels.expand(len(sets), -1), reduction="none").mean(-1).cpu(),
+        base_accuracy=float((logits.argmax(-1) == labels).float().mean()),
+        base_loss=float(F.cross_entropy(logits, labels)),
+    )
+
+
+def _without_heads(model, tokens: Tensor, replaced: dict[str, Tensor], pairs: list[tuple[int, int]]) -> Tensor:
+    """Logits with the listed heads' hook_z swapped for `replaced` (one forward pass)."""
+    def swap(heads: list[int]):
+        def hook(z: Tensor, hook) -> Tensor:
+            z = z.clone()
+            z[:, :, heads] = replaced[hook.name][:, :, heads]
+            return z
+        return hook
+
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in pairs:
+        by_layer.setdefault(layer, []).append(head)
+    return model.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_z", swap(heads))
+                                                   for layer, heads in sorted(by_layer.items())])
