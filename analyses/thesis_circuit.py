@@ -1,0 +1,353 @@
+"""The circuit over training in the thesis study's main cell: scratch against curriculum, over seeds.
+
+Read from the checkpoints `analyses/thesis_study.py` keeps in OUT/main (every 500 steps), by the rules
+of the last section of analyses/thesis_study_plan.md, fixed before the study ran:
+
+1. discovery: the AUROC of each method's input-position scores against the truth (the first k
+   positions) at every --every steps (`discovery.positions`: the standard transformer's graph is its
+   input positions); per arm the median over seeds, per seed the step from which it stays >= 0.99;
+2. attention: each head's attention from the readout position on the relevant positions (`readout_flow`);
+3. clusters of the readout residual at the switch S and the end N (`clusters.find_clusters`): is the
+   best-aligned labelling the count of ones among the relevant positions (z_A in the paper's Fig. 4)?
+4. carry-over: the heads whose mean-ablation at S costs p = 2 test accuracy >= 0.1 ("p = 2 heads"),
+   mean-ablated together at N on p = 4 test data, against as many other heads (those with the smallest
+   p = 2 cost, or all the others if fewer).
+
+Run: `python analyses/thesis_circuit.py [OUT] [--seeds 0-7] [--every 1000]` (OUT default runs/thesis_study,
+seeds default the sweep's). Writes OUT/circuit.json and OUT/circuit.html; reads nothing else of OUT.
+"""
+
+# %%
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import plotly.graph_objects as go
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from circuitpath.analysis.ablation import ablate, ablate_heads
+from circuitpath.analysis.clusters import default_activation, find_clusters, ward_agreement
+from circuitpath.analysis.discovery.methods import METHODS
+from circuitpath.analysis.discovery.positions import discover_positions
+from circuitpath.analysis.flow import readout_flow
+from circuitpath.analysis.threads import single_threaded
+from circuitpath.config import TrainConfig, parse_phases
+from circuitpath.errors import CircuitPathError, InputError
+from circuitpath.paper.report.page import Page, Panel
+from circuitpath.plots.style import TEMPLATE, class_colour
+from circuitpath.runs import Run, load_run
+from circuitpath.runs.storage import write_json
+from circuitpath.sweep import parse_seeds, run_path
+from circuitpath.sweep.spec import load_spec
+
+ARMS = ("scratch", "curriculum")
+CELL = "main"
+CIRCUIT_JSON, PAGE = "circuit.json", "circuit.html"
+LEVEL = 0.99  # the AUROC a method holds from the step reported
+COST = 0.1  # a head whose mean-ablation at S costs p = 2 test acc >= this carried p = 2
+ONES = "ones among the relevant positions"
+CONTROL_RULE = ("the other heads: as many as there are p = 2 heads, those whose ablation at S cost p = 2 "
+                "test acc least (ties by layer, then head), or all the other heads if fewer")
+
+
+# %% What is read, checked before anything is computed or written
+@dataclass(frozen=True)
+class Study:
+    out: Path
+    seeds: tuple[int, ...]
+    switch: int  # S: the curriculum's p = 2 steps
+    steps: int  # N: every run's steps
+    every: int
+    n: int  # test inputs probed at each checkpoint
+
+    def timeline(self) -> list[int]:
+        """The steps read: every --every steps from 0 to N, and S and N themselves."""
+        return sorted(set(range(0, self.steps + 1, self.every)) | {self.switch, self.steps})
+
+    def run(self, arm: str, seed: int) -> Run:
+        return load_run(run_path(self.out / CELL, arm, seed))
+
+
+def study_of(args: argparse.Namespace) -> Study:
+    where = args.out / CELL
+    try:
+        spec = load_spec(where)
+    except CircuitPathError:
+        raise InputError(f"{args.out} has no main cell (no sweep in {where}); give the thesis study's OUT") from None
+    if set(spec["experiments"]) != set(ARMS):
+        raise InputError(f"{where} is a sweep of {', '.join(sorted(spec['experiments']))}, not of {', '.join(ARMS)}")
+    swept = list(spec["seeds"])
+    seeds = tuple(parse_seeds(args.seeds)) if args.seeds else tuple(swept)
+    missing = [s for s in seeds if s not in swept]
+    if missing:
+        raise InputError(f"seed {missing[0]} is not in the sweep {where} (its seeds: {swept})")
+    phases = parse_phases(spec["experiments"]["curriculum"])
+    interval = TrainConfig(**spec.get("train", {})).checkpoint_every
+    if args.every < 1 or args.every % interval:
+        raise InputError(f"--every must be a positive multiple of the checkpoint interval {interval}, got {args.every}")
+    if args.n < 2:
+        raise InputError(f"--n must be at least 2 (discovery corrupts inputs with each other), got {args.n}")
+    return Study(args.out, seeds, phases[0].steps, sum(ph.steps for ph in phases), args.every, args.n)
+
+
+def lacking(run: Run, steps: list[int]) -> str | None:
+    """Why the run cannot be read at `steps` (one line), or None."""
+    absent = [s for s in steps if s not in run.steps]
+    if absent:
+        return f"{run.path} has no checkpoint at step {', '.join(map(str, absent[:3]))}" + (" ..." if len(absent) > 3 else "")
+    return None
+
+
+# %% Per run: discovery and attention over training, clusters at S and N
+def timeline_of(run: Run, steps: list[int], n: int) -> dict:
+    """AUROC of each method at each step, the step from which it stays >= LEVEL, and the readout's attention
+    mass on the relevant positions [step][layer][head]."""
+    found = discover_positions(run, METHODS, n=n, steps=steps)
+    flow = readout_flow(run, steps, n)
+    return {"auroc": {m: found.auroc(m).tolist() for m in METHODS},
+            "stays_from": {m: found.stays_from(m, LEVEL) for m in METHODS},
+            "scores": {m: found.scores[m].tolist() for m in METHODS},
+            "accuracy": found.accuracy.tolist(), "mass": flow.mass().tolist()}
+
+
+def clusters_at(run: Run, step: int, n: int) -> dict:
+    """Clusters of the readout residual on the step's phase's test inputs, the best-aligned labelling and its ARI
+    (with the clusters, or without clusters with Ward's partition into as many groups), and whether it is the count
+    of ones among the relevant positions (ties count as it: at p = 2 it is the same partition as the counts)."""
+    phase = run.config.train.phases[run.phase_at(step)]
+    relevant = run.config.task.relevant_positions(phase)
+    tokens = run.data(run.phase_at(step)).x_test[:n]
+    model = run.model_at(step)
+    found = find_clusters(model, tokens, phase.p, relevant, default_activation(model.cfg))
+    ones = (tokens[:, list(relevant)] == 1).sum(1)
+    if found.n_clusters > 1:
+        scores = found.alignment | {ONES: float(adjusted_rand_score(ones.numpy(), found.labels.numpy()))}
+    else:
+        scores = found.separation | ward_agreement(found.points, {ONES: ones})
+    scores = {name: (value if value == value else -1.0) for name, value in scores.items()}  # NaN: one class
+    best = ONES if scores[ONES] >= max(scores.values()) else max(scores, key=scores.get)
+    return {"step": step, "p": phase.p, "n_clusters": found.n_clusters, "best": best, "ari": scores[best],
+            "ones": best == ONES, "scores": scores}
+
+
+# %% Carry-over (curriculum): the heads that carried p = 2, ablated at N
+def head_costs(model, tokens, labels) -> dict[tuple[int, int], float]:
+    """p = 2 test accuracy lost when each head alone is mean-ablated (its hook_z over head_index)."""
+    costs = {}
+    for layer in range(model.cfg.n_layers):
+        result = ablate(model, tokens, labels, hook=f"blocks.{layer}.attn.hook_z", over=("head_index",), method="mean")
+        costs |= {(layer, head): float(lost) for head, lost in enumerate(result.effect)}
+    return costs
+
+
+def carry_over(run: Run, switch: int, steps: int, n: int) -> dict:
+    """The p = 2 heads at S (cost >= COST), and the p = 4 test accuracy lost at N with them, and with as many
+    other heads, mean-ablated together."""
+    p2, p4 = run.data(0), run.data(1)
+    costs = head_costs(run.model_at(switch), p2.x_test[:n], p2.y_test[:n])
+    carried = [head for head, cost in costs.items() if cost >= COST]
+    others = sorted((h for h in costs if h not in carried), key=lambda h: (costs[h], h))[:len(carried)]
+    record = {"costs": {f"L{l}H{h}": c for (l, h), c in costs.items()}, "p2_heads": [f"L{l}H{h}" for l, h in carried],
+              "other_heads": [f"L{l}H{h}" for l, h in others]}
+    if not carried:
+        return record | {"lost": None, "note": f"no head's ablation costs p = 2 test acc >= {COST}"}
+    sets = {"p2_heads": carried} | ({"other_heads": others} if others else {})
+    result = ablate_heads(run.model_at(steps), p4.x_test[:n], p4.y_test[:n], sets, "mean")
+    return record | {"base_p4_acc": result.base_accuracy, "lost": dict(zip(result.names, result.effect.tolist()))}
+
+
+# %% Over seeds
+def read_arm(study: Study, arm: str) -> tuple[dict[int, dict], dict[int, str]]:
+    """Per seed: the timeline, the clusters at S and N (and the carry-over in the curriculum); or why not."""
+    done, skipped, steps = {}, {}, study.timeline()
+    for seed in study.seeds:
+        try:
+            run = study.run(arm, seed)
+            why = lacking(run, steps)
+            if why is None:
+                done[seed] = timeline_of(run, steps, study.n) | {
+                    "clusters": [clusters_at(run, s, study.n) for s in (study.switch, study.steps)]}
+                if arm == "curriculum":
+                    done[seed]["carry_over"] = carry_over(run, study.switch, study.steps, study.n)
+        except CircuitPathError as error:
+            why = str(error).splitlines()[0]
+        if why is not None:
+            skipped[seed] = why
+    return done, skipped
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summary(study: Study, per_seed: dict[int, dict]) -> dict:
+    """Medians over the seeds read: AUROC per method and step, attention mass per step, layer and head; cluster
+    and carry-over counts."""
+    seeds, steps = list(per_seed), study.timeline()
+    auroc = {m: [median([per_seed[s]["auroc"][m][i] for s in seeds]) for i in range(len(steps))] for m in METHODS}
+    mass = torch.tensor([per_seed[s]["mass"] for s in seeds]).median(0).values.tolist() if seeds else []
+    clusters = [{"step": step, "ones": [s for s in seeds if per_seed[s]["clusters"][i]["ones"]], "of": seeds}
+                for i, step in enumerate((study.switch, study.steps))]
+    return {"seeds": seeds, "auroc": auroc, "mass": mass, "clusters": clusters,
+            "stays_from": {m: {s: per_seed[s]["stays_from"][m] for s in seeds} for m in METHODS}}
+
+
+def carry_summary(per_seed: dict[int, dict]) -> dict:
+    with_heads = {s: r["carry_over"] for s, r in per_seed.items() if r["carry_over"]["lost"] is not None}
+    compared = [s for s, c in with_heads.items() if "other_heads" in c["lost"]]
+    return {"rule": CONTROL_RULE, "cost": COST, "with_p2_heads": list(with_heads),
+            "without": [s for s in per_seed if s not in with_heads],
+            "median_lost_p2_heads": median([c["lost"]["p2_heads"] for c in with_heads.values()]),
+            "median_lost_other_heads": median([with_heads[s]["lost"]["other_heads"] for s in compared]),
+            "p2_heads_cost_more": [s for s in compared
+                                   if with_heads[s]["lost"]["p2_heads"] > with_heads[s]["lost"]["other_heads"]],
+            "compared": compared}
+
+
+# %% Printing
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def head_names(mass: list) -> list[str]:
+    """L0H0, L0H1, ... for a [layer][head] nesting."""
+    return [f"L{l}H{h}" for l, heads in enumerate(mass) for h in range(len(heads))]
+
+
+def lines(study: Study, results: dict) -> list[str]:
+    """Short tables: AUROC medians and attention mass at a few steps, per-seed stays-from, clusters, carry-over."""
+    steps, out = study.timeline(), []
+    shown = sorted({0, study.switch, study.steps} | set(steps[:: max(1, len(steps) // 6)]))
+    for arm in ARMS:
+        summ, skipped = results[arm]["summary"], results[arm]["skipped"]
+        out += [f"\n{arm}: seeds {summ['seeds']}" + "".join(f"\n  seed {s} left out: {why}" for s, why in skipped.items())]
+        if not summ["seeds"]:
+            continue
+        out.append("  step   " + "".join(f"{m:>13}" for m in METHODS) + "   attention on relevant (median), "
+                   + " ".join(head_names(summ["mass"][0])))
+        for step in shown:
+            i = steps.index(step)
+            heads = " ".join(f"{v:.2f}" for layer in summ["mass"][i] for v in layer)
+            out.append(f"  {step:>6} " + "".join(f"{fmt(summ['auroc'][m][i], 3):>13}" for m in METHODS) + f"   {heads}")
+        for m in METHODS:
+            held = ", ".join(f"{s}: {'never' if v is None else v}" for s, v in summ["stays_from"][m].items())
+            out.append(f"  AUROC >= {LEVEL} from step, {m}: {held}")
+        for c in summ["clusters"]:
+            per = ", ".join(f"{s}: {r['best']} {r['ari']:.2f} ({r['n_clusters']} cl)" for s, r in
+                            ((s, next(x for x in results[arm]["per_seed"][s]["clusters"] if x["step"] == c["step"]))
+                             for s in c["of"]))
+            out.append(f"  clusters at {c['step']}: best = {ONES} on {len(c['ones'])}/{len(c['of'])} "
+                       f"seeds {c['ones']}; per seed {per}")
+    carry = results["curriculum"].get("carry")
+    if carry:
+        out.append(f"\ncarry-over (curriculum): p = 2 heads cost p = 2 test acc >= {COST} at S = {study.switch}; "
+                   f"control: {CONTROL_RULE}")
+        for s, r in results["curriculum"]["per_seed"].items():
+            c = r["carry_over"]
+            lost = ("; ".join(f"{k} {c['lost'][k]:.3f}" for k in c["lost"]) if c["lost"] else c["note"])
+            out.append(f"  seed {s}: p = 2 heads {c['p2_heads'] or 'none'}, others {c['other_heads'] or 'none'}; "
+                       f"p = 4 test acc lost at N = {study.steps}: {lost}")
+        out.append(f"  median lost: p = 2 heads {fmt(carry['median_lost_p2_heads'], 3)} (seeds {carry['with_p2_heads']}), "
+                   f"other heads {fmt(carry['median_lost_other_heads'], 3)} (seeds {carry['compared']}); p = 2 heads "
+                   f"cost more on {len(carry['p2_heads_cost_more'])}/{len(carry['compared'])}; no p = 2 head: "
+                   f"seeds {carry['without'] or 'none'}")
+    return out
+
+
+# %% Figures and the page
+DASH = {"scratch": "dash", "curriculum": "solid"}
+
+
+def auroc_figure(study: Study, results: dict) -> go.Figure:
+    figure = go.Figure()
+    for arm in ARMS:
+        summ = results[arm]["summary"]
+        for i, m in enumerate(METHODS if summ["seeds"] else ()):
+            figure.add_scatter(x=study.timeline(), y=summ["auroc"][m], name=f"{arm}, {m}", mode="lines+markers",
+                               line={"dash": DASH[arm], "color": class_colour(i)})
+    figure.add_vline(x=study.switch, line_dash="dot", annotation_text=f"switch S = {study.switch}")
+    figure.update_layout(template=TEMPLATE, title="AUROC of each method's position scores against the first k "
+                         "(median over seeds)", xaxis_title="step", yaxis_title="AUROC", yaxis_range=[0, 1.02])
+    return figure
+
+
+def mass_figure(study: Study, results: dict) -> go.Figure:
+    figure = go.Figure()
+    for arm in ARMS:
+        mass = results[arm]["summary"]["mass"]
+        if not mass:
+            continue
+        for i, name in enumerate(head_names(mass[0])):
+            layer, head = divmod(i, len(mass[0][0]))
+            figure.add_scatter(x=study.timeline(), y=[step[layer][head] for step in mass], name=f"{arm}, {name}",
+                               mode="lines", line={"dash": DASH[arm], "color": class_colour(i)})
+    figure.add_vline(x=study.switch, line_dash="dot", annotation_text=f"switch S = {study.switch}")
+    figure.update_layout(template=TEMPLATE, title="Attention of the readout position on the relevant positions, per "
+                         "head (median over seeds)", xaxis_title="step", yaxis_title="attention mass", yaxis_range=[0, 1.02])
+    return figure
+
+
+def write_page(study: Study, results: dict, text: list[str]) -> Path:
+    page = Page("The circuit over training: scratch against curriculum (main cell)")
+    page.items([f"OUT {study.out}, seeds {list(study.seeds)}, switch S = {study.switch}, N = {study.steps}, "
+                f"every {study.every} steps, {study.n} test inputs probed per checkpoint"])
+    page.panel(Panel(auroc_figure(study, results), "Look for when each arm's lines reach 1: the methods rank the "
+                     "first k positions above the rest. Dashed: scratch; solid: curriculum."))
+    page.panel(Panel(mass_figure(study, results), "Look for heads whose attention from the readout concentrates on "
+                     "the relevant positions, and whether the curriculum's do so before the switch."))
+    page.heading("Tables")
+    page.raw("<pre>" + "\n".join(t.replace("&", "&amp;").replace("<", "&lt;") for t in text) + "</pre>")
+    return page.write(study.out / PAGE)
+
+
+# %% Command line
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("out", nargs="?", type=Path, default=Path("runs/thesis_study"))
+    parser.add_argument("--seeds", help="seeds of the main cell, e.g. 0-7 (default: the sweep's)")
+    parser.add_argument("--every", type=int, default=1000, help="steps between the checkpoints read (default 1000)")
+    parser.add_argument("--n", type=int, default=1024, help="test inputs probed per checkpoint (default 1024)")
+    return parser.parse_args(argv)
+
+
+def fail(message: str) -> None:
+    print(f"thesis_circuit: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    try:
+        study = study_of(args)
+    except CircuitPathError as error:
+        fail(str(error).splitlines()[0])
+    start, results = time.perf_counter(), {}
+    print(f"{study.out / CELL}: seeds {list(study.seeds)}, S = {study.switch}, N = {study.steps}, "
+          f"{len(study.timeline())} checkpoints a run", flush=True)
+    with single_threaded():  # small forwards: a second thread only waits on busy cores
+        for arm in ARMS:
+            per_seed, skipped = read_arm(study, arm)
+            results[arm] = {"per_seed": per_seed, "skipped": skipped, "summary": summary(study, per_seed)}
+            if arm == "curriculum" and per_seed:
+                results[arm]["carry"] = carry_summary(per_seed)
+    wall = time.perf_counter() - start
+    text = lines(study, results) + [f"\nread in {wall:.0f} s here"]
+    print("\n".join(text))
+    record = {"out": str(study.out), "seeds": list(study.seeds), "switch": study.switch, "steps": study.steps,
+              "every": study.every, "n": study.n, "timeline": study.timeline(), "methods": list(METHODS),
+              "level": LEVEL, "cost": COST, "control_rule": CONTROL_RULE, "wall_s": wall, "arms": results}
+    write_json(study.out / CIRCUIT_JSON, record)
+    page = write_page(study, results, text)
+    print(f"written: {study.out / CIRCUIT_JSON}, {page}")
+    return record
+
+
+if __name__ == "__main__":
+    main()
