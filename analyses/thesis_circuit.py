@@ -38,6 +38,7 @@ from circuitpath.analysis.discovery.positions import discover_positions
 from circuitpath.analysis.flow import readout_flow
 from circuitpath.analysis.threads import single_threaded
 from circuitpath.config import TrainConfig, parse_phases
+from circuitpath.data import positions_of, truth_of
 from circuitpath.errors import CircuitPathError, InputError
 from circuitpath.paper.report.page import Page, Panel
 from circuitpath.plots.style import TEMPLATE, class_colour
@@ -121,11 +122,11 @@ def clusters_at(run: Run, step: int, n: int) -> dict:
     (with the clusters, or without clusters with Ward's partition into as many groups), and whether it is the count
     of ones among the relevant positions (ties count as it: at p = 2 it is the same partition as the counts)."""
     phase = run.config.train.phases[run.phase_at(step)]
-    relevant = run.config.task.relevant_positions(phase)
+    truth = truth_of(run.config.task, phase)
     tokens = run.data(run.phase_at(step)).x_test[:n]
     model = run.model_at(step)
-    found = find_clusters(model, tokens, phase.p, relevant, default_activation(model.cfg))
-    ones = (tokens[:, list(relevant)] == 1).sum(1)
+    found = find_clusters(model, tokens, phase.p, truth, default_activation(model.cfg))
+    ones = (tokens[:, list(positions_of(truth))] == 1).sum(1)
     if found.n_clusters > 1:
         scores = found.alignment | {ONES: float(adjusted_rand_score(ones.numpy(), found.labels.numpy()))}
     else:

@@ -1,0 +1,119 @@
+"""analyses/thesis_circuit.py on a tiny thesis study trained here: its outputs, a seed lacking a checkpoint, bad input."""
+
+import importlib
+import itertools
+import json
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from circuitpath.runs import load_run
+
+ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
+TINY_TASK = {"n_ctx": 6, "k": 3, "n_train": 48, "n_test": 48, "with_replacement": True}
+STEPS, SWITCH, EVERY = 60, 30, 15  # checkpoints every 3 steps (thesis_study: steps // 20)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny main cell: seeds 0-2, both arms, a 2-layer 2-head transformer."""
+    out = tmp_path_factory.mktemp("thesis") / "study"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(ANALYSES))
+        study = importlib.import_module("thesis_study")
+        patch.setattr(study, "TASK", TINY_TASK)
+        study.main([str(out), "--pilot", str(out.parent / "none.json"), "--d-model", "16", "--n-layers", "2",
+                    "--n-heads", "2", "--batch", "16", "--lr", "1e-2", "--steps", str(STEPS), "--switch",
+                    str(SWITCH), "--seeds", "0-2", "--cells", "main"])
+        sys.modules.pop("thesis_study", None)
+    return out
+
+
+@pytest.fixture
+def circuit(monkeypatch):
+    monkeypatch.syspath_prepend(str(ANALYSES))
+    module = importlib.import_module("thesis_circuit")
+    yield module
+    sys.modules.pop("thesis_circuit", None)
+
+
+def pairwise_auroc(scores: list[float], relevant: set[int]) -> float:
+    """P(a relevant position outscores a spurious one), ties counting half."""
+    pairs = [(scores[r], scores[s]) for r, s in itertools.product(relevant, set(range(len(scores))) - relevant)]
+    return sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in pairs) / len(pairs)
+
+
+def test_the_circuit_over_training_is_read_per_seed_and_summed_up_over_seeds(trained, circuit, monkeypatch, capsys):
+    monkeypatch.setattr(circuit, "COST", -1.0)  # every head counts as a p = 2 head: the set is all heads
+    record = circuit.main([str(trained), "--seeds", "0-2", "--every", str(EVERY), "--n", "48"])
+    printed = capsys.readouterr().out
+    assert record["timeline"] == [0, 15, 30, 45, 60] and (record["switch"], record["steps"]) == (SWITCH, STEPS)
+    assert json.loads((trained / "circuit.json").read_text())["seeds"] == [0, 1, 2]
+    assert (trained / "circuit.html").stat().st_size > 3_000_000 and "carry-over (curriculum)" in printed
+    for arm in ("scratch", "curriculum"):
+        arm_record = record["arms"][arm]
+        per_seed, summary = arm_record["per_seed"], arm_record["summary"]
+        assert list(per_seed) == [0, 1, 2] and not arm_record["skipped"]
+        for seed, result in per_seed.items():  # the AUROC is what the scores give, against the first k = 3
+            for method, scores in result["scores"].items():
+                assert result["auroc"][method][0] == pytest.approx(pairwise_auroc(scores[0], {0, 1, 2}))
+            assert torch.tensor(result["mass"]).shape == (5, 2, 2)
+            assert [(c["step"], c["p"]) for c in result["clusters"]] == (
+                [(30, 2), (60, 4)] if arm == "curriculum" else [(30, 4), (60, 4)])
+        for method in summary["auroc"]:
+            assert summary["auroc"][method][2] == statistics.median(per_seed[s]["auroc"][method][2] for s in per_seed)
+        assert summary["clusters"][0]["ones"] == [s for s in per_seed if per_seed[s]["clusters"][0]["ones"]]
+    run = load_run(trained / "main" / "curriculum" / "seed_1")
+    carry = record["arms"]["curriculum"]["per_seed"][1]["carry_over"]
+    assert carry["p2_heads"] == ["L0H0", "L0H1", "L1H0", "L1H1"] and carry["other_heads"] == []
+    labels = run.data(1).y_test[:48]
+    ablated = carry["base_p4_acc"] - carry["lost"]["p2_heads"]
+    # every head mean-ablated: the readout no longer sees the input, so it says one answer to all
+    assert any(ablated == pytest.approx(float((labels == y).float().mean())) for y in range(4))
+
+
+def test_the_p2_heads_are_those_whose_ablation_costs_p2_accuracy_and_the_control_is_as_many_others(trained, circuit,
+                                                                                                  monkeypatch):
+    run = load_run(trained / "main" / "curriculum" / "seed_0")
+    costs = circuit.carry_over(run, SWITCH, STEPS, 48)["costs"]
+    cost = sorted(costs.values())[-1]  # the dearest head (and any tied with it)
+    carried = sorted(h for h, c in costs.items() if c >= cost)
+    monkeypatch.setattr(circuit, "COST", cost)
+    result = circuit.carry_over(run, SWITCH, STEPS, 48)
+    assert sorted(result["p2_heads"]) == carried and len(result["other_heads"]) == min(len(carried), 4 - len(carried))
+    rest = [h for h in costs if h not in carried and h not in result["other_heads"]]
+    assert all(costs[o] <= costs[r] for o in result["other_heads"] for r in rest)  # the cheapest of the others
+    assert set(result["lost"]) == {"p2_heads"} | ({"other_heads"} if result["other_heads"] else set())
+
+
+def test_a_seed_lacking_a_checkpoint_is_left_out_with_its_reason(trained, circuit, tmp_path, capsys):
+    copy = tmp_path / "study"
+    shutil.copytree(trained / "main", copy / "main")
+    (copy / "main" / "scratch" / "seed_2" / "checkpoints" / "step_0000045.safetensors").unlink()
+    record = circuit.main([str(copy), "--seeds", "1-2", "--every", str(EVERY), "--n", "16"])
+    assert list(record["arms"]["scratch"]["per_seed"]) == [1] and record["arms"]["scratch"]["summary"]["seeds"] == [1]
+    assert "has no checkpoint at step 45" in record["arms"]["scratch"]["skipped"][2]
+    assert list(record["arms"]["curriculum"]["per_seed"]) == [1, 2]
+    assert "seed 2 left out:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--every", "4"], "--every must be a positive multiple of the checkpoint interval 3, got 4"),
+    (["--every", "0"], "--every must be a positive multiple of the checkpoint interval 3, got 0"),
+    (["--seeds", "2-5"], "seed 3 is not in the sweep"),
+    (["--seeds", "x"], "seeds are N, N-M"),
+    (["NOMAIN"], "has no main cell"),
+])
+def test_bad_input_is_refused_in_one_line_and_nothing_is_written(trained, circuit, tmp_path, capsys, args, message):
+    args = [str(tmp_path) if a == "NOMAIN" else a for a in args]
+    out = [] if args and args[0] == str(tmp_path) else [str(trained)]
+    before = sorted(p.name for p in trained.iterdir())
+    with pytest.raises(SystemExit) as stop:
+        circuit.main(out + args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and message in err[0]
+    assert sorted(p.name for p in trained.iterdir()) == before and not list(tmp_path.iterdir())
