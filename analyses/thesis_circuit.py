@@ -101,7 +101,8 @@ def lacking(run: Run, steps: list[int]) -> str | None:
     """Why the run cannot be read at `steps` (one line), or None."""
     absent = [s for s in steps if s not in run.steps]
     if absent:
-        return f"{run.path} has no checkpoint at step {', '.join(map(str, absent[:3]))}" + (" ..." if len(absent) > 3 else "")
+        more = " ..." if len(absent) > 3 else ""
+        return f"{run.path} has no checkpoint at step {', '.join(map(str, absent[:3]))}{more}"
     return None
 
 
@@ -227,7 +228,7 @@ def lines(study: Study, results: dict) -> list[str]:
     shown = sorted({0, study.switch, study.steps} | set(steps[:: max(1, len(steps) // 6)]))
     for arm in ARMS:
         summ, skipped = results[arm]["summary"], results[arm]["skipped"]
-        out += [f"\n{arm}: seeds {summ['seeds']}" + "".join(f"\n  seed {s} left out: {why}" for s, why in skipped.items())]
+        out += [f"\n{arm}: seeds {summ['seeds']}"] + [f"  seed {s} left out: {why}" for s, why in skipped.items()]
         if not summ["seeds"]:
             continue
         out.append("  step   " + "".join(f"{m:>13}" for m in METHODS) + "   attention on relevant (median), "
@@ -254,8 +255,9 @@ def lines(study: Study, results: dict) -> list[str]:
             lost = ("; ".join(f"{k} {c['lost'][k]:.3f}" for k in c["lost"]) if c["lost"] else c["note"])
             out.append(f"  seed {s}: p = 2 heads {c['p2_heads'] or 'none'}, others {c['other_heads'] or 'none'}; "
                        f"p = 4 test acc lost at N = {study.steps}: {lost}")
-        out.append(f"  median lost: p = 2 heads {fmt(carry['median_lost_p2_heads'], 3)} (seeds {carry['with_p2_heads']}), "
-                   f"other heads {fmt(carry['median_lost_other_heads'], 3)} (seeds {carry['compared']}); p = 2 heads "
+        out.append(f"  median lost: p = 2 heads {fmt(carry['median_lost_p2_heads'], 3)} "
+                   f"(seeds {carry['with_p2_heads']}), other heads {fmt(carry['median_lost_other_heads'], 3)} "
+                   f"(seeds {carry['compared']}); p = 2 heads "
                    f"cost more on {len(carry['p2_heads_cost_more'])}/{len(carry['compared'])}; no p = 2 head: "
                    f"seeds {carry['without'] or 'none'}")
     return out
@@ -290,7 +292,8 @@ def mass_figure(study: Study, results: dict) -> go.Figure:
                                mode="lines", line={"dash": DASH[arm], "color": class_colour(i)})
     figure.add_vline(x=study.switch, line_dash="dot", annotation_text=f"switch S = {study.switch}")
     figure.update_layout(template=TEMPLATE, title="Attention of the readout position on the relevant positions, per "
-                         "head (median over seeds)", xaxis_title="step", yaxis_title="attention mass", yaxis_range=[0, 1.02])
+                         "head (median over seeds)", xaxis_title="step", yaxis_title="attention mass",
+                         yaxis_range=[0, 1.02])
     return figure
 
 

@@ -1,4 +1,4 @@
-"""analyses/thesis_circuit.py on a tiny thesis study trained here: its outputs, a seed lacking a checkpoint, bad input."""
+"""analyses/thesis_circuit.py on a tiny thesis study trained here: outputs, a seed lacking a checkpoint, bad input."""
 
 import importlib
 import itertools
