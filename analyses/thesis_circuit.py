@@ -21,9 +21,11 @@ seeds default the sweep's). Writes OUT/circuit.json and OUT/circuit.html; reads 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,24 +166,34 @@ def carry_over(run: Run, switch: int, steps: int, n: int) -> dict:
     return record | {"base_p4_acc": result.base_accuracy, "lost": dict(zip(result.names, result.effect.tolist()))}
 
 
-# %% Over seeds
-def read_arm(study: Study, arm: str) -> tuple[dict[int, dict], dict[int, str]]:
-    """Per seed: the timeline, the clusters at S and N (and the carry-over in the curriculum); or why not."""
-    done, skipped, steps = {}, {}, study.timeline()
-    for seed in study.seeds:
-        try:
+# %% Over seeds, in processes
+def read_one(study: Study, arm: str, seed: int) -> tuple[dict | None, str | None]:
+    """One run's timeline and clusters at S and N (and the carry-over in the curriculum), or why it cannot be read."""
+    try:
+        with single_threaded():  # small forwards: a second thread only waits on busy cores
             run = study.run(arm, seed)
-            why = lacking(run, steps)
-            if why is None:
-                done[seed] = timeline_of(run, steps, study.n) | {
-                    "clusters": [clusters_at(run, s, study.n) for s in (study.switch, study.steps)]}
-                if arm == "curriculum":
-                    done[seed]["carry_over"] = carry_over(run, study.switch, study.steps, study.n)
-        except CircuitPathError as error:
-            why = str(error).splitlines()[0]
-        if why is not None:
-            skipped[seed] = why
-    return done, skipped
+            why = lacking(run, study.timeline())
+            if why is not None:
+                return None, why
+            done = timeline_of(run, study.timeline(), study.n) | {
+                "clusters": [clusters_at(run, s, study.n) for s in (study.switch, study.steps)]}
+            if arm == "curriculum":
+                done["carry_over"] = carry_over(run, study.switch, study.steps, study.n)
+            return done, None
+    except CircuitPathError as error:
+        return None, str(error).splitlines()[0]
+
+
+def read_arms(study: Study, jobs: int) -> dict[str, tuple[dict[int, dict], dict[int, str]]]:
+    """Per arm, per seed: what `read_one` gives, the runs read `jobs` at a time (a line as each one ends)."""
+    todo = [(arm, seed) for arm in ARMS for seed in study.seeds]
+    with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(todo)))) as pool:
+        futures = {pool.submit(read_one, study, arm, seed): (arm, seed) for arm, seed in todo}
+        for count, future in enumerate(as_completed(futures), 1):
+            print(f"  read {count}/{len(todo)}: {'/'.join(map(str, futures[future]))}", flush=True)
+        found = {key: future.result() for future, key in futures.items()}
+    return {arm: ({s: found[arm, s][0] for s in study.seeds if found[arm, s][0] is not None},
+                  {s: found[arm, s][1] for s in study.seeds if found[arm, s][1] is not None}) for arm in ARMS}
 
 
 def median(values: list[float]) -> float | None:
@@ -317,6 +329,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("out", nargs="?", type=Path, default=Path("runs/thesis_study"))
     parser.add_argument("--seeds", help="seeds of the main cell, e.g. 0-7 (default: the sweep's)")
     parser.add_argument("--every", type=int, default=1000, help="steps between the checkpoints read (default 1000)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="runs read at once, each in its own process on one thread (default: the cores)")
     parser.add_argument("--n", type=int, default=1024, help="test inputs probed per checkpoint (default 1024)")
     return parser.parse_args(argv)
 
@@ -332,15 +346,15 @@ def main(argv: list[str] | None = None) -> dict:
         study = study_of(args)
     except CircuitPathError as error:
         fail(str(error).splitlines()[0])
+    if args.jobs < 1:
+        fail(f"--jobs must be at least 1, got {args.jobs}")
     start, results = time.perf_counter(), {}
     print(f"{study.out / CELL}: seeds {list(study.seeds)}, S = {study.switch}, N = {study.steps}, "
           f"{len(study.timeline())} checkpoints a run", flush=True)
-    with single_threaded():  # small forwards: a second thread only waits on busy cores
-        for arm in ARMS:
-            per_seed, skipped = read_arm(study, arm)
-            results[arm] = {"per_seed": per_seed, "skipped": skipped, "summary": summary(study, per_seed)}
-            if arm == "curriculum" and per_seed:
-                results[arm]["carry"] = carry_summary(per_seed)
+    for arm, (per_seed, skipped) in read_arms(study, args.jobs).items():
+        results[arm] = {"per_seed": per_seed, "skipped": skipped, "summary": summary(study, per_seed)}
+        if arm == "curriculum" and per_seed:
+            results[arm]["carry"] = carry_summary(per_seed)
     wall = time.perf_counter() - start
     text = lines(study, results) + [f"\nread in {wall:.0f} s here"]
     print("\n".join(text))
