@@ -104,7 +104,7 @@ def test_a_seed_lacking_a_checkpoint_is_left_out_with_its_reason(trained, circui
 @pytest.mark.parametrize("args, message", [
     (["--every", "4"], "--every must be a positive multiple of the checkpoint interval 3, got 4"),
     (["--every", "0"], "--every must be a positive multiple of the checkpoint interval 3, got 0"),
-    (["--jobs", "0"], "--jobs must be at least 1, got 0"),
+    (["--every", "15", "--jobs", "0"], "--jobs must be at least 1, got 0"),
     (["--seeds", "2-5"], "seed 3 is not in the sweep"),
     (["--seeds", "x"], "seeds are N, N-M"),
     (["NOMAIN"], "has no main cell"),
