@@ -1,6 +1,6 @@
 """The standard transformer: a training step of 32 seeds, and the hooked forward against a plain one.
 
-Run: python benchmarks/bench_transformer.py [--seeds 32] [--batch 64] [--d-model 32] [--rounds 5] [--recipe-seeds 8]
+Run: python benchmarks/bench_transformer.py [--seeds 32] [--batch 64] [--d-model 32] [--rounds 5] [--recipe-seeds 8] [--recipe-d-model 128] [--only recipe]
 Model: d = 32, 2 layers, 4 heads, T = 12, n_tokens = 4, CLS readout (flags change d and the batch).
 The plain model (`plain_logits` below) is the hooked model's arithmetic, op for op, as one function:
 no hook points, no module tree.
@@ -138,10 +138,14 @@ def training(args, cfg: ModelConfig) -> str:
     return table(rows, (f"{args.seeds} seeds, batch {args.batch}", "ms a step", "speed-up on the plain loop"))
 
 
-#: The recipe's phase and model (the study's setting); `--recipe-seeds` seeds of it.
+#: The recipe's phase and model (the thesis study's setting: d = 128 by the pilot's rule, `--recipe-d-model`);
+#: `--recipe-seeds` seeds of it.
 RECIPE_PHASE = Phase(p=2, steps=1000, lr=1e-3, batch_size=128, weight_decay=0.1, betas=(0.9, 0.98))
-RECIPE_MODEL = ModelConfig(arch="transformer", d_model=64, d_mlp=256, n_layers=2, n_heads=4, n_ctx=12, norm="layer",
-                           tied=False, init="gpt2")
+
+
+def recipe_model(d_model: int) -> ModelConfig:
+    return ModelConfig(arch="transformer", d_model=d_model, d_mlp=4 * d_model, n_layers=2, n_heads=4, n_ctx=12,
+                       norm="layer", tied=False, init="gpt2")
 
 
 def plain_adamw_loop(cfgs: list[ModelConfig], x, y, phase: Phase):
@@ -175,16 +179,17 @@ def recipe_engine_step(cfgs: list[ModelConfig], x, y, pool: ThreadPoolExecutor, 
 
 
 def recipe(args) -> str:
-    cfgs = [replace(RECIPE_MODEL, seed=s) for s in range(args.recipe_seeds)]
+    model = recipe_model(args.recipe_d_model)
+    cfgs = [replace(model, seed=s) for s in range(args.recipe_seeds)]
     batch = RECIPE_PHASE.batch_size
     generator = torch.Generator().manual_seed(0)
-    x = torch.randint(0, RECIPE_PHASE.p, (len(cfgs), batch, RECIPE_MODEL.n_ctx), generator=generator)
+    x = torch.randint(0, RECIPE_PHASE.p, (len(cfgs), batch, model.n_ctx), generator=generator)
     y = x[:, :, :5].sum(-1) % RECIPE_PHASE.p
     with FlopCounterMode(display=False) as counter:  # one run's step: forward and backward
         plain_adamw_loop(cfgs[:1], x[:1], y[:1], RECIPE_PHASE)()
     flops = counter.get_total_flops()
-    positions = batch * (RECIPE_MODEL.n_ctx + 1)  # the largest product: the MLP's [positions, d] x [d, h]
-    a, b = torch.randn(positions, RECIPE_MODEL.d_model), torch.randn(RECIPE_MODEL.d_model, RECIPE_MODEL.d_mlp)
+    positions = batch * (model.n_ctx + 1)  # the largest product: the MLP's [positions, d] x [d, h]
+    a, b = torch.randn(positions, model.d_model), torch.randn(model.d_model, model.d_mlp)
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         seconds = measure({
             "plain loop (torch.optim.AdamW)": threads(plain_adamw_loop(cfgs, x, y, RECIPE_PHASE)),
@@ -196,7 +201,7 @@ def recipe(args) -> str:
     rate = {name: work[name] / seconds[name] / 1e9 for name in names}
     rows = [(name, f"{seconds[name] * 1e3:.2f}", f"{rate[name]:.1f}", f"{rate[name] / rate[names[2]]:.0%}",
              f"{seconds[names[0]] / seconds[name]:.2f}x" if name != names[2] else "") for name in names]
-    title = (f"recipe: {len(cfgs)} seeds, {flops / 1e6:.1f} MFLOP a run-step")
+    title = (f"recipe at d = {model.d_model}: {len(cfgs)} seeds, {flops / 1e6:.1f} MFLOP a run-step")
     return table(rows, (title, "ms a step", "GFLOP/s", "of sgemm's", "speed-up on the plain loop"))
 
 
@@ -222,14 +227,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="threads a kernel of the plain loop and of one call")
     parser.add_argument("--recipe-seeds", type=int, default=8, help="seeds of the recipe's comparison")
+    parser.add_argument("--recipe-d-model", type=int, default=128,
+                        help="width of the recipe's comparison (default 128: the thesis study's setting)")
+    parser.add_argument("--only", choices=("training", "recipe", "forward"), help="run one of the three tables")
     args = parser.parse_args(argv)
     cfg = ModelConfig(arch="transformer", d_model=args.d_model, n_layers=2, n_heads=4, n_ctx=12)
     print(f"torch {torch.__version__}, {os.cpu_count()} cores; plain loop and one call on {args.threads} thread(s)")
-    print(training(args, cfg))
-    print()
-    print(recipe(args))
-    print()
-    print(forward(args, cfg))
+    tables = {"training": lambda: training(args, cfg), "recipe": lambda: recipe(args), "forward": lambda: forward(args, cfg)}
+    print("\n\n".join(make() for name, make in tables.items() if args.only in (None, name)))
 
 
 # %%
