@@ -20,7 +20,8 @@ the main cell's p = 2 runs to p = 4 at several switch steps (as `circuitpath swi
 
 Run: `python analyses/thesis_study.py [OUT] [--pilot PILOT.json] [--cells main,width,random]` (default
 runs/thesis_study). Quick tour: `--seeds 0-1 --steps 40 --other-seeds none --random-seeds none`.
-Resumable: run the command again to finish an interrupted study. Writes OUT/claims.json and OUT/study.html.
+Resumable: run the command again to finish an interrupted study, or with more seeds to extend a cell
+(`--seeds 0-31` after `--seeds 0-7` trains only seeds 8-31). Writes OUT/claims.json and OUT/study.html.
 """
 
 # %%
@@ -46,7 +47,7 @@ from circuitpath.paper.report.page import Page, Panel
 from circuitpath.runs import load_run
 from circuitpath.runs.storage import read_json, write_json
 from circuitpath.sweep import SUMMARY_JSON, parse_seeds, pending_runs, resume_sweep, run_path, sweep
-from circuitpath.sweep.spec import SWEEP_JSON, load_spec, make_spec
+from circuitpath.sweep.spec import SWEEP_JSON, load_spec, make_spec, write_spec
 from circuitpath.sweep.switching import (SWITCH_JSON, SwitchResult, SwitchSettings, load_settings, resume_switch, save_table,
                                    switch_experiment)
 from transformer_pilot import SOLVED, Setting
@@ -167,21 +168,30 @@ def cell_spec(cell: Cell, steps: int, switch: int) -> dict:
 
 
 def check_existing(out: Path, cell: Cell, spec: dict) -> None:
-    """A sweep already in the cell's directory must be this one (else its runs would answer another question)."""
+    """A sweep already in the cell's directory must be this one, or this one on fewer seeds (which the study then
+    extends); else its runs would answer another question."""
     where = out / cell.name
     if (where / SWEEP_JSON).is_file():
         saved = load_spec(where)
-        differ = [key for key in ("seeds", "experiments", "task", "model", "train") if saved.get(key) != spec[key]]
+        differ = [key for key in ("experiments", "task", "model", "train") if saved.get(key) != spec[key]]
         if differ:
             raise InputError(f"{where} holds a sweep with other {', '.join(differ)}; use another OUT or remove it")
+        dropped = sorted(set(saved["seeds"]) - set(spec["seeds"]))
+        if dropped:
+            raise InputError(f"{where} holds seeds {dropped} that the cell's seeds {list(cell.seeds)} leave out; "
+                             f"give them too (the cell may only grow) or use another OUT")
     elif where.exists():
         raise InputError(f"{where} exists and is not a sweep; use another OUT or remove it")
 
 
 def run_cell(out: Path, cell: Cell, steps: int, switch: int) -> None:
-    """Train the cell's sweep, or finish it when it was interrupted (a finished one is left as it is)."""
+    """Train the cell's sweep, or finish it when it was interrupted, or add the seeds it lacks (a run's bytes do not
+    depend on its batch-mates, so seeds added later train as they would have in the first sweep)."""
     where = out / cell.name
     if (where / SWEEP_JSON).is_file():
+        saved = load_spec(where)
+        if saved["seeds"] != list(cell.seeds):
+            write_spec(where, saved | {"seeds": list(cell.seeds)})
         if pending_runs(where):
             resume_sweep(where)
         return

@@ -95,6 +95,28 @@ def test_the_quick_tour_measures_each_claim_over_seeds_and_resumes_without_train
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files} == files
 
 
+def test_a_cell_grows_by_the_seeds_it_lacks_and_they_train_as_in_one_sweep(tmp_path, study, capsys):
+    """--seeds 0-2 after --seeds 0-1 trains only seed 2, and seed 2's bytes are those of a study run on 0-2 at once."""
+    flags = ["--pilot", str(tmp_path / "none.json"), "--d-model", "8", "--n-layers", "1", "--n-heads", "2", "--batch",
+             "8", "--steps", "8", "--switch", "4", "--cells", "main"]
+    grown, whole = tmp_path / "grown", tmp_path / "whole"
+    study.main([str(grown), *flags, "--seeds", "0-1"])
+    kept = {p: p.read_bytes() for p in (grown / "main").rglob("seed_[01]/**/*") if p.is_file()}
+    record = study.main([str(grown), *flags, "--seeds", "0-2"])
+    assert kept and {p: p.read_bytes() for p in kept} == kept  # seeds 0 and 1 were not trained again
+    assert all(c["n"] == 3 for c in record["cells"]["main"]["claims"])
+    study.main([str(whole), *flags, "--seeds", "0-2"])
+    for arm in ("scratch", "curriculum"):
+        ours, theirs = (sorted((where / "main" / arm / "seed_2" / "checkpoints").iterdir()) for where in (grown, whole))
+        assert [p.name for p in ours] == [p.name for p in theirs] and ours
+        assert all(a.read_bytes() == b.read_bytes() for a, b in zip(ours, theirs))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:  # a cell may only grow: leaving seeds out would drop their runs
+        study.main([str(grown), *flags, "--seeds", "1-2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and "holds seeds [0] that the cell's seeds [1, 2] leave out" in err[0]
+
+
 def test_the_barrier_rebuilds_the_transformer_it_interpolates(tmp_path, study):
     """The barrier's ends are the two runs' final weights on the curriculum's p = 4 data: its loss there is the
     curriculum's own logged final training loss, so the standard transformer is rebuilt as trained."""
