@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 import torch
 from sklearn.metrics import adjusted_rand_score
 
@@ -293,19 +294,22 @@ def auroc_figure(study: Study, results: dict) -> go.Figure:
 
 
 def mass_figure(study: Study, results: dict) -> go.Figure:
-    figure = go.Figure()
-    for arm in ARMS:
-        mass = results[arm]["summary"]["mass"]
-        if not mass:
-            continue
-        for i, name in enumerate(head_names(mass[0])):
-            layer, head = divmod(i, len(mass[0][0]))
-            figure.add_scatter(x=study.timeline(), y=[step[layer][head] for step in mass], name=f"{arm}, {name}",
-                               mode="lines", line={"dash": DASH[arm], "color": class_colour(i)})
-    figure.add_vline(x=study.switch, line_dash="dot", annotation_text=f"switch S = {study.switch}")
+    """One heatmap per arm: each head's median attention mass on the relevant positions (rows) at each step read."""
+    arms = [arm for arm in ARMS if results[arm]["summary"]["mass"]]
+    figure = make_subplots(rows=1, cols=max(1, len(arms)), shared_yaxes=True, horizontal_spacing=0.04,
+                           subplot_titles=arms or ["no run read"])
+    for col, arm in enumerate(arms, 1):
+        mass = results[arm]["summary"]["mass"]  # [step][layer][head]
+        heads = head_names(mass[0])
+        z = [[v for layer in step for v in layer] for step in mass]
+        figure.add_heatmap(x=study.timeline(), y=heads, z=[list(row) for row in zip(*z)], zmin=0, zmax=1,
+                           colorscale="Viridis", showscale=col == len(arms), colorbar={"title": "mass"},
+                           hovertemplate="step %{x}<br>%{y}<br>mass %{z:.2f}<extra>" + arm + "</extra>", row=1, col=col)
+        figure.add_vline(x=study.switch, line_dash="dot", line_color="white", row=1, col=col)
+        figure.update_xaxes(title_text="step", row=1, col=col)
+    figure.update_yaxes(autorange="reversed")
     figure.update_layout(template=TEMPLATE, title="Attention of the readout position on the relevant positions, per "
-                         "head (median over seeds)", xaxis_title="step", yaxis_title="attention mass",
-                         yaxis_range=[0, 1.02])
+                         "head (median over seeds; dotted: the switch)")
     return figure
 
 
@@ -315,8 +319,8 @@ def write_page(study: Study, results: dict, text: list[str]) -> Path:
                 f"every {study.every} steps, {study.n} test inputs probed per checkpoint"])
     page.panel(Panel(auroc_figure(study, results), "Look for when each arm's lines reach 1: the methods rank the "
                      "first k positions above the rest. Dashed: scratch; solid: curriculum."))
-    page.panel(Panel(mass_figure(study, results), "Look for heads whose attention from the readout concentrates on "
-                     "the relevant positions, and whether the curriculum's do so before the switch."))
+    page.panel(Panel(mass_figure(study, results), "Look for heads (rows) turning bright: their attention from the "
+                     "readout concentrates on the relevant positions. Do the curriculum's do so before the switch?"))
     page.heading("Tables")
     page.raw("<pre>" + "\n".join(t.replace("&", "&amp;").replace("<", "&lt;") for t in text) + "</pre>")
     return page.write(study.out / PAGE)
