@@ -30,6 +30,7 @@ from circuitpath.config import ModelConfig
 from circuitpath.errors import CheckpointError, HookError, InputError
 from circuitpath.models import transformer
 from circuitpath.models.cache import CrossAttentionCache
+from circuitpath.models.embedding import Embed, PosEmbed, Unembed
 from circuitpath.models.hooked import HookedModel
 from circuitpath.models.weights import init_weights, root_mean_square, weight_shapes
 
@@ -143,30 +144,6 @@ class TransformerBlock(nn.Module):
         return self.hook_resid_post(resid + self.hook_mlp_out(mlp_out))
 
 
-class Embed(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.W_E = nn.Parameter(torch.empty(cfg.n_tokens, cfg.d_model))
-
-    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
-        return F.embedding(tokens, self.W_E)  # W_E[tokens], 5x faster than advanced indexing
-
-
-class PosEmbed(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model))
-
-    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
-        return self.W_pos.expand(tokens.shape[0], -1, -1)
-
-
-class Unembed(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.n_tokens))
-
-
 def build_model(cfg: ModelConfig, weights: dict[str, Tensor] | None = None) -> CrossAttentionTransformer | transformer.StandardTransformer:
     """The model `cfg.arch` names, with these weights (None: the initial ones)."""
     if cfg.arch == "transformer":
@@ -182,13 +159,13 @@ class CrossAttentionTransformer(HookedModel):
         if cfg.arch != "cross_attention":
             raise CheckpointError(f"CrossAttentionTransformer needs arch 'cross_attention', got {cfg.arch!r}")
         self.cfg = cfg
-        self.embed = Embed(cfg)
+        self.embed = Embed(cfg.n_tokens, cfg.d_model)
         self.hook_embed = HookPoint()  # [batch, pos, d_model]
-        self.pos_embed = PosEmbed(cfg)
+        self.pos_embed = PosEmbed(cfg.n_ctx, cfg.d_model)
         self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
         self.blocks = nn.ModuleList([TransformerBlock(cfg)])
         if not cfg.tied:
-            self.unembed = Unembed(cfg)
+            self.unembed = Unembed(cfg.d_model, cfg.n_tokens)
         self.setup()
         self.load_weights(init_weights(cfg) if weights is None else weights)
 

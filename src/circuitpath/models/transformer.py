@@ -26,6 +26,7 @@ from transformer_lens.hook_points import HookPoint
 
 from circuitpath.config import ModelConfig
 from circuitpath.errors import CheckpointError, InputError
+from circuitpath.models.embedding import Embed, PosEmbed, Unembed
 from circuitpath.models.hooked import HookedModel
 from circuitpath.models.weights import n_positions, readout_position, transformer_init, transformer_shapes
 
@@ -138,30 +139,6 @@ class Block(nn.Module):
         return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(resid))))
 
 
-class Embed(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.W_E = nn.Parameter(torch.empty(cfg.n_tokens + (cfg.readout == "cls"), cfg.d_model))
-
-    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
-        return F.embedding(tokens, self.W_E)
-
-
-class PosEmbed(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.W_pos = nn.Parameter(torch.empty(n_positions(cfg), cfg.d_model))
-
-    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
-        return self.W_pos.expand(tokens.shape[0], -1, -1)
-
-
-class Unembed(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.n_tokens))
-
-
 class StandardTransformer(HookedModel):
     """`model(tokens)` -> logits [batch, n_tokens] read at `cfg.readout`; every hook is cacheable."""
 
@@ -170,14 +147,14 @@ class StandardTransformer(HookedModel):
         if cfg.arch != "transformer":
             raise CheckpointError(f"StandardTransformer needs arch 'transformer', got {cfg.arch!r}")
         self.cfg = cfg
-        self.embed = Embed(cfg)
+        self.embed = Embed(cfg.n_tokens + (cfg.readout == "cls"), cfg.d_model)
         self.hook_embed = HookPoint()  # [batch, pos, d_model]
-        self.pos_embed = PosEmbed(cfg)
+        self.pos_embed = PosEmbed(n_positions(cfg), cfg.d_model)
         self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
         self.ln_final = Norm(cfg)
         if not cfg.tied:
-            self.unembed = Unembed(cfg)
+            self.unembed = Unembed(cfg.d_model, cfg.n_tokens)
         self.readout_at = readout_position(cfg)
         self.setup()
         self.load_weights(transformer_init(cfg) if weights is None else weights)
