@@ -32,7 +32,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from circuitpath.analysis.threads import single_threaded
@@ -245,11 +245,11 @@ def switch_curve(out: Path, settings: SwitchSettings) -> SwitchResult:
 
 
 # %% The page
-def write_page(out: Path, head: list[str], results: dict[str, tuple[Cell, list[Claim], dict]],
+def write_page(out: Path, head: list[str], results: dict[str, tuple[Cell, list[Claim], dict, float | None]],
                curve: SwitchResult | None) -> Path:
     page = Page("Does the thesis survive a standard transformer trained with AdamW?")
     page.items(head)
-    for name, (cell, claims, left_out) in results.items():
+    for name, (cell, claims, left_out, _) in results.items():
         page.heading(f"Cell {cell.describe()}")
         claims_table(page, claims)
         page.items([f"left out: {key}: {why}" for key, why in left_out.items()] + per_seed_lines(claims))
@@ -299,6 +299,28 @@ class Plan:
     steps: int
     switch: int
     curve: SwitchSettings | None = None
+    kept: dict = field(default_factory=dict)  # cells measured by an earlier command and not run by this one
+
+
+def kept_cells(out: Path, setting: Setting, steps: int, switch: int, running: list[Cell]) -> tuple[dict, list[str]]:
+    """The cells an earlier command measured into OUT/claims.json, at this setting, arms and switch, that this
+    command does not run (name -> (cell, claims, left out, wall s)): claims.json and the page show every cell of the
+    study, not only the last command's. Also what is said of them, or of a record left out."""
+    path = out / CLAIMS_JSON
+    if not path.is_file():
+        return {}, []
+    try:
+        record = read_json(path)
+        if (record["setting"], record["steps"], record["switch"]) != (asdict(setting), steps, switch):
+            return {}, [f"{path} was measured at another setting, steps or switch: its cells are not kept"]
+        running_names = {cell.name for cell in running}
+        kept = {name: (Cell(name, Setting(**cell["setting"]), cell["positions"], tuple(cell["seeds"])),
+                       [Claim.from_dict(c) for c in cell["claims"]], cell["left_out"],
+                       cell.get("wall_s", record.get("wall_s") if len(record["cells"]) == 1 else None))
+                for name, cell in record["cells"].items() if name in CELLS and name not in running_names}
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise InputError(f"{path} is not a thesis study's claims ({error!r}); move it away") from None
+    return kept, [f"cell {cell.describe()}: kept from {path} (measured earlier)" for cell, *_ in kept.values()]
 
 
 def steps_and_switch(args: argparse.Namespace, setting: Setting, pilot: dict | None) -> tuple[int, int, str]:
@@ -341,7 +363,8 @@ def plan(args: argparse.Namespace) -> Plan:
             f"switch S = {switch}: {rule}"] + [f"cell {cell.describe()}" for cell in cells]
     for cell in cells:
         check_existing(args.out, cell, cell_spec(cell, steps, switch))
-    result = Plan(setting, head, cells, steps, switch)
+    kept, said = kept_cells(args.out, setting, steps, switch, cells)
+    result = Plan(setting, head + said, cells, steps, switch, kept=kept)
     if args.switch_curve:
         if cells[0].name != "main":
             raise InputError("--switch-curve branches the main cell's setting: include main in --cells")
@@ -357,22 +380,24 @@ def fail(message: str) -> None:
 
 def report(out: Path, todo: Plan, results: dict, curve: SwitchResult | None, wall: float) -> dict:
     """Print the claims of every cell (and the curve), write OUT/claims.json and OUT/study.html."""
-    for cell, claims, left_out in results.values():
-        print(f"\n{cell.describe()}\n{table(claims)}")
+    for name, (cell, claims, left_out, _) in results.items():
+        print(f"\n{cell.describe()}{' (kept from claims.json)' if name in todo.kept else ''}\n{table(claims)}")
         print("\n".join(per_seed_lines(claims) + [f"  left out: {k}: {why}" for k, why in left_out.items()]))
     if curve is not None:
         print("\nswitch-step curve (main cell)\n" + "\n".join(curve.lines()))
     print(f"\nfig: the paper's figure the claim comes from; "
           f"verdict: supported when the whole 95% interval lies above 1/2, refuted below, mixed otherwise; "
-          f"barrier holds above ln 4 = {BARRIER:.3f}\nthe study took {wall:.0f} s here")
+          f"barrier holds above ln 4 = {BARRIER:.3f}\nthis command took {wall:.0f} s here")
     record = {"setting": asdict(todo.setting), "head": todo.head, "steps": todo.steps, "switch": todo.switch,
               "wall_s": wall,
               "cells": {name: {"shape": cell.setting.shape, "setting": asdict(cell.setting), "positions": cell.positions,
-                               "seeds": list(cell.seeds), "claims": [c.to_dict() for c in claims], "left_out": left_out}
-                        for name, (cell, claims, left_out) in results.items()},
+                               "seeds": list(cell.seeds), "claims": [c.to_dict() for c in claims], "left_out": left_out,
+                               "wall_s": cell_wall}
+                        for name, (cell, claims, left_out, cell_wall) in results.items()},
               "switch_curve": curve.to_dict() if curve is not None else None}
     write_json(out / CLAIMS_JSON, record)
-    page = write_page(out, todo.head + [f"the study took {wall:.0f} s (training and claims, on this machine)"],
+    walls = [f"{name} {cell_wall:.0f} s" for name, (*_, cell_wall) in results.items() if cell_wall is not None]
+    page = write_page(out, todo.head + [f"training and claims took, per cell, on the machine that ran it: {', '.join(walls)}"],
                       results, curve)
     print(f"written: {out / CLAIMS_JSON}, {page}")
     return record
@@ -385,12 +410,14 @@ def main(argv: list[str] | None = None) -> dict:
     except CircuitPathError as error:
         fail(str(error).splitlines()[0])
     print("\n".join(todo.head), flush=True)
-    start, results = time.perf_counter(), {}
+    start, measured = time.perf_counter(), dict(todo.kept)
     for cell in todo.cells:
         print(f"== {cell.describe()}", flush=True)
+        began = time.perf_counter()
         run_cell(args.out, cell, todo.steps, todo.switch)
         with single_threaded():  # the barrier's small forwards: a second thread only waits on busy cores
-            results[cell.name] = (cell, *cell_claims(args.out, cell))
+            measured[cell.name] = (cell, *cell_claims(args.out, cell), time.perf_counter() - began)
+    results = {name: measured[name] for name in CELLS if name in measured}
     curve = switch_curve(args.out, todo.curve) if todo.curve is not None else None
     return report(args.out, todo, results, curve, time.perf_counter() - start)
 

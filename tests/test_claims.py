@@ -45,6 +45,8 @@ def test_verdict_follows_the_interval():
     assert claim(3, 8).seeds_holding == [0, 1, 2] and claim(3, 8).rate == 3 / 8
     record = claim(2, 4).to_dict()
     assert record["count"] == 2 and record["n"] == 4 and record["per_seed"]["3"]["holds"] is False
+    back = Claim.from_dict(record)
+    assert back.to_dict() == record and back.holds == claim(2, 4).holds  # the record reads back as the claim
 
 
 def test_paper_inputs():

@@ -117,6 +117,33 @@ def test_a_cell_grows_by_the_seeds_it_lacks_and_they_train_as_in_one_sweep(tmp_p
     assert stop.value.code == 2 and len(err) == 1 and "holds seeds [0] that the cell's seeds [1, 2] leave out" in err[0]
 
 
+def test_cells_run_by_separate_commands_are_all_in_claims_json_and_the_page(tmp_path, study, capsys):
+    """`--cells width` after `--cells main` keeps main's claims (read back, not retrained); a cell measured at
+    another switch is not kept, and a claims.json that is not the study's is refused before anything trains."""
+    flags = ["--pilot", str(tmp_path / "none.json"), "--d-model", "8", "--n-layers", "1", "--n-heads", "2", "--batch",
+             "8", "--steps", "8", "--switch", "4", "--seeds", "0", "--other-seeds", "0"]
+    out = tmp_path / "study"
+    first = study.main([str(out), *flags, "--cells", "main"])
+    second = study.main([str(out), *flags, "--cells", "width"])
+    printed = capsys.readouterr().out
+    assert list(second["cells"]) == ["main", "width"] and "(kept from claims.json)" in printed
+    assert second["cells"]["main"] == first["cells"]["main"]  # claims and wall as first measured
+    assert second["cells"]["width"]["shape"] == "d64_L1H2" and second["cells"]["width"]["wall_s"] > 0
+    assert json.loads((out / "claims.json").read_text())["cells"].keys() == {"main", "width"}
+    page = (out / "study.html").read_text()
+    assert "Cell main: d8_L1H2" in page and "Cell width: d64_L1H2" in page
+    other = study.main([str(tmp_path / "other"), *flags, "--cells", "main", "--switch", "3"])
+    (tmp_path / "other" / "claims.json").write_bytes((out / "claims.json").read_bytes())  # switch 4's cells
+    again = study.main([str(tmp_path / "other"), *flags, "--cells", "main", "--switch", "3"])
+    assert list(again["cells"]) == ["main"] and again["cells"]["main"]["claims"] == other["cells"]["main"]["claims"]
+    assert "measured at another setting, steps or switch: its cells are not kept" in capsys.readouterr().out
+    (out / "claims.json").write_text("[]")
+    with pytest.raises(SystemExit) as stop:
+        study.main([str(out), *flags, "--cells", "width"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and "is not a thesis study's claims" in err[0]
+
+
 def test_the_barrier_rebuilds_the_transformer_it_interpolates(tmp_path, study):
     """The barrier's ends are the two runs' final weights on the curriculum's p = 4 data: its loss there is the
     curriculum's own logged final training loss, so the standard transformer is rebuilt as trained."""

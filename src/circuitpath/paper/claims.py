@@ -95,6 +95,14 @@ class Claim:
                 "per_seed": {str(s): {"value": self.values[s], "holds": self.holds[s], "shown": self.shown[s]}
                              for s in sorted(self.values)}}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Claim":
+        """The claim `to_dict` wrote (its counts, rate and verdict follow from the per-seed values)."""
+        claim = cls(data["key"], data["figure"], data["paper"], data["test"])
+        for seed, row in data["per_seed"].items():
+            claim.add(int(seed), row["value"], row["holds"], row["shown"])
+        return claim
+
 
 Runs = dict[int, Run]  # seed -> run
 
