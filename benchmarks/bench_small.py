@@ -39,7 +39,7 @@ def configs(seeds: int, updates: int) -> list[RunConfig]:
 
 def seconds(seeds: int, updates: int, workers: int, use_fused: bool = True) -> float:
     with tempfile.TemporaryDirectory() as out, mock.patch.object(fused, "takes_fused_path",
-                                                                 lambda cfg, device: use_fused):
+                                                                 lambda cfg, device, train=None: use_fused):
         start = time.perf_counter()
         train_many(configs(seeds, updates), [f"{out}/{s}" for s in range(seeds)], progress=False, workers=workers)
         return time.perf_counter() - start
