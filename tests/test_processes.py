@@ -70,3 +70,55 @@ def test_resume_in_processes_reaches_the_uninterrupted_bytes_and_reports_errors(
     assert [_files(run, "checkpoints") for run in done] == final
     assert all(run.status == "completed" and run.info["resumed_from"] == 20 for run in done)
     assert load_run(broken).status == "interrupted"
+
+
+PARENT = """
+import sys
+from circuitpath import ModelConfig, RunConfig, TaskConfig, TrainConfig
+from circuitpath.config import parse_phases
+from circuitpath.training import processes
+from circuitpath.training.train import train_many
+processes.MIN_WORK = 0
+configs = [RunConfig(task=TaskConfig(n_ctx=6, k=3, n_train=40, n_test=50, seed=s),
+                     model=ModelConfig(d_model=8, n_tokens=4, n_ctx=6, seed=s),
+                     train=TrainConfig(phases=parse_phases("2:1000000:1e-2"), checkpoint_every=200,
+                                       dense_checkpoints=0))
+           for s in range(2)]
+train_many(configs, sys.argv[1:], progress=False, workers=2)
+"""
+
+
+def test_workers_stop_with_everything_saved_when_their_parent_is_killed(tmp_path):
+    """SIGKILL on the parent (no handler runs there) ends its workers' stdin: they stop as at Ctrl-C, status
+    interrupted and the lock released, instead of training on for hours unwatched."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from circuitpath.runs.storage import RunLock
+
+    paths = [tmp_path / f"r{s}" for s in range(2)]
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, *map(str, paths)])
+    try:
+        deadline = time.monotonic() + 120
+        while not all((p / "run.json").is_file() and RunLock(p).is_held()
+                      and max(saved_steps(p / STATE_DIR), default=0) > 0 for p in paths):  # the workers train
+            assert parent.poll() is None and time.monotonic() < deadline, "the workers never started training"
+            time.sleep(0.2)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 60
+    try:
+        while any(RunLock(p).is_held() for p in paths):
+            assert time.monotonic() < deadline, "a worker kept training after its parent was killed"
+            time.sleep(0.2)
+    finally:  # a worker that did not stop would train for hours: its pid is in the lock it holds
+        for path in paths:
+            if RunLock(path).is_held():
+                os.kill(int((path / RunLock.FILE).read_text().split()[-1]), signal.SIGKILL)
+    for path in paths:
+        run = load_run(path)
+        assert run.status == "interrupted" and 0 < max(saved_steps(path / STATE_DIR)) < 1000000

@@ -56,7 +56,8 @@ def train_in_processes(groups: list[list[Path]], processes: int, *, progress: bo
     order = {"shares": None, "note_resume": note_resume, "allow_other_platform": allow_other_platform}
     children = [subprocess.Popen([sys.executable, "-m", "circuitpath.training.worker",
                                   json.dumps({**order, "shares": [p for p in share if p]})],
-                                 stdout=subprocess.PIPE, text=True) for share in shares]
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # stdin: see worker.py
+                for share in shares]
     with _ctrl_c_to(children):
         _watch(children, groups, progress)
         outcomes = [_outcome(child) for child in children]
