@@ -184,6 +184,14 @@ def check_existing(out: Path, cell: Cell, spec: dict) -> None:
         raise InputError(f"{where} exists and is not a sweep; use another OUT or remove it")
 
 
+def to_train(out: Path, cell: Cell) -> int:
+    """How many of the cell's runs (both arms, its seeds) have not completed: the study's progress across sittings."""
+    where = out / cell.name
+    if not (where / SWEEP_JSON).is_file():
+        return 2 * len(cell.seeds)
+    return sum(map(len, pending_runs(where, load_spec(where) | {"seeds": list(cell.seeds)}).values()))
+
+
 def run_cell(out: Path, cell: Cell, steps: int, switch: int) -> None:
     """Train the cell's sweep, or finish it when it was interrupted, or add the seeds it lacks (a run's bytes do not
     depend on its batch-mates, so seeds added later train as they would have in the first sweep)."""
@@ -360,9 +368,10 @@ def plan(args: argparse.Namespace) -> Plan:
     arms = schedules(setting, steps, switch)
     head = [f"setting: {setting.shape} {setting.name} ({asdict(setting)}), from {source}",
             f"arms: {steps} steps each; scratch {arms['scratch']}; curriculum {arms['curriculum']}",
-            f"switch S = {switch}: {rule}"] + [f"cell {cell.describe()}" for cell in cells]
+            f"switch S = {switch}: {rule}"]
     for cell in cells:
         check_existing(args.out, cell, cell_spec(cell, steps, switch))
+        head.append(f"cell {cell.describe()} ({to_train(args.out, cell)} of {2 * len(cell.seeds)} runs to train)")
     kept, said = kept_cells(args.out, setting, steps, switch, cells)
     result = Plan(setting, head + said, cells, steps, switch, kept=kept)
     if args.switch_curve:

@@ -102,7 +102,9 @@ def test_a_cell_grows_by_the_seeds_it_lacks_and_they_train_as_in_one_sweep(tmp_p
     grown, whole = tmp_path / "grown", tmp_path / "whole"
     study.main([str(grown), *flags, "--seeds", "0-1"])
     kept = {p: p.read_bytes() for p in (grown / "main").rglob("seed_[01]/**/*") if p.is_file()}
+    capsys.readouterr()
     record = study.main([str(grown), *flags, "--seeds", "0-2"])
+    assert "seeds [0, 1, 2] (2 of 6 runs to train)" in capsys.readouterr().out  # the progress across sittings
     assert kept and {p: p.read_bytes() for p in kept} == kept  # seeds 0 and 1 were not trained again
     assert all(c["n"] == 3 for c in record["cells"]["main"]["claims"])
     study.main([str(whole), *flags, "--seeds", "0-2"])
