@@ -133,7 +133,23 @@ def test_the_pinning_takes_effect_after_import_torch_and_in_child_processes():
                       "print(torch.backends.cpu.get_cpu_capability(), pinning.mkl_branch(), pinning.running())\n"
                       f"subprocess.run([sys.executable, '-c', {child!r}])")
     assert done.returncode == 0 and done.stderr == "", done.stderr
-    assert done.stdout.split() == ["AVX2", "2", "avx2", "AVX2"]  # MKL: a named branch (2) is set
+    branch = pinning.mkl_branch_expected("AVX2", pinning.cpu_vendor())  # 10 on an Intel CPU, 2 (AUTO) elsewhere
+    assert done.stdout.split() == ["AVX2", str(branch), "avx2", "AVX2"]
+
+
+def test_mkl_runs_its_avx2_branch_on_intel_and_auto_elsewhere_and_the_check_accepts_either(monkeypatch):
+    """mkl_service.h: 1 no branch, 2 AUTO, 3 COMPATIBLE, 10 AVX2; MKL documents only AUTO and COMPATIBLE on
+    non-Intel CPUs. A pin after `import torch` is checked against the branch this vendor runs."""
+    expected = pinning.mkl_branch_expected
+    assert [expected(v, "GenuineIntel") for v in (None, "AVX2", "COMPATIBLE")] == [1, 10, 3]
+    assert [expected(v, "AuthenticAMD") for v in (None, "AVX2", "COMPATIBLE")] == [1, 2, 3]
+    monkeypatch.setenv("MKL_CBWR", "AVX2")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    for vendor, branch, took in (("GenuineIntel", 10, True), ("GenuineIntel", 2, False), ("AuthenticAMD", 2, True),
+                                 ("AuthenticAMD", 1, False)):
+        monkeypatch.setattr(pinning, "cpu_vendor", lambda: vendor)
+        monkeypatch.setattr(pinning, "mkl_branch", lambda: branch)
+        assert pinning._took_effect({"MKL_CBWR": "AVX2"}) is took, (vendor, branch)
 
 
 def test_a_pinning_that_cannot_take_effect_is_said_in_one_line_and_not_passed_on():

@@ -5,13 +5,17 @@ CPU offers: MKL (matrix products) dispatches AVX-512 code on Intel and AVX2 code
 vectorised kernels run the CPU's best of avx512 / avx2 / default. Each rounds in its own way, so the
 same run gave other claims on an Intel Xeon than on an AMD EPYC. A pinning fixes both:
 
-- ``avx2`` (the default): MKL_CBWR=AVX2 (MKL's conditional numerical reproducibility branch for AVX2)
-  and ATEN_CPU_CAPABILITY=avx2. The same binary code on every x86-64 CPU with AVX2 and FMA, Intel or AMD.
-  On an AMD EPYC (Zen 4) it gives the weights native gives for the paper model (MKL runs AVX2 there
-  anyway); losses evaluated by ATen's kernels differ in their last bits from native's.
+- ``avx2`` (the default): MKL_CBWR=AVX2 (MKL's conditional numerical reproducibility, CNR) and
+  ATEN_CPU_CAPABILITY=avx2 (ATen's AVX2 kernels, the same binary code on any CPU with AVX2 and FMA).
+  MKL runs its AVX2 branch on Intel CPUs only: on other vendors it offers AUTO and COMPATIBLE alone,
+  and MKL_CBWR=AVX2 runs AUTO (its usual dispatch, which takes AVX2 code on an AMD EPYC, with fixed
+  cache sizes and deterministic reductions); the branch read back says which. That Intel's AVX2 branch
+  and AUTO on AMD round alike is therefore measured where it is measured (the reference digests, on AMD)
+  and nowhere documented. On an AMD EPYC (Zen 4) it gives the weights native gives for the paper model;
+  losses evaluated by ATen's kernels differ in their last bits from native's.
 - ``native``: nothing set; each library takes this CPU's best (fastest, not portable).
 - ``compatible``: MKL_CBWR=COMPATIBLE and ATEN_CPU_CAPABILITY=default: the plainest code each library
-  has, for any x86-64 CPU (slowest).
+  has, for any x86-64 CPU (slowest). COMPATIBLE is the one named MKL branch documented on every vendor.
 
 oneDNN, which torch calls for GELU, is capped under ``avx2`` at its AVX-512 core kernels
 (ONEDNN_MAX_CPU_ISA=AVX512_CORE): on an AMD EPYC its avx512_core and avx512_core_bf16 kernels gave the
@@ -25,9 +29,9 @@ When each library reads its variable, measured on torch 2.13.0+cpu: not when tor
 first use, MKL at its first call and ATen at its first dispatched kernel (or `get_cpu_capability`).
 So setting them after ``import torch`` works as long as no tensor arithmetic has run yet; `pin`
 checks afterwards. ATen's kernel set is read back with `torch.backends.cpu.get_cpu_capability()`.
-MKL's branch is read back only partly: torch exports MKL's internal `mkl_serv_cbwr_get`, which tells
-"no branch set" (1), "a named branch set" (2, the same for AVX2 and AVX512) and COMPATIBLE (3), so a
-branch that did not take effect is seen, but which named branch took effect is not.
+MKL's branch is read back with MKL's internal `mkl_serv_cbwr_get`, which torch exports; its answers are
+mkl_service.h's MKL_CBWR_* values: 1 no branch, 2 AUTO, 3 COMPATIBLE, 10 AVX2. Under MKL_CBWR=AVX2 an Intel
+CPU answers 10 and any other 2 (`mkl_branch_expected`).
 
 The shell's variables win: if the user set one of a pinning's variables to another value, none is set
 and one line says what runs. An ATEN_CPU_CAPABILITY that torch does not take (it would ignore it) is
@@ -59,8 +63,8 @@ VARIABLES = ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 NEEDS = {"avx2": ("avx2", "fma"), "native": (), "compatible": ()}
 #: The ATEN_CPU_CAPABILITY values torch takes on x86-64 (others it ignores).
 ATEN_VALUES = ("default", "avx2", "avx512")
-#: mkl_serv_cbwr_get's answer for each MKL_CBWR a pinning sets (None: unset).
-MKL_CODES = {None: 1, "AVX2": 2, "COMPATIBLE": 3}
+#: mkl_serv_cbwr_get's answers (MKL_CBWR_* in mkl_service.h).
+MKL_BRANCH_OFF, MKL_AUTO, MKL_COMPATIBLE, MKL_AVX2 = 1, 2, 3, 10
 
 _set_by_us: dict[str, str] = {}
 _replaced: dict[str, str] = {}
@@ -85,6 +89,26 @@ def cpu_flags() -> set[str] | None:
         return None
     line = next((line for line in text.splitlines() if line.startswith("flags")), "")
     return set(line.partition(":")[2].split())
+
+
+def cpu_vendor() -> str | None:
+    """This CPU's vendor_id from /proc/cpuinfo ("GenuineIntel", "AuthenticAMD", ...; None where unreadable)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    line = next((line for line in text.splitlines() if line.startswith("vendor_id")), "")
+    return line.partition(":")[2].strip() or None
+
+
+def mkl_branch_expected(cbwr: str | None, vendor: str | None) -> int:
+    """The branch MKL runs under MKL_CBWR=`cbwr` on a CPU of `vendor`: a named ISA branch on Intel CPUs
+    only; elsewhere MKL supports AUTO and COMPATIBLE alone and runs AUTO for any other name."""
+    if cbwr is None:
+        return MKL_BRANCH_OFF
+    if cbwr == "COMPATIBLE":
+        return MKL_COMPATIBLE
+    return MKL_AVX2 if vendor == "GenuineIntel" else MKL_AUTO
 
 
 def check_cpu(name: str, flags: set[str] | None) -> None:
@@ -197,7 +221,7 @@ def asked_capability() -> str | None:
 
 
 def mkl_branch() -> int | None:
-    """MKL's conditional-reproducibility state (1 none, 2 a named branch, 3 COMPATIBLE); None if unreadable."""
+    """MKL's conditional-reproducibility branch (1 none, 2 AUTO, 3 COMPATIBLE, 10 AVX2); None if unreadable."""
     import ctypes
 
     import torch
@@ -219,7 +243,7 @@ def _took_effect(wanted: dict[str, str]) -> bool:
     if aten is not None and torch.backends.cpu.get_cpu_capability().lower() != aten:
         return False
     branch = mkl_branch()
-    return branch is None or branch == MKL_CODES.get(os.environ.get("MKL_CBWR"), branch)
+    return branch is None or branch == mkl_branch_expected(os.environ.get("MKL_CBWR"), cpu_vendor())
 
 
 def _replace_ignored_capability(wanted: dict[str, str]) -> None:
