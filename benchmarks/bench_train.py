@@ -12,8 +12,9 @@ as `train` sets it (common.py), for every candidate.
   threads with one run to a chunk, and as before (threads, chunks of 4 runs). Includes ~4 s of
   process start; ms per run-step = wall / (8 x steps).
 - Kernel pinnings side by side (`circuitpath.pinning`): the lone run's step and the group of 8's
-  run-step under the default pinning (avx2) and native, each in a fresh process of its own (the
-  pinning is set before torch's first kernel), one after the other; the ratio is pinned / native.
+  run-step under every pinning (native, the default avx2, compatible), each in a fresh process of its
+  own (the pinning is set before torch's first kernel), one after the other; the ratio is pinned /
+  native. `--pinnings-only` times these alone.
 """
 
 # %%
@@ -119,16 +120,16 @@ def pinned_timings(pinning_name: str, group_steps: int, rounds: int) -> dict:
 def pinning_rows(group_steps: int, rounds: int) -> list[tuple[str, ...]]:
     """Each pinning in a fresh process (its variables must be set before torch loads); pinned / native."""
     timings = {}
-    for name in ("native", pinning.DEFAULT):
+    for name in ("native", *(n for n in pinning.PINNINGS if n != "native")):
         env = {k: v for k, v in os.environ.items() if k not in pinning.VARIABLES} | {pinning.ENV: name}
         done = subprocess.run([sys.executable, __file__, "--group-steps", str(group_steps), "--rounds", str(rounds),
                                "--timings-under", name], env=env, capture_output=True, text=True, check=True)
         timings[name] = json.loads(done.stdout.strip().splitlines()[-1])
-    native, pinned = timings["native"], timings[pinning.DEFAULT]
-    rows = []
-    for key, what in (("lone", "lone run's step"), ("group", "group of 8, a run-step")):
-        rows.append((f"{what}: {pinned['pinning']} ({pinned['capability']}) / native ({native['capability']})",
-                     f"{pinned[key] * 1e3:.2f} / {native[key] * 1e3:.2f}", f"{pinned[key] / native[key]:.2f}"))
+    native, rows = timings.pop("native"), []
+    for pinned in timings.values():
+        for key, what in (("lone", "lone run's step"), ("group", "group of 8, a run-step")):
+            rows.append((f"{what}: {pinned['pinning']} ({pinned['capability']}) / native ({native['capability']})",
+                         f"{pinned[key] * 1e3:.2f} / {native[key] * 1e3:.2f}", f"{pinned[key] / native[key]:.2f}"))
     return rows
 
 
@@ -136,12 +137,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--group-steps", type=int, default=1000, help="steps of each group run (default 1000)")
     parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds of each one-step timing (default 20)")
+    parser.add_argument("--pinnings-only", action="store_true", help="time the kernel pinnings only")
     parser.add_argument("--timings-under", choices=sorted(pinning.PINNINGS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.group_steps < 1 or args.rounds < 1:
         parser.error(f"--group-steps and --rounds must be >= 1, got {args.group_steps} and {args.rounds}")
     if args.timings_under:  # a child of pinning_rows
         print(json.dumps(pinned_timings(args.timings_under, args.group_steps, args.rounds)))
+        return
+    if args.pinnings_only:
+        print(table(pinning_rows(args.group_steps, args.rounds), ("pinned vs native", "ms per run-step", "ratio")))
         return
     split = make_split(TaskConfig(), 4)
     reference_name = "reference (plain PyTorch + torch.optim.Adam)"
