@@ -122,3 +122,24 @@ def test_workers_stop_with_everything_saved_when_their_parent_is_killed(tmp_path
     for path in paths:
         run = load_run(path)
         assert run.status == "interrupted" and 0 < max(saved_steps(path / STATE_DIR)) < 1000000
+
+
+def test_a_worker_not_told_to_watch_its_stdin_trains_with_stdin_at_its_end(tmp_path):
+    """A parent of an earlier version starts workers with its own stdin (at the end, /dev/null, for a job left
+    running): such a worker must train, not take the end of stdin for its parent's."""
+    import subprocess
+    import sys
+
+    from conftest import tiny_config
+    from circuitpath.data import make_split
+    from circuitpath.runs import RunWriter
+
+    config = tiny_config("2:20:1e-2", checkpoint_every=10, dense_checkpoints=0)
+    path = tmp_path / "r"
+    splits = [make_split(config.task, phase.p, phase.k) for phase in config.train.phases]
+    RunWriter.create(path, config, splits).close()
+    order = {"shares": [[str(path)]], "note_resume": False, "allow_other_platform": False}
+    done = subprocess.run([sys.executable, "-m", "circuitpath.training.worker", json.dumps(order)],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and json.loads(done.stdout.strip().splitlines()[-1]) == {"ended": "done"}, done.stderr
+    assert load_run(path).status == "completed"

@@ -53,10 +53,11 @@ def train_in_processes(groups: list[list[Path]], processes: int, *, progress: bo
     threads, its __main__) is copied or imported again.
     """
     shares = [[[str(p) for p in paths[k::processes]] for paths in groups] for k in range(processes)]
-    order = {"shares": None, "note_resume": note_resume, "allow_other_platform": allow_other_platform}
+    order = {"shares": None, "note_resume": note_resume, "allow_other_platform": allow_other_platform,
+             "watch_stdin": True}  # the pipe below: see worker.py
     children = [subprocess.Popen([sys.executable, "-m", "circuitpath.training.worker",
                                   json.dumps({**order, "shares": [p for p in share if p]})],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # stdin: see worker.py
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                 for share in shares]
     with _ctrl_c_to(children):
         _watch(children, groups, progress)

@@ -32,7 +32,8 @@ def _stop_when_the_parent_ends() -> None:
 def _main() -> None:
     """In a worker process: resume each group's share in turn; print how it ended as one JSON line."""
     order = json.loads(sys.argv[1])
-    _stop_when_the_parent_ends()
+    if order.get("watch_stdin"):  # a parent of another version may leave stdin at its own (at its end: /dev/null)
+        _stop_when_the_parent_ends()
     try:
         for paths in order["shares"]:
             resume_groups([paths], progress=False, note_resume=order["note_resume"], workers=1,
