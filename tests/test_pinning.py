@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,17 +14,20 @@ from circuitpath.cli import main
 from circuitpath.errors import ConfigError
 from test_platform import interrupted_copy
 
-#: The reference's four commands and their digests under MKL_CBWR=AVX2 ATEN_CPU_CAPABILITY=avx2 (its
-#: mkl_avx2+aten_avx2 row), measured on an AMD EPYC (Zen 4) with torch 2.13.0+cpu at commit 86615a3:
-#: /work/shared/reference/digests-amd-epyc.txt. Natively, on an AVX-512 CPU, the metrics differ.
+#: The reference's four commands and their digests under MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default (its
+#: mkl_compatible+aten_default row), measured on an AMD EPYC (Zen 4) with torch 2.13.0+cpu at commit 86615a3:
+#: /work/shared/reference/digests-amd-epyc.txt. Natively, or under avx2, every one differs.
 REFERENCE = {
-    "paper_d32_fullbatch": (["--phases", "4:300:1e-2", "--seed", "5"], "2ac4b45b808e4d34", "2a1ee97f6ab39605"),
+    "paper_d32_fullbatch": (["--phases", "4:300:1e-2", "--seed", "5"], "3d257ec73c123e0e", "c298688f09ce1042"),
     "paper_d32_minibatch": (["--phases", "4:300:1e-3:32", "--n-ctx", "8", "--seed", "3"],
-                            "a7dc9442b4ef7df6", "9056001e6afd44ea"),
-    "paper_d2_fused": (["--preset", "vis_p2", "--steps", "3000", "--seed", "2"], "a432aaab26c532ae", "e6ffc514e3c0513c"),
+                            "6566cca1281306e0", "c49dd86ff1047de6"),
+    "paper_d2_fused": (["--preset", "vis_p2", "--steps", "3000", "--seed", "2"], "db02dc1ecfc2a072", "bd8ebd12dc36ca0c"),
     "transformer_2l4h": (["--model", "transformer", "--n-layers", "2", "--n-heads", "4", "--phases", "4:200:1e-3:32",
-                          "--seed", "1"], "8bef973b394571a3", "da6faf14b6b8eb29"),
+                          "--seed", "1"], "42a37a80e96f86ff", "bfffdd4aeda31f8b"),
 }
+#: With this C function preloaded, MKL takes any CPU for an Intel one and runs the branch MKL_CBWR names
+#: (on an AMD CPU it otherwise runs AUTO for every name but COMPATIBLE): the arithmetic an Intel CPU runs.
+AS_INTEL = "int mkl_serv_intel_cpu_true(void) { return 1; }\n"
 
 #: The four runs in one fresh interpreter, each as `circuitpath train ARGS --out DIR`, then the digests:
 #: 'weights' = sha256 over each tensor's name and raw bytes (sorted by name) of the last checkpoint,
@@ -55,16 +59,37 @@ def clean_env(**extra) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in pinning.VARIABLES} | extra
 
 
-@pytest.mark.skipif("avx2" not in (pinning.cpu_flags() or ()), reason="the reference digests need an AVX2 CPU")
-def test_the_default_pinning_gives_the_reference_digests(tmp_path):
+def digests_of_the_four_runs(out, **env) -> dict:
     commands = {name: args for name, (args, _, _) in REFERENCE.items()}
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), json.dumps(commands)], env=clean_env(),
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(out), json.dumps(commands)], env=clean_env(**env),
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    digests = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+EXPECTED = {name: [weights, metrics] for name, (_, weights, metrics) in REFERENCE.items()}
+
+
+def test_the_default_pinning_gives_the_reference_digests(tmp_path):
+    digests = digests_of_the_four_runs(tmp_path, CIRCUITPATH_PINNING=pinning.DEFAULT)
     ran = digests.pop("capability")
-    expected = {name: [weights, metrics] for name, (_, weights, metrics) in REFERENCE.items()}
-    assert digests == expected, f"ATen {ran}, pinning {os.environ.get(pinning.ENV)}"
+    assert digests == EXPECTED, f"ATen {ran}, pinning {pinning.DEFAULT}"
+
+
+@pytest.mark.skipif(sys.platform != "linux" or shutil.which("cc") is None, reason="needs Linux and a C compiler")
+def test_the_default_pinning_gives_them_on_intel_too(tmp_path):
+    """MKL picks its code by vendor: run it as on an Intel CPU (on an Intel CPU this changes nothing) and
+    the default pinning must still give the reference's bytes, measured on an AMD EPYC."""
+    (tmp_path / "as_intel.c").write_text(AS_INTEL)
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(tmp_path / "as_intel.so"), str(tmp_path / "as_intel.c")],
+                   check=True)
+    probe = run_python("import circuitpath, torch\nfrom circuitpath import pinning\n(torch.ones(4, 4) @ torch.ones(4, 4)).sum()\n"
+                       "print(pinning.mkl_branch())", CIRCUITPATH_PINNING="avx2", LD_PRELOAD=str(tmp_path / "as_intel.so"))
+    assert probe.stdout.split() == ["10"], probe.stderr  # MKL now runs its AVX2 branch, as on an Intel CPU
+    digests = digests_of_the_four_runs(tmp_path / "runs", CIRCUITPATH_PINNING=pinning.DEFAULT,
+                                       LD_PRELOAD=str(tmp_path / "as_intel.so"))
+    digests.pop("capability")
+    assert digests == EXPECTED
 
 
 def test_an_unknown_pinning_is_refused_in_one_line_and_nothing_is_written(tmp_path, capsys):
@@ -90,10 +115,10 @@ def test_a_pinning_the_cpu_cannot_run_is_refused_naming_both(tmp_path, capsys, m
     assert "this CPU has no AVX2" in lines[0] and not (tmp_path / "x").exists()
 
 
-def test_the_default_falls_back_to_native_on_a_cpu_without_avx2_but_an_ask_does_not(monkeypatch):
+def test_the_default_runs_on_any_cpu_and_avx2_asked_for_on_one_without_it_is_refused(monkeypatch):
     monkeypatch.delenv(pinning.ENV, raising=False)
-    assert pinning.resolve(None, {"sse2"}) == "native" and pinning.resolve(None, None) == "native"
-    assert pinning.resolve(None, {"avx2", "fma"}) == "avx2"
+    assert pinning.resolve(None, {"sse2"}) == pinning.resolve(None, None) == "compatible" == pinning.DEFAULT
+    assert pinning.resolve("avx2", {"avx2", "fma"}) == "avx2"
     assert pinning.resolve("compatible", {"sse2"}) == "compatible"
     with pytest.raises(ConfigError, match="flags that could not be read"):
         pinning.resolve("avx2", None)
@@ -108,7 +133,7 @@ def test_run_json_records_the_pinning_and_show_names_it(trained_run, capsys):
     assert f"\npinning: {pinning.running()}\n" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("recorded", ["compatible", None], ids=["compatible", "none"])
+@pytest.mark.parametrize("recorded", ["avx2", None], ids=["avx2", "none"])
 def test_resume_under_another_pinning_is_refused_in_one_line_and_changes_nothing(tmp_path, recorded, capsys):
     run = interrupted_copy(tmp_path, pinning=recorded)  # None: no key, as runs written before it was recorded
     before = {f: f.read_bytes() for f in sorted(run.path.rglob("*")) if f.is_file() and f.name != ".lock"}
@@ -126,15 +151,18 @@ def run_python(code: str, **env) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-@pytest.mark.skipif("avx2" not in (pinning.cpu_flags() or ()), reason="needs an AVX2 CPU")
-def test_the_pinning_takes_effect_after_import_torch_and_in_child_processes():
+@pytest.mark.parametrize("name", ["avx2", "compatible"])
+def test_the_pinning_takes_effect_after_import_torch_and_in_child_processes(name):
+    if name == "avx2" and "avx2" not in (pinning.cpu_flags() or ()):
+        pytest.skip("avx2 needs an AVX2 CPU")
     child = "import torch; print(torch.backends.cpu.get_cpu_capability())"
     done = run_python("import torch, subprocess, sys\nimport circuitpath\nfrom circuitpath import pinning\n"
                       "print(torch.backends.cpu.get_cpu_capability(), pinning.mkl_branch(), pinning.running())\n"
-                      f"subprocess.run([sys.executable, '-c', {child!r}])")
+                      f"subprocess.run([sys.executable, '-c', {child!r}])", CIRCUITPATH_PINNING=name)
     assert done.returncode == 0 and done.stderr == "", done.stderr
-    branch = pinning.mkl_branch_expected("AVX2", pinning.cpu_vendor())  # 10 on an Intel CPU, 2 (AUTO) elsewhere
-    assert done.stdout.split() == ["AVX2", str(branch), "avx2", "AVX2"]
+    cbwr, aten = pinning.PINNINGS[name]["MKL_CBWR"], pinning.PINNINGS[name]["ATEN_CPU_CAPABILITY"].upper()
+    branch = pinning.mkl_branch_expected(cbwr, pinning.cpu_vendor())  # AVX2: 10 on an Intel CPU, 2 (AUTO) elsewhere
+    assert done.stdout.split() == [aten, str(branch), name, aten]
 
 
 def test_mkl_runs_its_avx2_branch_on_intel_and_auto_elsewhere_and_the_check_accepts_either(monkeypatch):

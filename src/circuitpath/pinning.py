@@ -5,25 +5,26 @@ CPU offers: MKL (matrix products) dispatches AVX-512 code on Intel and AVX2 code
 vectorised kernels run the CPU's best of avx512 / avx2 / default. Each rounds in its own way, so the
 same run gave other claims on an Intel Xeon than on an AMD EPYC. A pinning fixes both:
 
-- ``avx2`` (the default): MKL_CBWR=AVX2 (MKL's conditional numerical reproducibility, CNR) and
-  ATEN_CPU_CAPABILITY=avx2 (ATen's AVX2 kernels, the same binary code on any CPU with AVX2 and FMA).
-  MKL runs its AVX2 branch on Intel CPUs only: on other vendors it offers AUTO and COMPATIBLE alone,
-  and MKL_CBWR=AVX2 runs AUTO (its usual dispatch, which takes AVX2 code on an AMD EPYC, with fixed
-  cache sizes and deterministic reductions); the branch read back says which. That Intel's AVX2 branch
-  and AUTO on AMD round alike is therefore measured where it is measured (the reference digests, on AMD)
-  and nowhere documented. On an AMD EPYC (Zen 4) it gives the weights native gives for the paper model;
-  losses evaluated by ATen's kernels differ in their last bits from native's.
+- ``compatible`` (the default): MKL_CBWR=COMPATIBLE (MKL's conditional numerical reproducibility, CNR,
+  on its SSE2 code without approximate reciprocals) and ATEN_CPU_CAPABILITY=default (ATen's plain
+  kernels). COMPATIBLE is the one named MKL branch documented on every vendor, and ATen's plain kernels
+  are the same binary code everywhere. Measured: the reference digests of an AMD EPYC's compatible row,
+  also with MKL taking this AMD CPU for an Intel one (`tests/test_pinning.py`). About twice as slow as
+  ``avx2`` for the paper's d = 32 steps (`benchmarks/bench_train.py --pinnings-only`).
+- ``avx2``: MKL_CBWR=AVX2 and ATEN_CPU_CAPABILITY=avx2 (ATen's AVX2 kernels). MKL runs its AVX2 branch on
+  Intel CPUs only; on other vendors it offers AUTO and COMPATIBLE alone, and MKL_CBWR=AVX2 runs AUTO (its
+  usual dispatch, AVX2 code on an AMD EPYC, with fixed cache sizes and deterministic reductions); the
+  branch read back says which. The two round differently: with MKL taking this AMD CPU for an Intel one
+  (so running the AVX2 branch), three of the reference's four runs gave other bytes. So ``avx2`` gives
+  the same bytes on AMD CPUs with AVX-512 (measured on two EPYC generations) and other bytes on Intel's.
 - ``native``: nothing set; each library takes this CPU's best (fastest, not portable).
-- ``compatible``: MKL_CBWR=COMPATIBLE and ATEN_CPU_CAPABILITY=default: the plainest code each library
-  has, for any x86-64 CPU (slowest). COMPATIBLE is the one named MKL branch documented on every vendor.
 
-oneDNN, which torch calls for GELU, is capped under ``avx2`` at its AVX-512 core kernels
-(ONEDNN_MAX_CPU_ISA=AVX512_CORE): on an AMD EPYC its avx512_core and avx512_core_bf16 kernels gave the
-same bytes as each other (the reference digests either way), and the cap keeps a CPU with newer
-extensions (AMX on a recent Xeon) on that same code. Its AVX2 kernel gives other bytes, so a CPU
-without AVX-512 differs in GELU even under ``avx2``; capping oneDNN at AVX2 would make every AVX2 CPU
-agree, at the price of other bytes than those measured on the reference machine. ``compatible``
-leaves oneDNN to choose.
+oneDNN, which torch calls for GELU, is capped under ``compatible`` and ``avx2`` at its AVX-512 core
+kernels (ONEDNN_MAX_CPU_ISA=AVX512_CORE): on an AMD EPYC its avx512_core and avx512_core_bf16 kernels gave
+the same bytes as each other, and the cap keeps a CPU with newer extensions (AMX on a recent Xeon) on that
+same code. Its AVX2 kernel gives other bytes, so a CPU without AVX-512 differs in GELU; capping oneDNN at
+AVX2 would make every AVX2 CPU agree, at the price of other bytes than those measured on the reference
+machine.
 
 When each library reads its variable, measured on torch 2.13.0+cpu: not when torch is imported, but on
 first use, MKL at its first call and ATen at its first dispatched kernel (or `get_cpu_capability`).
@@ -49,14 +50,14 @@ from circuitpath.errors import ConfigError
 #: The environment variable naming the pinning (read when circuitpath is imported).
 ENV = "CIRCUITPATH_PINNING"
 #: The pinning used when none is named.
-DEFAULT = "avx2"
+DEFAULT = "compatible"
 #: run.json key holding the pinning a run was written under (a run without it was written natively).
 KEY = "pinning"
 #: What each pinning sets; the variables any of them sets are the ones that say which kernels run.
 PINNINGS: dict[str, dict[str, str]] = {
     "avx2": {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
     "native": {},
-    "compatible": {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default"},
+    "compatible": {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
 }
 VARIABLES = ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 #: The CPU flags (/proc/cpuinfo) a pinning needs.
