@@ -40,7 +40,11 @@ def test_runs_trained_in_processes_are_the_bytes_of_runs_trained_here(tmp_path, 
     configs = [tiny_config("2:20:1e-2,4:20:1e-2:8", seed=s) for s in range(3)]
     here = train_many(configs, [tmp_path / f"here{s}" for s in range(3)], progress=False, workers=2)
     monkeypatch.setattr(processes, "MIN_WORK", 0)
+    ended = []  # each worker's exit status: 0, not an abort at interpreter shutdown
+    wait = processes._outcome
+    monkeypatch.setattr(processes, "_outcome", lambda child: (wait(child), ended.append(child.returncode))[0])
     away = train_many(configs, [tmp_path / f"away{s}" for s in range(3)], progress=False, workers=2)
+    assert ended == [0, 0]
     for a, b in zip(here, away):
         assert b.status == "completed" and "resumed_from" not in b.info
         assert a.metrics == b.metrics

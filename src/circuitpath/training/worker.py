@@ -23,7 +23,10 @@ from circuitpath.training.train import resume_groups
 def _stop_when_the_parent_ends() -> None:
     """Send this process Ctrl-C when its stdin ends: the parent, which holds it open, has ended."""
     def watch() -> None:
-        sys.stdin.buffer.read()  # the parent never writes: this returns at the end only
+        # the parent never writes: the read returns at the end only. os.read, not sys.stdin: a daemon thread
+        # blocked inside sys.stdin's buffer holds its lock, and the interpreter aborts at exit taking it
+        while os.read(sys.stdin.fileno(), 4096):
+            pass
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
