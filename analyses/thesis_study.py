@@ -22,6 +22,8 @@ Run: `python analyses/thesis_study.py [OUT] [--pilot PILOT.json] [--cells main,w
 runs/thesis_study). Quick tour: `--seeds 0-1 --steps 40 --other-seeds none --random-seeds none`.
 Resumable: run the command again to finish an interrupted study, or with more seeds to extend a cell
 (`--seeds 0-31` after `--seeds 0-7` trains only seeds 8-31). Writes OUT/claims.json and OUT/study.html.
+A study continues under the kernel pinning its runs recorded (runs/thesis_study: `CIRCUITPATH_PINNING=avx2`,
+the default when it began); another is refused in one line.
 """
 
 # %%
