@@ -408,7 +408,8 @@ def report(out: Path, todo: Plan, results: dict, curve: SwitchResult | None, wal
               "switch_curve": curve.to_dict() if curve is not None else None}
     write_json(out / CLAIMS_JSON, record)
     walls = [f"{name} {cell_wall:.0f} s" for name, (*_, cell_wall) in results.items() if cell_wall is not None]
-    page = write_page(out, todo.head + [f"training and claims took, per cell, on the machine that ran it: {', '.join(walls)}"],
+    page = write_page(out, todo.head + [f"the last command that trained each cell took, training and claims, on the machine that ran it (a cell "
+                                      f"trained across commands took longer in all): {', '.join(walls)}"],
                       results, curve)
     print(f"written: {out / CLAIMS_JSON}, {page}")
     return record
