@@ -1,14 +1,21 @@
 """Groups trained across worker processes give the same bytes as in this process."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
 from circuitpath import ModelConfig, RunConfig, TaskConfig, TrainConfig
 from circuitpath.config import parse_phases
+from circuitpath.data import make_split
 from circuitpath.errors import RunError
-from circuitpath.runs import STATE_DIR, load_run, saved_steps, step_file
+from circuitpath.runs import STATE_DIR, RunWriter, load_run, saved_steps, step_file
+from circuitpath.runs.storage import RunLock
 from circuitpath.training import processes
 from circuitpath.training.train import resume_groups, train_many
 from conftest import tiny_config
@@ -95,14 +102,6 @@ train_many(configs, sys.argv[1:], progress=False, workers=2)
 def test_workers_stop_with_everything_saved_when_their_parent_is_killed(tmp_path):
     """SIGKILL on the parent (no handler runs there) ends its workers' stdin: they stop as at Ctrl-C, status
     interrupted and the lock released, instead of training on for hours unwatched."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from circuitpath.runs.storage import RunLock
-
     paths = [tmp_path / f"r{s}" for s in range(2)]
     parent = subprocess.Popen([sys.executable, "-c", PARENT, *map(str, paths)])
     try:
@@ -131,13 +130,6 @@ def test_workers_stop_with_everything_saved_when_their_parent_is_killed(tmp_path
 def test_a_worker_not_told_to_watch_its_stdin_trains_with_stdin_at_its_end(tmp_path):
     """A parent of an earlier version starts workers with its own stdin (at the end, /dev/null, for a job left
     running): such a worker must train, not take the end of stdin for its parent's."""
-    import subprocess
-    import sys
-
-    from conftest import tiny_config
-    from circuitpath.data import make_split
-    from circuitpath.runs import RunWriter
-
     config = tiny_config("2:20:1e-2", checkpoint_every=10, dense_checkpoints=0)
     path = tmp_path / "r"
     splits = [make_split(config.task, phase.p, phase.k) for phase in config.train.phases]

@@ -82,24 +82,25 @@ def chosen(name: str | None = None) -> str:
     return asked
 
 
-def cpu_flags() -> set[str] | None:
-    """This CPU's flags from /proc/cpuinfo (None where there is none to read)."""
+def _cpuinfo(field: str) -> str | None:
+    """The first CPU's `field` in /proc/cpuinfo ("" when it has none; None where there is none to read)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return None
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
+    line = next((line for line in text.splitlines() if line.startswith(field)), "")
+    return line.partition(":")[2].strip()
+
+
+def cpu_flags() -> set[str] | None:
+    """This CPU's flags from /proc/cpuinfo (None where there is none to read)."""
+    flags = _cpuinfo("flags")
+    return None if flags is None else set(flags.split())
 
 
 def cpu_vendor() -> str | None:
     """This CPU's vendor_id from /proc/cpuinfo ("GenuineIntel", "AuthenticAMD", ...; None where unreadable)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    line = next((line for line in text.splitlines() if line.startswith("vendor_id")), "")
-    return line.partition(":")[2].strip() or None
+    return _cpuinfo("vendor_id") or None
 
 
 def mkl_branch_expected(cbwr: str | None, vendor: str | None) -> int:
