@@ -36,7 +36,7 @@ why residual attn_out: the code that drew the figures adds the MLP to the un-nor
 (a pre-norm block); the text's equation 4 adds it to RMS(z_A) (--residual normalized)."""
 
 EPILOG = """examples:
-  circuitpath reproduce                      # every figure, 8 seeds, into ./runs (about 7 min on 2 cores, measured: 440 s)
+  circuitpath reproduce                      # every figure, 8 seeds, into ./runs (about 8 min on 2 cores, measured: 477 s)
   circuitpath reproduce --seeds 1 --vis-seeds 1   # a quick tour: one seed of everything
   circuitpath reproduce --figures 4 --vis-seeds 8   # one figure, on 8 seeds of the d = 2 pipeline
   circuitpath reproduce --figures 2,4 --out runs/small
