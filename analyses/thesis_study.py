@@ -289,7 +289,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        ("--lr", float), ("--weight-decay", float)):
         parser.add_argument(flag, type=kind, help="the setting's field (default: the pilot's choice)")
     parser.add_argument("--decay", choices=("matrices", "all"), help="weights the decay shrinks (default: the pilot's)")
-    parser.add_argument("--steps", type=int, help="steps of every run (default: the pilot's stage-1 + stage-2 steps)")
+    parser.add_argument("--steps", type=int, help="steps of every run (default: the switch + the pilot's stage-2 steps)")
     parser.add_argument("--switch", type=int, help="the curriculum's p = 2 steps (default: where the pilot solved p = 2)")
     parser.add_argument("--cells", default=",".join(CELLS), help=f"cells to run, of {', '.join(CELLS)} (default all)")
     parser.add_argument("--seeds", default="0-31", help="seeds of the main cell (default 0-31)")
