@@ -12,9 +12,10 @@ as `train` sets it (common.py), for every candidate.
   threads with one run to a chunk, and as before (threads, chunks of 4 runs). Includes ~4 s of
   process start; ms per run-step = wall / (8 x steps).
 - Kernel pinnings side by side (`circuitpath.pinning`): the lone run's step and the group of 8's
-  run-step under every pinning (native, the default avx2, compatible), each in a fresh process of its
+  run-step under every pinning (native, avx2, compatible: the default), each in a fresh process of its
   own (the pinning is set before torch's first kernel), one after the other; the ratio is pinned /
-  native. `--pinnings-only` times these alone.
+  native. Two more rows take the default apart: its MKL branch alone (ATen's AVX2 kernels) and its
+  ATen kernels alone (MKL's AVX2 branch), to say which half costs. `--pinnings-only` times these alone.
 """
 
 # %%
@@ -107,21 +108,30 @@ def group_seconds(steps: int, arrangement: str) -> float:
                 patch.stop()
 
 
-def pinned_timings(pinning_name: str, group_steps: int, rounds: int) -> dict:
-    """In this process (started under `pinning_name`): a lone run's step and a group of 8's run-step, seconds."""
-    if pinning.running() != pinning_name:
-        raise SystemExit(f"asked for pinning {pinning_name}, this process runs {pinning.running()}")
+#: The default's halves, each with the other half as under avx2: which of MKL's branch and ATen's kernels costs.
+HALVES = {
+    "compatible's MKL alone": pinning.PINNINGS["compatible"] | {"ATEN_CPU_CAPABILITY": "avx2"},
+    "compatible's ATen alone": pinning.PINNINGS["compatible"] | {"MKL_CBWR": "AVX2"},
+}
+
+
+def pinned_timings(name: str, group_steps: int, rounds: int) -> dict:
+    """In this process (started under pinning or half `name`): a lone run's step and a group of 8's run-step, s."""
+    wanted = HALVES.get(name, pinning.PINNINGS.get(name))
+    if {k: os.environ.get(k) for k in pinning.VARIABLES} != {k: wanted.get(k) for k in pinning.VARIABLES}:
+        raise SystemExit(f"asked for {name}, this process runs {pinning.running()}")
     lone = measure({"lone": engine_step(make_split(TaskConfig(), 4), 1)}, rounds=rounds)["lone"]
     group = group_seconds(group_steps, "now") / (8 * group_steps)
-    return {"pinning": pinning.running(), "capability": torch.backends.cpu.get_cpu_capability(),
-            "lone": lone, "group": group}
+    return {"pinning": name, "capability": torch.backends.cpu.get_cpu_capability(), "lone": lone, "group": group}
 
 
 def pinning_rows(group_steps: int, rounds: int) -> list[tuple[str, ...]]:
-    """Each pinning in a fresh process (its variables must be set before torch loads); pinned / native."""
+    """Each pinning and half in a fresh process (variables set before torch loads); pinned / native."""
     timings = {}
-    for name in ("native", *(n for n in pinning.PINNINGS if n != "native")):
-        env = {k: v for k, v in os.environ.items() if k not in pinning.VARIABLES} | {pinning.ENV: name}
+    for name in ("native", *(n for n in pinning.PINNINGS if n != "native"), *HALVES):
+        bare = {k: v for k, v in os.environ.items() if k not in pinning.VARIABLES}
+        # a half is set by hand under the native pinning, which leaves the shell's variables alone
+        env = bare | ({pinning.ENV: "native"} | HALVES[name] if name in HALVES else {pinning.ENV: name})
         done = subprocess.run([sys.executable, __file__, "--group-steps", str(group_steps), "--rounds", str(rounds),
                                "--timings-under", name], env=env, capture_output=True, text=True, check=True)
         timings[name] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -138,7 +148,7 @@ def main() -> None:
     parser.add_argument("--group-steps", type=int, default=1000, help="steps of each group run (default 1000)")
     parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds of each one-step timing (default 20)")
     parser.add_argument("--pinnings-only", action="store_true", help="time the kernel pinnings only")
-    parser.add_argument("--timings-under", choices=sorted(pinning.PINNINGS), help=argparse.SUPPRESS)
+    parser.add_argument("--timings-under", choices=sorted([*pinning.PINNINGS, *HALVES]), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.group_steps < 1 or args.rounds < 1:
         parser.error(f"--group-steps and --rounds must be >= 1, got {args.group_steps} and {args.rounds}")
