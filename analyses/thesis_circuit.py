@@ -1,7 +1,9 @@
-"""The circuit over training in the thesis study's main cell: scratch against curriculum, over seeds.
+"""The circuit over training in a thesis study cell: scratch against curriculum, over seeds.
 
-Read from the checkpoints `analyses/thesis_study.py` keeps in OUT/main (every 500 steps), by the rules
-of the last section of analyses/thesis_study_plan.md, fixed before the study ran:
+Read from the checkpoints `analyses/thesis_study.py` keeps: in OUT/main every 250 steps; in the other
+cells (`--cell width`, `--cell random`) only step 0, the switch S and the end N, so there `--every N` reads
+the curriculum at 0, S and N and scratch at 0 and N. By the rules of the section "The circuit over
+training" of analyses/thesis_study_plan.md, fixed before the study ran:
 
 1. discovery: the AUROC of each method's input-position scores against the truth (the first k
    positions) at every --every steps (`discovery.positions`: the standard transformer's graph is its
@@ -13,8 +15,9 @@ of the last section of analyses/thesis_study_plan.md, fixed before the study ran
    mean-ablated together at N on p = 4 test data, against as many other heads (those with the smallest
    p = 2 cost, or all the others if fewer).
 
-Run: `python analyses/thesis_circuit.py [OUT] [--seeds 0-7] [--every 1000]` (OUT default runs/thesis_study,
-seeds default the sweep's). Writes OUT/circuit.json and OUT/circuit.html; reads nothing else of OUT.
+Run: `python analyses/thesis_circuit.py [OUT] [--cell main] [--seeds 0-7] [--every 1000]` (OUT default
+runs/thesis_study, seeds default the sweep's). Writes OUT/circuit.json and OUT/circuit.html for the main
+cell, OUT/circuit_CELL.json and .html for another; reads nothing else of OUT.
 """
 
 # %%
@@ -51,8 +54,8 @@ from circuitpath.sweep import parse_seeds, run_path
 from circuitpath.sweep.spec import load_spec
 
 ARMS = ("scratch", "curriculum")
-CELL = "main"
-CIRCUIT_JSON, PAGE = "circuit.json", "circuit.html"
+MAIN = "main"  # the cell whose outputs keep the unsuffixed names
+CELLS = (MAIN, "width", "random")
 LEVEL = 0.99  # the AUROC a method holds from the step reported
 COST = 0.1  # a head whose mean-ablation at S costs p = 2 test acc >= this carried p = 2
 ONES = "ones among the relevant positions"
@@ -64,26 +67,41 @@ CONTROL_RULE = ("the other heads: as many as there are p = 2 heads, those whose 
 @dataclass(frozen=True)
 class Study:
     out: Path
+    cell: str
     seeds: tuple[int, ...]
     switch: int  # S: the curriculum's p = 2 steps
     steps: int  # N: every run's steps
     every: int
     n: int  # test inputs probed at each checkpoint
+    keeps_all: bool = True  # the cell keeps every checkpoint (else only 0, S and N: scratch has no S)
 
-    def timeline(self) -> list[int]:
-        """The steps read: every --every steps from 0 to N, and S and N themselves."""
-        return sorted(set(range(0, self.steps + 1, self.every)) | {self.switch, self.steps})
+    def timeline(self, arm: str = "curriculum") -> list[int]:
+        """The steps read: every --every steps from 0 to N, and N; S too, except for scratch in a cell that keeps
+        only the ends."""
+        switch = {self.switch} if self.keeps_all or arm == "curriculum" else set()
+        return sorted(set(range(0, self.steps + 1, self.every)) | switch | {self.steps})
+
+    def cluster_steps(self, arm: str) -> list[int]:
+        """S and N, as far as the arm's timeline has them."""
+        return [s for s in (self.switch, self.steps) if s in self.timeline(arm)]
 
     def run(self, arm: str, seed: int) -> Run:
-        return load_run(run_path(self.out / CELL, arm, seed))
+        return load_run(run_path(self.out / self.cell, arm, seed))
+
+    def written(self, suffix: str) -> Path:
+        """OUT/circuit.SUFFIX for the main cell, OUT/circuit_CELL.SUFFIX for another."""
+        return self.out / (f"circuit.{suffix}" if self.cell == MAIN else f"circuit_{self.cell}.{suffix}")
 
 
 def study_of(args: argparse.Namespace) -> Study:
-    where = args.out / CELL
+    if args.cell not in CELLS:
+        raise InputError(f"--cell must be one of {', '.join(CELLS)}, got {args.cell!r}")
+    where = args.out / args.cell
     try:
         spec = load_spec(where)
     except CircuitPathError:
-        raise InputError(f"{args.out} has no main cell (no sweep in {where}); give the thesis study's OUT") from None
+        raise InputError(f"{args.out} has no {args.cell} cell (no sweep in {where}); give the thesis study's OUT "
+                         f"and one of its cells") from None
     if set(spec["experiments"]) != set(ARMS):
         raise InputError(f"{where} is a sweep of {', '.join(sorted(spec['experiments']))}, not of {', '.join(ARMS)}")
     swept = list(spec["seeds"])
@@ -97,7 +115,8 @@ def study_of(args: argparse.Namespace) -> Study:
         raise InputError(f"--every must be a positive multiple of the checkpoint interval {interval}, got {args.every}")
     if args.n < 2:
         raise InputError(f"--n must be at least 2 (discovery corrupts inputs with each other), got {args.n}")
-    return Study(args.out, seeds, phases[0].steps, sum(ph.steps for ph in phases), args.every, args.n)
+    return Study(args.out, args.cell, seeds, phases[0].steps, sum(ph.steps for ph in phases), args.every, args.n,
+                 keeps_all=spec.get("keep_checkpoints", "all") == "all")
 
 
 def lacking(run: Run, steps: list[int]) -> str | None:
@@ -173,11 +192,11 @@ def read_one(study: Study, arm: str, seed: int) -> tuple[dict | None, str | None
     try:
         with single_threaded():  # small forwards: a second thread only waits on busy cores
             run = study.run(arm, seed)
-            why = lacking(run, study.timeline())
+            why = lacking(run, study.timeline(arm))
             if why is not None:
                 return None, why
-            done = timeline_of(run, study.timeline(), study.n) | {
-                "clusters": [clusters_at(run, s, study.n) for s in (study.switch, study.steps)]}
+            done = timeline_of(run, study.timeline(arm), study.n) | {
+                "clusters": [clusters_at(run, s, study.n) for s in study.cluster_steps(arm)]}
             if arm == "curriculum":
                 done["carry_over"] = carry_over(run, study.switch, study.steps, study.n)
             return done, None
@@ -201,14 +220,14 @@ def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def summary(study: Study, per_seed: dict[int, dict]) -> dict:
+def summary(study: Study, arm: str, per_seed: dict[int, dict]) -> dict:
     """Medians over the seeds read: AUROC per method and step, attention mass per step, layer and head; cluster
     and carry-over counts."""
-    seeds, steps = list(per_seed), study.timeline()
+    seeds, steps = list(per_seed), study.timeline(arm)
     auroc = {m: [median([per_seed[s]["auroc"][m][i] for s in seeds]) for i in range(len(steps))] for m in METHODS}
     mass = torch.tensor([per_seed[s]["mass"] for s in seeds]).median(0).values.tolist() if seeds else []
     clusters = [{"step": step, "ones": [s for s in seeds if per_seed[s]["clusters"][i]["ones"]], "of": seeds}
-                for i, step in enumerate((study.switch, study.steps))]
+                for i, step in enumerate(study.cluster_steps(arm))]
     return {"seeds": seeds, "auroc": auroc, "mass": mass, "clusters": clusters,
             "stays_from": {m: {s: per_seed[s]["stays_from"][m] for s in seeds} for m in METHODS}}
 
@@ -237,9 +256,10 @@ def head_names(mass: list) -> list[str]:
 
 def lines(study: Study, results: dict) -> list[str]:
     """Short tables: AUROC medians and attention mass at a few steps, per-seed stays-from, clusters, carry-over."""
-    steps, out = study.timeline(), []
-    shown = sorted({0, study.switch, study.steps} | set(steps[:: max(1, len(steps) // 6)]))
+    out = []
     for arm in ARMS:
+        steps = study.timeline(arm)
+        shown = sorted(({0, study.switch, study.steps} & set(steps)) | set(steps[:: max(1, len(steps) // 6)]))
         summ, skipped = results[arm]["summary"], results[arm]["skipped"]
         out += [f"\n{arm}: seeds {summ['seeds']}"] + [f"  seed {s} left out: {why}" for s, why in skipped.items()]
         if not summ["seeds"]:
@@ -266,8 +286,9 @@ def lines(study: Study, results: dict) -> list[str]:
         for s, r in results["curriculum"]["per_seed"].items():
             c = r["carry_over"]
             lost = ("; ".join(f"{k} {c['lost'][k]:.3f}" for k in c["lost"]) if c["lost"] else c["note"])
+            base = f" of {c['base_p4_acc']:.3f}" if "base_p4_acc" in c else ""
             out.append(f"  seed {s}: p = 2 heads {c['p2_heads'] or 'none'}, others {c['other_heads'] or 'none'}; "
-                       f"p = 4 test acc lost at N = {study.steps}: {lost}")
+                       f"p = 4 test acc lost at N = {study.steps}{base}: {lost}")
         out.append(f"  median lost: p = 2 heads {fmt(carry['median_lost_p2_heads'], 3)} "
                    f"(seeds {carry['with_p2_heads']}), other heads {fmt(carry['median_lost_other_heads'], 3)} "
                    f"(seeds {carry['compared']}); p = 2 heads "
@@ -285,7 +306,7 @@ def auroc_figure(study: Study, results: dict) -> go.Figure:
     for arm in ARMS:
         summ = results[arm]["summary"]
         for i, m in enumerate(METHODS if summ["seeds"] else ()):
-            figure.add_scatter(x=study.timeline(), y=summ["auroc"][m], name=f"{arm}, {m}", mode="lines+markers",
+            figure.add_scatter(x=study.timeline(arm), y=summ["auroc"][m], name=f"{arm}, {m}", mode="lines+markers",
                                line={"dash": DASH[arm], "color": class_colour(i)})
     figure.add_vline(x=study.switch, line_dash="dot", annotation_text=f"switch S = {study.switch}")
     figure.update_layout(template=TEMPLATE, title="AUROC of each method's position scores against the first k "
@@ -302,7 +323,7 @@ def mass_figure(study: Study, results: dict) -> go.Figure:
         mass = results[arm]["summary"]["mass"]  # [step][layer][head]
         heads = head_names(mass[0])
         z = [[v for layer in step for v in layer] for step in mass]
-        figure.add_heatmap(x=study.timeline(), y=heads, z=[list(row) for row in zip(*z)], zmin=0, zmax=1,
+        figure.add_heatmap(x=study.timeline(arm), y=heads, z=[list(row) for row in zip(*z)], zmin=0, zmax=1,
                            colorscale="Viridis", showscale=col == len(arms), colorbar={"title": "mass"},
                            hovertemplate="step %{x}<br>%{y}<br>mass %{z:.2f}<extra>" + arm + "</extra>", row=1, col=col)
         figure.add_vline(x=study.switch, line_dash="dot", line_color="white", row=1, col=col)
@@ -314,7 +335,7 @@ def mass_figure(study: Study, results: dict) -> go.Figure:
 
 
 def write_page(study: Study, results: dict, text: list[str]) -> Path:
-    page = Page("The circuit over training: scratch against curriculum (main cell)")
+    page = Page(f"The circuit over training: scratch against curriculum ({study.cell} cell)")
     page.items([f"OUT {study.out}, seeds {list(study.seeds)}, switch S = {study.switch}, N = {study.steps}, "
                 f"every {study.every} steps, {study.n} test inputs probed per checkpoint"])
     page.panel(Panel(auroc_figure(study, results), "Look for when each arm's lines reach 1: the methods rank the "
@@ -323,7 +344,7 @@ def write_page(study: Study, results: dict, text: list[str]) -> Path:
                      "readout concentrates on the relevant positions. Do the curriculum's do so before the switch?"))
     page.heading("Tables")
     page.raw("<pre>" + "\n".join(t.replace("&", "&amp;").replace("<", "&lt;") for t in text) + "</pre>")
-    return page.write(study.out / PAGE)
+    return page.write(study.written("html"))
 
 
 # %% Command line
@@ -331,8 +352,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("out", nargs="?", type=Path, default=Path("runs/thesis_study"))
-    parser.add_argument("--seeds", help="seeds of the main cell, e.g. 0-7 (default: the sweep's)")
-    parser.add_argument("--every", type=int, default=1000, help="steps between the checkpoints read (default 1000)")
+    parser.add_argument("--cell", default=MAIN, help="the study's cell to read: main (default), width or random")
+    parser.add_argument("--seeds", help="seeds of the cell, e.g. 0-7 (default: the sweep's)")
+    parser.add_argument("--every", type=int, default=1000,
+                        help="steps between the checkpoints read (default 1000; a cell other than main: its N)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="runs read at once, each in its own process on one thread (default: the cores)")
     parser.add_argument("--n", type=int, default=1024, help="test inputs probed per checkpoint (default 1024)")
@@ -353,21 +376,22 @@ def main(argv: list[str] | None = None) -> dict:
     if args.jobs < 1:
         fail(f"--jobs must be at least 1, got {args.jobs}")
     start, results = time.perf_counter(), {}
-    print(f"{study.out / CELL}: seeds {list(study.seeds)}, S = {study.switch}, N = {study.steps}, "
-          f"{len(study.timeline())} checkpoints a run", flush=True)
+    print(f"{study.out / study.cell}: seeds {list(study.seeds)}, S = {study.switch}, N = {study.steps}, "
+          + ", ".join(f"{arm} at {len(study.timeline(arm))} checkpoints a run" for arm in ARMS), flush=True)
     for arm, (per_seed, skipped) in read_arms(study, args.jobs).items():
-        results[arm] = {"per_seed": per_seed, "skipped": skipped, "summary": summary(study, per_seed)}
+        results[arm] = {"per_seed": per_seed, "skipped": skipped, "summary": summary(study, arm, per_seed)}
         if arm == "curriculum" and per_seed:
             results[arm]["carry"] = carry_summary(per_seed)
     wall = time.perf_counter() - start
     text = lines(study, results) + [f"\nread in {wall:.0f} s here"]
     print("\n".join(text))
-    record = {"out": str(study.out), "seeds": list(study.seeds), "switch": study.switch, "steps": study.steps,
-              "every": study.every, "n": study.n, "timeline": study.timeline(), "methods": list(METHODS),
+    record = {"out": str(study.out), "cell": study.cell, "seeds": list(study.seeds), "switch": study.switch,
+              "steps": study.steps, "every": study.every, "n": study.n, "timeline": study.timeline(),
+              "timelines": {arm: study.timeline(arm) for arm in ARMS}, "methods": list(METHODS),
               "level": LEVEL, "cost": COST, "control_rule": CONTROL_RULE, "wall_s": wall, "arms": results}
-    write_json(study.out / CIRCUIT_JSON, record)
+    write_json(study.written("json"), record)
     page = write_page(study, results, text)
-    print(f"written: {study.out / CIRCUIT_JSON}, {page}")
+    print(f"written: {study.written('json')}, {page}")
     return record
 
 

@@ -33,6 +33,20 @@ def trained(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def with_width(trained):
+    """The same study with its width cell (d = 64 here), which keeps only step 0, the switch and the end."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(ANALYSES))
+        study = importlib.import_module("thesis_study")
+        patch.setattr(study, "TASK", TINY_TASK)
+        study.main([str(trained), "--pilot", str(trained.parent / "none.json"), "--d-model", "16", "--n-layers", "2",
+                    "--n-heads", "2", "--batch", "16", "--lr", "1e-2", "--steps", str(STEPS), "--switch",
+                    str(SWITCH), "--other-seeds", "0-1", "--cells", "width"])
+        sys.modules.pop("thesis_study", None)
+    return trained
+
+
 @pytest.fixture
 def circuit(monkeypatch):
     monkeypatch.syspath_prepend(str(ANALYSES))
@@ -101,15 +115,37 @@ def test_a_seed_lacking_a_checkpoint_is_left_out_with_its_reason(trained, circui
     assert "seed 2 left out:" in capsys.readouterr().out
 
 
+def test_a_cell_that_keeps_only_its_ends_is_read_at_them_beside_the_main_cell(with_width, circuit, capsys):
+    main_json = (with_width / "circuit.json").read_bytes() if (with_width / "circuit.json").exists() else None
+    record = circuit.main([str(with_width), "--cell", "width", "--every", str(STEPS), "--n", "48"])
+    assert record["cell"] == "width" and record["timelines"] == {"scratch": [0, STEPS], "curriculum": [0, SWITCH, STEPS]}
+    assert json.loads((with_width / "circuit_width.json").read_text())["seeds"] == [0, 1]
+    assert (with_width / "circuit_width.html").is_file() and "(width cell)" in (with_width / "circuit_width.html").read_text()
+    assert ((with_width / "circuit.json").read_bytes() if main_json is not None else None) == main_json  # untouched
+    for arm, steps in (("scratch", [(STEPS, 4)]), ("curriculum", [(SWITCH, 2), (STEPS, 4)])):
+        per_seed = record["arms"][arm]["per_seed"]
+        assert list(per_seed) == [0, 1] and not record["arms"][arm]["skipped"]
+        assert all([(c["step"], c["p"]) for c in r["clusters"]] == steps for r in per_seed.values())
+        assert all(torch.tensor(r["mass"]).shape[0] == len(record["timelines"][arm]) for r in per_seed.values())
+    carry = record["arms"]["curriculum"]["per_seed"][0]["carry_over"]
+    assert set(carry["costs"]) == {"L0H0", "L0H1", "L1H0", "L1H1"}
+    assert "p = 4 test acc lost at N = 60" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--cell", "wide"], "--cell must be one of main, width, random, got 'wide'"),
+    (["--cell", "random"], "has no random cell"),
     (["--every", "4"], "--every must be a positive multiple of the checkpoint interval 3, got 4"),
     (["--every", "0"], "--every must be a positive multiple of the checkpoint interval 3, got 0"),
     (["--every", "15", "--jobs", "0"], "--jobs must be at least 1, got 0"),
     (["--seeds", "2-5"], "seed 3 is not in the sweep"),
     (["--seeds", "x"], "seeds are N, N-M"),
     (["NOMAIN"], "has no main cell"),
+    (["--cell", "width", "--every", "15"], "--every must be a positive multiple of the checkpoint interval 60, got 15"),
 ])
-def test_bad_input_is_refused_in_one_line_and_nothing_is_written(trained, circuit, tmp_path, capsys, args, message):
+def test_bad_input_is_refused_in_one_line_and_nothing_is_written(with_width, circuit, tmp_path, capsys, args,
+                                                                  message):
+    trained = with_width
     args = [str(tmp_path) if a == "NOMAIN" else a for a in args]
     out = [] if args and args[0] == str(tmp_path) else [str(trained)]
     before = sorted(p.name for p in trained.iterdir())
