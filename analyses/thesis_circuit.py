@@ -323,14 +323,17 @@ def mass_figure(study: Study, results: dict) -> go.Figure:
         mass = results[arm]["summary"]["mass"]  # [step][layer][head]
         heads = head_names(mass[0])
         z = [[v for layer in step for v in layer] for step in mass]
-        figure.add_heatmap(x=study.timeline(arm), y=heads, z=[list(row) for row in zip(*z)], zmin=0, zmax=1,
+        steps = [str(step) for step in study.timeline(arm)]  # one column a checkpoint read, however far apart
+        figure.add_heatmap(x=steps, y=heads, z=[list(row) for row in zip(*z)], zmin=0, zmax=1,
                            colorscale="Viridis", showscale=col == len(arms), colorbar={"title": "mass"},
                            hovertemplate="step %{x}<br>%{y}<br>mass %{z:.2f}<extra>" + arm + "</extra>", row=1, col=col)
-        figure.add_vline(x=study.switch, line_dash="dot", line_color="white", row=1, col=col)
-        figure.update_xaxes(title_text="step", row=1, col=col)
+        if str(study.switch) in steps:
+            after = steps.index(str(study.switch)) + 0.5
+            figure.add_vline(x=after, line_dash="dot", line_color="white", row=1, col=col)
+        figure.update_xaxes(title_text="step (checkpoints read)", type="category", row=1, col=col)
     figure.update_yaxes(autorange="reversed")
     figure.update_layout(template=TEMPLATE, title="Attention of the readout position on the relevant positions, per "
-                         "head (median over seeds; dotted: the switch)")
+                         "head (median over seeds; dotted: the switch, after the column of its checkpoint)")
     return figure
 
 
@@ -343,7 +346,7 @@ def write_page(study: Study, results: dict, text: list[str]) -> Path:
     page.panel(Panel(mass_figure(study, results), "Look for heads (rows) turning bright: their attention from the "
                      "readout concentrates on the relevant positions. Do the curriculum's do so before the switch?"))
     page.heading("Tables")
-    page.raw("<pre>" + "\n".join(t.replace("&", "&amp;").replace("<", "&lt;") for t in text) + "</pre>")
+    page.raw('<pre style="white-space: pre-wrap">' + "\n".join(t.replace("&", "&amp;").replace("<", "&lt;") for t in text) + "</pre>")
     return page.write(study.written("html"))
 
 

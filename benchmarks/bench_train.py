@@ -146,7 +146,8 @@ def pinning_rows(group_steps: int, rounds: int) -> list[tuple[str, ...]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--group-steps", type=int, default=1000, help="steps of each group run (default 1000)")
-    parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds of each one-step timing (default 20)")
+    parser.add_argument("--rounds", type=int, default=20,
+                        help="interleaved rounds of each one-step timing (default 20)")
     parser.add_argument("--pinnings-only", action="store_true", help="time the kernel pinnings only")
     parser.add_argument("--timings-under", choices=sorted([*pinning.PINNINGS, *HALVES]), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -116,12 +116,14 @@ def test_a_seed_lacking_a_checkpoint_is_left_out_with_its_reason(trained, circui
 
 
 def test_a_cell_that_keeps_only_its_ends_is_read_at_them_beside_the_main_cell(with_width, circuit, capsys):
-    main_json = (with_width / "circuit.json").read_bytes() if (with_width / "circuit.json").exists() else None
+    main_json = with_width / "circuit.json"  # the main cell's, if an earlier test wrote it
+    before = main_json.read_bytes() if main_json.exists() else None
     record = circuit.main([str(with_width), "--cell", "width", "--every", str(STEPS), "--n", "48"])
-    assert record["cell"] == "width" and record["timelines"] == {"scratch": [0, STEPS], "curriculum": [0, SWITCH, STEPS]}
+    assert record["cell"] == "width"
+    assert record["timelines"] == {"scratch": [0, STEPS], "curriculum": [0, SWITCH, STEPS]}
     assert json.loads((with_width / "circuit_width.json").read_text())["seeds"] == [0, 1]
-    assert (with_width / "circuit_width.html").is_file() and "(width cell)" in (with_width / "circuit_width.html").read_text()
-    assert ((with_width / "circuit.json").read_bytes() if main_json is not None else None) == main_json  # untouched
+    assert "(width cell)" in (with_width / "circuit_width.html").read_text()
+    assert (main_json.read_bytes() if main_json.exists() else None) == before
     for arm, steps in (("scratch", [(STEPS, 4)]), ("curriculum", [(SWITCH, 2), (STEPS, 4)])):
         per_seed = record["arms"][arm]["per_seed"]
         assert list(per_seed) == [0, 1] and not record["arms"][arm]["skipped"]
