@@ -18,32 +18,30 @@ TINY_TASK = {"n_ctx": 6, "k": 3, "n_train": 48, "n_test": 48, "with_replacement"
 STEPS, SWITCH, EVERY = 60, 30, 15  # checkpoints every 3 steps (thesis_study: steps // 20)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny main cell: seeds 0-2, both arms, a 2-layer 2-head transformer."""
-    out = tmp_path_factory.mktemp("thesis") / "study"
+def train_tiny(out: Path, *cells: str) -> None:
+    """analyses/thesis_study.py on the tiny task: a 2-layer 2-head transformer, the given cell flags."""
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(ANALYSES))
         study = importlib.import_module("thesis_study")
         patch.setattr(study, "TASK", TINY_TASK)
         study.main([str(out), "--pilot", str(out.parent / "none.json"), "--d-model", "16", "--n-layers", "2",
                     "--n-heads", "2", "--batch", "16", "--lr", "1e-2", "--steps", str(STEPS), "--switch",
-                    str(SWITCH), "--seeds", "0-2", "--cells", "main"])
+                    str(SWITCH), *cells])
         sys.modules.pop("thesis_study", None)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny main cell: seeds 0-2, both arms."""
+    out = tmp_path_factory.mktemp("thesis") / "study"
+    train_tiny(out, "--seeds", "0-2", "--cells", "main")
     return out
 
 
 @pytest.fixture(scope="module")
 def with_width(trained):
     """The same study with its width cell (d = 64 here), which keeps only step 0, the switch and the end."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(ANALYSES))
-        study = importlib.import_module("thesis_study")
-        patch.setattr(study, "TASK", TINY_TASK)
-        study.main([str(trained), "--pilot", str(trained.parent / "none.json"), "--d-model", "16", "--n-layers", "2",
-                    "--n-heads", "2", "--batch", "16", "--lr", "1e-2", "--steps", str(STEPS), "--switch",
-                    str(SWITCH), "--other-seeds", "0-1", "--cells", "width"])
-        sys.modules.pop("thesis_study", None)
+    train_tiny(trained, "--other-seeds", "0-1", "--cells", "width")
     return trained
 
 
