@@ -15,8 +15,10 @@ Cells, one resumable sweep each: `main` (the setting on the first-k task, --seed
 width, 32 or 64, same layers and heads, --other-seeds) and `random` (the setting on the random-positions
 task, --random-seeds). Per cell the paper's claims as rates over seeds with 95% Wilson intervals:
 p2_solved, scratch_memorises, curriculum_generalises, headline (both on one seed) and barrier (train-loss
-barrier on the straight line between the two arms' final weights > ln 4). `--switch-curve` also branches
-the main cell's p = 2 runs to p = 4 at several switch steps (as `circuitpath switch` does).
+barrier on the straight line between the two arms' final weights > ln 4). `--switch-curve` also runs the
+switch-step curve at the main cell's setting, as `circuitpath switch` does: p = 2 runs of its own (seeds
+--curve-seeds, default the main cell's first 8), each branched to p = 4 at steps 0, S/2, S, 2S and N/2 (those
+below N), every branch ending at step N.
 
 Run: `python analyses/thesis_study.py [OUT] [--pilot PILOT.json] [--cells main,width,random]` (default
 runs/thesis_study). Quick tour: `--seeds 0-1 --steps 40 --other-seeds none --random-seeds none`.
@@ -230,9 +232,14 @@ def curve_steps(steps: int, switch: int) -> tuple[int, ...]:
     return tuple(sorted({s for s in (0, switch // 2, switch, 2 * switch, steps // 2) if 0 <= s < steps}))
 
 
-def curve_settings(cell: Cell, steps: int, switch: int) -> SwitchSettings:
-    """The switch experiment of the cell's setting: both phases at the setting's lr, batch and recipe."""
-    return SwitchSettings(cell.seeds, curve_steps(steps, switch), total=steps, p2_lr=cell.setting.lr,
+#: The curve's seeds when none are given: the main cell's first ones, as many as ~3.4 h of two cores hold at d = 128
+CURVE_SEEDS = 8
+
+
+def curve_settings(cell: Cell, steps: int, switch: int, seeds: tuple[int, ...] | None = None) -> SwitchSettings:
+    """The switch experiment of the cell's setting (on `seeds`, else the cell's first CURVE_SEEDS): both phases at
+    the setting's lr, batch and recipe."""
+    return SwitchSettings(seeds or cell.seeds[:CURVE_SEEDS], curve_steps(steps, switch), total=steps, p2_lr=cell.setting.lr,
                           p4_lr=cell.setting.lr, task=cell.task(), model=cell.model(), train=train_config(steps),
                           batch_size=cell.setting.batch, recipe=recipe(cell.setting))
 
@@ -296,6 +303,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--other-seeds", default="0-15", help="seeds of the width cell, or none (default 0-15)")
     parser.add_argument("--random-seeds", default="0-15", help="seeds of the random cell, or none (default 0-15)")
     parser.add_argument("--switch-curve", action="store_true", help="also the switch-step curve of the main cell")
+    parser.add_argument("--curve-seeds", help=f"seeds of the switch-step curve (default: the main cell's first "
+                        f"{CURVE_SEEDS})")
     return parser.parse_args(argv)
 
 
@@ -379,7 +388,8 @@ def plan(args: argparse.Namespace) -> Plan:
     if args.switch_curve:
         if cells[0].name != "main":
             raise InputError("--switch-curve branches the main cell's setting: include main in --cells")
-        result.curve = curve_settings(cells[0], steps, switch)
+        seeds = tuple(parse_seeds(args.curve_seeds)) if args.curve_seeds else None
+        result.curve = curve_settings(cells[0], steps, switch, seeds)
         check_curve(args.out, result.curve)
     return result
 

@@ -81,6 +81,7 @@ def test_the_quick_tour_measures_each_claim_over_seeds_and_resumes_without_train
                                                                                                    (4, 10, 8, 0.1)]
     assert run.config.model.arch == "transformer" and load_run(out / "random" / "scratch" / "seed_0").config.task.positions == "random"
     assert [row["switch"] for row in saved["switch_curve"]["rows"]] == [0, 5, 10]
+    assert saved["switch_curve"]["settings"]["seeds"] == [0, 1]  # the main cell's (fewer than 8)
     assert (out / "study.html").stat().st_size > 3_000_000  # plotly.js inline: opens offline
     files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()
              and p.name not in ("claims.json", "study.html", "switch_table.json")}
@@ -169,6 +170,7 @@ def test_the_barrier_rebuilds_the_transformer_it_interpolates(tmp_path, study):
                              "--n-layers)"),
     (["--pilot", "NONE"], "chose no setting; give the setting by flags"),
     (["--cells", "random", "--switch-curve"], "--switch-curve branches the main cell's setting"),
+    (["--switch-curve", "--curve-seeds", "x"], "seeds are N, N-M"),
     (["--seeds", "none", "--other-seeds", "none", "--random-seeds", "none"], "nothing to run"),
     (["--seeds", "3-1"], "seeds are N, N-M"),
 ])
