@@ -88,15 +88,42 @@ def _raise_first(outcomes: list[dict], groups: list[list[Path]]) -> None:
         raise Interrupted(paths, min(steps))
 
 
+#: Seconds between progress lines where stderr is not a terminal (a log file), which tqdm leaves without a bar.
+LOG_EVERY = 600.0
+
+
 def _watch(children: list[subprocess.Popen], groups: list[list[Path]], progress: bool) -> None:
-    """One progress bar over every run's steps (read from their checkpoints) until the processes end."""
+    """One progress bar over every run's steps (read from their checkpoints) until the processes end; into a log,
+    a line every LOG_EVERY seconds instead."""
     paths = [path for group in groups for path in group]
     total = sum(load_run(path).config.train.total_steps for path in paths)
+    to_log = progress and not sys.stderr.isatty()
+    start = time.monotonic()
+    first, next_line = None, start + LOG_EVERY
     with tqdm(total=total, desc=f"{len(paths)} runs in {len(children)} processes", unit="step",
               dynamic_ncols=True, disable=None if progress else True, mininterval=1.0) as bar:
         while any(child.poll() is None for child in children):
             time.sleep(0.5)
-            bar.update(sum(max(saved_steps(p / CHECKPOINT_DIR), default=0) for p in paths) - bar.n)
+            done = sum(max(saved_steps(p / CHECKPOINT_DIR), default=0) for p in paths)
+            bar.update(done - bar.n)
+            first = done if first is None else first
+            if to_log and time.monotonic() >= next_line:
+                print(progress_line(done, total, done - first, time.monotonic() - start), file=sys.stderr, flush=True)
+                next_line += LOG_EVERY
+
+
+def progress_line(done: int, total: int, gained: int, seconds: float) -> str:
+    """E.g. '2 250 of 816 000 run-steps saved (0.3%); 1 500 in 10 min here, about 90.4 h left at that rate'."""
+    def span(s: float) -> str:
+        return f"{s / 3600:.1f} h" if s >= 5400 else f"{s / 60:.0f} min"
+
+    def count(n: int) -> str:
+        return f"{n:,}".replace(",", " ")
+
+    left = (f"about {span((total - done) * seconds / gained)} left at that rate" if gained > 0
+            else "none saved yet by this command")
+    return (f"{count(done)} of {count(total)} run-steps saved ({100 * done / max(total, 1):.1f}%); "
+            f"{count(gained)} in {span(seconds)} here, {left}")
 
 
 class _ctrl_c_to:
