@@ -239,9 +239,9 @@ CURVE_SEEDS = 8
 def curve_settings(cell: Cell, steps: int, switch: int, seeds: tuple[int, ...] | None = None) -> SwitchSettings:
     """The switch experiment of the cell's setting (on `seeds`, else the cell's first CURVE_SEEDS): both phases at
     the setting's lr, batch and recipe."""
-    return SwitchSettings(seeds or cell.seeds[:CURVE_SEEDS], curve_steps(steps, switch), total=steps, p2_lr=cell.setting.lr,
-                          p4_lr=cell.setting.lr, task=cell.task(), model=cell.model(), train=train_config(steps),
-                          batch_size=cell.setting.batch, recipe=recipe(cell.setting))
+    return SwitchSettings(seeds or cell.seeds[:CURVE_SEEDS], curve_steps(steps, switch), total=steps,
+                          p2_lr=cell.setting.lr, p4_lr=cell.setting.lr, task=cell.task(), model=cell.model(),
+                          train=train_config(steps), batch_size=cell.setting.batch, recipe=recipe(cell.setting))
 
 
 def check_curve(out: Path, settings: SwitchSettings) -> None:
