@@ -1,9 +1,10 @@
 """The circuit over training in a thesis study cell: scratch against curriculum, over seeds.
 
 Read from the checkpoints `analyses/thesis_study.py` keeps: in OUT/main every 250 steps; in the other
-cells (`--cell width`, `--cell random`) only step 0, the switch S and the end N, so there `--every N` reads
-the curriculum at 0, S and N and scratch at 0 and N. By the rules of the section "The circuit over
-training" of analyses/thesis_study_plan.md, fixed before the study ran:
+cells (`--cell width`, `--cell random`) only step 0, the switch S and the end N, so there the curriculum is
+read at 0, S and N and scratch at 0 and N (--every defaults to N there), and "from step" is as coarse.
+By the rules of the section "The circuit over training" of analyses/thesis_study_plan.md, fixed before the
+study ran:
 
 1. discovery: the AUROC of each method's input-position scores against the truth (the first k
    positions) at every --every steps (`discovery.positions`: the standard transformer's graph is its
@@ -55,6 +56,7 @@ from circuitpath.sweep.spec import load_spec
 
 ARMS = ("scratch", "curriculum")
 MAIN = "main"  # the cell whose outputs keep the unsuffixed names
+EVERY = 1000  # the main cell's default steps between checkpoints read
 CELLS = (MAIN, "width", "random")
 LEVEL = 0.99  # the AUROC a method holds from the step reported
 COST = 0.1  # a head whose mean-ablation at S costs p = 2 test acc >= this carried p = 2
@@ -73,12 +75,12 @@ class Study:
     steps: int  # N: every run's steps
     every: int
     n: int  # test inputs probed at each checkpoint
-    keeps_all: bool = True  # the cell keeps every checkpoint (else only 0, S and N: scratch has no S)
+    scratch_at_switch: bool = True  # scratch has a checkpoint at S (a cell keeping every one, on a grid through S)
 
-    def timeline(self, arm: str = "curriculum") -> list[int]:
-        """The steps read: every --every steps from 0 to N, and N; S too, except for scratch in a cell that keeps
-        only the ends."""
-        switch = {self.switch} if self.keeps_all or arm == "curriculum" else set()
+    def timeline(self, arm: str) -> list[int]:
+        """The steps the arm is read at: every --every steps from 0 to N, and N; S too, where the arm has it (the
+        curriculum always: its phase ends there)."""
+        switch = {self.switch} if self.scratch_at_switch or arm == "curriculum" else set()
         return sorted(set(range(0, self.steps + 1, self.every)) | switch | {self.steps})
 
     def cluster_steps(self, arm: str) -> list[int]:
@@ -88,7 +90,7 @@ class Study:
     def run(self, arm: str, seed: int) -> Run:
         return load_run(run_path(self.out / self.cell, arm, seed))
 
-    def written(self, suffix: str) -> Path:
+    def output_path(self, suffix: str) -> Path:
         """OUT/circuit.SUFFIX for the main cell, OUT/circuit_CELL.SUFFIX for another."""
         return self.out / (f"circuit.{suffix}" if self.cell == MAIN else f"circuit_{self.cell}.{suffix}")
 
@@ -111,12 +113,14 @@ def study_of(args: argparse.Namespace) -> Study:
         raise InputError(f"seed {missing[0]} is not in the sweep {where} (its seeds: {swept})")
     phases = parse_phases(spec["experiments"]["curriculum"])
     interval = TrainConfig(**spec.get("train", {})).checkpoint_every
-    if args.every < 1 or args.every % interval:
-        raise InputError(f"--every must be a positive multiple of the checkpoint interval {interval}, got {args.every}")
+    keeps_all = spec.get("keep_checkpoints", "all") == "all"
+    every = args.every if args.every is not None else (EVERY if keeps_all else interval)
+    if every < 1 or every % interval:
+        raise InputError(f"--every must be a positive multiple of the checkpoint interval {interval}, got {every}")
     if args.n < 2:
         raise InputError(f"--n must be at least 2 (discovery corrupts inputs with each other), got {args.n}")
-    return Study(args.out, args.cell, seeds, phases[0].steps, sum(ph.steps for ph in phases), args.every, args.n,
-                 keeps_all=spec.get("keep_checkpoints", "all") == "all")
+    return Study(args.out, args.cell, seeds, phases[0].steps, sum(ph.steps for ph in phases), every, args.n,
+                 scratch_at_switch=keeps_all and phases[0].steps % interval == 0)
 
 
 def lacking(run: Run, steps: list[int]) -> str | None:
@@ -272,7 +276,7 @@ def lines(study: Study, results: dict) -> list[str]:
             out.append(f"  {step:>6} " + "".join(f"{fmt(summ['auroc'][m][i], 3):>13}" for m in METHODS) + f"   {heads}")
         for m in METHODS:
             held = ", ".join(f"{s}: {'never' if v is None else v}" for s, v in summ["stays_from"][m].items())
-            out.append(f"  AUROC >= {LEVEL} from step, {m}: {held}")
+            out.append(f"  AUROC >= {LEVEL} from step (of those read), {m}: {held}")
         for c in summ["clusters"]:
             per = ", ".join(f"{s}: {r['best']} {r['ari']:.2f} ({r['n_clusters']} cl)" for s, r in
                             ((s, next(x for x in results[arm]["per_seed"][s]["clusters"] if x["step"] == c["step"]))
@@ -347,7 +351,7 @@ def write_page(study: Study, results: dict, text: list[str]) -> Path:
                      "readout concentrates on the relevant positions. Do the curriculum's do so before the switch?"))
     page.heading("Tables")
     page.raw('<pre style="white-space: pre-wrap">' + "\n".join(t.replace("&", "&amp;").replace("<", "&lt;") for t in text) + "</pre>")
-    return page.write(study.written("html"))
+    return page.write(study.output_path("html"))
 
 
 # %% Command line
@@ -357,8 +361,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("out", nargs="?", type=Path, default=Path("runs/thesis_study"))
     parser.add_argument("--cell", default=MAIN, help="the study's cell to read: main (default), width or random")
     parser.add_argument("--seeds", help="seeds of the cell, e.g. 0-7 (default: the sweep's)")
-    parser.add_argument("--every", type=int, default=1000,
-                        help="steps between the checkpoints read (default 1000; a cell other than main: its N)")
+    parser.add_argument("--every", type=int, help=f"steps between the checkpoints read (default {EVERY} in the "
+                        "main cell; in the others, which keep only 0, S and N: N)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="runs read at once, each in its own process on one thread (default: the cores)")
     parser.add_argument("--n", type=int, default=1024, help="test inputs probed per checkpoint (default 1024)")
@@ -389,12 +393,12 @@ def main(argv: list[str] | None = None) -> dict:
     text = lines(study, results) + [f"\nread in {wall:.0f} s here"]
     print("\n".join(text))
     record = {"out": str(study.out), "cell": study.cell, "seeds": list(study.seeds), "switch": study.switch,
-              "steps": study.steps, "every": study.every, "n": study.n, "timeline": study.timeline(),
+              "steps": study.steps, "every": study.every, "n": study.n,
               "timelines": {arm: study.timeline(arm) for arm in ARMS}, "methods": list(METHODS),
               "level": LEVEL, "cost": COST, "control_rule": CONTROL_RULE, "wall_s": wall, "arms": results}
-    write_json(study.written("json"), record)
+    write_json(study.output_path("json"), record)
     page = write_page(study, results, text)
-    print(f"written: {study.written('json')}, {page}")
+    print(f"written: {study.output_path('json')}, {page}")
     return record
 
 

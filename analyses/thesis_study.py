@@ -59,7 +59,7 @@ from transformer_pilot import SOLVED, Setting
 CELLS = ("main", "width", "random")
 ROUND = 250  # the default switch is rounded up to a multiple of this (the pilot logged every 250 steps)
 LOG_EVERY = 250  # at most; tiny studies log more often (every N // 20 steps)
-CIRCUIT_EVERY = 500  # the main cell's checkpoints, for the circuit over training (1.6 MB each at d = 128)
+CIRCUIT_EVERY = 250  # the main cell's checkpoints (at most), for the circuit over training (1.6 MB each at d = 128)
 CLAIMS_JSON, PAGE, CURVE = "claims.json", "study.html", "switch_curve"
 #: Overrides of `TaskConfig` for every cell (empty: the paper's task; tests make it smaller).
 TASK: dict = {}
@@ -385,6 +385,8 @@ def plan(args: argparse.Namespace) -> Plan:
         head.append(f"cell {cell.describe()} ({to_train(args.out, cell)} of {2 * len(cell.seeds)} runs to train)")
     kept, said = kept_cells(args.out, setting, steps, switch, cells)
     result = Plan(setting, head + said, cells, steps, switch, kept=kept)
+    if args.curve_seeds and not args.switch_curve:
+        raise InputError("--curve-seeds sets the seeds of the switch-step curve: add --switch-curve")
     if args.switch_curve:
         if cells[0].name != "main":
             raise InputError("--switch-curve branches the main cell's setting: include main in --cells")

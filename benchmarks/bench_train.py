@@ -14,8 +14,9 @@ as `train` sets it (common.py), for every candidate.
 - Kernel pinnings side by side (`circuitpath.pinning`): the lone run's step and the group of 8's
   run-step under every pinning (native, avx2, compatible: the default), each in a fresh process of its
   own (the pinning is set before torch's first kernel), one after the other; the ratio is pinned /
-  native. Two more rows take the default apart: its MKL branch alone (ATen's AVX2 kernels) and its
-  ATen kernels alone (MKL's AVX2 branch), to say which half costs. `--pinnings-only` times these alone.
+  native. Two more rows take the default apart, each half with the other as under avx2: its MKL branch
+  alone (with ATen's AVX2 kernels) and its ATen kernels alone (with MKL_CBWR=AVX2: the AVX2 branch on Intel,
+  AUTO elsewhere), to say which half costs. `--pinnings-only` times these alone.
 """
 
 # %%

@@ -63,7 +63,8 @@ def test_the_circuit_over_training_is_read_per_seed_and_summed_up_over_seeds(tra
     monkeypatch.setattr(circuit, "COST", -1.0)  # every head counts as a p = 2 head: the set is all heads
     record = circuit.main([str(trained), "--seeds", "0-2", "--every", str(EVERY), "--n", "48"])
     printed = capsys.readouterr().out
-    assert record["timeline"] == [0, 15, 30, 45, 60] and (record["switch"], record["steps"]) == (SWITCH, STEPS)
+    assert record["timelines"] == {"scratch": [0, 15, 30, 45, 60], "curriculum": [0, 15, 30, 45, 60]}
+    assert (record["switch"], record["steps"]) == (SWITCH, STEPS)
     assert json.loads((trained / "circuit.json").read_text())["seeds"] == [0, 1, 2]
     assert (trained / "circuit.html").stat().st_size > 3_000_000 and "carry-over (curriculum)" in printed
     for arm in ("scratch", "curriculum"):
@@ -116,7 +117,7 @@ def test_a_seed_lacking_a_checkpoint_is_left_out_with_its_reason(trained, circui
 def test_a_cell_that_keeps_only_its_ends_is_read_at_them_beside_the_main_cell(with_width, circuit, capsys):
     main_json = with_width / "circuit.json"  # the main cell's, if an earlier test wrote it
     before = main_json.read_bytes() if main_json.exists() else None
-    record = circuit.main([str(with_width), "--cell", "width", "--every", str(STEPS), "--n", "48"])
+    record = circuit.main([str(with_width), "--cell", "width", "--n", "48"])  # --every: the cell's N
     assert record["cell"] == "width"
     assert record["timelines"] == {"scratch": [0, STEPS], "curriculum": [0, SWITCH, STEPS]}
     assert json.loads((with_width / "circuit_width.json").read_text())["seeds"] == [0, 1]

@@ -171,6 +171,7 @@ def test_the_barrier_rebuilds_the_transformer_it_interpolates(tmp_path, study):
     (["--pilot", "NONE"], "chose no setting; give the setting by flags"),
     (["--cells", "random", "--switch-curve"], "--switch-curve branches the main cell's setting"),
     (["--switch-curve", "--curve-seeds", "x"], "seeds are N, N-M"),
+    (["--curve-seeds", "0-3"], "--curve-seeds sets the seeds of the switch-step curve: add --switch-curve"),
     (["--seeds", "none", "--other-seeds", "none", "--random-seeds", "none"], "nothing to run"),
     (["--seeds", "3-1"], "seeds are N, N-M"),
 ])
@@ -182,3 +183,12 @@ def test_bad_input_is_refused_in_one_line_and_nothing_is_written(tmp_path, study
         study.main([str(tmp_path / "out"), "--pilot", str(pilot), *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2 and len(err) == 1 and message in err[0] and not (tmp_path / "out").exists()
+
+
+def test_the_curve_takes_the_main_cell_s_first_8_seeds_or_the_seeds_given(tmp_path, study):
+    flags = [str(tmp_path / "study"), "--pilot", str(tmp_path / "none.json"), "--d-model", "8", "--n-layers", "1",
+             "--n-heads", "2", "--batch", "8", "--lr", "1e-2", "--steps", "20", "--switch", "10", "--cells", "main",
+             "--switch-curve"]
+    assert tuple(study.plan(study.parse_args(flags + ["--seeds", "0-9"])).curve.seeds) == tuple(range(8))
+    assert tuple(study.plan(study.parse_args(flags + ["--curve-seeds", "3,5"])).curve.seeds) == (3, 5)
+    assert not (tmp_path / "study").exists()  # a plan writes nothing

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from circuitpath import errors
 from circuitpath.config import RunConfig
-from circuitpath.runs import CHECKPOINT_DIR, Run, load_run, saved_steps
+from circuitpath.runs import CHECKPOINT_DIR, METRICS, Run, load_run, saved_steps
 from circuitpath.training.fused import takes_fused_path
 from circuitpath.training.loop import Interrupted
 
@@ -92,24 +92,40 @@ def _raise_first(outcomes: list[dict], groups: list[list[Path]]) -> None:
 LOG_EVERY = 600.0
 
 
+def _reached(path: Path) -> int:
+    """The last step a run has saved or logged (its metrics' last line): its progress also between checkpoints, which
+    runs that keep only their ends save hours apart."""
+    reached = max(saved_steps(path / CHECKPOINT_DIR), default=0)
+    try:
+        with open(path / METRICS, "rb") as metrics:
+            metrics.seek(max(0, metrics.seek(0, os.SEEK_END) - 4096))
+            return max(reached, int(json.loads(metrics.read().splitlines()[-1])["step"]))
+    except (OSError, ValueError, KeyError, IndexError, TypeError):  # no line yet, or one being replaced
+        return reached
+
+
 def _watch(children: list[subprocess.Popen], groups: list[list[Path]], progress: bool) -> None:
-    """One progress bar over every run's steps (read from their checkpoints) until the processes end; into a log,
-    a line every LOG_EVERY seconds instead."""
+    """One progress bar over every run's steps until the processes end; into a log, a line every LOG_EVERY seconds
+    instead, and one at the end."""
     paths = [path for group in groups for path in group]
     total = sum(load_run(path).config.train.total_steps for path in paths)
     to_log = progress and not sys.stderr.isatty()
     start = time.monotonic()
-    first, next_line = None, start + LOG_EVERY
+    at_start, next_line = None, start + LOG_EVERY
     with tqdm(total=total, desc=f"{len(paths)} runs in {len(children)} processes", unit="step",
               dynamic_ncols=True, disable=None if progress else True, mininterval=1.0) as bar:
         while any(child.poll() is None for child in children):
             time.sleep(0.5)
-            done = sum(max(saved_steps(p / CHECKPOINT_DIR), default=0) for p in paths)
+            done = sum(_reached(p) for p in paths)
             bar.update(done - bar.n)
-            first = done if first is None else first
+            at_start = done if at_start is None else min(at_start, done)  # a resume may drop steps past a checkpoint
             if to_log and time.monotonic() >= next_line:
-                print(progress_line(done, total, done - first, time.monotonic() - start), file=sys.stderr, flush=True)
+                print(progress_line(done, total, done - at_start, time.monotonic() - start), file=sys.stderr,
+                      flush=True)
                 next_line += LOG_EVERY
+    if to_log and at_start is not None:
+        done = sum(_reached(p) for p in paths)
+        print(progress_line(done, total, done - at_start, time.monotonic() - start), file=sys.stderr, flush=True)
 
 
 def progress_line(done: int, total: int, gained: int, seconds: float) -> str:
