@@ -147,7 +147,7 @@ def test_into_a_log_the_watch_prints_progress_lines_where_a_terminal_gets_a_bar(
     monkeypatch.setattr(processes, "LOG_EVERY", 0.0)  # a line at every look at the checkpoints
     configs = [tiny_config("4:400:1e-2", seed=s) for s in range(2)]
     train_many(configs, [tmp_path / f"run{s}" for s in range(2)], progress=True, workers=2)
-    lines = [line for line in capsys.readouterr().err.splitlines() if "run-steps saved" in line]
+    lines = [line for line in capsys.readouterr().err.splitlines() if "run-steps done" in line]
     assert len(lines) >= 2 and all(line.split(" of ")[1].startswith("800 run-steps") for line in lines)
     saved = [int(line.split(" of ")[0].replace(" ", "")) for line in lines]
     assert saved == sorted(saved) and saved[-1] == 800  # the last line, once the workers end: everything
@@ -155,6 +155,6 @@ def test_into_a_log_the_watch_prints_progress_lines_where_a_terminal_gets_a_bar(
 
 def test_a_progress_line_says_what_is_saved_and_how_long_the_rest_takes_at_this_command_s_rate():
     assert processes.progress_line(2250, 816000, 1500, 600) == (
-        "2 250 of 816 000 run-steps saved (0.3%); 1 500 in 10 min here, about 90.4 h left at that rate")
+        "2 250 of 816 000 run-steps done (0.3%); 1 500 in 10 min here, about 90.4 h left at that rate")
     assert processes.progress_line(400, 800, 0, 30).endswith("0 in 0 min here, none saved yet by this command")
     assert "about 20 min left" in processes.progress_line(500, 1000, 250, 600)  # 500 left at 25 a minute

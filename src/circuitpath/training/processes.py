@@ -129,7 +129,7 @@ def _watch(children: list[subprocess.Popen], groups: list[list[Path]], progress:
 
 
 def progress_line(done: int, total: int, gained: int, seconds: float) -> str:
-    """E.g. '2 250 of 816 000 run-steps saved (0.3%); 1 500 in 10 min here, about 90.4 h left at that rate'."""
+    """E.g. '2 250 of 816 000 run-steps done (0.3%); 1 500 in 10 min here, about 90.4 h left at that rate'."""
     def span(s: float) -> str:
         return f"{s / 3600:.1f} h" if s >= 5400 else f"{s / 60:.0f} min"
 
@@ -138,7 +138,7 @@ def progress_line(done: int, total: int, gained: int, seconds: float) -> str:
 
     left = (f"about {span((total - done) * seconds / gained)} left at that rate" if gained > 0
             else "none saved yet by this command")
-    return (f"{count(done)} of {count(total)} run-steps saved ({100 * done / max(total, 1):.1f}%); "
+    return (f"{count(done)} of {count(total)} run-steps done ({100 * done / max(total, 1):.1f}%); "
             f"{count(gained)} in {span(seconds)} here, {left}")
 
 
