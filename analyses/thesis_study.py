@@ -60,6 +60,9 @@ CELLS = ("main", "width", "random")
 ROUND = 250  # the default switch is rounded up to a multiple of this (the pilot logged every 250 steps)
 LOG_EVERY = 250  # at most; tiny studies log more often (every N // 20 steps)
 CIRCUIT_EVERY = 250  # the main cell's checkpoints (at most), for the circuit over training (1.6 MB each at d = 128)
+RESUME_EVERY = 1000  # the other runs' checkpoints while they train (an interrupted run resumes from the last one)
+#: TrainConfig fields that say only when a run is saved: they change no run's bytes, so an existing sweep may differ
+SAVING = ("checkpoint_every", "dense_checkpoints", "extra_checkpoints")
 CLAIMS_JSON, PAGE, CURVE = "claims.json", "study.html", "switch_curve"
 #: Overrides of `TaskConfig` for every cell (empty: the paper's task; tests make it smaller).
 TASK: dict = {}
@@ -96,14 +99,16 @@ def schedules(setting: Setting, steps: int, switch: int) -> dict[str, str]:
 
 
 def train_config(steps: int, dense: bool = False) -> TrainConfig:
-    """Log every LOG_EVERY steps (at most); checkpoint at the end, or every CIRCUIT_EVERY for the circuit's timeline."""
+    """Log every LOG_EVERY steps (at most); checkpoint every CIRCUIT_EVERY for the circuit's timeline, else every
+    RESUME_EVERY, so that a sitting cut short loses at most that many steps of each run."""
     log_every = min(LOG_EVERY, max(1, steps // 20))
-    return TrainConfig(log_every=log_every, checkpoint_every=min(CIRCUIT_EVERY, log_every) if dense else steps)
+    return TrainConfig(log_every=log_every,
+                       checkpoint_every=min(CIRCUIT_EVERY, log_every) if dense else min(RESUME_EVERY, steps))
 
 
 def keeps(cell: Cell) -> tuple[bool, str]:
     """The main cell keeps a checkpoint every CIRCUIT_EVERY steps (the circuit over training is read from them);
-    the others keep only step 0, the switch and the end."""
+    the others keep, once a run completes, only step 0, the switch and the end."""
     return (True, "all") if cell.name == "main" else (False, "ends")
 
 
@@ -177,7 +182,7 @@ def check_existing(out: Path, cell: Cell, spec: dict) -> None:
     where = out / cell.name
     if (where / SWEEP_JSON).is_file():
         saved = load_spec(where)
-        differ = [key for key in ("experiments", "task", "model", "train") if saved.get(key) != spec[key]]
+        differ = [key for key in ("experiments", "task", "model", "train") if _runs_of(saved, key) != _runs_of(spec, key)]
         if differ:
             raise InputError(f"{where} holds a sweep with other {', '.join(differ)}; use another OUT or remove it")
         dropped = sorted(set(saved["seeds"]) - set(spec["seeds"]))
@@ -186,6 +191,12 @@ def check_existing(out: Path, cell: Cell, spec: dict) -> None:
                              f"give them too (the cell may only grow) or use another OUT")
     elif where.exists():
         raise InputError(f"{where} exists and is not a sweep; use another OUT or remove it")
+
+
+def _runs_of(spec: dict, key: str):
+    """The spec's entry, without the fields that only say when a run is saved."""
+    value = spec.get(key)
+    return {k: v for k, v in value.items() if k not in SAVING} if key == "train" and isinstance(value, dict) else value
 
 
 def to_train(out: Path, cell: Cell) -> int:

@@ -147,6 +147,23 @@ def test_cells_run_by_separate_commands_are_all_in_claims_json_and_the_page(tmp_
     assert stop.value.code == 2 and len(err) == 1 and "is not a thesis study's claims" in err[0]
 
 
+def test_a_cell_without_a_timeline_can_resume_mid_run_and_keeps_only_its_ends(tmp_path, study, monkeypatch):
+    """The width and random cells save every RESUME_EVERY steps while they train (a sitting cut short loses no more)
+    and keep step 0, S and N once a run completes; a sweep saved at another interval is still this cell's."""
+    flags = [str(tmp_path / "study"), "--pilot", str(tmp_path / "none.json"), "--d-model", "8", "--n-layers", "1",
+             "--n-heads", "2", "--batch", "8", "--steps", "12", "--switch", "4", "--cells", "random",
+             "--random-seeds", "0"]
+    monkeypatch.setattr(study, "RESUME_EVERY", 3)
+    first = study.main(flags)
+    run = load_run(tmp_path / "study" / "random" / "curriculum" / "seed_0")
+    assert run.config.train.checkpoint_every == 3  # saved at 3, 6, 9 while it trained
+    assert sorted(int(p.stem.split("_")[1]) for p in (run.path / "checkpoints").iterdir()) == [0, 4, 12]
+    monkeypatch.setattr(study, "RESUME_EVERY", 5)  # as a sweep written before the interval changed
+    files = {p: p.read_bytes() for p in (tmp_path / "study" / "random").rglob("*") if p.is_file()}
+    again = study.main(flags)
+    assert {p: p.read_bytes() for p in files} == files and again["cells"]["random"]["claims"] == first["cells"]["random"]["claims"]
+
+
 def test_the_barrier_rebuilds_the_transformer_it_interpolates(tmp_path, study):
     """The barrier's ends are the two runs' final weights on the curriculum's p = 4 data: its loss there is the
     curriculum's own logged final training loss, so the standard transformer is rebuilt as trained."""
