@@ -156,5 +156,5 @@ def test_into_a_log_the_watch_prints_progress_lines_where_a_terminal_gets_a_bar(
 def test_a_progress_line_says_what_is_saved_and_how_long_the_rest_takes_at_this_command_s_rate():
     assert processes.progress_line(2250, 816000, 1500, 600) == (
         "2 250 of 816 000 run-steps done (0.3%); 1 500 in 10 min here, about 90.4 h left at that rate")
-    assert processes.progress_line(400, 800, 0, 30).endswith("0 in 0 min here, none saved yet by this command")
+    assert processes.progress_line(400, 800, 0, 30).endswith("0 in 0 min here, no rate yet (none done by this command)")
     assert "about 20 min left" in processes.progress_line(500, 1000, 250, 600)  # 500 left at 25 a minute

@@ -137,7 +137,7 @@ def progress_line(done: int, total: int, gained: int, seconds: float) -> str:
         return f"{n:,}".replace(",", " ")
 
     left = (f"about {span((total - done) * seconds / gained)} left at that rate" if gained > 0
-            else "none saved yet by this command")
+            else "no rate yet (none done by this command)")
     return (f"{count(done)} of {count(total)} run-steps done ({100 * done / max(total, 1):.1f}%); "
             f"{count(gained)} in {span(seconds)} here, {left}")
 
