@@ -99,11 +99,14 @@ train_many(configs, sys.argv[1:], progress=False, workers=2)
 """
 
 
-def test_workers_stop_with_everything_saved_when_their_parent_is_killed(tmp_path):
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_workers_stop_with_everything_saved_when_their_parent_is_killed(tmp_path, sigint):
     """SIGKILL on the parent (no handler runs there) ends its workers' stdin: they stop as at Ctrl-C, status
-    interrupted and the lock released, instead of training on for hours unwatched."""
+    interrupted and the lock released, instead of training on for hours unwatched. Also where the parent was
+    started with SIGINT ignored, as a shell script starts a job in its background, and its workers inherit that."""
     paths = [tmp_path / f"r{s}" for s in range(2)]
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, *map(str, paths)])
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint == "ignored" else None
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, *map(str, paths)], preexec_fn=ignore)
     try:
         deadline = time.monotonic() + 120
         while not all((p / "run.json").is_file() and RunLock(p).is_held()

@@ -36,6 +36,10 @@ def _main() -> None:
     """In a worker process: resume each group's share in turn; print how it ended as one JSON line."""
     order = json.loads(sys.argv[1])
     if order.get("watch_stdin"):  # a parent of another version may leave stdin at its own (at its end: /dev/null)
+        # SIGINT is how the parent (or, at its end, the watch) asks this worker to stop. A job started in the
+        # background of a script inherits it ignored, and an ignored SIGINT would leave the worker training on
+        # unwatched, holding its runs' locks: take it back from whatever the parent's own parent chose
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         _stop_when_the_parent_ends()
     try:
         for paths in order["shares"]:
