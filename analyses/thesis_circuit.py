@@ -18,13 +18,17 @@ study ran:
 
 Run: `python analyses/thesis_circuit.py [OUT] [--cell main] [--seeds 0-7] [--every 1000]` (OUT default
 runs/thesis_study, seeds default the sweep's). Writes OUT/circuit.json and OUT/circuit.html for the main
-cell, OUT/circuit_CELL.json and .html for another; reads nothing else of OUT.
+cell, OUT/circuit_CELL.json and .html for another. Each run's reading is saved as it ends, in
+OUT/circuit_reads/CELL/ARM/seed_N.json, so a command stopped part-way resumes where it was; a saved reading
+is used again only where the run and every setting it was read with are the same.
 """
 
 # %%
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import statistics
 import sys
@@ -49,7 +53,7 @@ from circuitpath.data import positions_of, truth_of
 from circuitpath.errors import CircuitPathError, InputError
 from circuitpath.paper.report.page import Page, Panel
 from circuitpath.plots.style import TEMPLATE, class_colour
-from circuitpath.runs import Run, load_run
+from circuitpath.runs import RUN_JSON, Run, load_run
 from circuitpath.runs.storage import write_json
 from circuitpath.sweep import parse_seeds, run_path
 from circuitpath.sweep.spec import load_spec
@@ -190,22 +194,45 @@ def carry_over(run: Run, switch: int, steps: int, n: int) -> dict:
     return record | {"base_p4_acc": result.base_accuracy, "lost": dict(zip(result.names, result.effect.tolist()))}
 
 
-# %% Over seeds, in processes
-def read_one(study: Study, arm: str, seed: int) -> tuple[dict | None, str | None]:
-    """One run's timeline and clusters at S and N (and the carry-over in the curriculum), or why it cannot be read."""
+# %% Over seeds, in processes; each run's reading saved as it ends
+READ_VERSION = 1  # raise it when what `read_one` computes changes: readings saved before are then read again
+READS = "circuit_reads"  # OUT/circuit_reads/CELL/ARM/seed_N.json: one run's reading, so a stopped command resumes
+
+
+def read_key(study: Study, arm: str, run: Run) -> dict:
+    """What a saved reading must have been read with to stand for this one (the run by its run.json: a run's
+    bytes follow from its config)."""
+    return {"version": READ_VERSION, "run": hashlib.sha256((run.path / RUN_JSON).read_bytes()).hexdigest(),
+            "steps": study.timeline(arm), "clusters": study.cluster_steps(arm), "switch": study.switch,
+            "n": study.n, "level": LEVEL, "cost": COST}
+
+
+def saved_reading(study: Study, arm: str, seed: int) -> Path:
+    return study.out / READS / study.cell / arm / f"seed_{seed}.json"
+
+
+def read_one(study: Study, arm: str, seed: int) -> tuple[dict | None, str | None, bool]:
+    """One run's timeline and clusters at S and N (and the carry-over in the curriculum), or why it cannot be read;
+    and whether it was saved by an earlier command (read with the same key) rather than read now."""
     try:
         with single_threaded():  # small forwards: a second thread only waits on busy cores
             run = study.run(arm, seed)
             why = lacking(run, study.timeline(arm))
             if why is not None:
-                return None, why
+                return None, why, False
+            key, where = read_key(study, arm, run), saved_reading(study, arm, seed)
+            saved = json.loads(where.read_text()) if where.is_file() else None
+            if saved is not None and saved["key"] == key:
+                return saved["reading"], None, True
             done = timeline_of(run, study.timeline(arm), study.n) | {
                 "clusters": [clusters_at(run, s, study.n) for s in study.cluster_steps(arm)]}
             if arm == "curriculum":
                 done["carry_over"] = carry_over(run, study.switch, study.steps, study.n)
-            return done, None
+            where.parent.mkdir(parents=True, exist_ok=True)
+            write_json(where, {"key": key, "reading": done})
+            return done, None, False
     except CircuitPathError as error:
-        return None, str(error).splitlines()[0]
+        return None, str(error).splitlines()[0], False
 
 
 def read_arms(study: Study, jobs: int) -> dict[str, tuple[dict[int, dict], dict[int, str]]]:
@@ -214,7 +241,8 @@ def read_arms(study: Study, jobs: int) -> dict[str, tuple[dict[int, dict], dict[
     with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(todo)))) as pool:
         futures = {pool.submit(read_one, study, arm, seed): (arm, seed) for arm, seed in todo}
         for count, future in enumerate(as_completed(futures), 1):
-            print(f"  read {count}/{len(todo)}: {'/'.join(map(str, futures[future]))}", flush=True)
+            earlier = " (saved by an earlier command)" if future.result()[2] else ""
+            print(f"  read {count}/{len(todo)}: {'/'.join(map(str, futures[future]))}{earlier}", flush=True)
         found = {key: future.result() for future, key in futures.items()}
     return {arm: ({s: found[arm, s][0] for s in study.seeds if found[arm, s][0] is not None},
                   {s: found[arm, s][1] for s in study.seeds if found[arm, s][1] is not None}) for arm in ARMS}
@@ -229,7 +257,9 @@ def summary(study: Study, arm: str, per_seed: dict[int, dict]) -> dict:
     and carry-over counts."""
     seeds, steps = list(per_seed), study.timeline(arm)
     auroc = {m: [median([per_seed[s]["auroc"][m][i] for s in seeds]) for i in range(len(steps))] for m in METHODS}
-    mass = torch.tensor([per_seed[s]["mass"] for s in seeds]).median(0).values.tolist() if seeds else []
+    # the median of an even count is the mean of the middle two, as statistics.median gives it (torch's median
+    # would give the lower one)
+    mass = torch.tensor([per_seed[s]["mass"] for s in seeds]).quantile(0.5, dim=0).tolist() if seeds else []
     clusters = [{"step": step, "ones": [s for s in seeds if per_seed[s]["clusters"][i]["ones"]], "of": seeds}
                 for i, step in enumerate(study.cluster_steps(arm))]
     return {"seeds": seeds, "auroc": auroc, "mass": mass, "clusters": clusters,

@@ -112,6 +112,30 @@ def test_a_seed_lacking_a_checkpoint_is_left_out_with_its_reason(trained, circui
     assert "has no checkpoint at step 45" in record["arms"]["scratch"]["skipped"][2]
     assert list(record["arms"]["curriculum"]["per_seed"]) == [1, 2]
     assert "seed 2 left out:" in capsys.readouterr().out
+    masses = torch.tensor([record["arms"]["curriculum"]["per_seed"][s]["mass"] for s in (1, 2)])
+    assert torch.tensor(record["arms"]["curriculum"]["summary"]["mass"]).allclose(masses.mean(0))  # of 2: the mean
+
+
+def test_a_stopped_reading_resumes_from_the_runs_it_had_read(trained, circuit, tmp_path, capsys):
+    """Each run's reading is saved as it ends and used again by a later command, but only when read with the same
+    settings: another --n reads every run again."""
+    copy = tmp_path / "study"
+    shutil.copytree(trained / "main", copy / "main")
+    flags = [str(copy), "--seeds", "0-1", "--every", str(EVERY), "--n", "16"]
+    first = circuit.main(flags)
+    saved = copy / "circuit_reads" / "main" / "curriculum" / "seed_1.json"
+    reading = json.loads(saved.read_text())
+    assert reading["reading"]["auroc"] == first["arms"]["curriculum"]["per_seed"][1]["auroc"]
+    reading["reading"]["stays_from"]["patching"] = 12345  # a mark: only a saved reading carries it
+    saved.write_text(json.dumps(reading))
+    capsys.readouterr()
+    again = circuit.main(flags)
+    assert capsys.readouterr().out.count("(saved by an earlier command)") == 4
+    assert again["arms"]["curriculum"]["per_seed"][1]["stays_from"]["patching"] == 12345
+    assert again["arms"]["scratch"] == first["arms"]["scratch"]
+    other = circuit.main(flags[:-1] + ["24"])
+    assert "(saved by an earlier command)" not in capsys.readouterr().out
+    assert other["arms"]["curriculum"]["per_seed"][1]["stays_from"]["patching"] != 12345
 
 
 def test_a_cell_that_keeps_only_its_ends_is_read_at_them_beside_the_main_cell(with_width, circuit, capsys):
