@@ -235,8 +235,9 @@ def read_one(study: Study, arm: str, seed: int) -> tuple[dict | None, str | None
         return None, str(error).splitlines()[0], False
 
 
-def read_arms(study: Study, jobs: int) -> dict[str, tuple[dict[int, dict], dict[int, str]]]:
-    """Per arm, per seed: what `read_one` gives, the runs read `jobs` at a time (a line as each one ends)."""
+def read_arms(study: Study, jobs: int) -> tuple[dict[str, tuple[dict[int, dict], dict[int, str]]], int]:
+    """Per arm, per seed: what `read_one` gives, the runs read `jobs` at a time (a line as each one ends); and how
+    many readings were saved by an earlier command."""
     todo = [(arm, seed) for arm in ARMS for seed in study.seeds]
     with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(todo)))) as pool:
         futures = {pool.submit(read_one, study, arm, seed): (arm, seed) for arm, seed in todo}
@@ -244,8 +245,9 @@ def read_arms(study: Study, jobs: int) -> dict[str, tuple[dict[int, dict], dict[
             earlier = " (saved by an earlier command)" if future.result()[2] else ""
             print(f"  read {count}/{len(todo)}: {'/'.join(map(str, futures[future]))}{earlier}", flush=True)
         found = {key: future.result() for future, key in futures.items()}
-    return {arm: ({s: found[arm, s][0] for s in study.seeds if found[arm, s][0] is not None},
-                  {s: found[arm, s][1] for s in study.seeds if found[arm, s][1] is not None}) for arm in ARMS}
+    return ({arm: ({s: found[arm, s][0] for s in study.seeds if found[arm, s][0] is not None},
+                   {s: found[arm, s][1] for s in study.seeds if found[arm, s][1] is not None}) for arm in ARMS},
+            sum(result[2] for result in found.values()))
 
 
 def median(values: list[float]) -> float | None:
@@ -366,8 +368,8 @@ def mass_figure(study: Study, results: dict) -> go.Figure:
             figure.add_vline(x=after, line_dash="dot", line_color="white", row=1, col=col)
         figure.update_xaxes(title_text="step (checkpoints read)", type="category", row=1, col=col)
     figure.update_yaxes(autorange="reversed")
-    figure.update_layout(template=TEMPLATE, title="Attention of the readout position on the relevant positions, per "
-                         "head (median over seeds; dotted: the switch, after the column of its checkpoint)")
+    figure.update_layout(template=TEMPLATE, title="Readout attention on the relevant positions, per head (median "
+                         "over seeds)")
     return figure
 
 
@@ -378,7 +380,8 @@ def write_page(study: Study, results: dict, text: list[str]) -> Path:
     page.panel(Panel(auroc_figure(study, results), "Look for when each arm's lines reach 1: the methods rank the "
                      "first k positions above the rest. Dashed: scratch; solid: curriculum."))
     page.panel(Panel(mass_figure(study, results), "Look for heads (rows) turning bright: their attention from the "
-                     "readout concentrates on the relevant positions. Do the curriculum's do so before the switch?"))
+                     "readout concentrates on the relevant positions. Do the curriculum's do so before the switch? The dotted "
+                     "line is the switch, just after the column of its checkpoint."))
     page.heading("Tables")
     page.raw('<pre style="white-space: pre-wrap">' + "\n".join(t.replace("&", "&amp;").replace("<", "&lt;") for t in text) + "</pre>")
     return page.write(study.output_path("html"))
@@ -415,17 +418,20 @@ def main(argv: list[str] | None = None) -> dict:
     start, results = time.perf_counter(), {}
     print(f"{study.out / study.cell}: seeds {list(study.seeds)}, S = {study.switch}, N = {study.steps}, "
           + ", ".join(f"{arm} at {len(study.timeline(arm))} checkpoints a run" for arm in ARMS), flush=True)
-    for arm, (per_seed, skipped) in read_arms(study, args.jobs).items():
+    arms, earlier = read_arms(study, args.jobs)
+    for arm, (per_seed, skipped) in arms.items():
         results[arm] = {"per_seed": per_seed, "skipped": skipped, "summary": summary(study, arm, per_seed)}
         if arm == "curriculum" and per_seed:
             results[arm]["carry"] = carry_summary(per_seed)
     wall = time.perf_counter() - start
-    text = lines(study, results) + [f"\nread in {wall:.0f} s here"]
+    saved = f" ({earlier} of {2 * len(study.seeds)} runs' readings saved by an earlier command)" if earlier else ""
+    text = lines(study, results) + [f"\nread in {wall:.0f} s here{saved}"]
     print("\n".join(text))
     record = {"out": str(study.out), "cell": study.cell, "seeds": list(study.seeds), "switch": study.switch,
               "steps": study.steps, "every": study.every, "n": study.n,
               "timelines": {arm: study.timeline(arm) for arm in ARMS}, "methods": list(METHODS),
-              "level": LEVEL, "cost": COST, "control_rule": CONTROL_RULE, "wall_s": wall, "arms": results}
+              "level": LEVEL, "cost": COST, "control_rule": CONTROL_RULE, "wall_s": wall, "saved_earlier": earlier,
+              "arms": results}
     write_json(study.output_path("json"), record)
     page = write_page(study, results, text)
     print(f"written: {study.output_path('json')}, {page}")

@@ -130,7 +130,9 @@ def test_a_stopped_reading_resumes_from_the_runs_it_had_read(trained, circuit, t
     saved.write_text(json.dumps(reading))
     capsys.readouterr()
     again = circuit.main(flags)
-    assert capsys.readouterr().out.count("(saved by an earlier command)") == 4
+    printed = capsys.readouterr().out
+    assert printed.count("(saved by an earlier command)") == 4 and again["saved_earlier"] == 4
+    assert "(4 of 4 runs' readings saved by an earlier command)" in printed and first["saved_earlier"] == 0
     assert again["arms"]["curriculum"]["per_seed"][1]["stays_from"]["patching"] == 12345
     assert again["arms"]["scratch"] == first["arms"]["scratch"]
     other = circuit.main(flags[:-1] + ["24"])
