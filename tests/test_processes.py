@@ -130,6 +130,27 @@ def test_workers_stop_with_everything_saved_when_their_parent_is_killed(tmp_path
         assert run.status == "interrupted" and 0 < max(saved_steps(path / STATE_DIR)) < 1000000
 
 
+def test_sigterm_on_the_parent_stops_its_workers_with_everything_saved_before_it_exits(tmp_path):
+    """`kill PID` (or a job scheduler's stop) on the parent is passed on to its workers as Ctrl-C: the parent waits
+    for them to save and stop, then ends on `Interrupted`."""
+    paths = [tmp_path / f"r{s}" for s in range(2)]
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, *map(str, paths)], stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while not all((p / "run.json").is_file() and max(saved_steps(p / STATE_DIR), default=0) > 0 for p in paths):
+            assert parent.poll() is None and time.monotonic() < deadline, "the workers never started training"
+            time.sleep(0.2)
+        parent.send_signal(signal.SIGTERM)
+        _, err = parent.communicate(timeout=120)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert "Interrupted" in err and not any(RunLock(p).is_held() for p in paths)  # the workers had ended
+    for path in paths:
+        assert load_run(path).status == "interrupted" and max(saved_steps(path / STATE_DIR)) in load_run(path).steps
+
+
 def test_a_worker_not_told_to_watch_its_stdin_trains_with_stdin_at_its_end(tmp_path):
     """A parent of an earlier version starts workers with its own stdin (at the end, /dev/null, for a job left
     running): such a worker must train, not take the end of stdin for its parent's."""

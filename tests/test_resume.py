@@ -87,19 +87,25 @@ def test_kill_9_at_random_moments_then_resume_gives_identical_bits(tmp_path, uni
     assert_same_run(run, uninterrupted)
 
 
-def test_ctrl_c_saves_a_checkpoint_marks_the_run_and_exits_130(tmp_path, uninterrupted):
+def _signals_at_their_defaults() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_marks_the_run_and_exits_130(tmp_path, uninterrupted, signum):
+    """Ctrl-C, and SIGTERM as `kill PID` or a job scheduler sends it, stop training at a step with everything saved."""
     out = tmp_path / "run"
     # a terminal's Ctrl-C reaches a process whose SIGINT is at its default; a parent that ignores
     # SIGINT (as some test runners and libraries leave it) would pass that on, so reset it
     process = subprocess.Popen([*CLI, "train", "--out", str(out), *FLAGS], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                               stderr=subprocess.PIPE, text=True, preexec_fn=_signals_at_their_defaults)
     # as early as the run has a checkpoint: the whole run is the window, so a loaded machine that
     # starves this process for a while cannot let the run finish first; stopped while signalled
     wait_for(lambda: len(saved_steps(out / "checkpoints")) > 0 or process.poll() is not None)
     process.send_signal(signal.SIGSTOP)
     assert process.poll() is None, "the run ended before it could be interrupted"
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     process.send_signal(signal.SIGCONT)
     _, err = process.communicate(timeout=TIMEOUT)
     assert process.returncode == 130, err

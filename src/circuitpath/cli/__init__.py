@@ -1,6 +1,6 @@
 """The `circuitpath` command line.
 
-Every mistake a user can make ends in one line on stderr and exit status 2; Ctrl-C during training
+Every mistake a user can make ends in one line on stderr and exit status 2; Ctrl-C (or SIGTERM) during training
 saves a checkpoint and exits with status 130. Each module of this package registers its commands:
 `training` (train), `paper` (reproduce), `sweeping` (sweep), `probing` (analyze, patch, ablate,
 diagram, show), `discovery` (discover) and `branching` (branch, switch, predict, llc).
@@ -76,7 +76,7 @@ def _pin(name: str | None) -> None:
 
 
 def _interrupted(error: Exception) -> bool:
-    """Whether training stopped on Ctrl-C after saving (`loop.Interrupted`). Only a command that
+    """Whether training stopped on Ctrl-C or SIGTERM after saving (`loop.Interrupted`). Only a command that
     trained can raise it, and that command imported the loop (and torch): no other command waits for them."""
     loop = sys.modules.get("circuitpath.training.loop")
     return loop is not None and isinstance(error, loop.Interrupted)

@@ -25,7 +25,7 @@ from circuitpath.training.engine import Adam, Encoded, Executor, Layout
 
 
 class Interrupted(Exception):
-    """Training stopped on Ctrl-C after saving a checkpoint; the runs can be resumed."""
+    """Training stopped on Ctrl-C or SIGTERM after saving a checkpoint; the runs can be resumed."""
 
     def __init__(self, runs: list[Path], step: int):
         commands = " and ".join(f"circuitpath train --resume {run}" for run in runs[:2])

@@ -143,14 +143,17 @@ def progress_line(done: int, total: int, gained: int, seconds: float) -> str:
 
 
 class _ctrl_c_to:
-    """Ctrl-C here is passed on to the worker processes, which save a checkpoint and stop."""
+    """Ctrl-C here (or SIGTERM, left at its default) is passed on to the worker processes as Ctrl-C: they save a
+    checkpoint and stop."""
 
     def __init__(self, children: list[subprocess.Popen]):
-        self.children, self.previous, self.sent = children, None, False
+        self.children, self.previous, self.sent = children, {}, False
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._forward)
+            self.previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._forward)
+            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+                self.previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._forward)
         return self
 
     def _forward(self, signum, frame) -> None:
@@ -162,6 +165,6 @@ class _ctrl_c_to:
                 child.send_signal(signal.SIGINT)
 
     def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 

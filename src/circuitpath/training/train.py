@@ -239,15 +239,19 @@ def _results(outcomes) -> list[list[Run]]:
 
 @contextmanager
 def _stop_on_ctrl_c(stop: threading.Event):
-    """Turn SIGINT into a stop request that the loops honour between two steps."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    """Turn SIGINT (Ctrl-C) and SIGTERM (`kill PID`, a job scheduler's stop) into a stop request that the loops
+    honour between two steps. A signal whose handling was chosen elsewhere (not Python's default) is left alone."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    previous = {signum: signal.signal(signum, lambda signum, frame: stop.set())
+                for signum, default in defaults.items() if signal.getsignal(signum) is default}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextmanager
