@@ -211,6 +211,15 @@ def saved_reading(study: Study, arm: str, seed: int) -> Path:
     return study.out / READS / study.cell / arm / f"seed_{seed}.json"
 
 
+def _saved(where: Path) -> dict | None:
+    """A saved reading, or None where there is none or it is not one (then the run is read again)."""
+    try:
+        saved = json.loads(where.read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
 def read_one(study: Study, arm: str, seed: int) -> tuple[dict | None, str | None, bool]:
     """One run's timeline and clusters at S and N (and the carry-over in the curriculum), or why it cannot be read;
     and whether it was saved by an earlier command (read with the same key) rather than read now."""
@@ -221,8 +230,8 @@ def read_one(study: Study, arm: str, seed: int) -> tuple[dict | None, str | None
             if why is not None:
                 return None, why, False
             key, where = read_key(study, arm, run), saved_reading(study, arm, seed)
-            saved = json.loads(where.read_text()) if where.is_file() else None
-            if saved is not None and saved["key"] == key:
+            saved = _saved(where)
+            if saved is not None and saved.get("key") == key and "reading" in saved:
                 return saved["reading"], None, True
             done = timeline_of(run, study.timeline(arm), study.n) | {
                 "clusters": [clusters_at(run, s, study.n) for s in study.cluster_steps(arm)]}

@@ -138,6 +138,8 @@ def test_a_stopped_reading_resumes_from_the_runs_it_had_read(trained, circuit, t
     other = circuit.main(flags[:-1] + ["24"])
     assert "(saved by an earlier command)" not in capsys.readouterr().out
     assert other["arms"]["curriculum"]["per_seed"][1]["stays_from"]["patching"] != 12345
+    saved.write_text("{not json")  # a reading that is not one is read again
+    assert circuit.main(flags[:-1] + ["24"])["saved_earlier"] == 3 and json.loads(saved.read_text())["key"]
 
 
 def test_a_cell_that_keeps_only_its_ends_is_read_at_them_beside_the_main_cell(with_width, circuit, capsys):
