@@ -59,7 +59,7 @@ def train_in_processes(groups: list[list[Path]], processes: int, *, progress: bo
                                   json.dumps({**order, "shares": [p for p in share if p]})],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                 for share in shares]
-    with _ctrl_c_to(children):
+    with _stop_signals_to(children):
         _watch(children, groups, progress)
         outcomes = [_outcome(child) for child in children]
     _raise_first(outcomes, groups)
@@ -142,7 +142,7 @@ def progress_line(done: int, total: int, gained: int, seconds: float) -> str:
             f"{count(gained)} in {span(seconds)} here, {left}")
 
 
-class _ctrl_c_to:
+class _stop_signals_to:
     """Ctrl-C here (or SIGTERM, left at its default) is passed on to the worker processes as Ctrl-C: they save a
     checkpoint and stop."""
 

@@ -207,7 +207,7 @@ def _run(trainers: list[GroupTrainer], progress: bool, workers: int | None) -> l
     cores = min(workers or os.cpu_count() or 1, units)
     parallel = on_cpu and cores > 1
     stop = threading.Event()
-    with _stop_on_ctrl_c(stop), _kernel_threads(1 if on_cpu else None), ThreadPoolExecutor(cores if parallel else 1) as pool:
+    with _stop_on_signals(stop), _kernel_threads(1 if on_cpu else None), ThreadPoolExecutor(cores if parallel else 1) as pool:
         for position, trainer in enumerate(trainers):
             trainer.stop, trainer.progress, trainer.bar_position = stop, progress, position
             trainer.pool = pool if parallel else None
@@ -238,7 +238,7 @@ def _results(outcomes) -> list[list[Run]]:
 
 
 @contextmanager
-def _stop_on_ctrl_c(stop: threading.Event):
+def _stop_on_signals(stop: threading.Event):
     """Turn SIGINT (Ctrl-C) and SIGTERM (`kill PID`, a job scheduler's stop) into a stop request that the loops
     honour between two steps. A signal whose handling was chosen elsewhere (not Python's default) is left alone."""
     if threading.current_thread() is not threading.main_thread():
