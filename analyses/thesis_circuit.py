@@ -32,6 +32,7 @@ import json
 import os
 import statistics
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -244,11 +245,23 @@ def read_one(study: Study, arm: str, seed: int) -> tuple[dict | None, str | None
         return None, str(error).splitlines()[0], False
 
 
+def end_with(parent: int) -> None:
+    """A reading process's first act: watch `parent`, and exit as soon as it has ended. A parent killed outright
+    (SIGKILL, out of memory) cannot shut its pool down, and the pool's processes would otherwise wait for work
+    forever, holding their memory. Only the reading under way is lost; every finished one is saved."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def read_arms(study: Study, jobs: int) -> tuple[dict[str, tuple[dict[int, dict], dict[int, str]]], int]:
     """Per arm, per seed: what `read_one` gives, the runs read `jobs` at a time (a line as each one ends); and how
     many readings were saved by an earlier command."""
     todo = [(arm, seed) for arm in ARMS for seed in study.seeds]
-    with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(todo)))) as pool:
+    with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(todo))), initializer=end_with,
+                             initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(read_one, study, arm, seed): (arm, seed) for arm, seed in todo}
         for count, future in enumerate(as_completed(futures), 1):
             earlier = " (saved by an earlier command)" if future.result()[2] else ""

@@ -3,9 +3,13 @@
 import importlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -159,6 +163,39 @@ def test_a_cell_that_keeps_only_its_ends_is_read_at_them_beside_the_main_cell(wi
     carry = record["arms"]["curriculum"]["per_seed"][0]["carry_over"]
     assert set(carry["costs"]) == {"L0H0", "L0H1", "L1H0", "L1H1"}
     assert "p = 4 test acc lost at N = 60" in capsys.readouterr().out
+
+
+def test_its_reading_processes_end_when_the_command_is_killed_outright(trained, tmp_path):
+    """SIGKILL leaves a process pool no time to shut down: its readers must see their parent gone and exit, not
+    wait for work forever. They are found by their process group, which the command leads."""
+    copy = tmp_path / "study"
+    shutil.copytree(trained / "main", copy / "main")
+    command = subprocess.Popen([sys.executable, str(ANALYSES / "thesis_circuit.py"), str(copy), "--seeds", "0-2",
+                                "--every", str(EVERY), "--jobs", "2"], stdout=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        for line in command.stdout:
+            if line.startswith("  read 1/6"):
+                break
+        else:
+            pytest.fail("the command ended before its first reading")
+        command.kill()
+        command.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(command.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("a reading process outlived the killed command by 20 s")
+        assert len(list((copy / "circuit_reads" / "main").glob("*/seed_*.json"))) >= 1
+    finally:
+        try:
+            os.killpg(command.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.mark.parametrize("args, message", [
