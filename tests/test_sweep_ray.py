@@ -6,6 +6,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -146,6 +148,42 @@ def test_a_task_whose_worker_is_killed_is_retried_and_resumes_its_runs(tmp_path)
         assert run.metrics == full.metrics
         weights, full_weights = run.weights_at(3000), full.weights_at(3000)
         assert all(torch.equal(weights[k], full_weights[k]) for k in weights)
+
+
+def test_sigterm_on_the_driver_ends_the_sweep_as_ctrl_c_does(tmp_path):
+    """`kill PID` on a Ray sweep started from the command line: exit 130 with the line that says how to go on,
+    and the local Ray instance it started is shut down, none of its processes left (its own process group)."""
+    out = tmp_path / "ray"
+    command = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from circuitpath.cli import main; sys.exit(main())", "sweep", "--out",
+         str(out), "--backend", "ray", "--seeds", "0-1", "--experiments", "long=2:20000:1e-2", "-T", "6",
+         "--n-train", "60", "--log-every", "50", "--checkpoint-every", "50"], stderr=subprocess.PIPE, text=True,
+        start_new_session=True, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})  # its own instance
+    try:
+        lock_file = out / "long" / "seed_0" / RunLock.FILE
+        deadline = time.monotonic() + 180
+        while not (lock_file.exists() and saved_steps(lock_file.parent / "checkpoints")[-1:] >= [50]):
+            assert time.monotonic() < deadline and command.poll() is None, "the sweep did not start training"
+            time.sleep(0.1)
+        command.terminate()
+        stderr = command.communicate(timeout=120)[1]
+        assert command.returncode == 130, stderr
+        assert stderr.splitlines()[-1] == (f"circuitpath: interrupted; finish the sweep with: "
+                                           f"circuitpath sweep --resume {out} --backend ray")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(command.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("a process of the sweep's local Ray instance outlived it by 60 s")
+    finally:
+        try:
+            os.killpg(command.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_a_task_refuses_an_output_path_its_node_does_not_see(tmp_path):

@@ -17,7 +17,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import socket
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -68,6 +70,7 @@ def connected(address: str | None, cpus: int | None):
             raise ConfigError("this process is already connected to Ray; drop --address and --cpus")
         yield
         return
+    sigterm_default = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # before Ray puts its own there
     options = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
     if address is None and not os.environ.get("RAY_ADDRESS"):  # a local instance (Ray counts the CPUs it may use)
         options |= {"num_cpus": cpus, "object_store_memory": LOCAL_OBJECT_STORE}
@@ -79,9 +82,27 @@ def connected(address: str | None, cpus: int | None):
                 if address not in (None, "auto") and "RAY_AUTH_MODE" not in os.environ else "")
         raise RunError(f"cannot start or join a Ray cluster {where}: {str(error).splitlines()[0]}{hint}") from None
     try:
-        yield
+        with _sigterm_as_ctrl_c(sigterm_default):
+            yield
     finally:
         ray.shutdown()
+
+
+@contextmanager
+def _sigterm_as_ctrl_c(was_default: bool):
+    """SIGTERM (`kill PID`, a job scheduler's stop) ends a sweep as Ctrl-C does: its tasks are cancelled and the
+    local Ray instance shut down, with the line that says how to resume. Ray's own handler would exit at once.
+    Only where SIGTERM was left at its default before Ray started, and in the main thread."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    if not was_default or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def task_resources(device: str, chunk: int) -> dict:
