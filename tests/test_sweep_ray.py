@@ -23,6 +23,7 @@ from circuitpath.cli import main  # noqa: E402
 from circuitpath.runs import saved_steps  # noqa: E402
 from circuitpath.runs.storage import RunLock, write_json  # noqa: E402
 from circuitpath.sweep import RayOptions, sweep  # noqa: E402
+from process_group import ended_within, own_group  # noqa: E402
 
 EXPERIMENTS = "a=4:30:1e-2;b=2:15:1e-3,4:15:1e-2"
 FLAGS = ["--seeds", "0-4", "--experiments", EXPERIMENTS, "-T", "6", "--n-train", "60"]
@@ -154,12 +155,11 @@ def test_sigterm_on_the_driver_ends_the_sweep_as_ctrl_c_does(tmp_path):
     """`kill PID` on a Ray sweep started from the command line: exit 130 with the line that says how to go on,
     and the local Ray instance it started is shut down, none of its processes left (its own process group)."""
     out = tmp_path / "ray"
-    command = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from circuitpath.cli import main; sys.exit(main())", "sweep", "--out",
-         str(out), "--backend", "ray", "--seeds", "0-1", "--experiments", "long=2:20000:1e-2", "-T", "6",
-         "--n-train", "60", "--log-every", "50", "--checkpoint-every", "50"], stderr=subprocess.PIPE, text=True,
-        start_new_session=True, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})  # its own instance
-    try:
+    with own_group([sys.executable, "-c", "import sys; from circuitpath.cli import main; sys.exit(main())", "sweep",
+                    "--out", str(out), "--backend", "ray", "--seeds", "0-1", "--experiments", "long=2:20000:1e-2",
+                    "-T", "6", "--n-train", "60", "--log-every", "50", "--checkpoint-every", "50"],
+                   stderr=subprocess.PIPE, text=True,
+                   env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}) as command:  # its own instance
         lock_file = out / "long" / "seed_0" / RunLock.FILE
         deadline = time.monotonic() + 180
         while not (lock_file.exists() and saved_steps(lock_file.parent / "checkpoints")[-1:] >= [50]):
@@ -170,20 +170,7 @@ def test_sigterm_on_the_driver_ends_the_sweep_as_ctrl_c_does(tmp_path):
         assert command.returncode == 130, stderr
         assert stderr.splitlines()[-1] == (f"circuitpath: interrupted; finish the sweep with: "
                                            f"circuitpath sweep --resume {out} --backend ray")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(command.pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("a process of the sweep's local Ray instance outlived it by 60 s")
-    finally:
-        try:
-            os.killpg(command.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        assert ended_within(command.pid, 60), "a process of the sweep's local Ray instance outlived it by 60 s"
 
 
 def test_a_task_refuses_an_output_path_its_node_does_not_see(tmp_path):

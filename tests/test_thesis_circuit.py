@@ -3,19 +3,17 @@
 import importlib
 import itertools
 import json
-import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from circuitpath.runs import load_run
+from process_group import ended_within, own_group
 
 ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
 TINY_TASK = {"n_ctx": 6, "k": 3, "n_train": 48, "n_test": 48, "with_replacement": True}
@@ -170,32 +168,14 @@ def test_its_reading_processes_end_when_the_command_is_killed_outright(trained, 
     wait for work forever. They are found by their process group, which the command leads."""
     copy = tmp_path / "study"
     shutil.copytree(trained / "main", copy / "main")
-    command = subprocess.Popen([sys.executable, str(ANALYSES / "thesis_circuit.py"), str(copy), "--seeds", "0-2",
-                                "--every", str(EVERY), "--jobs", "2"], stdout=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    try:
-        for line in command.stdout:
-            if line.startswith("  read 1/6"):
-                break
-        else:
+    with own_group([sys.executable, str(ANALYSES / "thesis_circuit.py"), str(copy), "--seeds", "0-2", "--every",
+                    str(EVERY), "--jobs", "2"], stdout=subprocess.PIPE, text=True) as command:
+        if not any(line.startswith("  read 1/6") for line in command.stdout):
             pytest.fail("the command ended before its first reading")
         command.kill()
-        command.wait()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(command.pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("a reading process outlived the killed command by 20 s")
-        assert len(list((copy / "circuit_reads" / "main").glob("*/seed_*.json"))) >= 1
-    finally:
-        try:
-            os.killpg(command.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        command.wait()  # a zombie still counts in its group
+        assert ended_within(command.pid, 20), "a reading process outlived the killed command by 20 s"
+    assert len(list((copy / "circuit_reads" / "main").glob("*/seed_*.json"))) >= 1
 
 
 @pytest.mark.parametrize("args, message", [
