@@ -359,6 +359,11 @@ def lines(study: Study, results: dict) -> list[str]:
 DASH = {"scratch": "dash", "curriculum": "solid"}
 
 
+def truth_words(cell: str) -> str:
+    """What a cell's truth is, in a figure's words: the random cell sums positions drawn per seed."""
+    return "each seed's drawn positions" if cell == "random" else "the first k positions"
+
+
 def auroc_figure(study: Study, results: dict) -> go.Figure:
     figure = go.Figure()
     for arm in ARMS:
@@ -367,7 +372,7 @@ def auroc_figure(study: Study, results: dict) -> go.Figure:
             figure.add_scatter(x=study.timeline(arm), y=summ["auroc"][m], name=f"{arm}, {m}", mode="lines+markers",
                                line={"dash": DASH[arm], "color": class_colour(i)})
     figure.add_vline(x=study.switch, line_dash="dot", annotation_text=f"switch S = {study.switch}")
-    figure.update_layout(template=TEMPLATE, title="AUROC of each method's position scores against the first k "
+    figure.update_layout(template=TEMPLATE, title=f"AUROC of each method's position scores against {truth_words(study.cell)} "
                          "(median over seeds)", xaxis_title="step", yaxis_title="AUROC", yaxis_range=[0, 1.02])
     return figure
 
@@ -399,8 +404,8 @@ def write_page(study: Study, results: dict, text: list[str]) -> Path:
     page = Page(f"The circuit over training: scratch against curriculum ({study.cell} cell)")
     page.items([f"OUT {study.out}, seeds {list(study.seeds)}, switch S = {study.switch}, N = {study.steps}, "
                 f"every {study.every} steps, {study.n} test inputs probed per checkpoint"])
-    page.panel(Panel(auroc_figure(study, results), "Look for when each arm's lines reach 1: the methods rank the "
-                     "first k positions above the rest. Dashed: scratch; solid: curriculum."))
+    page.panel(Panel(auroc_figure(study, results), "Look for when each arm's lines reach 1: the methods rank "
+                     f"{truth_words(study.cell)} above the rest. Dashed: scratch; solid: curriculum."))
     page.panel(Panel(mass_figure(study, results), "Look for heads (rows) turning bright: their attention from the "
                      "readout concentrates on the relevant positions. Do the curriculum's do so before the switch? The dotted "
                      "line is the switch, just after the column of its checkpoint."))

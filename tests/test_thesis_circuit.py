@@ -163,6 +163,11 @@ def test_a_cell_that_keeps_only_its_ends_is_read_at_them_beside_the_main_cell(wi
     assert "p = 4 test acc lost at N = 60" in capsys.readouterr().out
 
 
+def test_the_page_names_the_truth_of_the_cell_it_shows(circuit):
+    assert circuit.truth_words("random") == "each seed's drawn positions"
+    assert circuit.truth_words("main") == circuit.truth_words("width") == "the first k positions"
+
+
 def test_its_reading_processes_end_when_the_command_is_killed_outright(trained, tmp_path):
     """SIGKILL leaves a process pool no time to shut down: its readers must see their parent gone and exit, not
     wait for work forever. They are found by their process group, which the command leads."""
