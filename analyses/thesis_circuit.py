@@ -372,8 +372,8 @@ def auroc_figure(study: Study, results: dict) -> go.Figure:
             figure.add_scatter(x=study.timeline(arm), y=summ["auroc"][m], name=f"{arm}, {m}", mode="lines+markers",
                                line={"dash": DASH[arm], "color": class_colour(i)})
     figure.add_vline(x=study.switch, line_dash="dot", annotation_text=f"switch S = {study.switch}")
-    figure.update_layout(template=TEMPLATE, title=f"AUROC of each method's position scores against {truth_words(study.cell)} "
-                         "(median over seeds)", xaxis_title="step", yaxis_title="AUROC", yaxis_range=[0, 1.02])
+    title = f"AUROC of each method's position scores against {truth_words(study.cell)} (median over seeds)"
+    figure.update_layout(template=TEMPLATE, title=title, xaxis_title="step", yaxis_title="AUROC", yaxis_range=[0, 1.02])
     return figure
 
 
