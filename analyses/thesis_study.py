@@ -52,8 +52,9 @@ from circuitpath.runs import load_run
 from circuitpath.runs.storage import read_json, write_json
 from circuitpath.sweep import SUMMARY_JSON, parse_seeds, pending_runs, resume_sweep, run_path, sweep
 from circuitpath.sweep.spec import SWEEP_JSON, load_spec, make_spec, write_spec
-from circuitpath.sweep.switching import (SWITCH_JSON, SwitchResult, SwitchSettings, load_settings, resume_switch, save_table,
-                                   switch_experiment)
+from circuitpath.analysis.outcomes import FITS
+from circuitpath.sweep.switching import (SWITCH_JSON, SwitchResult, SwitchSettings, branch_path, load_settings, resume_switch,
+                                   save_table, switch_experiment)
 from transformer_pilot import SOLVED, Setting
 
 CELLS = ("main", "width", "random")
@@ -272,9 +273,24 @@ def switch_curve(out: Path, settings: SwitchSettings) -> SwitchResult:
     return result
 
 
+def curve_control(out: Path, curve: SwitchResult) -> dict:
+    """The curve's control, its switch-0 row (p = 4 from scratch): which seeds fit their training set. If they do not,
+    the curve measured its budget, not the switch."""
+    train_acc = {seed: load_run(branch_path(out / CURVE, 0, seed)).final_metrics()["train_acc"]
+                 for seed in curve.settings.seeds} if 0 in curve.settings.switch_steps else {}
+    fits = [seed for seed, acc in train_acc.items() if acc >= FITS]
+    if not train_acc:
+        line = "control: no switch-0 row (p = 4 from scratch) in this curve"
+    else:
+        short = ", ".join(f"seed {seed} at {acc:.3f}" for seed, acc in train_acc.items() if acc < FITS)
+        line = (f"control (switch 0, p = 4 from scratch): fits its training set (train acc >= {FITS}) on {len(fits)} "
+                f"of {len(train_acc)} seeds" + (f"; below: {short}" if short else ""))
+    return {"line": line, "train_acc": train_acc, "fits": fits}
+
+
 # %% The page
 def write_page(out: Path, head: list[str], results: dict[str, tuple[Cell, list[Claim], dict, float | None]],
-               curve: SwitchResult | None) -> Path:
+               curve: SwitchResult | None, control: str | None = None) -> Path:
     page = Page("Does the thesis survive a standard transformer trained with AdamW?")
     page.items(head)
     for name, (cell, claims, left_out, _) in results.items():
@@ -292,7 +308,8 @@ def write_page(out: Path, head: list[str], results: dict[str, tuple[Cell, list[C
         page.panel(Panel(switch_figure(curve), "Switch step 0 is scratch. Look for the rate to rise once the switch "
                          "comes after p = 2 is solved (the study's switch), and whether switching later still helps. Its runs order "
                          "their mini-batches by seed where the cells' sweeps order every seed's as seed 0's, so its point "
-                         "at the study's switch replicates the main cell's curriculum rather than repeating it."))
+                         "at the study's switch replicates the main cell's curriculum rather than repeating it."
+                         + (f" The {control}." if control else "")))
     return page.write(out / PAGE)
 
 
@@ -417,8 +434,9 @@ def report(out: Path, todo: Plan, results: dict, curve: SwitchResult | None, wal
     for name, (cell, claims, left_out, _) in results.items():
         print(f"\n{cell.describe()}{' (kept from claims.json)' if name in todo.kept else ''}\n{table(claims)}")
         print("\n".join(per_seed_lines(claims) + [f"  left out: {k}: {why}" for k, why in left_out.items()]))
+    control = curve_control(out, curve) if curve is not None else None
     if curve is not None:
-        print("\nswitch-step curve (main cell)\n" + "\n".join(curve.lines()))
+        print("\nswitch-step curve (main cell)\n" + "\n".join(curve.lines() + [control["line"]]))
     print(f"\nfig: the paper's figure the claim comes from; "
           f"verdict: supported when the whole 95% interval lies above 1/2, refuted below, mixed otherwise; "
           f"barrier holds above ln 4 = {BARRIER:.3f}\nthis command took {wall:.0f} s here")
@@ -428,12 +446,12 @@ def report(out: Path, todo: Plan, results: dict, curve: SwitchResult | None, wal
                                "seeds": list(cell.seeds), "claims": [c.to_dict() for c in claims], "left_out": left_out,
                                "wall_s": cell_wall}
                         for name, (cell, claims, left_out, cell_wall) in results.items()},
-              "switch_curve": curve.to_dict() if curve is not None else None}
+              "switch_curve": curve.to_dict() | {"control": control} if curve is not None else None}
     write_json(out / CLAIMS_JSON, record)
     walls = [f"{name} {cell_wall:.0f} s" for name, (*_, cell_wall) in results.items() if cell_wall is not None]
     page = write_page(out, todo.head + [f"the last command that trained each cell took, training and claims, on the machine that ran it (a cell "
                                       f"trained across commands took longer in all): {', '.join(walls)}"],
-                      results, curve)
+                      results, curve, control["line"] if control else None)
     print(f"written: {out / CLAIMS_JSON}, {page}")
     return record
 

@@ -82,6 +82,11 @@ def test_the_quick_tour_measures_each_claim_over_seeds_and_resumes_without_train
     assert run.config.model.arch == "transformer" and load_run(out / "random" / "scratch" / "seed_0").config.task.positions == "random"
     assert [row["switch"] for row in saved["switch_curve"]["rows"]] == [0, 5, 10]
     assert saved["switch_curve"]["settings"]["seeds"] == [0, 1]  # the main cell's (fewer than 8)
+    control = saved["switch_curve"]["control"]  # the switch-0 row (scratch): does it fit its training set?
+    acc = {str(seed): load_run(out / "switch_curve" / "switch_0" / f"seed_{seed}").final_metrics()["train_acc"]
+           for seed in (0, 1)}
+    assert control["train_acc"] == acc and control["fits"] == [int(s) for s, a in acc.items() if a >= 0.99]
+    assert control["line"] in printed and f"on {len(control['fits'])} of 2 seeds" in control["line"]
     assert (out / "study.html").stat().st_size > 3_000_000  # plotly.js inline: opens offline
     files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()
              and p.name not in ("claims.json", "study.html", "switch_table.json")}
