@@ -268,7 +268,7 @@ def switch_curve(out: Path, settings: SwitchSettings) -> SwitchResult:
     """Train (or finish) the switch experiment and save its table; a finished one is only read."""
     where = out / CURVE
     done = (where / SWITCH_JSON).is_file()
-    result = resume_switch(where, progress=False) if done else switch_experiment(where, settings, progress=False)
+    result = resume_switch(where) if done else switch_experiment(where, settings)  # bars in a terminal, not in a log
     save_table(result, where)
     return result
 
