@@ -167,6 +167,8 @@ def _cancel(refs: list) -> None:
     """Stop the tasks as Ctrl-C stops a local sweep: Ray raises it inside each running task, whose runs save
     at the step they reached; those still running after SAVE_GRACE seconds, or at a second Ctrl-C, are killed
     (their runs resume from their last checkpoint). Tasks not started yet never start."""
+    if not refs:
+        return
     for ref in refs:
         ray.cancel(ref)
     try:
