@@ -76,6 +76,31 @@ def test_resume_of_a_completed_run_does_nothing(trained_run, capsys):
     assert snapshot(trained_run.path) == before
 
 
+@pytest.mark.parametrize("flags", [["--lr", "5"], ["--steps", "50", "--d-model", "64"], ["--seed", "1"], ["--untied"]])
+def test_resume_refuses_the_flags_of_a_new_run_in_one_line(trained_run, capsys, flags):
+    """A flag that --resume would leave unused (the run keeps what it recorded) is refused, not ignored."""
+    before = snapshot(trained_run.path)
+    assert main(["train", "--resume", str(trained_run.path), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("circuitpath: error: --resume continues a run as it recorded it") and "\n" not in err
+    assert err.endswith("drop " + ", ".join(f for f in flags if f.startswith("--")))
+    assert snapshot(trained_run.path) == before
+
+
+def test_every_train_flag_is_either_refused_or_used_by_resume():
+    """A flag added to train later must be sorted here: describes a new run, or applies to a resumed one too."""
+    import argparse
+
+    from circuitpath.cli import build_parser
+    from circuitpath.cli.training import NEW_RUN_FLAGS
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    flags = {a.option_strings[0] for a in sub.choices["train"]._actions if a.option_strings} - {"-h"}
+    with_resume = {"--resume", "--allow-other-platform", "--device", "--init", "--weight-decay", "--decay", "--betas",
+                   "--warmup", "--clip"}  # the last six are checked against the run's record
+    assert flags == set(NEW_RUN_FLAGS) | with_resume and not set(NEW_RUN_FLAGS) & with_resume
+
+
 def test_show_tells_a_killed_run_from_a_running_one(trained_run, capsys):
     import json
 

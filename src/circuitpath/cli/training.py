@@ -80,6 +80,14 @@ def add_parsers(sub) -> None:
 
 
 # ---- train ---------------------------------------------------------------------------------------
+#: train's flags that describe a new run: --resume refuses them rather than leave them unused. (The recipe
+#: flags and --init are accepted where they repeat what the run recorded; see `check_recorded`.)
+NEW_RUN_FLAGS = ("--out", "--config", "--preset", "--force", "--phases", "--p", "--steps", "--lr", "--batch-size",
+                 "--seed", "--n-ctx", "--k", "--positions", "--n-train", "--n-test", "--data-seed", "--d-model",
+                 "--d-mlp", "--n-tokens", "--untied", "--residual", "--eps", "--model-seed", "--model", "--n-layers",
+                 "--n-heads", "--readout", "--norm", "--log-every", "--checkpoint-every", "--dense-checkpoints",
+                 "--sample-seed")
+
 def warn_capability() -> None:
     """One line on stderr when ATEN_CPU_CAPABILITY asks for a CPU kernel set torch does not run."""
     import sys
@@ -201,8 +209,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.allow_other_platform and args.resume is None:
         raise ConfigError("--allow-other-platform applies to --resume RUN only")
     if args.resume is not None:
-        if args.out is not None or args.config is not None or args.preset is not None:
-            raise ConfigError("--resume continues a run as it was configured; drop --out, --config and --preset")
+        if given := [flag for flag in NEW_RUN_FLAGS if getattr(args, flag[2:].replace("-", "_")) not in (None, False)]:
+            raise ConfigError(f"--resume continues a run as it recorded it (its task, model and phases); drop "
+                              f"{', '.join(given)}")
         from circuitpath.runs import load_run
 
         recorded = load_run(args.resume)
