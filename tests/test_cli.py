@@ -60,6 +60,22 @@ def test_usage_mistakes_are_one_line_too(capsys):
         assert err.startswith("circuitpath: error:") and "\n" not in err and "--help" in err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["sweep", "--seeds", "", "--experiments", "a=4:5:1e-2"], "--seeds is given an empty value"),
+    (["sweep", "--out="], "--out is given an empty value"),
+    (["train", "--out", "", "--steps", "5"], "--out is given an empty value"),
+    (["show", ""], "argument 2 is given an empty value"),
+])
+def test_an_empty_value_is_refused_not_taken_for_the_default(tmp_path, monkeypatch, capsys, argv, message):
+    """`--seeds ''` would otherwise mean the default 32 seeds, and `--out ''` the current directory."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert done.value.code == 2 and err.startswith("circuitpath: error: " + message) and "\n" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_output_that_cannot_be_created_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "file").write_text("not a directory")
     for out in ("/proc/no/run", str(tmp_path / "file" / "run")):

@@ -20,7 +20,8 @@ def test_phases_parse():
     ("2:x:1e-3", "with numbers, got '2:x:1e-3'"),
     ("2:0:1e-3", "steps must be >= 1, got 0"),
     ("2:10:-1", "lr must be a positive number, got -1.0"),
-    ("", "no phase given"),
+    ("", "an empty phase in ''"),
+    ("2:30:1e-3,,4:10:1e-2", "an empty phase in '2:30:1e-3,,4:10:1e-2': phases are separated by single commas"),
 ])
 def test_bad_phases(text, message):
     with pytest.raises(ConfigError, match=message):

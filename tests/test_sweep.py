@@ -215,13 +215,20 @@ def snapshot(path):
     (["--chunks", "2"], "unrecognized arguments: --chunks 2"),
     (["--d-mlp", "0"], "d_mlp must be >= 1, got 0"),
     (["--backend", "ray", "--chunk", "two"], "argument --chunk: invalid int value: 'two'"),
+    (["--experiments", ""], "--experiments is given an empty value; leave it out for its default"),
+    (["--seeds="], "--seeds is given an empty value"),
+    (["--experiments", "a=4:5:1e-2;a=2:5:1e-3"], "experiment 'a' is given twice in 'a=4:5:1e-2;a=2:5:1e-3'"),
+    (["--experiments", "../evil=4:5:1e-2"], "experiment name '../evil' in '../evil=4:5:1e-2' is not a directory name"),
+    (["--experiments", "a b=4:5:1e-2"], "experiment name 'a b'"),
+    (["--experiments", "x=4:5:1e-2;"], "an empty experiment in 'x=4:5:1e-2;'"),
+    (["--experiments", "scratch,,curriculum"], "an empty experiment in 'scratch,,curriculum'"),
 ])
 def test_bad_sweep_flags_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "sw"
     assert exit_status(["sweep", "--out", str(out), *CLI_SMALL, *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
-    assert not out.exists()
+    assert sorted(tmp_path.iterdir()) == []  # nothing, not even beside OUT
 
 
 @pytest.mark.parametrize("backend", ["local", "ray"])

@@ -459,8 +459,8 @@ _PARSE = {"k": int, "wd": float, "betas": _parse_betas, "warmup": int,
 
 def parse_phases(text: str, **defaults: Any) -> tuple[Phase, ...]:
     """Parse a comma-separated list of phases, e.g. `2:3000:1e-3,4:7000:1e-2`; `defaults` as in `Phase.parse`."""
-    items = [item for item in text.split(",") if item.strip()]
-    _check(bool(items), f"no phase given in {text!r}")
+    items = text.split(",")
+    _check(all(item.strip() for item in items), f"an empty phase in {text!r}: phases are separated by single commas")
     return tuple(Phase.parse(item, **defaults) for item in items)
 
 

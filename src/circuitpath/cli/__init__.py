@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _refuse_empty(parser, argv)
     args = parser.parse_args(argv)
     try:
         _pin(args.pinning)
@@ -64,6 +66,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"circuitpath: {stop}", file=sys.stderr)
         return 130
+
+
+def _refuse_empty(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """An empty value (`--seeds ''`, `--out=`) is a mistake, not a request for the default (which may be a full-size
+    sweep, or the current directory for a path): it is refused in one line."""
+    for index, token in enumerate(argv):
+        flag, equals, value = token.partition("=")
+        if token == "":
+            given = argv[index - 1] if index and argv[index - 1].startswith("-") else f"argument {index + 1}"
+        elif flag.startswith("--") and equals and not value:
+            given = flag
+        else:
+            continue
+        parser.error(f"{given} is given an empty value; leave it out for its default")
 
 
 def _pin(name: str | None) -> None:

@@ -6,6 +6,7 @@ rebuild exactly the same run configs from it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from circuitpath.config import ModelConfig, RunConfig, TaskConfig, TrainConfig, saved_model
@@ -49,18 +50,42 @@ def parse_experiments(text: str) -> dict[str, str | dict]:
     model and schedule; its draw options follow its name as `:key=int`, e.g.
     `vis_finetune:vis_n_tokens=3:vis_finetune_p=3`. It is stored as `{"preset": name, **options}`.
     """
-    experiments = {}
-    for item in (i.strip() for i in text.split(";") if i.strip()):
+    experiments: dict[str, str | dict] = {}
+    for item in (i.strip() for i in text.split(";")):
         if "=" in item and ":" not in item.split("=", 1)[0]:
             name, phases = (x.strip() for x in item.split("=", 1))
-            experiments[name] = phases
+            _add(experiments, _checked_name(name, text), phases, text)
         else:
-            for name in (n.strip() for n in item.split(",") if n.strip()):
-                name, value = _named(name)
-                experiments[name] = value
-    if not experiments:
-        raise ConfigError(f"no experiment given in {text!r}")
+            for name in (n.strip() for n in item.split(",")):
+                _check_not_empty(name, text)
+                _add(experiments, *_named(name), text)
     return experiments
+
+
+#: An experiment's name is a directory of the sweep: letters, digits, '_', '-' and '.', not starting with '.'.
+NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def _checked_name(name: str, text: str | None = None) -> str:
+    if text is not None:
+        _check_not_empty(name, text)
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        where = f" in {text!r}" if text is not None else ""
+        raise ConfigError(f"experiment name {name!r}{where} is not a directory name: use letters, digits, '_', '-' "
+                          "and '.' (not first)")
+    return name
+
+
+def _check_not_empty(item: str, text: str) -> None:
+    if not item:
+        raise ConfigError(f"an empty experiment in {text!r}: experiments are separated by single ';' (or ',' "
+                          "between names)")
+
+
+def _add(experiments: dict, name: str, value: str | dict, text: str) -> None:
+    if name in experiments:
+        raise ConfigError(f"experiment {name!r} is given twice in {text!r}")
+    experiments[name] = value
 
 
 def _named(text: str) -> tuple[str, str | dict]:
@@ -102,7 +127,7 @@ def make_spec(seeds: list[int], experiments: dict[str, str], task: TaskConfig, m
             "train": {k: getattr(train, k) for k in TRAIN_FIELDS},
             "keep_checkpoints": check_keep(keep_checkpoints)}
     for name in experiments:
-        configs(spec, name)
+        configs(spec, _checked_name(name))
     return spec
 
 
