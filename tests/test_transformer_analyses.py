@@ -191,6 +191,7 @@ def test_cli_runs_on_a_transformer(runs, args, capsys):
     (["diagram", "{run}"], "paper's cross-attention model"),
     (["patch", "{run}", "--over", "key_pos"], "has axes ('pos', 'd_model'), not 'key_pos'"),
     (["clusters", "{run}", "--hook", "z_A"], "name a hook"),
+    (["clusters", "{run}", "--n", "1"], "--n must be >= 2 (one input makes no partition to compare), got 1"),
     (["discover", "{run}", "--rule", "top-n"], "drop them"),
 ])
 def test_cli_refuses_in_one_line(runs, args, needs, capsys):

@@ -358,7 +358,8 @@ def cmd_clusters(args: argparse.Namespace) -> int:
     from circuitpath.training.train import resolve_device
 
     run = load_run(args.run)
-    check_n(args.n)
+    if args.n is not None and args.n < 2:
+        raise ConfigError(f"--n must be >= 2 (one input makes no partition to compare), got {args.n}")
     if args.out is not None:
         check_writable_dir(args.out.parent, "--out")
     step, phase = checkpoint_phase(run, args.step)
@@ -368,8 +369,12 @@ def cmd_clusters(args: argparse.Namespace) -> int:
     found = find_clusters(run.model_at(step, device=resolve_device(args.device)), x, p, truth, activation=hook)
     print(f"{run.path} step {step} (phase {phase}, p = {p}): {hook} of {len(x)} test inputs, "
           f"{found.points.shape[1]} dimensions: {found.n_clusters} cluster{'s' * (found.n_clusters != 1)}")
-    print("adjusted Rand index of the clusters with each labeling (1: the same partition, 0: chance):")
-    for name, value in found.alignment.items():
+    if found.n_clusters > 1:
+        print("adjusted Rand index of the clusters with each labeling (1: the same partition, 0: chance):")
+    else:  # one cluster matches no labeling: how the points are arranged inside it still may
+        print("one cluster, so no partition to compare; instead, adjusted Rand index of each labeling with Ward's\n"
+              "partition of the points into as many groups as it has classes (1: the same partition, 0: chance):")
+    for name, value in (found.alignment if found.n_clusters > 1 else found.separation).items():
         print(f"  {name:<28} {value:+.3f}" + ("  (best)" if name == found.best_labeling else ""))
     if args.out is not None:
         from circuitpath.plots.html import write_html
