@@ -36,7 +36,7 @@ def main(run_dir: str | None = None) -> None:
     final = {m: circuits[-1] for m, circuits in timeline.circuits.items()}
     for method, circuit in final.items():
         print(f"{method} keeps: {', '.join(circuit.nodes)}")
-    directory = discovery_dir(run)
+    directory = discovery_dir(run).parent / "discovery_example"  # beside what `circuitpath discover` writes, not over it
     save_timeline(timeline, directory)
     svg = write_discovered_svg(final["patching"], timeline.graph, timeline.k, directory / "final_patching.svg", run.path.name)
     page = write_html(discovery_figures({run.path.name: timeline}), directory / "discovery.html", "circuit discovery")

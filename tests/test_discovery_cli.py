@@ -166,14 +166,17 @@ def test_help_explains_with_examples(capsys):
     assert runs and all("/seed_" in word for word in runs), runs  # reproduce writes runs/EXPERIMENT/seed_N
 
 
-def test_example_runs_on_a_saved_run(run_dir, monkeypatch, capsys):
+def test_example_runs_on_a_saved_run_beside_the_command_s_discovery(run_dir, monkeypatch, capsys):
     import importlib
     from pathlib import Path
 
+    directory = discovery_dir(load_run(run_dir))
+    before = snapshot(directory)
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples"))
     importlib.import_module("discover_circuit").main(str(run_dir))
     out = capsys.readouterr().out
-    assert "AUROC" in out and (discovery_dir(load_run(run_dir)) / "final_patching.svg").is_file()
+    assert "AUROC" in out and (directory.parent / "discovery_example" / "final_patching.svg").is_file()
+    assert snapshot(directory) == before  # what `circuitpath discover` wrote (or its absence) is left as it was
 
 
 def test_several_runs_share_one_page_and_are_all_checked_first(tmp_path, capsys):
