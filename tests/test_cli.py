@@ -6,6 +6,7 @@ import pytest
 
 from circuitpath import load_run
 from circuitpath.cli import main
+from cli_status import exit_status
 
 TINY = ["--n-ctx", "6", "--k", "3", "--n-train", "40", "--n-test", "50", "--d-model", "8",
         "--log-every", "5", "--checkpoint-every", "10", "--dense-checkpoints", "3"]
@@ -49,6 +50,15 @@ def test_bad_flags_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args
     err = capsys.readouterr().err.strip()
     assert message in err and err.startswith("circuitpath: error:") and "\n" not in err
     assert not out.exists()
+
+
+def test_the_parser_s_choices_are_the_analyses_own():
+    """The CLI names them itself so that parsing imports no torch; they must not drift from the analyses'."""
+    from circuitpath.analysis.ablation import METHODS
+    from circuitpath.analysis.patching import METRICS
+    from circuitpath.cli.probing import ABLATIONS, PATCH_METRICS
+
+    assert PATCH_METRICS == tuple(METRICS) and ABLATIONS == METHODS
 
 
 def test_usage_mistakes_are_one_line_too(capsys):
@@ -178,7 +188,7 @@ def test_patch_prints_one_effect_per_position(trained_run, capsys):
     (["--hook", "blocks.0.hook_q"], "unknown hook 'blocks.0.hook_q'; valid hooks: hook_embed, hook_pos_embed"),
     (["--step", "13"], "step 13 was not saved in"),
     (["--over", "pos"], "has axes ('key_pos', 'd_model'), not 'pos'"),
-    (["--metric", "kl"], "unknown metric 'kl'"),
+    (["--metric", "kl"], "argument --metric: invalid choice: 'kl' (choose from"),
     (["--corrupt", "0-9"], "--corrupt position 9 is past the sequence length 6"),
     (["--corrupt", "-1"], "--corrupt takes positions N, N-M or a comma-separated list of them (0 to 5), or 'each'; got '-1'"),
     (["--corrupt", "4-2"], "got '4-2'"),
@@ -188,7 +198,7 @@ def test_patch_prints_one_effect_per_position(trained_run, capsys):
 ])
 def test_patch_bad_requests_exit_2_with_one_line_and_touch_nothing(trained_run, capsys, args, message):
     before = snapshot(trained_run.path)
-    assert main(["patch", str(trained_run.path), *args]) == 2
+    assert exit_status(["patch", str(trained_run.path), *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert snapshot(trained_run.path) == before
@@ -207,8 +217,8 @@ def test_ablate_reports_train_and_test_before_and_after(trained_run, capsys):
     assert main(["ablate", str(trained_run.path), "--method", "zero"]) == 0
     out = capsys.readouterr().out
     assert "intact" in out and "first k (0-2)" in out and "spurious (3-5)" in out and all(f"\nv{t} " in out for t in range(6))
-    assert main(["ablate", str(trained_run.path), "--method", "noise"]) == 2
-    assert "unknown ablation method 'noise'" in capsys.readouterr().err
+    assert exit_status(["ablate", str(trained_run.path), "--method", "noise"]) == 2
+    assert "argument --method: invalid choice: 'noise'" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on machines without a GPU")

@@ -14,6 +14,7 @@ from circuitpath.config import RunConfig
 from circuitpath.models.weights import init_weights, transformer_shapes
 from circuitpath.training.engine import Adam, Encoded, Layout, clip_rows, decay_mask, loss_and_grad
 
+from cli_status import exit_status
 from conftest import tiny_config
 from test_resume import as_killed, assert_same_run
 
@@ -143,18 +144,22 @@ TINY = ["--n-ctx", "6", "--k", "3", "--n-train", "40", "--n-test", "50", "--d-mo
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--weight-decay", "-0.1"], "weight_decay must be a number >= 0, got -0.1"),
-    (["--betas", "0.9,1.0"], "betas must each lie in [0, 1), got 1.0"),
+    (["--weight-decay", "-0.1"], "argument --weight-decay: must be >= 0, got -0.1"),
+    (["--weight-decay", "lots"], "argument --weight-decay: takes a number, got 'lots'"),
+    (["--betas", "0.9,1.0"], "argument --betas: each beta must lie in [0, 1), got '0.9,1.0'"),
+    (["--betas", "0.9"], "argument --betas: takes two numbers B1,B2, got '0.9'"),
     (["--phases", "2:10:1e-2:betas=0.9/-0.5"], "betas must each lie in [0, 1), got -0.5"),
     (["--warmup", "20"], "warmup must be <= the phase's steps (10), got 20"),
     (["--phases", "2:10:1e-2:warmup=11"], "warmup must be <= the phase's steps (10), got 11"),
-    (["--clip", "0"], "clip must be a number > 0 (or none), got 0.0"),
+    (["--clip", "0"], "argument --clip: must be > 0, got 0"),
+    (["--warmup", "-1"], "argument --warmup: must be >= 0, got -1"),
+    (["--init", "xavier"], "argument --init: invalid choice: 'xavier'"),
     (["--init", "gpt2"], "init gpt2 applies to arch transformer"),
 ])
 def test_bad_recipes_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "x"
     steps = [] if "--phases" in args else ["--steps", "10"]
-    assert main(["train", "--out", str(out), *TINY, *steps, *args]) == 2
+    assert exit_status(["train", "--out", str(out), *TINY, *steps, *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists()

@@ -15,6 +15,7 @@ from circuitpath.paper.claims import PRETRAINED
 from circuitpath.paper.probes import constant_inputs
 from circuitpath.paper.reproduce import CLAIMS_JSON, SHOWN_SEED_RULE, VIS_SEED_RULE, run_path
 from circuitpath.runs import load_run
+from cli_status import exit_status
 from reference import reference_forward
 from test_report import CHROMIUM, render
 from tiny_presets import tiny_experiments
@@ -178,7 +179,7 @@ def test_help_states_the_measured_time_of_the_default_run(capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--residual", "prenorm"], "residual must be one of attn_out, normalized, got 'prenorm'"),
+    (["--residual", "prenorm"], "argument --residual: invalid choice: 'prenorm' (choose from"),
     (["--figures", "9"], "unknown figure '9'"),
     (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
     (["--batch-size", "4096"], "batch_size must be <= n_train (2048), got 4096"),
@@ -190,7 +191,7 @@ def test_help_states_the_measured_time_of_the_default_run(capsys):
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, args, message):
     out = tmp_path / "out"
-    assert main(["reproduce", "--out", str(out), *args]) == 2
+    assert exit_status(["reproduce", "--out", str(out), *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and err.startswith("circuitpath: error:") and "\n" not in err
     assert not out.exists()

@@ -7,6 +7,7 @@ import pytest
 from circuitpath import load_run
 from circuitpath.cli import main
 from circuitpath.sweep.switching import SwitchSettings
+from cli_status import exit_status
 
 TINY = ["--n-ctx", "6", "--n-train", "40"]
 
@@ -27,7 +28,7 @@ def test_a_sweep_trains_the_transformer_it_is_given_and_logs_as_asked(tmp_path, 
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "transformer", "--n-heads", "3"], "n_heads must divide d_model (32), got 3"),
-    (["--model", "lstm"], "arch must be one of"),
+    (["--model", "lstm"], "argument --model: invalid choice: 'lstm' (choose from"),
     (["--log-every", "0"], "log_every"),
     (["--experiments", "vis_p2", "--n-layers", "2"], "--n-layers would not apply to the preset vis_p2"),
 ])
@@ -36,7 +37,7 @@ def test_bad_sweep_model_flags_exit_2_and_write_nothing(tmp_path, capsys, args, 
     argv = ["sweep", "--out", str(out), "--seeds", "0", *TINY, *args]
     if "--experiments" not in args:
         argv += ["--experiments", "a=4:4:1e-2"]
-    assert main(argv) == 2
+    assert exit_status(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
     assert not out.exists()

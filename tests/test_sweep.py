@@ -14,6 +14,7 @@ from circuitpath.runs.storage import RunLock, write_json
 from circuitpath.sweep import parse_experiments, parse_seeds, read_summary, resume_sweep, summary_lines, sweep
 from circuitpath.sweep.finish import prune_checkpoints
 from circuitpath.sweep.spec import configs, load_spec
+from cli_status import exit_status
 
 SMALL = {"n_ctx": 6, "n_train": 60}
 EXPERIMENTS = {"a": "4:20:1e-2", "b": "2:10:1e-3,4:10:1e-2"}
@@ -187,14 +188,6 @@ def test_sweep_cli_sets_the_model_size(tmp_path, capsys):
     assert (model.d_model, model.d_mlp, model.n_ctx) == (2, 8, 6)
     assert main(["sweep", "--out", str(tmp_path / "wide"), *CLI_SMALL, "--d-model", "4"]) == 0
     assert load_run(tmp_path / "wide" / "a" / "seed_0").config.model.d_mlp == 16  # 4 d
-
-
-def exit_status(argv):
-    """main's status, also for the usage mistakes that argparse ends with SystemExit."""
-    try:
-        return main(argv)
-    except SystemExit as done:
-        return done.code
 
 
 def snapshot(path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from circuitpath.config import RESIDUALS, ModelConfig, TaskConfig
+from circuitpath.config import ARCHS, INITS, NORMS, RESIDUALS, ModelConfig, TaskConfig
 from circuitpath.errors import ConfigError
 
 
@@ -46,37 +46,56 @@ def _readout(text: str) -> str | int:
 
 def add_arch_flags(parser) -> None:
     """--model, and the standard transformer's --n-layers, --n-heads, --readout and --norm."""
-    parser.add_argument("--model", help="cross_attention (the paper's, default) or transformer (a standard one)")
+    parser.add_argument("--model", choices=tuple(ARCHS),
+                        help="cross_attention (the paper's, default) or transformer (a standard one)")
     parser.add_argument("--n-layers", type=int, help="transformer blocks (--model transformer; default 1)")
     parser.add_argument("--n-heads", type=int, help="attention heads, dividing d-model (--model transformer; default 1)")
     parser.add_argument("--readout", type=_readout, help="where the transformer reads its logits: cls (a CLS token "
                         "appended, default), last, or a position 0..T-1")
-    parser.add_argument("--norm", help="the transformer's pre-norm: rms (default) or layer")
+    parser.add_argument("--norm", choices=tuple(NORMS), help="the transformer's pre-norm: rms (default) or layer")
 
 
-def _betas(text: str) -> tuple[float, ...]:
-    """`--betas B1,B2` (checked by Phase)."""
+def _betas(text: str) -> tuple[float, float]:
+    """`--betas B1,B2`: two numbers in [0, 1)."""
     try:
-        return tuple(float(b) for b in text.replace("/", ",").split(","))
+        betas = tuple(float(b) for b in text.replace("/", ",").split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--betas takes two numbers B1,B2, got {text!r}") from None
+        betas = ()
+    if len(betas) != 2:
+        raise argparse.ArgumentTypeError(f"takes two numbers B1,B2, got {text!r}")
+    if not all(0 <= b < 1 for b in betas):
+        raise argparse.ArgumentTypeError(f"each beta must lie in [0, 1), got {text!r}")
+    return betas
+
+
+def number(kind: type, above: float, *, strictly: bool = False):
+    """An argparse type: a `kind` number >= `above` (> with `strictly`), else one line naming the value."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"takes {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if value < above or (strictly and value == above):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strictly else '>='} {above:g}, got {text}")
+        return value
+    return parse
 
 
 def add_recipe_flags(parser: argparse.ArgumentParser) -> None:
     """The optimiser recipe of every phase (a phase string's keys override it) and the initialisation."""
     group = parser.add_argument_group("optimiser recipe (every phase; a phase's wd=, betas=B1/B2, warmup=, clip=, "
                                       "decay= override it) and initialisation")
-    group.add_argument("--weight-decay", type=float, metavar="WD",
+    group.add_argument("--weight-decay", type=number(float, 0), metavar="WD",
                        help="decoupled weight decay (AdamW): decayed weights shrink by lr * WD each step (default 0: Adam)")
     group.add_argument("--decay", choices=("matrices", "all"),
                        help="weights --weight-decay shrinks: matrices (attention, MLP, unembedding; not embeddings, "
                        "positions, norms or biases; default) or all")
     group.add_argument("--betas", type=_betas, metavar="B1,B2", help="Adam's betas (default 0.9,0.999)")
-    group.add_argument("--warmup", type=int, metavar="STEPS",
+    group.add_argument("--warmup", type=number(int, 0), metavar="STEPS",
                        help="linear warm-up: step t of a phase takes lr * min(1, (t + 1) / STEPS) (default 0: none)")
-    group.add_argument("--clip", type=float, metavar="NORM",
+    group.add_argument("--clip", type=number(float, 0, strictly=True), metavar="NORM",
                        help="clip each run's gradient to this global norm, as clip_grad_norm_ (default: no clipping)")
-    group.add_argument("--init", help="initial weights: ordered (default; N(0, 1) embeddings, U(+-1/sqrt(fan_in)) "
+    group.add_argument("--init", choices=tuple(INITS), help="initial weights: ordered (default; N(0, 1) embeddings, U(+-1/sqrt(fan_in)) "
                        "elsewhere), shared_stream (the paper's d = 2 pipeline) or, with --model transformer, gpt2 "
                        "(N(0, 0.02) embeddings and matrices, residual outputs N(0, 0.02 / sqrt(2 n_layers)), biases 0)")
 

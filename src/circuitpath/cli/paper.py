@@ -7,6 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from circuitpath.config import RESIDUALS
 from circuitpath.paper import presets
 
 DESCRIPTION = """Train the experiments of the paper's figures (each in the setting its notebook used, see
@@ -49,7 +50,7 @@ def add_parsers(sub) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs"), help="output directory (default ./runs)")
     parser.add_argument("--seeds", type=int, default=8, metavar="N", help="train seeds 0..N-1 of every experiment but the d = 2 pipeline's (default 8)")
     parser.add_argument("--figures", default="all", help="comma-separated figure numbers among 2-7, or all (default)")
-    parser.add_argument("--residual", default="attn_out",
+    parser.add_argument("--residual", default="attn_out", choices=sorted(RESIDUALS),
                         help="the MLP's residual: attn_out (the paper's code, which drew the figures; default) or normalized "
                         "(the text's equation 4)")
     parser.add_argument("--batch-size", type=int, default=32, help="mini-batch size of Fig. 2's run (default 32)")

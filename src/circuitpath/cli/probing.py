@@ -11,6 +11,11 @@ from pathlib import Path
 from circuitpath.cli.flags import add_checkpoint_flags
 from circuitpath.errors import CheckpointError, ConfigError
 
+#: `patching.METRICS` and `ablation.METHODS`, named here so that building the parser imports no torch (the kernel
+#: pinning is applied after parsing); a test keeps them equal.
+PATCH_METRICS = ("logit_diff", "loss", "accuracy")
+ABLATIONS = ("zero", "mean", "resample")
+
 
 def add_parsers(sub) -> None:
     analyze = sub.add_parser(
@@ -45,7 +50,7 @@ def add_parsers(sub) -> None:
     add_checkpoint_flags(patch, "patch", default_n=1024)
     model_defaults(patch, "patch")
     patch.set_defaults(n=None)  # left out: up to 1024; given: exactly that many, or refused
-    patch.add_argument("--metric", default="logit_diff", help="logit_diff (default), loss or accuracy")
+    patch.add_argument("--metric", default="logit_diff", choices=PATCH_METRICS, help="logit_diff (default), loss or accuracy")
     patch.add_argument("--corrupt", default=None,
                        help="positions to redraw: N, N-M or a comma-separated list, e.g. 0-4 (default: the summed "
                        "positions, the first k unless train --positions chose others); or 'each': one position at a "
@@ -67,7 +72,7 @@ def add_parsers(sub) -> None:
     add_checkpoint_flags(ablate, "ablate", default_n=2048)
     model_defaults(ablate, "ablate")
     ablate.set_defaults(n=None)
-    ablate.add_argument("--method", default="mean", help="zero, mean (default) or resample")
+    ablate.add_argument("--method", default="mean", choices=ABLATIONS, help="zero, mean (default) or resample")
     ablate.set_defaults(handler=cmd_ablate)
 
     diagram = sub.add_parser(
