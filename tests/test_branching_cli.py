@@ -134,8 +134,9 @@ def test_llc_refuses_a_missing_step_and_bad_settings_and_writes_nothing(sweep, c
     for argv, message in [
         (["--steps", "11"], "step 11 was not saved in"),
         (["--steps", "a"], "steps are comma-separated integers, got 'a'"),
-        (["--chains", "0"], "num_chains must be an integer >= 1, got 0"),
-        (["--sgld-lr", "-1"], "lr must be a positive number, got -1.0"),
+        (["--chains", "0"], "argument --chains: must be >= 1, got 0"),
+        (["--sgld-lr", "-1"], "argument --sgld-lr: must be > 0, got -1"),
+        (["--localization", "inf"], "argument --localization: takes a finite number, got 'inf'"),
         (["--batch-size", "41"], "batch_size must be <= the training set's 40 sequences, got 41"),
     ]:
         refused(capsys, ["llc", str(run), *argv], message)

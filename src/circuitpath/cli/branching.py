@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from circuitpath.cli.flags import add_arch_flags, add_recipe_flags, add_residual_flag, check_recorded, recipe_from_flags
+from circuitpath.cli.flags import (add_arch_flags, add_recipe_flags, add_residual_flag, check_recorded, number,
+                                   recipe_from_flags)
 from circuitpath.config import parse_phases
 from circuitpath.errors import ConfigError
 
@@ -130,13 +131,13 @@ def add_parsers(sub) -> None:
                          epilog=EPILOG_LLC, formatter_class=argparse.RawDescriptionHelpFormatter)
     llc.add_argument("run", type=Path, metavar="RUN")
     llc.add_argument("--steps", help="checkpoint steps, comma-separated (default: every saved checkpoint)")
-    llc.add_argument("--chains", type=int, help="SGLD chains (default 4)")
-    llc.add_argument("--draws", type=int, help="draws per chain (default 200)")
-    llc.add_argument("--burnin", type=int, help="burn-in steps per chain (default 50)")
-    llc.add_argument("--batch-size", type=int, help="sequences per SGLD step (default 256)")
-    llc.add_argument("--sgld-lr", type=float, help="SGLD step size epsilon (default 1e-5)")
-    llc.add_argument("--localization", type=float, help="pull gamma towards the checkpoint (default 1e4)")
-    llc.add_argument("--n-beta", type=float, help="inverse temperature n*beta (default n / log n of the training set)")
+    llc.add_argument("--chains", type=number(int, 1), help="SGLD chains (default 4)")
+    llc.add_argument("--draws", type=number(int, 1), help="draws per chain (default 200)")
+    llc.add_argument("--burnin", type=number(int, 0), help="burn-in steps per chain (default 50)")
+    llc.add_argument("--batch-size", type=number(int, 1), help="sequences per SGLD step (default 256)")
+    llc.add_argument("--sgld-lr", type=number(float, 0, strictly=True), help="SGLD step size epsilon (default 1e-5)")
+    llc.add_argument("--localization", type=number(float, 0, strictly=True), help="pull gamma towards the checkpoint (default 1e4)")
+    llc.add_argument("--n-beta", type=number(float, 0, strictly=True), help="inverse temperature n*beta (default n / log n of the training set)")
     llc.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     llc.set_defaults(handler=cmd_llc)
 

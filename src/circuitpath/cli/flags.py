@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from circuitpath.config import ARCHS, INITS, NORMS, RESIDUALS, ModelConfig, TaskConfig
@@ -75,6 +76,8 @@ def number(kind: type, above: float, *, strictly: bool = False):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"takes {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"takes a finite number, got {text!r}")
         if value < above or (strictly and value == above):
             raise argparse.ArgumentTypeError(f"must be {'>' if strictly else '>='} {above:g}, got {text}")
         return value
