@@ -183,7 +183,8 @@ def test_several_runs_share_one_page_and_are_all_checked_first(tmp_path, capsys)
     scratch = train(tiny_config("4:20:1e-2"), tmp_path / "scratch", progress=False).path
     curriculum = train(tiny_config("2:10:1e-2,4:10:1e-2"), tmp_path / "curriculum", progress=False).path
     assert main(["discover", str(scratch), str(curriculum), "--steps", "0,10,20", "--n", "20", "--method", "attribution"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "\r" not in err  # no progress bar where stderr is not a terminal (a log file)
     assert out.count("AUROC (of the") == 2 and f"figures written to {tmp_path / 'discovery.html'}" in out
     html = (tmp_path / "discovery.html").read_text()
     assert "scratch: attribution" in html and "curriculum: attribution" in html  # one AUROC axis, one pruning axis

@@ -202,7 +202,8 @@ def discover(run: Run, config: DiscoveryConfig = DiscoveryConfig(), steps: list[
     counts = faithfulness_counts(sum(node.site is not None for node in graph.nodes))
     accuracy, results = [], {m: [] for m in config.methods}
     with single_threaded():
-        for step, phase in zip(tqdm(steps, desc=f"discover {run.path.name}", disable=not progress), phases):
+        bar = tqdm(steps, desc=f"discover {run.path.name}", disable=None if progress else True)  # None: terminals only
+        for step, phase in zip(bar, phases):
             correct, scored = score_checkpoint(run.model_at(step, device=device), probes[phase], graph, config, counts, step)
             accuracy.append(correct)
             for method, result in scored.items():
