@@ -70,6 +70,14 @@ def test_usage_mistakes_are_one_line_too(capsys):
         assert err.startswith("circuitpath: error:") and "\n" not in err and "--help" in err
 
 
+def test_a_flag_the_command_does_not_know_points_to_that_command_s_help(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["predict", "runs/x", "--seeds", "1"])
+    err = capsys.readouterr().err.strip()
+    assert done.value.code == 2 and err == ("circuitpath: error: predict: unrecognized arguments: --seeds 1 "
+                                            "(see circuitpath predict --help)")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["sweep", "--seeds", "", "--experiments", "a=4:5:1e-2"], "--seeds is given an empty value"),
     (["sweep", "--out="], "--out is given an empty value"),

@@ -43,14 +43,23 @@ def build_parser() -> argparse.ArgumentParser:
     probing.add_parsers(sub)
     discovery.add_parsers(sub)
     branching.add_parsers(sub)
+    parser.set_defaults(commands=sub.choices)  # name -> its parser, whose --help an unknown flag points to
     return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The arguments; a flag the command does not know is its command's mistake, pointing to its --help."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        args.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     _refuse_empty(parser, argv)
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     try:
         _pin(args.pinning)
         keep_freed_memory()  # training and analyses retake the memory they free at every step or checkpoint
