@@ -70,6 +70,20 @@ def test_usage_mistakes_are_one_line_too(capsys):
         assert err.startswith("circuitpath: error:") and "\n" not in err and "--help" in err
 
 
+def test_every_command_s_help_has_examples_and_the_package_names_its_version(capsys):
+    import argparse
+    from importlib import metadata
+
+    from circuitpath.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    lacking = [name for name, parser in sub.choices.items() if "\nexamples:\n" not in parser.format_help()]
+    assert lacking == []
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"circuitpath {metadata.version('circuitpath')}\n"
+
+
 def test_a_flag_the_command_does_not_know_points_to_that_command_s_help(capsys):
     with pytest.raises(SystemExit) as done:
         main(["predict", "runs/x", "--seeds", "1"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import metadata
 from typing import Sequence
 
 from circuitpath import pinning
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pinning", help="the CPU kernels to run: compatible (the same bytes on Intel and AMD "
                         "CPUs with AVX-512), avx2 (about twice as fast at d = 32: the same bytes on AMD CPUs, other "
                         f"bytes on Intel's) or native (this CPU's fastest); default ${pinning.ENV} or {pinning.DEFAULT}")
+    parser.add_argument("--version", action="version", version=f"circuitpath {metadata.version('circuitpath')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     training.add_parsers(sub)
     sweeping.add_parsers(sub)

@@ -129,7 +129,7 @@ def add_parsers(sub) -> None:
     llc = sub.add_parser("llc", help="local learning coefficient at a run's checkpoints (devinterp)",
                          description="Estimate the local learning coefficient (LLC) at saved checkpoints of RUN.",
                          epilog=EPILOG_LLC, formatter_class=argparse.RawDescriptionHelpFormatter)
-    llc.add_argument("run", type=Path, metavar="RUN")
+    llc.add_argument("run", type=Path, metavar="RUN", help="a run directory, e.g. runs/curriculum/seed_0")
     llc.add_argument("--steps", help="checkpoint steps, comma-separated (default: every saved checkpoint)")
     llc.add_argument("--chains", type=number(int, 1), help="SGLD chains (default 4)")
     llc.add_argument("--draws", type=number(int, 1), help="draws per chain (default 200)")

@@ -29,7 +29,8 @@ def add_parsers(sub) -> None:
         "blocks.0.hook_resid_pre), scored by the same three methods; it writes RUN/analysis/discovery/positions.json "
         "and positions.html.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", type=Path, nargs="+", metavar="RUN")
+    parser.add_argument("runs", type=Path, nargs="+", metavar="RUN",
+                        help="one or more run directories, e.g. runs/scratch/seed_0 runs/curriculum/seed_0")
     parser.add_argument("--out", type=Path, help="page of figures (default RUN/analysis/discovery/discovery.html, "
                         "or discovery.html beside the runs for several, their pruning stories on one axis)")
     parser.add_argument("--method", default="attribution,patching,ablation",

@@ -144,7 +144,7 @@ def model_from_flags(args: argparse.Namespace, task: TaskConfig) -> ModelConfig:
 
 def add_checkpoint_flags(parser: argparse.ArgumentParser, verb: str, default_n: int) -> None:
     """RUN, --step, --hook, --over, --n and --device, shared by the commands that probe a checkpoint."""
-    parser.add_argument("run", type=Path, metavar="RUN")
+    parser.add_argument("run", type=Path, metavar="RUN", help="a run directory, e.g. runs/curriculum/seed_0")
     parser.add_argument("--step", type=int, help="checkpoint step (default: the last)")
     parser.add_argument("--hook", default="blocks.0.attn.hook_v", help=f"hook to {verb} (default blocks.0.attn.hook_v)")
     parser.add_argument("--over", default="key_pos",

@@ -31,7 +31,8 @@ def add_parsers(sub) -> None:
         "(runs/<experiment>/seed_<N> are the runs `circuitpath reproduce` writes)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    analyze.add_argument("runs", type=Path, nargs="+", metavar="RUN")
+    analyze.add_argument("runs", type=Path, nargs="+", metavar="RUN",
+                        help="one or more run directories, e.g. runs/scratch/seed_0 runs/curriculum/seed_0")
     analyze.add_argument("--out", type=Path, help="report path (default RUN/report.html, or beside the runs for several)")
     analyze.set_defaults(handler=cmd_analyze)
 
@@ -84,10 +85,11 @@ def add_parsers(sub) -> None:
         "measured on training inputs where test accuracy is at chance (a memorising model has nothing to "
         "lose there), on test inputs otherwise; the output says which. "
         f"{N_RULE.format(default=2048, data='inputs')}",
-        epilog="example:\n  circuitpath diagram runs/curriculum/seed_0 --out runs/curriculum/seed_0/circuit_final",
+        epilog="examples:\n  circuitpath diagram runs/curriculum/seed_0 --out runs/curriculum/seed_0/circuit_final\n"
+        "  circuitpath diagram runs/curriculum/seed_0 --step 3000 --on test   # the circuit at the switch",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    diagram.add_argument("run", type=Path, metavar="RUN")
+    diagram.add_argument("run", type=Path, metavar="RUN", help="a run directory, e.g. runs/curriculum/seed_0")
     diagram.add_argument("--step", type=int, help="checkpoint step (default: the last)")
     diagram.add_argument("--threshold", type=float, default=0.05, help="smallest accuracy loss kept (default 0.05)")
     diagram.add_argument("--n", type=int, help="inputs measured (default 2048, or all when there are fewer); "
@@ -111,7 +113,7 @@ def add_parsers(sub) -> None:
         epilog="examples:\n  circuitpath clusters runs/curriculum/seed_0\n"
         "  circuitpath clusters RUN --hook blocks.1.hook_resid_post --step 3000 --out clusters.html",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    clusters.add_argument("run", type=Path, metavar="RUN")
+    clusters.add_argument("run", type=Path, metavar="RUN", help="a run directory, e.g. runs/curriculum/seed_0")
     clusters.add_argument("--step", type=int, help="checkpoint step (default: the last)")
     clusters.add_argument("--hook", help="z_A, z_bar_A (the paper's model) or any hook name (default: z_A on the paper's "
                           "model, the last block's hook_resid_post on a standard transformer)")
@@ -121,8 +123,11 @@ def add_parsers(sub) -> None:
     clusters.set_defaults(handler=cmd_clusters)
 
     show = sub.add_parser("show", help="print a run's config, status, checkpoints and final metrics",
-                          description="Print what a run directory holds.")
-    show.add_argument("run", type=Path, metavar="RUN")
+                          description="Print what a run directory holds.",
+                          epilog="examples:\n  circuitpath show runs/curriculum/seed_0\n"
+                          "  circuitpath show runs/x     # a run still training, interrupted or killed says so",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    show.add_argument("run", type=Path, metavar="RUN", help="a run directory, e.g. runs/curriculum/seed_0")
     show.set_defaults(handler=cmd_show)
 
 
