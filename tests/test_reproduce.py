@@ -187,6 +187,7 @@ def test_help_states_the_measured_time_of_the_default_run(capsys):
     (["--figures", "4", "--vis-n-tokens", "3"], "phase p = 4 exceeds the model's n_tokens = 3"),
     (["--figures", "4", "--vis-finetune-p", "5"], "phase p = 5 exceeds the model's n_tokens = 4"),
     (["--seeds", "0"], "--seeds must be a positive number of seeds, got 0"),
+    (["--seeds", "0-3"], "argument --seeds: is a number of seeds N (seeds 0..N-1), got '0-3'"),
     (["--scratch-lr", "-1"], "lr must be a positive number, got -1.0"),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, args, message):

@@ -44,17 +44,25 @@ EPILOG = """examples:
   circuitpath reproduce --residual normalized --out runs/eq4   # the text's equation 4 instead of the code's block"""
 
 
+def _count(text: str) -> int:
+    """A number of seeds N, which means seeds 0..N-1 (`sweep --seeds` takes a list instead)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"is a number of seeds N (seeds 0..N-1), got {text!r}") from None
+
+
 def add_parsers(sub) -> None:
     parser = sub.add_parser("reproduce", help="the paper's figures in their settings; every claim as a rate over seeds",
                             description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs"), help="output directory (default ./runs)")
-    parser.add_argument("--seeds", type=int, default=8, metavar="N", help="train seeds 0..N-1 of every experiment but the d = 2 pipeline's (default 8)")
+    parser.add_argument("--seeds", type=_count, default=8, metavar="N", help="train seeds 0..N-1 of every experiment but the d = 2 pipeline's (default 8)")
     parser.add_argument("--figures", default="all", help="comma-separated figure numbers among 2-7, or all (default)")
     parser.add_argument("--residual", default="attn_out", choices=sorted(RESIDUALS),
                         help="the MLP's residual: attn_out (the paper's code, which drew the figures; default) or normalized "
                         "(the text's equation 4)")
     parser.add_argument("--batch-size", type=int, default=32, help="mini-batch size of Fig. 2's run (default 32)")
-    parser.add_argument("--vis-seeds", type=int, default=presets.VIS_SEEDS, metavar="N",
+    parser.add_argument("--vis-seeds", type=_count, default=presets.VIS_SEEDS, metavar="N",
                         help=f"train seeds 0..N-1 of the d = 2 pipeline, Figs. 3-4 (default {presets.VIS_SEEDS})")
     parser.add_argument("--vis-n-tokens", type=int, default=4,
                         help="embedding rows of the d = 2 pipeline (default 4; its scripts' grid has 3)")
