@@ -404,9 +404,10 @@ def test_train_starts_from_a_preset_with_its_draw_options_and_refuses_a_bad_one(
     assert config["model"]["n_tokens"] == 3 and config["model"]["d_model"] == 2
     assert config["model"]["init"] == "shared_stream" and config["task"]["with_replacement"] is True
     assert config["task"]["seed"] == 2 and [ph["p"] for ph in config["train"]["phases"]] == [2, 3]
-    for preset in ("nope", "vis_p2:vis_n_tokens=1"):
+    for preset, says in (("nope", "(or give --phases)"), ("vis_p2:vis_n_tokens=1", "vis_n_tokens"),
+                         ("vis_finetune_reset", "a branch of vis_finetune at its switch")):
         capsys.readouterr()
         assert main(["train", "--out", str(tmp_path / "bad"), "--preset", preset]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and preset.split(":")[0] in err[0]
+        assert len(err) == 1 and preset.split(":")[0] in err[0] and says in err[0]
         assert not (tmp_path / "bad").exists()

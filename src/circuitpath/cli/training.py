@@ -173,7 +173,10 @@ def preset_config(text: str, seed: int) -> RunConfig:
     from circuitpath.paper.presets import experiments
     from circuitpath.sweep.spec import _named
 
-    name, spec = _named(text)
+    try:
+        name, spec = _named(text)
+    except ConfigError as error:  # sweep's hint at name=p:steps:lr does not apply here
+        raise ConfigError(str(error).replace("(or give name=p:steps:lr,...)", "(or give --phases)")) from None
     if not isinstance(spec, dict):
         raise ConfigError(f"{name!r} names the paper's phases, not a preset; use --phases {spec}")
     return experiments(**{k: v for k, v in spec.items() if k != "preset"})[name].config(seed)

@@ -12,6 +12,7 @@ from pathlib import Path
 from circuitpath.config import ModelConfig, RunConfig, TaskConfig, TrainConfig, saved_model
 from circuitpath.errors import ConfigError, RunError
 from circuitpath.paper.experiments import PAPER_PHASES, experiment_config
+from circuitpath.paper.presets import VIS_RESET
 from circuitpath.paper.presets import experiments as preset_experiments
 from circuitpath.runs.storage import read_json, write_json
 
@@ -94,6 +95,9 @@ def _named(text: str) -> tuple[str, str | dict]:
     if name in PAPER_PHASES and not options:
         return name, PAPER_PHASES[name]
     known = preset_experiments()
+    if name == VIS_RESET:
+        raise ConfigError(f"{name} is not trained on its own: it is a branch of vis_finetune at its switch, with the "
+                          "unseen token rows reset, which `circuitpath reproduce --figures 4` makes")
     if name not in known:
         raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(dict.fromkeys([*PAPER_PHASES, *known]))} "
                           "(or give name=p:steps:lr,...)")
