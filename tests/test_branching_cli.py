@@ -133,7 +133,8 @@ def test_llc_refuses_a_missing_step_and_bad_settings_and_writes_nothing(sweep, c
     run = sweep / "curriculum" / "seed_0"
     for argv, message in [
         (["--steps", "11"], "step 11 was not saved in"),
-        (["--steps", "a"], "steps are comma-separated integers, got 'a'"),
+        (["--steps", "a"], "a step is a number or a range like 100-500, got 'a'"),
+        (["--steps", "11-12"], "no checkpoint of"),
         (["--chains", "0"], "argument --chains: must be >= 1, got 0"),
         (["--sgld-lr", "-1"], "argument --sgld-lr: must be > 0, got -1"),
         (["--localization", "inf"], "argument --localization: takes a finite number, got 'inf'"),

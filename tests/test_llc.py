@@ -56,7 +56,7 @@ def test_the_estimate_is_n_beta_times_the_mean_draw_loss_above_the_checkpoint_lo
 def test_cli_writes_estimates_settings_and_traces(run, capsys):
     from circuitpath.cli import main
 
-    assert main(["llc", str(run.path), "--steps", "60,120", "--chains", "2", "--draws", "20", "--burnin", "5",
+    assert main(["llc", str(run.path), "--steps", "60,115-125", "--chains", "2", "--draws", "20", "--burnin", "5",
                  "--batch-size", "8"]) == 0
     out = capsys.readouterr().out
     assert "SGLD lr 1e-05, localization 10000, n_beta 10.8, 2 chains x (5 burn-in + 20 draws), batch 8" in out

@@ -130,7 +130,7 @@ def add_parsers(sub) -> None:
                          description="Estimate the local learning coefficient (LLC) at saved checkpoints of RUN.",
                          epilog=EPILOG_LLC, formatter_class=argparse.RawDescriptionHelpFormatter)
     llc.add_argument("run", type=Path, metavar="RUN", help="a run directory, e.g. runs/curriculum/seed_0")
-    llc.add_argument("--steps", help="checkpoint steps, comma-separated (default: every saved checkpoint)")
+    llc.add_argument("--steps", help="checkpoints to estimate, e.g. 0,500,1000-3000 (default: every saved step)")
     llc.add_argument("--chains", type=number(int, 1), help="SGLD chains (default 4)")
     llc.add_argument("--draws", type=number(int, 1), help="draws per chain (default 200)")
     llc.add_argument("--burnin", type=number(int, 0), help="burn-in steps per chain (default 50)")
@@ -231,6 +231,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # ---- llc -----------------------------------------------------------------------------------------
 def cmd_llc(args: argparse.Namespace) -> int:
+    from circuitpath.analysis.discovery.timeline import select_steps
     from circuitpath.analysis.llc import LLCSettings, llc_over_training, merge_saved, save_llc
     from circuitpath.plots.llc import write_llc_page
     from circuitpath.runs import load_run
@@ -240,7 +241,7 @@ def cmd_llc(args: argparse.Namespace) -> int:
              "batch_size": args.batch_size, "lr": args.sgld_lr, "localization": args.localization,
              "n_beta": args.n_beta}
     settings = LLCSettings(**{k: v for k, v in given.items() if v is not None})
-    steps = parse_steps(args.steps) if args.steps else None
+    steps = select_steps(run, args.steps) if args.steps is not None else None  # as discover reads them: 0,500,1000-3000
     result = llc_over_training(run, settings, steps=steps, device=args.device)
     print("\n".join(result.lines()))
     result = merge_saved(result, run)
