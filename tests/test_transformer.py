@@ -19,6 +19,7 @@ from circuitpath.runs import saved_steps
 from circuitpath.training.branch import branch
 from circuitpath.training.engine import Encoded, Layout, evaluate, loss_and_grad
 from circuitpath.training.train import train_many
+from cli_status import exit_status
 from reference_transformer import reference_logits
 
 BLOCK_HOOKS = [
@@ -276,12 +277,13 @@ def test_train_a_transformer_from_the_command_line(tmp_path):
     (["--n-layers", "0"], "n_layers must be >= 1, got 0"),
     (["--readout", "6"], "readout position must be in 0..5 (the sequence has n_ctx = 6 positions), got 6"),
     (["--readout", "-1"], "got -1"),
-    (["--model", "gpt"], "got 'gpt'"),
+    (["--model", "gpt"], "argument --model: invalid choice: 'gpt'"),
+    (["--norm", "batch"], "argument --norm: invalid choice: 'batch'"),
 ])
 def test_bad_transformer_flags_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "bad"
     model = [] if "--model" in args else ["--model", "transformer"]
-    assert main(["train", "--out", str(out), *TINY, "--steps", "5", *model, *args]) == 2
+    assert exit_status(["train", "--out", str(out), *TINY, "--steps", "5", *model, *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and err.startswith("circuitpath: error:") and "\n" not in err
     assert not out.exists()
