@@ -108,6 +108,12 @@ def test_an_empty_value_is_refused_not_taken_for_the_default(tmp_path, monkeypat
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_empty_over_still_means_the_whole_activation(trained_run, capsys):
+    """The one flag whose empty value has a meaning (ablate's --help shows it)."""
+    assert main(["ablate", str(trained_run.path), "--hook", "blocks.0.hook_attn_out", "--over", ""]) == 0
+    assert "blocks.0.hook_attn_out" in capsys.readouterr().out
+
+
 def test_an_output_that_cannot_be_created_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "file").write_text("not a directory")
     for out in ("/proc/no/run", str(tmp_path / "file" / "run")):

@@ -79,9 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+#: Flags whose empty value means something: `--over ''` patches or ablates the whole activation, no axis.
+EMPTY_MEANS = {"--over"}
+
+
 def _refuse_empty(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     """An empty value (`--seeds ''`, `--out=`) is a mistake, not a request for the default (which may be a full-size
-    sweep, or the current directory for a path): it is refused in one line."""
+    sweep, or the current directory for a path): it is refused in one line, but where EMPTY_MEANS it has a meaning."""
     for index, token in enumerate(argv):
         flag, equals, value = token.partition("=")
         if token == "":
@@ -90,7 +94,8 @@ def _refuse_empty(parser: argparse.ArgumentParser, argv: list[str]) -> None:
             given = flag
         else:
             continue
-        parser.error(f"{given} is given an empty value; leave it out for its default")
+        if given not in EMPTY_MEANS:
+            parser.error(f"{given} is given an empty value; leave it out for its default")
 
 
 def _pin(name: str | None) -> None:
