@@ -43,8 +43,6 @@ RUNS_PER_CPU = 4
 #: Object store of a local Ray instance: tasks exchange only seeds and a small spec.
 LOCAL_OBJECT_STORE = 100 * 2**20
 CONNECT_TIMEOUT_S = 5.0
-#: Seconds a cancelled task gets to save its runs at the step they reached before it is killed.
-SAVE_GRACE = 30.0
 
 
 def check_reachable(address: str) -> None:
@@ -156,27 +154,12 @@ def run_chunks(out: Path, spec: dict, jobs: list[tuple[str, list[int]]], *, devi
                 else:
                     bar.update(len(seeds))
         except KeyboardInterrupt:
-            _cancel(list(pending))
+            for ref in pending:
+                ray.cancel(ref, force=True)
             raise
     if failures:
         more = f" ({len(failures)} of {len(jobs)} tasks failed)" if len(failures) > 1 else ""
         raise type(failures[0])(f"{failures[0]}{more}")
-
-
-def _cancel(refs: list) -> None:
-    """Stop the tasks as Ctrl-C stops a local sweep: Ray raises it inside each running task, whose runs save
-    at the step they reached; those still running after SAVE_GRACE seconds, or at a second Ctrl-C, are killed
-    (their runs resume from their last checkpoint). Tasks not started yet never start."""
-    if not refs:
-        return
-    for ref in refs:
-        ray.cancel(ref)
-    try:
-        ray.wait(refs, num_returns=len(refs), timeout=SAVE_GRACE)
-    except KeyboardInterrupt:
-        pass
-    for ref in refs:
-        ray.cancel(ref, force=True)
 
 
 def _failure(error: Exception, experiment: str, seeds: list[int], out: Path, retries: int) -> Exception:
