@@ -192,7 +192,9 @@ def test_existing_run_needs_force(tmp_path, capsys):
 
 def test_show_and_help(trained_run, capsys):
     assert main(["show", str(trained_run.path)]) == 0
-    assert "status: completed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "status: completed" in out and '"d_model"' in out
+    assert not any(f'"{name}"' in out for name in ("n_layers", "n_heads", "readout", "norm"))  # the transformer's
     for command in ["train", "reproduce", "sweep", "analyze", "patch", "ablate", "diagram", "show"]:
         with pytest.raises(SystemExit) as done:
             main([command, "--help"])

@@ -264,12 +264,16 @@ TINY = ["--n-ctx", "6", "--k", "3", "--n-train", "40", "--n-test", "50", "--d-mo
         "--log-every", "5", "--checkpoint-every", "10", "--dense-checkpoints", "0"]
 
 
-def test_train_a_transformer_from_the_command_line(tmp_path):
+def test_train_a_transformer_from_the_command_line(tmp_path, capsys):
     out = tmp_path / "t"
     assert main(["train", "--out", str(out), *TINY, "--steps", "10", "--model", "transformer", "--n-layers", "2",
                  "--n-heads", "4", "--readout", "last", "--norm", "layer"]) == 0
     model = load_run(out).config.model
     assert (model.arch, model.n_layers, model.n_heads, model.readout, model.norm) == ("transformer", 2, 4, "last", "layer")
+    capsys.readouterr()
+    assert main(["show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert '"readout": "last"' in shown and '"n_heads": 4' in shown and '"norm": "layer"' in shown
 
 
 @pytest.mark.parametrize("args, message", [

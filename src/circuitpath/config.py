@@ -52,6 +52,8 @@ READOUTS = {
 }
 #: The standard transformer's norm before attention, MLP and unembedding (`ModelConfig.norm`).
 NORMS = {"rms": "RMSNorm with a learned gain", "layer": "LayerNorm with a learned gain and bias"}
+#: ModelConfig fields that only the standard transformer reads (the paper's model keeps their defaults).
+TRANSFORMER_FIELDS = ("n_layers", "n_heads", "readout", "norm")
 
 
 #: Which weights AdamW's decoupled weight decay shrinks (`Phase.decay`).
@@ -274,7 +276,7 @@ class ModelConfig:
 
     def _check_paper_fields(self) -> None:
         """The transformer's fields keep their defaults: the paper's model has one layer, one head, one query."""
-        for name in ("n_layers", "n_heads", "readout", "norm"):
+        for name in TRANSFORMER_FIELDS:
             default = type(self).__dataclass_fields__[name].default
             _check(getattr(self, name) == default and type(getattr(self, name)) is type(default),
                    f"{name} applies to arch transformer (the paper's model keeps {default!r}), got {getattr(self, name)!r}")

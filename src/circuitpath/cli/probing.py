@@ -413,11 +413,22 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"run {run.path}  status: {status}  circuitpath {run.info.get('circuitpath', '?')}")
     print(f"platform: {describe(run.info.get('platform'))}")
     print(f"pinning: {run.info.get('pinning', 'native (not recorded: written before circuitpath pinned kernels)')}")
-    print(json.dumps(run.config.to_dict(), indent=2))
+    print(json.dumps(shown_config(run.config), indent=2))
     print(f"{len(steps)} checkpoints" + (f", steps {steps[0]}..{steps[-1]}" if steps else ""))
     if run.metrics:
         print(summary_table({run.path.name: run}))
     return 0
+
+
+def shown_config(config) -> dict:
+    """The run's config as run.json holds it, less the transformer's fields on the paper's model (which has no CLS
+    token, one layer and one head whatever they say)."""
+    from circuitpath.config import TRANSFORMER_FIELDS
+
+    data = config.to_dict()
+    if config.model.arch != "transformer":
+        data["model"] = {key: value for key, value in data["model"].items() if key not in TRANSFORMER_FIELDS}
+    return data
 
 
 def unreadable_files(run) -> list[tuple[Path, str]]:
