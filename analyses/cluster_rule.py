@@ -7,13 +7,14 @@
 # (default steps: the middle and the end of every phase)
 
 # %%
-import argparse
 
 import numpy as np
 import torch
 
 import circuitpath as cp
 from circuitpath.analysis.clusters import HOOKS, MAX_CLUSTERS, candidate_labelings, cluster_points
+from circuitpath.analysis.discovery.timeline import select_steps
+from common import Parser, header, script
 
 
 def old_rule(points: np.ndarray, seed: int, max_clusters: int = MAX_CLUSTERS) -> int:
@@ -61,15 +62,15 @@ def measure(run: cp.Run, step: int, old: bool) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="the cluster-count rule on saved checkpoints")
-    parser.add_argument("runs", nargs="+")
-    parser.add_argument("--steps", help="comma-separated steps (default: middle and end of every phase)")
+    parser = Parser(header(__file__))
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    parser.add_argument("--steps", help="saved steps, e.g. 1000,3000 or 0-3000 (default: middle and end of every phase)")
     parser.add_argument("--old", action="store_true", help="also run the k-means rule it replaced (slow)")
     args = parser.parse_args(argv)
     lines = []
     for path in args.runs:
         run = cp.load_run(path)
-        steps = [int(s) for s in args.steps.split(",")] if args.steps else default_steps(run)
+        steps = select_steps(run, args.steps) if args.steps else default_steps(run)
         for step in steps:
             lines.append(measure(run, step, args.old))
             print(lines[-1], flush=True)
@@ -78,4 +79,4 @@ def main(argv=None):
 
 # %%
 if __name__ == "__main__":
-    main()
+    script(main)

@@ -4,7 +4,7 @@
 # Run: python analyses/fig2_attention_flow.py [RUN ...]   (default: reproduce's `minibatch` run)
 
 # %%
-from common import runs_from, save
+from common import runs_from, save, script
 
 from circuitpath.analysis.flow import attention_flow
 from circuitpath.paper.probes import constant_inputs, update_changes
@@ -14,7 +14,7 @@ from circuitpath.plots.graphs import flow_figure
 
 
 def main(argv=None):
-    runs = runs_from(argv, 2)
+    runs = runs_from(argv, 2, "fig2_attention_flow")
     figures = []
     for name, run in runs.items():
         tokens = constant_inputs(run.config.train.phases[0].p, run.config.task.n_ctx)[-1]
@@ -31,4 +31,4 @@ def main(argv=None):
 
 # %%
 if __name__ == "__main__":
-    main()
+    script(main)

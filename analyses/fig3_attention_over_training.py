@@ -4,7 +4,7 @@
 # Run: python analyses/fig3_attention_over_training.py [RUN ...]   (default: reproduce's `curriculum` run)
 
 # %%
-from common import runs_from, save
+from common import runs_from, save, script
 
 from circuitpath.analysis.dynamics import attention_over_training
 from circuitpath.paper.probes import attention_at, token_focus
@@ -13,7 +13,7 @@ from circuitpath.plots.training import attention_heatmap
 
 
 def main(argv=None):
-    runs = runs_from(argv, 3)
+    runs = runs_from(argv, 3, "fig3_attention_over_training")
     figures = []
     for name, run in runs.items():
         train, k = run.config.train, run.config.task.k
@@ -32,4 +32,4 @@ def main(argv=None):
 
 # %%
 if __name__ == "__main__":
-    main()
+    script(main)

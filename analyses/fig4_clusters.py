@@ -4,14 +4,14 @@
 # Run: python analyses/fig4_clusters.py [RUN ...]   (default: reproduce's d = 2 runs)
 
 # %%
-from common import runs_from, save
+from common import runs_from, save, script
 
 from circuitpath.paper.claims import clusters_on_paper_inputs
 from circuitpath.plots.training import clusters_figure
 
 
 def main(argv=None):
-    runs = runs_from(argv, 4)
+    runs = runs_from(argv, 4, "fig4_clusters")
     figures = []
     for name, run in runs.items():
         train = run.config.train
@@ -24,4 +24,4 @@ def main(argv=None):
 
 # %%
 if __name__ == "__main__":
-    main()
+    script(main)

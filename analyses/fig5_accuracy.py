@@ -3,16 +3,16 @@
 # Run: python analyses/fig5_accuracy.py [RUN ...]   (default: reproduce's `scratch` and `curriculum` runs)
 
 # %%
-from common import runs_from, save
+from common import runs_from, save, script
 
 from circuitpath.plots.training import accuracy_curves
 
 
 def main(argv=None):
-    runs = runs_from(argv, 5)
+    runs = runs_from(argv, 5, "fig5_accuracy")
     return save([accuracy_curves(runs)], runs, "fig5_accuracy")
 
 
 # %%
 if __name__ == "__main__":
-    main()
+    script(main)

@@ -7,13 +7,13 @@ token rows) and is trained as one `vis_finetune` run per seed. A fine-tune *solv
 train and test accuracy are >= 0.99 at its end, and *collapses* when its train accuracy is below
 1/p + 0.05 (chance is 1/p). Rates over the same seeds, 95% Wilson intervals.
 
-Run: `python analyses/finetune_study.py [OUT] [SEEDS]` (default runs/finetune_study, 32 seeds: 0-31).
+Run: `python analyses/finetune_study.py [OUT] [SEEDS]` (default runs/finetune_study and SEEDS 32: seeds 0-31).
 """
 
 # %%
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from circuitpath.paper.presets import experiments
 from circuitpath.paper.variants import FINETUNE_VARIANTS, make_variants
 from circuitpath.runs import load_run
 from circuitpath.training.train import train_groups
+from common import Parser, script
 
 SOLVED = 0.99
 NOTEBOOK = "p=3, n_tokens 3 (FinetuneConfig default)"
@@ -98,9 +99,21 @@ def start_lines(out: Path, seeds: list[int]) -> list[str]:
     return lines
 
 
-def main(argv: list[str]) -> None:
-    out = Path(argv[0]) if argv else Path("runs/finetune_study")
-    seeds = list(range(int(argv[1]) if len(argv) > 1 else 32))
+def count(text: str) -> int:
+    """SEEDS: a number N of seeds, 0..N-1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"is a number of seeds N >= 1 (seeds 0..N-1), got {text!r}")
+    return int(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = Parser(__doc__)
+    parser.add_argument("out", nargs="?", type=Path, default=Path("runs/finetune_study"), metavar="OUT",
+                        help="where the runs go (default runs/finetune_study); a second call only reads them")
+    parser.add_argument("seeds", nargs="?", type=count, default=32, metavar="SEEDS",
+                        help="a number N of seeds, 0..N-1 (default 32): 6 runs per seed")
+    args = parser.parse_args(argv)
+    out, seeds = args.out, list(range(args.seeds))
     pretrain(out, seeds)
     branch_variants(out, seeds)
     print(f"seeds {seeds[0]}-{seeds[-1]}; runs in {out}")
@@ -108,4 +121,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    script(main)

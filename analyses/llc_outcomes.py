@@ -9,7 +9,6 @@
 # %%
 from __future__ import annotations
 
-import argparse
 import statistics
 
 from tqdm.auto import tqdm
@@ -18,6 +17,7 @@ from circuitpath.analysis.llc import LLCEstimate, LLCSettings, estimate_llc
 from circuitpath.analysis.outcomes import generalises, memorises
 from circuitpath.runs import load_run
 from circuitpath.training.branch import find_runs
+from common import Parser, header, script
 
 
 def llc_and_verdict(path, settings: LLCSettings, step: int | None) -> tuple[str, LLCEstimate]:
@@ -51,8 +51,8 @@ def write_page(rows: list[tuple[str, str, LLCEstimate]], settings: LLCSettings, 
 def main(argv=None, settings: LLCSettings | None = None):
     from scipy.stats import mannwhitneyu
 
-    parser = argparse.ArgumentParser(description="LLC of memorising against generalising runs")
-    parser.add_argument("dirs", nargs="+")
+    parser = Parser(header(__file__))
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="run directories, or directories of runs (a sweep's)")
     parser.add_argument("--step", type=int, help="the checkpoint to read (default: each run's last)")
     parser.add_argument("--html", help="write the LLC by verdict and every run's SGLD chains to this page")
     args = parser.parse_args(argv)
@@ -78,4 +78,4 @@ def main(argv=None, settings: LLCSettings | None = None):
 
 # %%
 if __name__ == "__main__":
-    main()
+    script(main)
