@@ -21,6 +21,7 @@ from circuitpath.errors import (
     ConfigError,
     HookError,
     InputError,
+    NotApplicableError,
     RunError,
 )
 
@@ -45,7 +46,8 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *LAZY])
+    """The public names (`__all__`), not the modules this one imports."""
+    return sorted([*__all__, "__version__"])
 
 
 __all__ = [
@@ -57,6 +59,7 @@ __all__ = [
     "InputError",
     "Interrupted",
     "ModelConfig",
+    "NotApplicableError",
     "Phase",
     "Run",
     "RunConfig",

@@ -124,13 +124,15 @@ def train_groups(
     return _run(trainers, progress, workers)
 
 
-def resume(paths: list[str | Path], *, device: str = "cpu", progress: bool = True, workers: int | None = None,
-           allow_other_platform: bool = False) -> list[Run]:
-    """Continue runs of one group from their last common saved state; the result equals an uninterrupted run.
+def resume(paths: str | Path | list[str | Path], *, device: str = "cpu", progress: bool = True,
+           workers: int | None = None, allow_other_platform: bool = False) -> list[Run]:
+    """Continue runs of one group (or one run: a single path) from their last common saved state; the result
+    equals an uninterrupted run.
 
     Runs that were killed before their first checkpoint start again from their initial weights. When
     every run is completed there is nothing to do: they are returned untouched.
     """
+    paths = [paths] if isinstance(paths, (str, Path)) else paths
     return resume_groups([paths], device=device, progress=progress, workers=workers,
                          allow_other_platform=allow_other_platform)[0]
 
