@@ -96,6 +96,23 @@ def test_activation_cache_shorthand():
     torch.testing.assert_close(cache["pattern", 0].sum(-1), torch.ones(3))
 
 
+def test_a_hook_name_the_model_lacks_is_a_hook_error_naming_the_ones_it_has():
+    """In the cache, in run_with_hooks and in run_with_cache's names_filter (where a misspelt name cached nothing)."""
+    model = random_model()
+    tokens = torch.randint(0, 4, (3, 12))
+    _, cache = model.run_with_cache(tokens)
+    for key in [("z", 0), "pattern"]:
+        with pytest.raises(HookError, match=r"this cache holds no activation .*; it holds hook_embed, "):
+            cache[key]
+    with pytest.raises(HookError, match="unknown hook 'nope'; valid hooks: hook_embed"):
+        model.run_with_hooks(tokens, fwd_hooks=[("nope", lambda t, hook: t)])
+    with pytest.raises(HookError, match="unknown hook 'nope'"):
+        model.run_with_cache(tokens, names_filter=["blocks.0.hook_attn_out", "nope"])
+    assert list(model.run_with_cache(tokens, names_filter="blocks.0.hook_attn_out")[1]) == ["blocks.0.hook_attn_out"]
+    with pytest.raises(KeyError):  # still a KeyError, for code that catches TransformerLens's
+        cache["nothing"]
+
+
 def test_editing_a_hook_changes_everything_downstream():
     model = random_model()
     tokens = torch.randint(0, 4, (4, 12))

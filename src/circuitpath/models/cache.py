@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from transformer_lens import ActivationCache
 
-from circuitpath.errors import NotApplicableError
+from circuitpath.errors import HookError, NotApplicableError
 
 _SHAPES = ("the single query sums the positions, so the residual stream is [batch, pos, d_model] up to the "
            "attention and [batch, d_model] after it")
@@ -20,7 +20,18 @@ _NO_HEADS = ("the attention is one head with no output matrix W_O: its output is
              "cache['attn_out', 0] ('blocks.0.hook_attn_out')")
 
 
-class CrossAttentionCache(ActivationCache):
+class NamedCache(ActivationCache):
+    """`ActivationCache` whose look-up of an activation it does not hold names what it holds (a HookError, which is a
+    KeyError, rather than TransformerLens's bare KeyError)."""
+
+    def __getitem__(self, key):
+        try:
+            return super().__getitem__(key)
+        except KeyError:
+            raise HookError(f"this cache holds no activation {key!r}; it holds {', '.join(self.cache_dict)}") from None
+
+
+class CrossAttentionCache(NamedCache):
     """`ActivationCache` of a `CrossAttentionTransformer` (what its `run_with_cache` returns)."""
 
     def _refuse(self, method: str, reason: str, instead: str) -> NotApplicableError:

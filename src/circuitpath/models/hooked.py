@@ -46,6 +46,20 @@ class HookedModel(HookedRootModule):
     def hook_names(self) -> list[str]:
         return list(self.hook_dict)
 
+    def run_with_hooks(self, *model_args, fwd_hooks=(), bwd_hooks=(), **kwargs):
+        """TransformerLens's, with every hook named by a string checked first (HookError naming the valid ones)."""
+        for name, _ in [*fwd_hooks, *bwd_hooks]:
+            if isinstance(name, str):
+                self.check_hook(name)
+        return super().run_with_hooks(*model_args, fwd_hooks=list(fwd_hooks), bwd_hooks=list(bwd_hooks), **kwargs)
+
+    def run_with_cache(self, *model_args, names_filter=None, **kwargs):
+        """TransformerLens's, with a names_filter given as names checked first (a misspelt name would cache nothing)."""
+        for name in [names_filter] if isinstance(names_filter, str) else (
+                names_filter if isinstance(names_filter, (list, tuple)) else []):
+            self.check_hook(name)
+        return super().run_with_cache(*model_args, names_filter=names_filter, **kwargs)
+
     def check_hook(self, name: str) -> HookPoint:
         """The hook point called `name`, or HookError listing the valid names."""
         if name not in self.hook_dict:

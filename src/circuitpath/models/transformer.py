@@ -26,6 +26,7 @@ from transformer_lens.hook_points import HookPoint
 
 from circuitpath.config import ModelConfig
 from circuitpath.errors import CheckpointError, InputError
+from circuitpath.models.cache import NamedCache
 from circuitpath.models.embedding import Embed, PosEmbed, Unembed
 from circuitpath.models.hooked import HookedModel
 from circuitpath.models.weights import n_positions, readout_position, transformer_init, transformer_shapes
@@ -202,7 +203,7 @@ class StandardTransformer(HookedModel):
         """Output and every hooked activation, as a TransformerLens `ActivationCache` (a plain dict with
         `return_cache_object=False`); `names_filter` and the other options of TransformerLens apply."""
         out, cache = super().run_with_cache(*model_args, **kwargs)
-        return out, ActivationCache(cache, self) if return_cache_object else cache
+        return out, NamedCache(cache, self) if return_cache_object else cache
 
     def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True) -> Float[Tensor, " d_model"]:
         """Sum of the attention (and MLP) output biases before layer `layer` (its b_O too with
