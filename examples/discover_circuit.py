@@ -1,6 +1,7 @@
 # %% [markdown]
 # Find the circuit at every checkpoint with three methods and grade each against the truth: the
-# task sums positions 0..k-1, so a method that works ranks them above the others (AUROC 1).
+# task sums its relevant positions (0..k-1, unless it drew others), so a method that works ranks them
+# above the others (AUROC 1). Writes RUN_DIR/analysis/discovery_example/.
 # Run: python examples/discover_circuit.py [RUN_DIR]   (e.g. runs/curriculum/seed_0 after `circuitpath reproduce`)
 
 # %%

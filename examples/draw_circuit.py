@@ -2,6 +2,7 @@
 # Draw the circuit a checkpoint uses: each component weighted by the accuracy it loses when
 # mean-ablated (its effect), small ones pruned; written as interactive HTML and as a static SVG. Measured
 # on training inputs where test accuracy is at chance (a memorising model), on test inputs otherwise.
+# Writes RUN_DIR/circuit.html and RUN_DIR/circuit.svg (as `circuitpath diagram` does).
 # Run: python examples/draw_circuit.py [RUN_DIR]   (e.g. runs/curriculum/seed_0 after `circuitpath reproduce`)
 
 # %%

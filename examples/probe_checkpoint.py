@@ -6,8 +6,6 @@
 # Run: python examples/probe_checkpoint.py [RUN_DIR]
 
 # %%
-from transformer_lens import ActivationCache
-
 import circuitpath as cp
 from _demo import command_line, demo_run
 from circuitpath.analysis.models import is_paper, key_labels, readout_position
@@ -20,8 +18,7 @@ def main(run_dir: str | None = None) -> None:
     model = run.model_at()  # the last checkpoint
     step = run.steps[-1]
     split = run.data()
-    logits, raw = model.run_with_cache(split.x_test[:512])
-    cache = ActivationCache(raw, model)
+    logits, cache = model.run_with_cache(split.x_test[:512])  # a TransformerLens ActivationCache
     summed = list(run.config.task.relevant_positions(run.config.train.phases[-1]))  # 0..k-1 in the paper's task
     print(f"step {step}: test accuracy {(logits.argmax(-1) == split.y_test[:512]).float().mean():.3f}")
     reader = "the query" if is_paper(model) else f"the readout position ({key_labels(model.cfg)[readout_position(model.cfg)]})"
@@ -32,7 +29,7 @@ def main(run_dir: str | None = None) -> None:
         print(f"{name:<5}" + "".join(f"{a:5.2f}" for a in row.tolist()) + f"  {row[summed].sum():.3f}")
 
 
-def readout_rows(cache: ActivationCache, model) -> dict:
+def readout_rows(cache, model) -> dict:
     """The mean attention of the readout over the key positions: the paper's single query (one row), or a
     standard transformer's readout position, one row per layer and head (named L0H1: layer 0, head 1)."""
     if is_paper(model):

@@ -276,7 +276,8 @@ def position_patching(
     `normalized()` reads 0 = as corrupted, 1 = as clean. Where no answer flips (a position the model
     ignores: every spurious one of a model that has pruned them) there is nothing to restore: the
     entry is NaN and `measured` is 0. `measured` counts the flipped inputs of each position; labels
-    name the positions' values v0, v1, ... (the first k are the summed ones). Without a `generator` the
+    name the positions' values v0, v1, ... (`k`, how many positions the task sums, is only checked: which
+    positions it sums is the task's, `TaskConfig.relevant_positions`). Without a `generator` the
     redraws come from one seeded with `seed`. In the standard transformer the value patched back is
     position t's in the first layer (`blocks.0.attn.hook_v` at t, every head): what every position
     reads from t there, while t's own stream and keys stay corrupted.
