@@ -78,3 +78,11 @@ def test_with_replacement_lifts_the_limit_on_n_train():
     config = RunConfig(task=TaskConfig(n_ctx=4, k=2, n_train=20, with_replacement=True), model=ModelConfig(n_ctx=4),
                        train=TrainConfig(phases=parse_phases("2:5:1e-3")))
     assert config.task.n_train == 20
+
+
+def test_a_task_s_phase_is_a_phase_not_its_index():
+    """run.data(1) and run.phase_at take indices; the task's truth takes the Phase, and says so when given an index."""
+    task, phase = TaskConfig(k=3), parse_phases("2:10:1e-3:k=2")[0]
+    assert task.relevant_positions(phase) == (0, 1) and task.relevant_positions() == (0, 1, 2)
+    with pytest.raises(ConfigError, match=r"a task's phase is a Phase, e.g. run.config.train.phases\[i\] .* got 0"):
+        task.relevant_positions(0)

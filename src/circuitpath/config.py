@@ -155,6 +155,8 @@ class TaskConfig:
 
     def phase_k(self, phase: Phase | None = None) -> int:
         """The number of positions summed in `phase` (the task's k when the phase does not set one)."""
+        _check(phase is None or isinstance(phase, Phase), "a task's phase is a Phase, e.g. run.config.train.phases[i] "
+               f"(run.data and run.phase_at take the index i), got {phase!r}")
         return self.k if phase is None or phase.k is None else phase.k
 
     def relevant_positions(self, phase: Phase | None = None) -> tuple[int, ...]:
