@@ -1,10 +1,12 @@
 import json
+import re
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from circuitpath import CheckpointError, RunError, load_run, train
+from circuitpath import CheckpointError, InputError, RunError, load_run, train
 from circuitpath.runs import RunWriter
 from circuitpath.runs.storage import RunLock
 from conftest import tiny_config
@@ -62,6 +64,19 @@ def test_every_nearest_list_is_the_nearest_saved_steps_nearest_first(trained_run
         assert distances == sorted(distances), message
         assert len(listed) == 3 and set(listed) <= set(steps)
         assert max(distances) <= min(abs(s - step) for s in steps if s not in listed), message
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda run: run.model_at("30"), "a step is a whole number of steps, got '30'"),
+    (lambda run: run.model_at(30.0), "a step is a whole number of steps, got 30.0"),
+    (lambda run: run.weights_at(True), "got True"),
+    (lambda run: run.data("1"), "phase is an index, 0..1 or negative from the end, got '1'"),  # two phases
+    (lambda run: load_run(5), "a run is opened from its directory's path, got 5"),
+])
+def test_a_step_phase_or_path_of_the_wrong_type_is_named(trained_run, call, says):
+    with pytest.raises(InputError, match=re.escape(says)):
+        call(trained_run)
+    assert trained_run.checkpoint_path(np.int64(trained_run.steps[-1])).is_file()  # numpy's integers are steps
 
 
 def test_not_a_run(tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import numbers
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from circuitpath import pinning, platform
 from circuitpath.config import RunConfig
-from circuitpath.errors import CheckpointError, CircuitPathError, RunError
+from circuitpath.errors import CheckpointError, CircuitPathError, InputError, RunError
 from circuitpath.runs.storage import RunLock, load_tensors, read_json, save_tensors, write_atomic, write_json
 
 if TYPE_CHECKING:  # torch and the model load with the first tensor read: `circuitpath show` needs neither
@@ -116,6 +117,8 @@ class Run:
         return self.config.train.phase_starts()[1:]
 
     def checkpoint_path(self, step: int) -> Path:
+        if not _is_step(step, negative=True):  # a negative one is not saved: said below, with the nearest saved
+            raise InputError(f"a step is a whole number of steps, got {step!r}")
         steps = self.steps
         if step not in steps:
             raise CheckpointError(f"step {step} was not saved in {self.path}; nearest saved, nearest first: {nearest_steps(steps, step)}")
@@ -146,6 +149,8 @@ class Run:
         from circuitpath.data import Split
 
         n_phases = len(self.config.train.phases)
+        if not _is_step(phase, negative=True):
+            raise InputError(f"phase is an index, 0..{n_phases - 1} or negative from the end, got {phase!r}")
         index = phase % n_phases if -n_phases <= phase < n_phases else None
         if index is None:
             raise RunError(f"phase {phase} does not exist; {self.path} has phases 0..{n_phases - 1}")
@@ -172,8 +177,15 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return lines
 
 
+def _is_step(value, negative: bool = False) -> bool:
+    """A whole number (an integer such as numpy's too, not a bool, float or string), >= 0 unless `negative`."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and (negative or value >= 0)
+
+
 def load_run(path: str | Path) -> Run:
     """Open a run directory written by `circuitpath train`."""
+    if not isinstance(path, (str, Path)):
+        raise InputError(f"a run is opened from its directory's path, got {path!r}")
     path = Path(path)
     if not path.is_dir():
         raise RunError(f"{path} is not a run directory (it does not exist or is not a directory)")
