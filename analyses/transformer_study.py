@@ -105,8 +105,10 @@ def table(out: Path) -> tuple[list[str], list[dict]]:
 
 # %%
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("out", nargs="?", type=Path, default=Path("runs/transformer_study"))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("out", nargs="?", type=Path, default=Path("runs/transformer_study"), metavar="OUT",
+                        help="where the runs and study.json go (default runs/transformer_study)")
     parser.add_argument("--seeds", default="0-31", help="N, N-M or a list (default 0-31)")
     parser.add_argument("--steps", type=int, default=3000, help="steps of every run (default 3000)")
     args = parser.parse_args(argv)
