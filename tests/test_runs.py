@@ -157,3 +157,11 @@ def test_a_file_is_checked_from_its_raw_bytes_as_loading_checks_it(tmp_path):
     for check in (verify_tensors, load_tensors):
         with pytest.raises(CheckpointError, match="truncated or corrupted"):
             check(path)
+
+
+def test_the_analyses_take_a_run_or_its_directory(trained_run):
+    from circuitpath.analysis.barrier import run_barrier
+    from circuitpath.analysis.circuit import circuit_at
+
+    assert circuit_at(str(trained_run.path), n=32).effects == circuit_at(trained_run, n=32).effects
+    assert run_barrier(trained_run.path, str(trained_run.path)).height == run_barrier(trained_run, trained_run).height

@@ -12,7 +12,7 @@ from circuitpath.config import ModelConfig
 from circuitpath.data import Split
 from circuitpath.errors import CheckpointError
 from circuitpath.models.model import build_model
-from circuitpath.runs import Run
+from circuitpath.runs import Run, as_run
 
 
 @dataclass
@@ -61,6 +61,7 @@ def loss_barrier(
 
 def run_barrier(run_a: Run, run_b: Run, step_a: int | None = None, step_b: int | None = None, points: int = 21) -> BarrierResult:
     """Barrier between two checkpoints (the last ones by default), on the data of run_b's last phase."""
+    run_a, run_b = as_run(run_a), as_run(run_b)  # Runs, or their directories
     if run_a.config.model.to_shape() != run_b.config.model.to_shape():
         raise CheckpointError(f"{run_a.path} and {run_b.path} have models of different shapes")
     step_a = run_a.steps[-1] if step_a is None else step_a

@@ -27,6 +27,7 @@ from circuitpath.analysis.models import require_paper
 from circuitpath.data import positions_of, truth_of
 from circuitpath.errors import ConfigError, InputError
 from circuitpath.models.model import CrossAttentionTransformer
+from circuitpath.runs import as_run
 
 ATTENTION, MLP, LOGITS, RESIDUAL = "attn", "mlp", "logits", "resid"  # as discovery names them
 INPUTS = ("train", "test")
@@ -140,6 +141,7 @@ def circuit_at(run, step: int | None = None, *, on: str = "auto", n: int = 2048,
     """The circuit of `run` at `step` (default: the last), measured on up to `n` first inputs of the split
     `on` chooses (`choose_inputs`) from the data of the phase the step belongs to (`n_inputs`: how many).
     The diagram's path (positions -> attn -> mlp -> logits) is the paper's model's; another is refused."""
+    run = as_run(run)  # a Run, or its directory
     require_paper(run.config.model, "the circuit diagram", "circuitpath ablate and patch measure its positions, "
                   "circuitpath discover scores them along training")
     model = run.model_at(step, device=device)  # refuses a run without checkpoints, or a step not saved

@@ -11,7 +11,7 @@ from circuitpath.analysis.clusters import MAX_CLUSTERS, find_clusters
 from circuitpath.analysis.models import require_paper
 from circuitpath.data import at_positions, truth_of
 from circuitpath.errors import InputError
-from circuitpath.runs import Run
+from circuitpath.runs import Run, as_run
 
 
 @dataclass
@@ -45,6 +45,7 @@ class AttentionOverTraining:
 def attention_over_training(run: Run, n: int = 512, phase: int = -1, steps: list[int] | None = None) -> AttentionOverTraining:
     """Read `blocks.0.attn.hook_pattern` at every checkpoint on the first n test inputs of `phase`, against
     that phase's truth. The single query is the paper's model's (`flow.readout_flow`: any model's, per layer and head)."""
+    run = as_run(run)  # a Run, or its directory
     require_paper(run.config.model, "the single query's attention over training", "flow.readout_flow reads the "
                   "readout position's per layer and head")
     probe = run.data(phase).x_test[:n]
@@ -92,6 +93,7 @@ def circuit_over_training(run: Run, n: int = 256, points: int = 12, max_clusters
     Each checkpoint is measured on the `on` inputs (train or test) of the phase it belongs to: a
     memorising model loses accuracy only on training inputs, where it has something to lose.
     """
+    run = as_run(run)  # a Run, or its directory
     require_paper(run.config.model, "the circuit over training (the single query's attention, the clusters of z_A)")
     if on not in ("train", "test"):
         raise InputError(f"measure on train or test, got {on!r}")

@@ -20,7 +20,7 @@ from torch import Tensor
 from circuitpath.analysis.models import key_labels, readout_attention, require_paper
 from circuitpath.data import positions_of, truth_of
 from circuitpath.errors import InputError
-from circuitpath.runs import Run
+from circuitpath.runs import Run, as_run
 
 OUTPUT = "z_A"
 
@@ -144,6 +144,7 @@ class ReadoutFlow:
 def readout_flow(run: Run, steps: list[int] | None = None, n: int = 256) -> ReadoutFlow:
     """`ReadoutFlow` at each checkpoint (all by default), on the first `n` test inputs of its phase; either model
     (the paper's has one layer and one head)."""
+    run = as_run(run)  # a Run, or its directory
     steps = list(run.steps if steps is None else steps)
     phases = [run.phase_at(step) for step in steps]
     if n < 1:

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from circuitpath.errors import CircuitPathError, ConfigError
 from circuitpath.models.model import CrossAttentionTransformer
-from circuitpath.runs import ANALYSIS_DIR, Run
+from circuitpath.runs import ANALYSIS_DIR, Run, as_run
 from circuitpath.runs.storage import read_json, write_atomic
 
 LLC_JSON = "llc.json"
@@ -270,6 +270,7 @@ def estimate_llc(
 def llc_over_training(run: Run, settings: LLCSettings = LLCSettings(), *, steps: list[int] | None = None,
                       device: str = "cpu", progress: bool = True) -> LLCOverTraining:
     """λ̂ at each of `steps` (default: every saved checkpoint), each on its phase's training set."""
+    run = as_run(run)  # a Run, or its directory
     steps = run.steps if steps is None else steps
     for step in steps:
         run.checkpoint_path(step)  # every step is checked before the first estimate

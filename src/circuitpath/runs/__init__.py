@@ -182,6 +182,11 @@ def _is_step(value, negative: bool = False) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and (negative or value >= 0)
 
 
+def as_run(run: Run | str | Path) -> Run:
+    """A Run, or the run its directory holds: what the analyses take."""
+    return run if isinstance(run, Run) else load_run(run)
+
+
 def load_run(path: str | Path) -> Run:
     """Open a run directory written by `circuitpath train`."""
     if not isinstance(path, (str, Path)):

@@ -36,7 +36,7 @@ from circuitpath.analysis.replacing import run_replaced
 from circuitpath.analysis.threads import single_threaded
 from circuitpath.data import relevant_mask
 from circuitpath.errors import ConfigError
-from circuitpath.runs import ANALYSIS_DIR, Run
+from circuitpath.runs import ANALYSIS_DIR, Run, as_run
 from circuitpath.runs.storage import write_json
 
 #: The hook whose index t carries input position t.
@@ -160,6 +160,7 @@ def discover_positions(run: Run, methods: tuple[str, ...] = METHODS, *, n: int =
 
     `workers` checkpoints are scored at once, each single-threaded (default: one a core on the CPU,
     one at a time elsewhere); the scores are the same bytes for any number."""
+    run = as_run(run)  # a Run, or its directory
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ConfigError(f"unknown method {unknown[0] if unknown else ''!r}; known: {', '.join(METHODS)}")

@@ -27,7 +27,7 @@ from circuitpath.analysis.models import require_paper
 from circuitpath.analysis.threads import single_threaded
 from circuitpath.data import relevant_mask
 from circuitpath.errors import CheckpointError, ConfigError, InputError, RunError
-from circuitpath.runs import ANALYSIS_DIR, DATA_DIR, Run, data_file
+from circuitpath.runs import ANALYSIS_DIR, DATA_DIR, Run, as_run, data_file
 from circuitpath.runs.storage import load_tensors, read_json, save_tensors, write_json
 
 DISCOVERY_DIR = "discovery"
@@ -196,6 +196,7 @@ def discover(run: Run, config: DiscoveryConfig = DiscoveryConfig(), steps: list[
 
     On one CPU thread: each operation is small, and a second thread mostly waits for a busy core
     (on 2 busy cores, the paper's run took several times the CPU time with two threads)."""
+    run = as_run(run)  # a Run, or its directory
     steps, phases, probes = plan(run, config, steps)
     probes = {phase: probe.to(device) for phase, probe in probes.items()}
     graph = ModelGraph.of_config(run.config.model)
