@@ -1,8 +1,11 @@
+import re
+
 import numpy as np
 import pytest
 import torch
 
-from circuitpath import ConfigError, TaskConfig, make_split
+from circuitpath import ConfigError, InputError, TaskConfig, make_split
+from circuitpath.analysis.patching import corrupt_positions, redraw_position
 from circuitpath.data import targets
 
 
@@ -83,3 +86,18 @@ def test_with_replacement_draws_more_sequences_than_exist():
     assert (len(split.x_train), len(split.x_test)) == (100, 30) and len(rows(split.x_train)) <= 16
     with pytest.raises(ConfigError, match="with_replacement must be true or false, got 'yes'"):
         TaskConfig(with_replacement="yes")
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda x: targets(x, 4, 20), "k must be in 1..12 (the inputs' length), got 20"),
+    (lambda x: targets(x, 0, 5), "p must be an integer >= 2, got 0"),
+    (lambda x: targets(x, 4, [0, 12]), "positions must lie in 0..11 (the inputs' length is 12), got [0, 12]"),
+    (lambda x: corrupt_positions(x, [20], p=4), "positions must lie in 0..11"),
+    (lambda x: corrupt_positions(x, [0], p=0), "p must be an integer >= 2, got 0"),
+    (lambda x: redraw_position(x, 12, 4), "positions must lie in 0..11"),
+])
+def test_targets_and_corruptions_name_a_bad_position_or_modulus(call, says):
+    x = torch.zeros(3, 12, dtype=torch.long)
+    with pytest.raises(InputError, match=re.escape(says)):
+        call(x)
+    assert targets(x + 1, 4, np.array([0, 3])[1:].tolist() + [np.int64(1)]).tolist() == [2, 2, 2]  # numpy's ints count

@@ -7,6 +7,7 @@ as the paper's d = 2 pipeline draws them.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from circuitpath.config import ENUMERATE_LIMIT, Phase, TaskConfig
+from circuitpath.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,22 @@ class Split:
 def targets(x: Int[Tensor, "batch pos"], p: int, k: int | Sequence[int]) -> Int[Tensor, " batch"]:
     """y = the sum of x at the relevant positions, mod p: the first k when `k` is a number,
     y = (x_1 + ... + x_k) mod p, or the positions `k` lists (e.g. `task.relevant_positions(phase)`)."""
+    check_summed(x.shape[1], p, k)
     if isinstance(k, int):
         return x[:, :k].sum(dim=1) % p
     return x[:, list(k)].sum(dim=1) % p
+
+
+def check_summed(n_ctx: int, p: int, k: int | Sequence[int]) -> None:
+    """InputError unless p >= 2 and the positions `k` names (the first k, or those listed) lie in 0..n_ctx-1."""
+    whole = lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)  # numpy's integers too
+    if not whole(p) or p < 2:
+        raise InputError(f"p must be an integer >= 2, got {p!r}")
+    if whole(k):
+        if not 1 <= k <= n_ctx:
+            raise InputError(f"k must be in 1..{n_ctx} (the inputs' length), got {k}")
+    elif not all(whole(t) and 0 <= t < n_ctx for t in k):
+        raise InputError(f"positions must lie in 0..{n_ctx - 1} (the inputs' length is {n_ctx}), got {list(k)}")
 
 
 def positions_of(k: int | Sequence[int]) -> tuple[int, ...]:

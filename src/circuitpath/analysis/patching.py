@@ -22,6 +22,7 @@ from torch import Tensor
 from circuitpath.analysis.models import PAPER_HOOK_AXES, POSITION_AXES, hook_axes, is_paper, position_name
 from circuitpath.analysis.replacing import DEFAULT_MAX_BATCH, VALUES, run_replaced
 from circuitpath.config import ModelConfig
+from circuitpath.data import check_summed
 from circuitpath.errors import InputError
 from circuitpath.models.model import CrossAttentionTransformer
 
@@ -227,6 +228,7 @@ def corrupt_positions(
 ) -> Int[Tensor, "batch pos"]:
     """A copy of `tokens` with the given positions redrawn uniformly from F_p, from `generator` or else
     from a generator seeded with `seed` (the same draw every time)."""
+    check_summed(tokens.shape[1], p, positions)
     corrupted = tokens.clone()
     fresh = torch.randint(p, (tokens.shape[0], len(positions)), generator=seeded(generator, seed))
     corrupted[:, positions] = fresh.to(tokens.device)
@@ -239,6 +241,7 @@ def redraw_position(
 ) -> Int[Tensor, "batch pos"]:
     """A copy of `tokens` with the token at `position` replaced by a different one, uniform over the other
     p - 1 (drawn from `generator`, or from one seeded with `seed`)."""
+    check_summed(tokens.shape[1], p, [position])
     corrupted = tokens.clone()
     shift = torch.randint(1, p, (tokens.shape[0],), generator=seeded(generator, seed)).to(tokens.device)
     corrupted[:, position] = (tokens[:, position] + shift) % p
