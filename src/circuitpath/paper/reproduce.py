@@ -135,7 +135,7 @@ def check(out: Path, experiments: dict[str, Experiment], figures: list[int], see
                for name in needed(figures)}
     for path in (Path(out) / CLAIMS_JSON, Path(out) / REPORT):
         if path.exists() and not force:
-            raise RunError(f"{path} already exists; pass --force to replace it")
+            raise RunError(f"{path} already exists; pass --force to replace it (force=True in Python)")
     for name in [*configs, *branches_needed(figures)]:
         for seed in seeds_of(name, seeds, vis_seeds):
             RunWriter.check_target(run_path(Path(out), name, seed), force)

@@ -273,7 +273,7 @@ class RunWriter:
             if not (path / RUN_JSON).is_file():
                 raise RunError(f"{path} exists, is not empty and is not a run; refusing to replace it")
             if not force:
-                raise RunError(f"{path} already holds a run; pass --force to replace it")
+                raise RunError(f"{path} already holds a run; pass --force to replace it (force=True in Python)")
 
     @classmethod
     def create(cls, path: Path, config: RunConfig, splits: list[Split], force: bool = False,

@@ -104,7 +104,8 @@ def sweep(
     spec = make_spec(seeds, experiments, task, model, keep_checkpoints, train)
     check_out(out)
     if (out / SWEEP_JSON).exists() and not force:
-        raise RunError(f"{out} already holds a sweep; pass --force to replace it, or --resume to continue it")
+        raise RunError(f"{out} already holds a sweep; pass --force to replace it, or --resume to continue it "
+                       "(in Python: force=True, or resume_sweep)")
     paths = [run_path(out, name, seed) for name in experiments for seed in seeds]
     for path in paths:
         RunWriter.check_target(path, force)

@@ -141,7 +141,8 @@ def switch_experiment(out: str | Path, settings: SwitchSettings, *, device: str 
     if out.exists() and not out.is_dir():
         raise RunError(f"{out} exists and is not a directory")
     if (out / SWITCH_JSON).exists() and not force:
-        raise RunError(f"{out} already holds a switch experiment; pass --force to replace it, or --resume to finish it")
+        raise RunError(f"{out} already holds a switch experiment; pass --force to replace it, or --resume to finish it "
+                       "(in Python: force=True, or resume_switch)")
     if out.is_dir() and any(out.iterdir()) and not (out / SWITCH_JSON).exists():
         raise RunError(f"{out} exists, is not empty and is not a switch experiment; refusing to replace it")
     if force and (out / SWITCH_JSON).exists():

@@ -48,7 +48,8 @@ def _check_group(configs: list[RunConfig], outs: list[Path]) -> None:
     if not configs:
         raise ConfigError("no run to train")
     if len(configs) != len(outs):
-        raise ConfigError(f"{len(configs)} configs but {len(outs)} output directories")
+        raise ConfigError(f"each config needs its output directory: got {len(configs)} config{'s' * (len(configs) != 1)} "
+                          f"and {len(outs)} director{'ies' if len(outs) != 1 else 'y'}")
     if len({Path(o).resolve() for o in outs}) != len(outs):
         raise ConfigError("two runs of one batch share an output directory")
     key = _shape_key(configs[0])
