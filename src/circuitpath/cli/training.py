@@ -88,6 +88,7 @@ NEW_RUN_FLAGS = ("--out", "--config", "--preset", "--force", "--phases", "--p", 
                  "--n-heads", "--readout", "--norm", "--log-every", "--checkpoint-every", "--dense-checkpoints",
                  "--sample-seed")
 
+
 def warn_capability() -> None:
     """One line on stderr when ATEN_CPU_CAPABILITY asks for a CPU kernel set torch does not run."""
     import sys
@@ -212,7 +213,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.allow_other_platform and args.resume is None:
         raise ConfigError("--allow-other-platform applies to --resume RUN only")
     if args.resume is not None:
-        if given := [flag for flag in NEW_RUN_FLAGS if getattr(args, flag[2:].replace("-", "_")) not in (None, False)]:
+        given = [flag for flag in NEW_RUN_FLAGS if getattr(args, flag[2:].replace("-", "_")) not in (None, False)]
+        if given:
             raise ConfigError(f"--resume continues a run as it recorded it (its task, model and phases); drop "
                               f"{', '.join(given)}")
         from circuitpath.runs import load_run
