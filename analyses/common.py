@@ -1,6 +1,7 @@
-"""Shared by the figure scripts: which runs to read and where a figure goes.
+"""Shared by the analysis scripts: which runs a figure script reads and where its figure goes, and the
+command line of every script (a --help from its header, mistakes in one line with exit status 2).
 
-With no argument a script reads the runs `circuitpath reproduce` drew in ./runs (the seed named in
+With no argument a figure script reads the runs `circuitpath reproduce` drew in ./runs (the seed named in
 runs/claims.json), those of the experiments its figure needs; given run directories, it reads those.
 """
 
@@ -69,8 +70,8 @@ def header(path: str) -> str:
 
 
 def script(main) -> None:
-    """Run a figure script's main: a mistake (a path that is no run, a model the figure does not draw) is one line
-    on stderr and exit status 2, as for the circuitpath command."""
+    """Run an analysis script's main: a mistake (a path that is no run, a model the figure does not draw) is one
+    line on stderr and exit status 2, as for the circuitpath command."""
     try:
         main()
     except cp.CircuitPathError as error:
