@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -81,6 +82,12 @@ def _check(condition: bool, message: str) -> None:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_whole(value: Any) -> bool:
+    """An integer as the analyses take one: Python's or numpy's, not a bool, float or string (configs, which are
+    written to JSON, take Python's only)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _check_int(name: str, value: Any, low: int) -> None:

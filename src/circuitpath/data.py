@@ -7,7 +7,6 @@ as the paper's d = 2 pipeline draws them.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from circuitpath.config import ENUMERATE_LIMIT, Phase, TaskConfig
+from circuitpath.config import ENUMERATE_LIMIT, Phase, TaskConfig, is_whole
 from circuitpath.errors import InputError
 
 
@@ -44,13 +43,12 @@ def targets(x: Int[Tensor, "batch pos"], p: int, k: int | Sequence[int]) -> Int[
 
 def check_summed(n_ctx: int, p: int, k: int | Sequence[int]) -> None:
     """InputError unless p >= 2 and the positions `k` names (the first k, or those listed) lie in 0..n_ctx-1."""
-    whole = lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)  # numpy's integers too
-    if not whole(p) or p < 2:
+    if not is_whole(p) or p < 2:
         raise InputError(f"p must be an integer >= 2, got {p!r}")
-    if whole(k):
+    if is_whole(k):
         if not 1 <= k <= n_ctx:
             raise InputError(f"k must be in 1..{n_ctx} (the inputs' length), got {k}")
-    elif not all(whole(t) and 0 <= t < n_ctx for t in k):
+    elif not all(is_whole(t) and 0 <= t < n_ctx for t in k):
         raise InputError(f"positions must lie in 0..{n_ctx - 1} (the inputs' length is {n_ctx}), got {list(k)}")
 
 

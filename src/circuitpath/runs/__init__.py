@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import numbers
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from circuitpath import pinning, platform
-from circuitpath.config import RunConfig
+from circuitpath.config import RunConfig, is_whole
 from circuitpath.errors import CheckpointError, CircuitPathError, InputError, RunError
 from circuitpath.runs.storage import RunLock, load_tensors, read_json, save_tensors, write_atomic, write_json
 
@@ -178,8 +177,8 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def _is_step(value, negative: bool = False) -> bool:
-    """A whole number (an integer such as numpy's too, not a bool, float or string), >= 0 unless `negative`."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and (negative or value >= 0)
+    """A whole number (`config.is_whole`), >= 0 unless `negative`."""
+    return is_whole(value) and (negative or value >= 0)
 
 
 def as_run(run: Run | str | Path) -> Run:
