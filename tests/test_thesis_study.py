@@ -87,6 +87,12 @@ def test_the_quick_tour_measures_each_claim_over_seeds_and_resumes_without_train
            for seed in (0, 1)}
     assert control["train_acc"] == acc and control["fits"] == [int(s) for s, a in acc.items() if a >= 0.99]
     assert control["line"] in printed and f"on {len(control['fits'])} of 2 seeds" in control["line"]
+    for row in saved["switch_curve"]["rows"]:  # every row's fit: a late switch leaves few p = 4 steps
+        fit = sum(load_run(out / "switch_curve" / f"switch_{row['switch']}" / f"seed_{seed}").final_metrics()["train_acc"]
+                  >= 0.99 for seed in (0, 1))
+        assert control["fits_by_switch"][str(row["switch"])] == fit
+        assert f"{row['switch']} ({20 - row['switch']}): {fit}/2" in control["budget_line"]
+    assert control["budget_line"] in printed
     assert (out / "study.html").stat().st_size > 3_000_000  # plotly.js inline: opens offline
     files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()
              and p.name not in ("claims.json", "study.html", "switch_table.json")}
