@@ -281,7 +281,7 @@ def curve_control(out: Path, curve: SwitchResult) -> dict:
     train_acc = {switch: {seed: load_run(branch_path(out / CURVE, switch, seed)).final_metrics()["train_acc"]
                           for seed in settings.seeds} for switch in settings.switch_steps}
     by_switch = {switch: sum(acc >= FITS for acc in accs.values()) for switch, accs in train_acc.items()}
-    budget = (f"fits its training set at the end (train acc >= {FITS}), per switch step (p = 4 steps left): "
+    budget = (f"fit of the training set at the end (train acc >= {FITS}), seeds per switch step (p = 4 steps left): "
               + ", ".join(f"{switch} ({settings.total - switch}): {fits}/{len(settings.seeds)}"
                           for switch, fits in by_switch.items())
               + "; a row whose branches do not fit measured its p = 4 steps, not the switch")
@@ -459,7 +459,7 @@ def report(out: Path, todo: Plan, results: dict, curve: SwitchResult | None, wal
     walls = [f"{name} {cell_wall:.0f} s" for name, (*_, cell_wall) in results.items() if cell_wall is not None]
     page = write_page(out, todo.head + [f"the last command that trained each cell took, training and claims, on the machine that ran it (a cell "
                                       f"trained across commands took longer in all): {', '.join(walls)}"],
-                      results, curve, f"{control['line']}. Each row {control['budget_line']}" if control else None)
+                      results, curve, f"{control['line']}. The {control['budget_line']}" if control else None)
     print(f"written: {out / CLAIMS_JSON}, {page}")
     return record
 
